@@ -1,0 +1,195 @@
+//! Typed configuration, read once at start-up from environment variables (or any lookup, so
+//! the local runtime can feed it from the deployed stack's outputs). Every problem is reported
+//! at once, by variable name.
+
+use std::fmt;
+use std::str::FromStr;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// DynamoDB table holding dispatches and recipients.
+    pub table_name: String,
+    /// Bucket operators upload packages to.
+    pub uploads_bucket: String,
+    /// Bucket for frozen packages, reports, samples and history documents.
+    pub reports_bucket: String,
+    /// Queue of fan-out work (one message per key shard of an approved dispatch).
+    pub fanout_queue_url: String,
+    /// Queue of send work (batches of recipients).
+    pub send_queue_url: String,
+    /// Region for phone numbers written without a country code (ISO 3166 alpha-2).
+    pub default_phone_region: String,
+    /// Emails per second one sender instance sends at most.
+    pub email_rate_per_second: f64,
+    /// SMS per second one sender instance sends at most.
+    pub sms_rate_per_second: f64,
+    /// Recipients carried by one send-queue message.
+    pub recipients_per_message: usize,
+    /// Key shards a dispatch's recipients are spread over.
+    pub key_shards: u32,
+    /// Largest list file accepted, in bytes.
+    pub max_list_bytes: u64,
+    /// Most data rows accepted in one list.
+    pub max_rows: u64,
+}
+
+/// Names of the variables, as set in the deployment template.
+pub mod vars {
+    pub const TABLE_NAME: &str = "TABLE_NAME";
+    pub const UPLOADS_BUCKET: &str = "UPLOADS_BUCKET";
+    pub const REPORTS_BUCKET: &str = "REPORTS_BUCKET";
+    pub const FANOUT_QUEUE_URL: &str = "FANOUT_QUEUE_URL";
+    pub const SEND_QUEUE_URL: &str = "SEND_QUEUE_URL";
+    pub const DEFAULT_PHONE_REGION: &str = "DEFAULT_PHONE_REGION";
+    pub const EMAIL_RATE_PER_SECOND: &str = "EMAIL_RATE_PER_SECOND";
+    pub const SMS_RATE_PER_SECOND: &str = "SMS_RATE_PER_SECOND";
+    pub const RECIPIENTS_PER_MESSAGE: &str = "RECIPIENTS_PER_MESSAGE";
+    pub const KEY_SHARDS: &str = "KEY_SHARDS";
+    pub const MAX_LIST_BYTES: &str = "MAX_LIST_BYTES";
+    pub const MAX_ROWS: &str = "MAX_ROWS";
+    /// Every variable the configuration reads.
+    pub const ALL: [&str; 12] = [
+        TABLE_NAME,
+        UPLOADS_BUCKET,
+        REPORTS_BUCKET,
+        FANOUT_QUEUE_URL,
+        SEND_QUEUE_URL,
+        DEFAULT_PHONE_REGION,
+        EMAIL_RATE_PER_SECOND,
+        SMS_RATE_PER_SECOND,
+        RECIPIENTS_PER_MESSAGE,
+        KEY_SHARDS,
+        MAX_LIST_BYTES,
+        MAX_ROWS,
+    ];
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub Vec<String>);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "configuration is not usable: {}", self.0.join("; "))
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+struct Reader<'a, F: Fn(&str) -> Option<String>> {
+    lookup: &'a F,
+    problems: Vec<String>,
+}
+
+impl<F: Fn(&str) -> Option<String>> Reader<'_, F> {
+    fn required(&mut self, name: &str) -> String {
+        match (self.lookup)(name).filter(|v| !v.trim().is_empty()) {
+            Some(v) => v.trim().to_string(),
+            None => {
+                self.problems.push(format!("{name} is not set"));
+                String::new()
+            }
+        }
+    }
+
+    fn number<T: FromStr + PartialOrd + Copy + fmt::Display>(
+        &mut self,
+        name: &str,
+        default: T,
+        min: T,
+        max: T,
+    ) -> T {
+        match (self.lookup)(name).filter(|v| !v.trim().is_empty()) {
+            None => default,
+            Some(v) => match v.trim().parse::<T>() {
+                Ok(n) if n >= min && n <= max => n,
+                _ => {
+                    self.problems.push(format!(
+                        "{name} must be a number from {min} to {max}, got '{v}'"
+                    ));
+                    default
+                }
+            },
+        }
+    }
+}
+
+impl Config {
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Config::from_lookup(&|k| std::env::var(k).ok())
+    }
+
+    pub fn from_lookup<F: Fn(&str) -> Option<String>>(lookup: &F) -> Result<Config, ConfigError> {
+        let mut r = Reader {
+            lookup,
+            problems: Vec::new(),
+        };
+        let region = (r.lookup)(vars::DEFAULT_PHONE_REGION).unwrap_or_else(|| "GB".into());
+        if region.len() != 2 || !region.chars().all(|c| c.is_ascii_alphabetic()) {
+            r.problems.push(format!(
+                "{} must be a two-letter country code, got '{region}'",
+                vars::DEFAULT_PHONE_REGION
+            ));
+        }
+        let c = Config {
+            table_name: r.required(vars::TABLE_NAME),
+            uploads_bucket: r.required(vars::UPLOADS_BUCKET),
+            reports_bucket: r.required(vars::REPORTS_BUCKET),
+            fanout_queue_url: r.required(vars::FANOUT_QUEUE_URL),
+            send_queue_url: r.required(vars::SEND_QUEUE_URL),
+            default_phone_region: region.to_ascii_uppercase(),
+            email_rate_per_second: r.number(vars::EMAIL_RATE_PER_SECOND, 14.0, 0.1, 100_000.0),
+            sms_rate_per_second: r.number(vars::SMS_RATE_PER_SECOND, 20.0, 0.1, 100_000.0),
+            recipients_per_message: r.number(vars::RECIPIENTS_PER_MESSAGE, 25, 1, 200),
+            key_shards: r.number(vars::KEY_SHARDS, 16, 1, 1000),
+            max_list_bytes: r.number(vars::MAX_LIST_BYTES, 512 * 1024 * 1024, 1, u64::MAX),
+            max_rows: r.number(vars::MAX_ROWS, 1_000_000, 1, u64::MAX),
+        };
+        if r.problems.is_empty() {
+            Ok(c)
+        } else {
+            Err(ConfigError(r.problems))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn full() -> HashMap<&'static str, &'static str> {
+        HashMap::from([
+            (vars::TABLE_NAME, "t"),
+            (vars::UPLOADS_BUCKET, "u"),
+            (vars::REPORTS_BUCKET, "r"),
+            (vars::FANOUT_QUEUE_URL, "f"),
+            (vars::SEND_QUEUE_URL, "s"),
+            (vars::DEFAULT_PHONE_REGION, "dk"),
+        ])
+    }
+
+    #[test]
+    fn reads_required_values_and_defaults() {
+        let env = full();
+        let c = Config::from_lookup(&|k| env.get(k).map(|v| v.to_string())).unwrap();
+        assert_eq!(c.table_name, "t");
+        assert_eq!(c.default_phone_region, "DK");
+        assert_eq!(c.recipients_per_message, 25);
+        assert_eq!(c.email_rate_per_second, 14.0);
+    }
+
+    #[test]
+    fn reports_every_problem_by_name() {
+        let mut env = full();
+        env.remove(vars::TABLE_NAME);
+        env.insert(vars::KEY_SHARDS, "0");
+        env.insert(vars::SMS_RATE_PER_SECOND, "fast");
+        let e = Config::from_lookup(&|k| env.get(k).map(|v| v.to_string())).unwrap_err();
+        assert_eq!(e.0.len(), 3, "{e}");
+        assert!(e.to_string().contains("TABLE_NAME is not set"));
+        assert!(e
+            .to_string()
+            .contains("KEY_SHARDS must be a number from 1 to 1000, got '0'"));
+        assert!(e.to_string().contains("SMS_RATE_PER_SECOND"));
+    }
+}

@@ -1,0 +1,134 @@
+//! S3 documents: reading uploads, writing the frozen package, report, sample and history.
+
+use crate::error::{Error, Result};
+use crate::manifest::Manifest;
+use crate::template::TemplateSource;
+use aws_sdk_s3::primitives::ByteStream;
+use serde::{Deserialize, Serialize};
+
+/// What was validated and what will be sent: the manifest, the template texts and the
+/// hashes of the list and templates. Written once per validation and read by the senders.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Package {
+    pub dispatch_id: String,
+    pub manifest: Manifest,
+    pub template: TemplateSource,
+    pub list_key: String,
+    pub list_sha256: String,
+    pub template_sha256: String,
+}
+
+/// Keys of a dispatch's documents in the reports bucket.
+pub mod keys {
+    pub fn package(id: &str) -> String {
+        format!("dispatches/{id}/package.json")
+    }
+    pub fn report(id: &str) -> String {
+        format!("dispatches/{id}/validation-report.csv")
+    }
+    pub fn summary(id: &str) -> String {
+        format!("dispatches/{id}/validation-summary.json")
+    }
+    pub fn sample(id: &str) -> String {
+        format!("dispatches/{id}/sample.json")
+    }
+    pub fn history(id: &str) -> String {
+        format!("dispatches/{id}/history.csv")
+    }
+}
+
+/// Outcome of reading an object that may be missing.
+#[derive(Debug)]
+pub enum Fetched {
+    Found(Vec<u8>),
+    Missing,
+    /// Larger than the limit given; the size is reported.
+    TooLarge(u64),
+}
+
+#[derive(Clone, Debug)]
+pub struct Documents {
+    s3: aws_sdk_s3::Client,
+    pub uploads_bucket: String,
+    pub reports_bucket: String,
+}
+
+impl Documents {
+    pub fn new(
+        s3: aws_sdk_s3::Client,
+        uploads_bucket: impl Into<String>,
+        reports_bucket: impl Into<String>,
+    ) -> Documents {
+        Documents {
+            s3,
+            uploads_bucket: uploads_bucket.into(),
+            reports_bucket: reports_bucket.into(),
+        }
+    }
+
+    /// Reads an object, refusing to load one larger than `max_bytes`.
+    pub async fn fetch(&self, bucket: &str, key: &str, max_bytes: u64) -> Result<Fetched> {
+        let out = match self.s3.get_object().bucket(bucket).key(key).send().await {
+            Ok(o) => o,
+            Err(e) => {
+                if e.as_service_error().is_some_and(|s| s.is_no_such_key()) {
+                    return Ok(Fetched::Missing);
+                }
+                return Err(Error::aws("GetObject")(e));
+            }
+        };
+        let size = out.content_length().unwrap_or(0).max(0) as u64;
+        if size > max_bytes {
+            return Ok(Fetched::TooLarge(size));
+        }
+        let body = out
+            .body
+            .collect()
+            .await
+            .map_err(Error::aws("GetObject body"))?
+            .into_bytes()
+            .to_vec();
+        Ok(Fetched::Found(body))
+    }
+
+    /// Reads a document of the reports bucket; `None` when it does not exist.
+    pub async fn report_document(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        match self.fetch(&self.reports_bucket, key, u64::MAX).await? {
+            Fetched::Found(b) => Ok(Some(b)),
+            _ => Ok(None),
+        }
+    }
+
+    pub async fn put_report_document(
+        &self,
+        key: &str,
+        body: Vec<u8>,
+        content_type: &str,
+    ) -> Result<()> {
+        self.s3
+            .put_object()
+            .bucket(&self.reports_bucket)
+            .key(key)
+            .content_type(content_type)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(Error::aws("PutObject"))?;
+        Ok(())
+    }
+
+    pub async fn put_json<T: Serialize>(&self, key: &str, value: &T) -> Result<()> {
+        let body = serde_json::to_vec_pretty(value).map_err(|e| Error::Malformed(e.to_string()))?;
+        self.put_report_document(key, body, "application/json")
+            .await
+    }
+
+    pub async fn package(&self, dispatch_id: &str) -> Result<Package> {
+        let key = keys::package(dispatch_id);
+        let bytes = self
+            .report_document(&key)
+            .await?
+            .ok_or_else(|| Error::NotFound(key.clone()))?;
+        serde_json::from_slice(&bytes).map_err(|e| Error::Malformed(format!("{key}: {e}")))
+    }
+}

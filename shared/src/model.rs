@@ -1,0 +1,373 @@
+//! Domain model: dispatches, recipients, channels and the state machines that govern them.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+/// Delivery channel of one recipient.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Channel {
+    Email,
+    Sms,
+}
+
+impl Channel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Email => "email",
+            Channel::Sms => "sms",
+        }
+    }
+}
+
+impl fmt::Display for Channel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Channel {
+    type Err = String;
+    /// Accepts the words operators put in a "preferred delivery method" column.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "email" | "e-mail" | "mail" => Ok(Channel::Email),
+            "sms" | "text" | "phone" | "mobile" => Ok(Channel::Sms),
+            other => Err(format!("unknown channel '{other}' (expected email or sms)")),
+        }
+    }
+}
+
+/// Lifecycle of a dispatch. Every change goes through [`DispatchState::can_become`] and is
+/// enforced in the store by a conditional write on the current state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DispatchState {
+    /// The package arrived and the list is being checked.
+    Validating,
+    /// The package or list cannot be sent; the reasons are recorded.
+    ValidationFailed,
+    /// The list is valid; a second person must approve.
+    AwaitingApproval,
+    /// Approved; recipients are being handed to the senders.
+    Approved,
+    /// Senders are delivering.
+    Sending,
+    /// Every recipient was sent to.
+    Completed,
+    /// Every recipient has a final state, some failed or were invalid.
+    CompletedWithErrors,
+    /// The approver refused the dispatch; nothing was sent.
+    Rejected,
+}
+
+impl DispatchState {
+    pub const ALL: [DispatchState; 8] = [
+        DispatchState::Validating,
+        DispatchState::ValidationFailed,
+        DispatchState::AwaitingApproval,
+        DispatchState::Approved,
+        DispatchState::Sending,
+        DispatchState::Completed,
+        DispatchState::CompletedWithErrors,
+        DispatchState::Rejected,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DispatchState::Validating => "validating",
+            DispatchState::ValidationFailed => "validation_failed",
+            DispatchState::AwaitingApproval => "awaiting_approval",
+            DispatchState::Approved => "approved",
+            DispatchState::Sending => "sending",
+            DispatchState::Completed => "completed",
+            DispatchState::CompletedWithErrors => "completed_with_errors",
+            DispatchState::Rejected => "rejected",
+        }
+    }
+
+    /// The legal transitions. Anything else is refused.
+    pub fn can_become(self, next: DispatchState) -> bool {
+        use DispatchState::*;
+        matches!(
+            (self, next),
+            (Validating, ValidationFailed)
+                | (Validating, AwaitingApproval)
+                | (AwaitingApproval, Approved)
+                | (AwaitingApproval, Rejected)
+                | (Approved, Sending)
+                | (Sending, Completed)
+                | (Sending, CompletedWithErrors)
+        )
+    }
+
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            DispatchState::ValidationFailed
+                | DispatchState::Completed
+                | DispatchState::CompletedWithErrors
+                | DispatchState::Rejected
+        )
+    }
+}
+
+impl fmt::Display for DispatchState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for DispatchState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        DispatchState::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| format!("unknown dispatch state '{s}'"))
+    }
+}
+
+/// State of one recipient. Every row of the list ends in exactly one of these, with a reason
+/// where it was not sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecipientState {
+    /// The row failed validation and will never be sent to.
+    Invalid,
+    /// Valid and waiting to be sent.
+    Pending,
+    /// Claimed by a sender; the provider call is in progress.
+    Sending,
+    /// The provider accepted the message.
+    Sent,
+    /// The provider refused the message permanently.
+    Failed,
+    /// The provider call ended without an answer (timeout after the request left): the
+    /// message may or may not have been accepted. Never re-sent automatically; an operator
+    /// decides.
+    Unknown,
+    /// The dispatch was rejected before this recipient was sent to.
+    Rejected,
+}
+
+impl RecipientState {
+    pub const ALL: [RecipientState; 7] = [
+        RecipientState::Invalid,
+        RecipientState::Pending,
+        RecipientState::Sending,
+        RecipientState::Sent,
+        RecipientState::Failed,
+        RecipientState::Unknown,
+        RecipientState::Rejected,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecipientState::Invalid => "invalid",
+            RecipientState::Pending => "pending",
+            RecipientState::Sending => "sending",
+            RecipientState::Sent => "sent",
+            RecipientState::Failed => "failed",
+            RecipientState::Unknown => "unknown",
+            RecipientState::Rejected => "rejected",
+        }
+    }
+
+    /// The legal transitions of a recipient. `Sending -> Pending` is the release of a claim
+    /// after a throttle or a transient fault, when the provider did not take the message.
+    pub fn can_become(self, next: RecipientState) -> bool {
+        use RecipientState::*;
+        matches!(
+            (self, next),
+            (Pending, Sending)
+                | (Pending, Rejected)
+                | (Sending, Sent)
+                | (Sending, Failed)
+                | (Sending, Unknown)
+                | (Sending, Pending)
+        )
+    }
+
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            RecipientState::Invalid
+                | RecipientState::Sent
+                | RecipientState::Failed
+                | RecipientState::Unknown
+                | RecipientState::Rejected
+        )
+    }
+}
+
+impl fmt::Display for RecipientState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for RecipientState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        RecipientState::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| format!("unknown recipient state '{s}'"))
+    }
+}
+
+/// Counts kept on the dispatch record.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    /// Data rows in the list.
+    pub total: u64,
+    pub valid: u64,
+    pub invalid: u64,
+    pub sent: u64,
+    pub failed: u64,
+    /// Sends whose outcome the provider never reported.
+    pub unknown: u64,
+}
+
+impl Counts {
+    /// Valid recipients that have not reached a final state yet.
+    pub fn outstanding(&self) -> u64 {
+        self.valid
+            .saturating_sub(self.sent + self.failed + self.unknown)
+    }
+}
+
+/// One dispatch as stored and as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Dispatch {
+    pub id: String,
+    pub title: String,
+    pub state: DispatchState,
+    pub created_at: String,
+    pub updated_at: String,
+    pub counts: Counts,
+    /// File-level problems (why validation failed), empty otherwise.
+    pub problems: Vec<String>,
+    /// Where the package was uploaded.
+    pub source_prefix: String,
+    /// Number of key shards the recipients are spread over.
+    pub shards: u32,
+    pub report_key: Option<String>,
+    pub sample_key: Option<String>,
+    pub package_key: Option<String>,
+    pub history_key: Option<String>,
+    pub approved_by: Option<String>,
+    pub approved_at: Option<String>,
+    pub rejected_by: Option<String>,
+    pub rejected_at: Option<String>,
+    pub completed_at: Option<String>,
+}
+
+/// One row of the list as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Recipient {
+    pub dispatch_id: String,
+    /// The id from the list's id column; empty when the row had none.
+    pub recipient_id: String,
+    /// Line in the source file (header is line 1) or row number in the sheet.
+    pub line: u64,
+    pub channel: Option<Channel>,
+    /// Normalised address: the email address, or the phone number in E.164.
+    pub address: Option<String>,
+    pub fields: BTreeMap<String, String>,
+    pub state: RecipientState,
+    /// Why the recipient was not sent to (invalid, failed, rejected).
+    pub reason: Option<String>,
+    pub message_id: Option<String>,
+    pub sent_at: Option<String>,
+    pub updated_at: String,
+}
+
+/// Current time as RFC 3339 in UTC, the one time format stored and shown.
+pub fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dispatch_states_round_trip_through_their_names() {
+        for st in DispatchState::ALL {
+            assert_eq!(st.as_str().parse::<DispatchState>().unwrap(), st);
+            let json = serde_json::to_string(&st).unwrap();
+            assert_eq!(json, format!("\"{}\"", st.as_str()));
+        }
+        assert!("paused_forever".parse::<DispatchState>().is_err());
+    }
+
+    #[test]
+    fn dispatch_lifecycle_allows_only_the_forward_path() {
+        use DispatchState::*;
+        assert!(Validating.can_become(AwaitingApproval));
+        assert!(Validating.can_become(ValidationFailed));
+        assert!(AwaitingApproval.can_become(Approved));
+        assert!(AwaitingApproval.can_become(Rejected));
+        assert!(Approved.can_become(Sending));
+        assert!(Sending.can_become(Completed));
+        assert!(Sending.can_become(CompletedWithErrors));
+        // A few that must never happen.
+        assert!(!Validating.can_become(Approved));
+        assert!(!ValidationFailed.can_become(Approved));
+        assert!(!Rejected.can_become(Approved));
+        assert!(!Completed.can_become(Sending));
+        assert!(!Sending.can_become(Rejected));
+        assert!(!Approved.can_become(Approved));
+        // Every final state is a dead end.
+        for from in DispatchState::ALL.into_iter().filter(|s| s.is_final()) {
+            for to in DispatchState::ALL {
+                assert!(!from.can_become(to), "{from} -> {to} must be refused");
+            }
+        }
+    }
+
+    #[test]
+    fn recipient_transitions_never_leave_a_final_state() {
+        use RecipientState::*;
+        assert!(Pending.can_become(Sending));
+        assert!(Sending.can_become(Sent));
+        assert!(Sending.can_become(Failed));
+        assert!(Sending.can_become(Pending));
+        assert!(
+            !Pending.can_become(Sent),
+            "a send always goes through a claim"
+        );
+        assert!(!Invalid.can_become(Pending));
+        for from in RecipientState::ALL.into_iter().filter(|s| s.is_final()) {
+            for to in RecipientState::ALL {
+                assert!(!from.can_become(to), "{from} -> {to} must be refused");
+            }
+        }
+    }
+
+    #[test]
+    fn channels_parse_from_operator_words() {
+        assert_eq!("E-mail".parse::<Channel>().unwrap(), Channel::Email);
+        assert_eq!(" SMS ".parse::<Channel>().unwrap(), Channel::Sms);
+        assert!("fax".parse::<Channel>().is_err());
+    }
+
+    #[test]
+    fn outstanding_counts_only_valid_recipients_without_a_result() {
+        let c = Counts {
+            total: 10,
+            valid: 8,
+            invalid: 2,
+            sent: 4,
+            failed: 1,
+            unknown: 1,
+        };
+        assert_eq!(c.outstanding(), 2);
+    }
+}

@@ -1,0 +1,82 @@
+//! Messages on the work queues and the sending of them.
+
+use crate::error::{Error, Result};
+use crate::model::Channel;
+use crate::store::RecipientKey;
+use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Fan-out work: hand one key shard of an approved dispatch to the senders, continuing after
+/// `after` when a previous invocation stopped part way.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FanOut {
+    pub dispatch_id: String,
+    pub shard: u32,
+    #[serde(default)]
+    pub after: Option<String>,
+}
+
+/// One recipient to send to, with everything needed to render the message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendItem {
+    pub key: RecipientKey,
+    pub recipient_id: String,
+    pub channel: Channel,
+    pub address: String,
+    pub fields: BTreeMap<String, String>,
+}
+
+/// Send work: a batch of recipients of one dispatch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendBatch {
+    pub dispatch_id: String,
+    pub items: Vec<SendItem>,
+}
+
+/// Sends message bodies to a queue, ten per call, retrying entries the queue did not take.
+pub async fn send_all(
+    sqs: &aws_sdk_sqs::Client,
+    queue_url: &str,
+    bodies: Vec<String>,
+) -> Result<()> {
+    for chunk in bodies.chunks(10) {
+        let mut pending: Vec<(String, &String)> = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (i.to_string(), b))
+            .collect();
+        for attempt in 0..5 {
+            let entries = pending
+                .iter()
+                .map(|(id, body)| {
+                    SendMessageBatchRequestEntry::builder()
+                        .id(id.clone())
+                        .message_body(body.as_str())
+                        .build()
+                        .map_err(|e| Error::Malformed(e.to_string()))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let out = sqs
+                .send_message_batch()
+                .queue_url(queue_url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .map_err(Error::aws("SendMessageBatch"))?;
+            let failed: Vec<String> = out.failed().iter().map(|f| f.id().to_string()).collect();
+            if failed.is_empty() {
+                break;
+            }
+            if attempt == 4 {
+                return Err(Error::Aws {
+                    op: "SendMessageBatch",
+                    source: format!("{} messages were not accepted", failed.len()).into(),
+                });
+            }
+            pending.retain(|(id, _)| failed.contains(id));
+            tokio::time::sleep(std::time::Duration::from_millis(100 << attempt)).await;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,777 @@
+//! DynamoDB store: one table, dispatches and recipients.
+//!
+//! | item       | pk                         | sk              | indexes                                  |
+//! |------------|----------------------------|-----------------|------------------------------------------|
+//! | dispatch   | `D#<id>`                   | `DISPATCH`      | by-created (`gsi1`), by-state (`gsi2`)   |
+//! | recipient  | `D#<id>#S#<shard>`         | `R#<recipient id>` or `L#<line>` | none                    |
+//!
+//! Recipients are spread over key shards (a hash of the recipient id) so that one dispatch
+//! is not held to the write rate of a single partition. A row without a usable unique id is
+//! keyed by its line so that it is still recorded.
+
+use crate::error::{Error, Result};
+use crate::model::{
+    now_rfc3339, Channel, Counts, Dispatch, DispatchState, Recipient, RecipientState,
+};
+use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, ReturnValue, Select, WriteRequest};
+use aws_sdk_dynamodb::Client;
+use futures::{stream, StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+type Item = HashMap<String, AttributeValue>;
+
+pub const INDEX_BY_CREATED: &str = "by-created";
+pub const INDEX_BY_STATE: &str = "by-state";
+const DISPATCH_SK: &str = "DISPATCH";
+const ALL_DISPATCHES: &str = "DISPATCHES";
+/// BatchWriteItem calls in flight at once while storing a list.
+const WRITE_CONCURRENCY: usize = 8;
+
+/// Where a recipient is stored.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RecipientKey {
+    pub shard: u32,
+    pub sk: String,
+}
+
+/// The key shard of a recipient id.
+pub fn shard_of(recipient_id: &str, shards: u32) -> u32 {
+    let digest = Sha256::digest(recipient_id.as_bytes());
+    let n = u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]);
+    n % shards.max(1)
+}
+
+/// The storage key of a recipient: by id when the id is usable and unique, else by line.
+pub fn recipient_key(r: &Recipient, keyed_by_id: bool, shards: u32) -> RecipientKey {
+    if keyed_by_id {
+        RecipientKey {
+            shard: shard_of(&r.recipient_id, shards),
+            sk: format!("R#{}", r.recipient_id),
+        }
+    } else {
+        let line = format!("L#{:010}", r.line);
+        RecipientKey {
+            shard: shard_of(&line, shards),
+            sk: line,
+        }
+    }
+}
+
+fn dispatch_pk(id: &str) -> String {
+    format!("D#{id}")
+}
+
+fn shard_pk(id: &str, shard: u32) -> String {
+    format!("D#{id}#S#{shard:03}")
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn n(v: u64) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn get_s(item: &Item, k: &str) -> Option<String> {
+    item.get(k).and_then(|v| v.as_s().ok()).cloned()
+}
+
+fn req_s(item: &Item, k: &str) -> Result<String> {
+    get_s(item, k).ok_or_else(|| Error::Malformed(format!("item has no string '{k}'")))
+}
+
+fn get_n(item: &Item, k: &str) -> u64 {
+    item.get(k)
+        .and_then(|v| v.as_n().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn opt(item: &mut Item, k: &str, v: &Option<String>) {
+    if let Some(v) = v {
+        item.insert(k.to_string(), s(v.clone()));
+    }
+}
+
+fn dispatch_item(d: &Dispatch) -> Item {
+    let mut item = Item::from([
+        ("pk".into(), s(dispatch_pk(&d.id))),
+        ("sk".into(), s(DISPATCH_SK)),
+        ("gsi1pk".into(), s(ALL_DISPATCHES)),
+        ("gsi1sk".into(), s(format!("{}#{}", d.created_at, d.id))),
+        ("gsi2pk".into(), s(d.state.as_str())),
+        ("gsi2sk".into(), s(format!("{}#{}", d.updated_at, d.id))),
+        ("id".into(), s(&d.id)),
+        ("title".into(), s(&d.title)),
+        ("state".into(), s(d.state.as_str())),
+        ("created_at".into(), s(&d.created_at)),
+        ("updated_at".into(), s(&d.updated_at)),
+        ("total".into(), n(d.counts.total)),
+        ("valid".into(), n(d.counts.valid)),
+        ("invalid".into(), n(d.counts.invalid)),
+        ("sent".into(), n(d.counts.sent)),
+        ("failed".into(), n(d.counts.failed)),
+        ("unknown".into(), n(d.counts.unknown)),
+        ("source_prefix".into(), s(&d.source_prefix)),
+        ("shards".into(), n(d.shards as u64)),
+    ]);
+    if !d.problems.is_empty() {
+        item.insert(
+            "problems".into(),
+            AttributeValue::L(d.problems.iter().map(|p| s(p.clone())).collect()),
+        );
+    }
+    opt(&mut item, "report_key", &d.report_key);
+    opt(&mut item, "sample_key", &d.sample_key);
+    opt(&mut item, "package_key", &d.package_key);
+    opt(&mut item, "history_key", &d.history_key);
+    opt(&mut item, "approved_by", &d.approved_by);
+    opt(&mut item, "approved_at", &d.approved_at);
+    opt(&mut item, "rejected_by", &d.rejected_by);
+    opt(&mut item, "rejected_at", &d.rejected_at);
+    opt(&mut item, "completed_at", &d.completed_at);
+    item
+}
+
+fn dispatch_from(item: &Item) -> Result<Dispatch> {
+    let state = req_s(item, "state")?;
+    Ok(Dispatch {
+        id: req_s(item, "id")?,
+        title: req_s(item, "title")?,
+        state: state.parse().map_err(Error::Malformed)?,
+        created_at: req_s(item, "created_at")?,
+        updated_at: req_s(item, "updated_at")?,
+        counts: Counts {
+            total: get_n(item, "total"),
+            valid: get_n(item, "valid"),
+            invalid: get_n(item, "invalid"),
+            sent: get_n(item, "sent"),
+            failed: get_n(item, "failed"),
+            unknown: get_n(item, "unknown"),
+        },
+        problems: item
+            .get("problems")
+            .and_then(|v| v.as_l().ok())
+            .map(|l| l.iter().filter_map(|v| v.as_s().ok().cloned()).collect())
+            .unwrap_or_default(),
+        source_prefix: get_s(item, "source_prefix").unwrap_or_default(),
+        shards: get_n(item, "shards").max(1) as u32,
+        report_key: get_s(item, "report_key"),
+        sample_key: get_s(item, "sample_key"),
+        package_key: get_s(item, "package_key"),
+        history_key: get_s(item, "history_key"),
+        approved_by: get_s(item, "approved_by"),
+        approved_at: get_s(item, "approved_at"),
+        rejected_by: get_s(item, "rejected_by"),
+        rejected_at: get_s(item, "rejected_at"),
+        completed_at: get_s(item, "completed_at"),
+    })
+}
+
+fn recipient_item(r: &Recipient, key: &RecipientKey) -> Item {
+    let mut item = Item::from([
+        ("pk".into(), s(shard_pk(&r.dispatch_id, key.shard))),
+        ("sk".into(), s(key.sk.clone())),
+        ("dispatch_id".into(), s(&r.dispatch_id)),
+        ("rid".into(), s(&r.recipient_id)),
+        ("line".into(), n(r.line)),
+        ("state".into(), s(r.state.as_str())),
+        ("updated_at".into(), s(&r.updated_at)),
+    ]);
+    if let Some(c) = r.channel {
+        item.insert("channel".into(), s(c.as_str()));
+    }
+    opt(&mut item, "address", &r.address);
+    opt(&mut item, "reason", &r.reason);
+    opt(&mut item, "message_id", &r.message_id);
+    opt(&mut item, "sent_at", &r.sent_at);
+    if !r.fields.is_empty() {
+        item.insert(
+            "fields".into(),
+            AttributeValue::M(
+                r.fields
+                    .iter()
+                    .map(|(k, v)| (k.clone(), s(v.clone())))
+                    .collect(),
+            ),
+        );
+    }
+    item
+}
+
+fn recipient_from(item: &Item) -> Result<(RecipientKey, Recipient)> {
+    let pk = req_s(item, "pk")?;
+    let shard = pk
+        .rsplit_once("#S#")
+        .and_then(|(_, s)| s.parse().ok())
+        .ok_or_else(|| Error::Malformed(format!("recipient key '{pk}' has no shard")))?;
+    let key = RecipientKey {
+        shard,
+        sk: req_s(item, "sk")?,
+    };
+    let fields: BTreeMap<String, String> = item
+        .get("fields")
+        .and_then(|v| v.as_m().ok())
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| v.as_s().ok().map(|v| (k.clone(), v.clone())))
+                .collect()
+        })
+        .unwrap_or_default();
+    let r = Recipient {
+        dispatch_id: req_s(item, "dispatch_id")?,
+        recipient_id: get_s(item, "rid").unwrap_or_default(),
+        line: get_n(item, "line"),
+        channel: get_s(item, "channel")
+            .map(|c| c.parse::<Channel>())
+            .transpose()
+            .map_err(Error::Malformed)?,
+        address: get_s(item, "address"),
+        fields,
+        state: req_s(item, "state")?.parse().map_err(Error::Malformed)?,
+        reason: get_s(item, "reason"),
+        message_id: get_s(item, "message_id"),
+        sent_at: get_s(item, "sent_at"),
+        updated_at: get_s(item, "updated_at").unwrap_or_default(),
+    };
+    Ok((key, r))
+}
+
+fn is_conditional_failure<E, R>(e: &aws_sdk_dynamodb::error::SdkError<E, R>) -> bool
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata,
+{
+    e.as_service_error()
+        .and_then(|s| s.code())
+        .is_some_and(|c| c == "ConditionalCheckFailedException")
+}
+
+/// A page of a shard.
+#[derive(Debug, Default)]
+pub struct Page {
+    pub recipients: Vec<(RecipientKey, Recipient)>,
+    /// Sort key to continue after, when there is more.
+    pub next: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Store {
+    client: Client,
+    table: String,
+}
+
+impl Store {
+    pub fn new(client: Client, table: impl Into<String>) -> Store {
+        Store {
+            client,
+            table: table.into(),
+        }
+    }
+
+    /// Creates a dispatch; a conflict when one with the same id exists.
+    pub async fn create_dispatch(&self, d: &Dispatch) -> Result<()> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(dispatch_item(d)))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await
+            .map_err(|e| {
+                if is_conditional_failure(&e) {
+                    Error::Conflict(format!("dispatch '{}' exists already", d.id))
+                } else {
+                    Error::aws("PutItem")(e)
+                }
+            })?;
+        Ok(())
+    }
+
+    pub async fn get_dispatch(&self, id: &str) -> Result<Option<Dispatch>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(dispatch_pk(id)))
+            .key("sk", s(DISPATCH_SK))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(Error::aws("GetItem"))?;
+        out.item.as_ref().map(dispatch_from).transpose()
+    }
+
+    /// Dispatches, newest first; only those in `state` when given.
+    pub async fn list_dispatches(
+        &self,
+        state: Option<DispatchState>,
+        limit: i32,
+    ) -> Result<Vec<Dispatch>> {
+        let q = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .scan_index_forward(false)
+            .limit(limit);
+        let q = match state {
+            Some(st) => q
+                .index_name(INDEX_BY_STATE)
+                .key_condition_expression("gsi2pk = :p")
+                .expression_attribute_values(":p", s(st.as_str())),
+            None => q
+                .index_name(INDEX_BY_CREATED)
+                .key_condition_expression("gsi1pk = :p")
+                .expression_attribute_values(":p", s(ALL_DISPATCHES)),
+        };
+        let out = q.send().await.map_err(Error::aws("Query"))?;
+        out.items().iter().map(dispatch_from).collect()
+    }
+
+    /// Moves a dispatch from `from` to `to`, setting `extra` attributes too. Enforced by a
+    /// conditional write: a conflict when the dispatch is no longer in `from`.
+    pub async fn transition(
+        &self,
+        id: &str,
+        from: DispatchState,
+        to: DispatchState,
+        extra: &[(&str, String)],
+    ) -> Result<Dispatch> {
+        if !from.can_become(to) {
+            return Err(Error::Conflict(format!(
+                "a dispatch cannot go from {from} to {to}"
+            )));
+        }
+        let now = now_rfc3339();
+        let mut expr =
+            String::from("SET #state = :to, updated_at = :now, gsi2pk = :to, gsi2sk = :gsi2sk");
+        let mut names = HashMap::from([("#state".to_string(), "state".to_string())]);
+        let mut values = HashMap::from([
+            (":to".to_string(), s(to.as_str())),
+            (":from".to_string(), s(from.as_str())),
+            (":now".to_string(), s(now.clone())),
+            (":gsi2sk".to_string(), s(format!("{now}#{id}"))),
+        ]);
+        for (i, (k, v)) in extra.iter().enumerate() {
+            expr.push_str(&format!(", #x{i} = :x{i}"));
+            names.insert(format!("#x{i}"), k.to_string());
+            values.insert(format!(":x{i}"), s(v.clone()));
+        }
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(dispatch_pk(id)))
+            .key("sk", s(DISPATCH_SK))
+            .update_expression(expr)
+            .condition_expression("#state = :from")
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await
+            .map_err(|e| {
+                if is_conditional_failure(&e) {
+                    Error::Conflict(format!("dispatch '{id}' is not {from}"))
+                } else {
+                    Error::aws("UpdateItem")(e)
+                }
+            })?;
+        out.attributes
+            .as_ref()
+            .map(dispatch_from)
+            .transpose()?
+            .ok_or_else(|| Error::NotFound(id.to_string()))
+    }
+
+    /// Sets plain attributes of an existing dispatch (document keys, counts of validation).
+    pub async fn update_dispatch(&self, id: &str, set: &[(&str, AttributeValue)]) -> Result<()> {
+        let mut expr = String::from("SET updated_at = :now");
+        let mut names = HashMap::new();
+        let mut values = HashMap::from([(":now".to_string(), s(now_rfc3339()))]);
+        for (i, (k, v)) in set.iter().enumerate() {
+            expr.push_str(&format!(", #x{i} = :x{i}"));
+            names.insert(format!("#x{i}"), k.to_string());
+            values.insert(format!(":x{i}"), v.clone());
+        }
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(dispatch_pk(id)))
+            .key("sk", s(DISPATCH_SK))
+            .update_expression(expr)
+            .condition_expression("attribute_exists(pk)")
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
+            .send()
+            .await
+            .map_err(|e| {
+                if is_conditional_failure(&e) {
+                    Error::NotFound(id.to_string())
+                } else {
+                    Error::aws("UpdateItem")(e)
+                }
+            })?;
+        Ok(())
+    }
+
+    /// Adds send results to the dispatch's counters and returns the dispatch after.
+    pub async fn add_results(
+        &self,
+        id: &str,
+        sent: u64,
+        failed: u64,
+        unknown: u64,
+    ) -> Result<Dispatch> {
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(dispatch_pk(id)))
+            .key("sk", s(DISPATCH_SK))
+            .update_expression("ADD sent :s, failed :f, unknown :u")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":s", n(sent))
+            .expression_attribute_values(":f", n(failed))
+            .expression_attribute_values(":u", n(unknown))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await
+            .map_err(Error::aws("UpdateItem"))?;
+        out.attributes
+            .as_ref()
+            .map(dispatch_from)
+            .transpose()?
+            .ok_or_else(|| Error::NotFound(id.to_string()))
+    }
+
+    /// Stores recipients with batched writes, a bounded number in flight.
+    pub async fn put_recipients(&self, batch: &[(RecipientKey, Recipient)]) -> Result<()> {
+        stream::iter(batch.chunks(25))
+            .map(|chunk| self.write_chunk(chunk))
+            .buffer_unordered(WRITE_CONCURRENCY)
+            .try_collect::<Vec<()>>()
+            .await?;
+        Ok(())
+    }
+
+    async fn write_chunk(&self, chunk: &[(RecipientKey, Recipient)]) -> Result<()> {
+        let mut requests: Vec<WriteRequest> = chunk
+            .iter()
+            .map(|(k, r)| {
+                PutRequest::builder()
+                    .set_item(Some(recipient_item(r, k)))
+                    .build()
+                    .map(|p| WriteRequest::builder().put_request(p).build())
+                    .map_err(|e| Error::Malformed(e.to_string()))
+            })
+            .collect::<Result<_>>()?;
+        let mut delay = Duration::from_millis(50);
+        for _ in 0..8 {
+            let out = self
+                .client
+                .batch_write_item()
+                .request_items(&self.table, requests)
+                .send()
+                .await
+                .map_err(Error::aws("BatchWriteItem"))?;
+            requests = out
+                .unprocessed_items
+                .and_then(|mut m| m.remove(&self.table))
+                .unwrap_or_default();
+            if requests.is_empty() {
+                return Ok(());
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(2));
+        }
+        Err(Error::Aws {
+            op: "BatchWriteItem",
+            source: format!("{} items stayed unprocessed", requests.len()).into(),
+        })
+    }
+
+    /// One page of a shard, optionally only recipients in `state`.
+    pub async fn query_shard(
+        &self,
+        dispatch_id: &str,
+        shard: u32,
+        state: Option<RecipientState>,
+        after: Option<String>,
+        limit: i32,
+    ) -> Result<Page> {
+        let mut q = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", s(shard_pk(dispatch_id, shard)))
+            .limit(limit)
+            .select(Select::AllAttributes);
+        if let Some(st) = state {
+            q = q
+                .filter_expression("#state = :st")
+                .expression_attribute_names("#state", "state")
+                .expression_attribute_values(":st", s(st.as_str()));
+        }
+        if let Some(sk) = after {
+            q = q
+                .exclusive_start_key("pk", s(shard_pk(dispatch_id, shard)))
+                .exclusive_start_key("sk", s(sk));
+        }
+        let out = q.send().await.map_err(Error::aws("Query"))?;
+        let next = out
+            .last_evaluated_key()
+            .and_then(|k| k.get("sk"))
+            .and_then(|v| v.as_s().ok())
+            .cloned();
+        let recipients = out
+            .items()
+            .iter()
+            .map(recipient_from)
+            .collect::<Result<_>>()?;
+        Ok(Page { recipients, next })
+    }
+
+    /// Every recipient of a dispatch, shard by shard.
+    pub async fn all_recipients(&self, dispatch_id: &str, shards: u32) -> Result<Vec<Recipient>> {
+        let per_shard = stream::iter(0..shards)
+            .map(|shard| async move {
+                let mut out = Vec::new();
+                let mut after = None;
+                loop {
+                    let page = self
+                        .query_shard(dispatch_id, shard, None, after, 1000)
+                        .await?;
+                    out.extend(page.recipients.into_iter().map(|(_, r)| r));
+                    match page.next {
+                        Some(n) => after = Some(n),
+                        None => return Ok::<_, Error>(out),
+                    }
+                }
+            })
+            .buffer_unordered(WRITE_CONCURRENCY)
+            .try_collect::<Vec<_>>()
+            .await?;
+        let mut all: Vec<Recipient> = per_shard.into_iter().flatten().collect();
+        all.sort_by_key(|r| r.line);
+        Ok(all)
+    }
+
+    async fn set_recipient_state(
+        &self,
+        dispatch_id: &str,
+        key: &RecipientKey,
+        from: RecipientState,
+        to: RecipientState,
+        extra: &[(&str, String)],
+    ) -> Result<bool> {
+        if !from.can_become(to) {
+            return Err(Error::Conflict(format!(
+                "a recipient cannot go from {from} to {to}"
+            )));
+        }
+        let mut expr = String::from("SET #state = :to, updated_at = :now");
+        let mut names = HashMap::from([("#state".to_string(), "state".to_string())]);
+        let mut values = HashMap::from([
+            (":to".to_string(), s(to.as_str())),
+            (":from".to_string(), s(from.as_str())),
+            (":now".to_string(), s(now_rfc3339())),
+        ]);
+        for (i, (k, v)) in extra.iter().enumerate() {
+            expr.push_str(&format!(", #x{i} = :x{i}"));
+            names.insert(format!("#x{i}"), k.to_string());
+            values.insert(format!(":x{i}"), s(v.clone()));
+        }
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(shard_pk(dispatch_id, key.shard)))
+            .key("sk", s(key.sk.clone()))
+            .update_expression(expr)
+            .condition_expression("#state = :from")
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(true),
+            Err(e) if is_conditional_failure(&e) => Ok(false),
+            Err(e) => Err(Error::aws("UpdateItem")(e)),
+        }
+    }
+
+    /// Claims a pending recipient for sending. False when another sender has it or it is
+    /// already done: the caller must not send.
+    pub async fn claim(&self, dispatch_id: &str, key: &RecipientKey) -> Result<bool> {
+        self.set_recipient_state(
+            dispatch_id,
+            key,
+            RecipientState::Pending,
+            RecipientState::Sending,
+            &[("claimed_at", now_rfc3339())],
+        )
+        .await
+    }
+
+    /// Records that the provider accepted the message.
+    pub async fn record_sent(
+        &self,
+        dispatch_id: &str,
+        key: &RecipientKey,
+        message_id: &str,
+        sent_at: &str,
+    ) -> Result<bool> {
+        self.set_recipient_state(
+            dispatch_id,
+            key,
+            RecipientState::Sending,
+            RecipientState::Sent,
+            &[
+                ("message_id", message_id.to_string()),
+                ("sent_at", sent_at.to_string()),
+            ],
+        )
+        .await
+    }
+
+    /// Records that the provider refused the message for good.
+    pub async fn record_failed(
+        &self,
+        dispatch_id: &str,
+        key: &RecipientKey,
+        reason: &str,
+    ) -> Result<bool> {
+        self.set_recipient_state(
+            dispatch_id,
+            key,
+            RecipientState::Sending,
+            RecipientState::Failed,
+            &[("reason", reason.to_string())],
+        )
+        .await
+    }
+
+    /// Records that the provider call ended without an answer.
+    pub async fn record_unknown(
+        &self,
+        dispatch_id: &str,
+        key: &RecipientKey,
+        reason: &str,
+    ) -> Result<bool> {
+        self.set_recipient_state(
+            dispatch_id,
+            key,
+            RecipientState::Sending,
+            RecipientState::Unknown,
+            &[("reason", reason.to_string())],
+        )
+        .await
+    }
+
+    /// Gives a claim back when the provider did not take the message (throttle, fault).
+    pub async fn release(&self, dispatch_id: &str, key: &RecipientKey) -> Result<bool> {
+        self.set_recipient_state(
+            dispatch_id,
+            key,
+            RecipientState::Sending,
+            RecipientState::Pending,
+            &[],
+        )
+        .await
+    }
+
+    /// Counts recipients per state by reading every shard (for reconciliation and checks).
+    pub async fn count_states(
+        &self,
+        dispatch_id: &str,
+        shards: u32,
+    ) -> Result<BTreeMap<RecipientState, u64>> {
+        let mut counts = BTreeMap::new();
+        for r in self.all_recipients(dispatch_id, shards).await? {
+            *counts.entry(r.state).or_insert(0) += 1;
+        }
+        Ok(counts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn recipient(id: &str, line: u64) -> Recipient {
+        Recipient {
+            dispatch_id: "d1".into(),
+            recipient_id: id.into(),
+            line,
+            channel: Some(Channel::Sms),
+            address: Some("+4520123456".into()),
+            fields: BTreeMap::from([("name".into(), "Bo".into())]),
+            state: RecipientState::Pending,
+            reason: None,
+            message_id: None,
+            sent_at: None,
+            updated_at: "2026-01-01T00:00:00Z".into(),
+        }
+    }
+
+    #[test]
+    fn shards_are_stable_and_spread() {
+        assert_eq!(shard_of("12345", 16), shard_of("12345", 16));
+        let used: std::collections::HashSet<u32> =
+            (0..1000).map(|i| shard_of(&i.to_string(), 16)).collect();
+        assert_eq!(used.len(), 16);
+        assert!(used.iter().all(|s| *s < 16));
+    }
+
+    #[test]
+    fn rows_without_a_unique_id_are_keyed_by_line() {
+        let r = recipient("", 42);
+        assert_eq!(recipient_key(&r, false, 4).sk, "L#0000000042");
+        assert_eq!(recipient_key(&recipient("7", 3), true, 4).sk, "R#7");
+    }
+
+    #[test]
+    fn recipient_items_round_trip() {
+        let r = recipient("7", 3);
+        let k = recipient_key(&r, true, 16);
+        let (k2, r2) = recipient_from(&recipient_item(&r, &k)).unwrap();
+        assert_eq!((k2, r2), (k, r));
+    }
+
+    #[test]
+    fn dispatch_items_round_trip() {
+        let d = Dispatch {
+            id: "winter".into(),
+            title: "Winter".into(),
+            state: DispatchState::AwaitingApproval,
+            created_at: "2026-01-01T00:00:00Z".into(),
+            updated_at: "2026-01-01T00:00:01Z".into(),
+            counts: Counts {
+                total: 3,
+                valid: 2,
+                invalid: 1,
+                sent: 0,
+                failed: 0,
+                unknown: 0,
+            },
+            problems: vec!["x".into()],
+            source_prefix: "incoming/winter/".into(),
+            shards: 16,
+            report_key: Some("r".into()),
+            sample_key: None,
+            package_key: Some("p".into()),
+            history_key: None,
+            approved_by: None,
+            approved_at: None,
+            rejected_by: None,
+            rejected_at: None,
+            completed_at: None,
+        };
+        assert_eq!(dispatch_from(&dispatch_item(&d)).unwrap(), d);
+    }
+}

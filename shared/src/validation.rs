@@ -1,0 +1,562 @@
+//! Row and header checks. Every row becomes a [`Recipient`]: pending when it can be sent,
+//! invalid with its problems otherwise. Nothing is dropped.
+
+use crate::list::{normalise_header, RawRow};
+use crate::manifest::{ChannelMode, Manifest};
+use crate::model::{now_rfc3339, Channel, Recipient, RecipientState};
+use crate::template::MessageTemplate;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashSet};
+use std::str::FromStr;
+
+/// One problem with one row: a line of the validation report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Problem {
+    pub line: u64,
+    pub recipient_id: String,
+    pub column: String,
+    pub code: &'static str,
+    pub message: String,
+}
+
+/// Codes used in the report, one per rule.
+pub mod codes {
+    pub const MISSING_ID: &str = "missing_id";
+    pub const DUPLICATE_ID: &str = "duplicate_id";
+    pub const DUPLICATE_ADDRESS: &str = "duplicate_address";
+    pub const UNKNOWN_CHANNEL: &str = "unknown_channel";
+    pub const NO_TEMPLATE_FOR_CHANNEL: &str = "no_template_for_channel";
+    pub const MISSING_ADDRESS: &str = "missing_address";
+    pub const INVALID_EMAIL: &str = "invalid_email";
+    pub const INVALID_PHONE: &str = "invalid_phone";
+    pub const MISSING_VALUE: &str = "missing_value";
+    pub const RENDER_FAILED: &str = "render_failed";
+    pub const UNREADABLE_ROW: &str = "unreadable_row";
+}
+
+/// Checks rows of one list against one dispatch's manifest and templates.
+pub struct Validator<'a> {
+    manifest: &'a Manifest,
+    template: &'a MessageTemplate,
+    dispatch_id: String,
+    /// Normalised header names, in column order.
+    names: Vec<String>,
+    id_col: usize,
+    email_col: Option<usize>,
+    phone_col: Option<usize>,
+    channel_col: Option<usize>,
+    region: phonenumber::country::Id,
+    seen_ids: HashSet<String>,
+    seen_addresses: HashSet<String>,
+}
+
+/// A row's outcome.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checked {
+    pub recipient: Recipient,
+    pub problems: Vec<Problem>,
+    /// False when the row cannot be keyed by its id (missing or repeated id).
+    pub keyed_by_id: bool,
+}
+
+fn find(names: &[String], wanted: &str) -> Option<usize> {
+    let w = normalise_header(wanted);
+    names.iter().position(|n| *n == w)
+}
+
+impl<'a> Validator<'a> {
+    /// Checks the header row. Errors are file-level problems: the dispatch cannot go on.
+    pub fn new(
+        dispatch_id: &str,
+        manifest: &'a Manifest,
+        template: &'a MessageTemplate,
+        headers: &[String],
+        default_region: &str,
+    ) -> Result<Validator<'a>, Vec<String>> {
+        let names: Vec<String> = headers.iter().map(|h| normalise_header(h)).collect();
+        let mut problems = Vec::new();
+        let cols = &manifest.columns;
+        let id_col = find(&names, &cols.id);
+        if id_col.is_none() {
+            problems.push(format!(
+                "the list has no '{}' column (recipient id)",
+                cols.id
+            ));
+        }
+        let channels = manifest.channels();
+        let email_col = find(&names, &cols.email);
+        let phone_col = find(&names, &cols.phone);
+        let channel_col = find(&names, &cols.channel);
+        if channels.contains(&Channel::Email)
+            && email_col.is_none()
+            && manifest.channel == ChannelMode::Email
+        {
+            problems.push(format!(
+                "the list has no '{}' column (email address)",
+                cols.email
+            ));
+        }
+        if channels.contains(&Channel::Sms)
+            && phone_col.is_none()
+            && manifest.channel == ChannelMode::Sms
+        {
+            problems.push(format!(
+                "the list has no '{}' column (phone number)",
+                cols.phone
+            ));
+        }
+        if manifest.channel == ChannelMode::Column {
+            if channel_col.is_none() {
+                problems.push(format!(
+                    "channel is chosen per row but the list has no '{}' column",
+                    cols.channel
+                ));
+            }
+            if email_col.is_none() && phone_col.is_none() {
+                problems.push(format!(
+                    "the list has neither a '{}' nor a '{}' column",
+                    cols.email, cols.phone
+                ));
+            }
+        }
+        let mut missing: Vec<String> = Vec::new();
+        for ch in &channels {
+            for f in template.fields(*ch) {
+                if !names.contains(&f) && !missing.contains(&f) {
+                    missing.push(f);
+                }
+            }
+        }
+        if !missing.is_empty() {
+            problems.push(format!(
+                "the template uses merge fields that are not columns of the list: {}",
+                missing.join(", ")
+            ));
+        }
+        let region_code = manifest.phone_region.as_deref().unwrap_or(default_region);
+        let region = phonenumber::country::Id::from_str(&region_code.to_ascii_uppercase())
+            .map_err(|_| vec![format!("'{region_code}' is not a known phone region")])?;
+        match (problems.is_empty(), id_col) {
+            (true, Some(id_col)) => Ok(Validator {
+                manifest,
+                template,
+                dispatch_id: dispatch_id.to_string(),
+                names,
+                id_col,
+                email_col,
+                phone_col,
+                channel_col,
+                region,
+                seen_ids: HashSet::new(),
+                seen_addresses: HashSet::new(),
+            }),
+            _ => Err(problems),
+        }
+    }
+
+    /// A row that could not even be read still becomes an invalid recipient.
+    pub fn unreadable(&self, line: u64, message: &str) -> Checked {
+        let recipient = self.recipient(line, String::new(), None, None, BTreeMap::new());
+        self.finish(
+            recipient,
+            vec![Problem {
+                line,
+                recipient_id: String::new(),
+                column: String::new(),
+                code: codes::UNREADABLE_ROW,
+                message: message.to_string(),
+            }],
+            false,
+        )
+    }
+
+    fn recipient(
+        &self,
+        line: u64,
+        recipient_id: String,
+        channel: Option<Channel>,
+        address: Option<String>,
+        fields: BTreeMap<String, String>,
+    ) -> Recipient {
+        Recipient {
+            dispatch_id: self.dispatch_id.clone(),
+            recipient_id,
+            line,
+            channel,
+            address,
+            fields,
+            state: RecipientState::Pending,
+            reason: None,
+            message_id: None,
+            sent_at: None,
+            updated_at: now_rfc3339(),
+        }
+    }
+
+    fn finish(
+        &self,
+        mut recipient: Recipient,
+        problems: Vec<Problem>,
+        keyed_by_id: bool,
+    ) -> Checked {
+        if !problems.is_empty() {
+            recipient.state = RecipientState::Invalid;
+            recipient.reason = Some(
+                problems
+                    .iter()
+                    .map(|p| format!("{}: {}", p.code, p.message))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            );
+        }
+        Checked {
+            recipient,
+            problems,
+            keyed_by_id,
+        }
+    }
+
+    pub fn check(&mut self, row: &RawRow) -> Checked {
+        let cell = |i: Option<usize>| -> &str {
+            i.and_then(|i| row.cells.get(i))
+                .map(String::as_str)
+                .unwrap_or("")
+        };
+        let line = row.line;
+        let id = cell(Some(self.id_col)).to_string();
+        let mut problems = Vec::new();
+        macro_rules! problem {
+            ($column:expr, $code:expr, $message:expr $(,)?) => {
+                problems.push(Problem {
+                    line,
+                    recipient_id: id.clone(),
+                    column: ($column).to_string(),
+                    code: $code,
+                    message: $message,
+                })
+            };
+        }
+        let cols = &self.manifest.columns;
+
+        let mut keyed_by_id = true;
+        if id.is_empty() {
+            problem!(
+                &cols.id,
+                codes::MISSING_ID,
+                "the recipient id is empty".into()
+            );
+            keyed_by_id = false;
+        } else if !self.seen_ids.insert(id.clone()) {
+            problem!(
+                &cols.id,
+                codes::DUPLICATE_ID,
+                format!("recipient id '{id}' appears earlier in the list; the first is kept"),
+            );
+            keyed_by_id = false;
+        }
+
+        let email = cell(self.email_col);
+        let phone = cell(self.phone_col);
+        let channel = match self.manifest.channel {
+            ChannelMode::Email => Some(Channel::Email),
+            ChannelMode::Sms => Some(Channel::Sms),
+            ChannelMode::Column => {
+                let wanted = cell(self.channel_col);
+                if wanted.is_empty() {
+                    // No preference: email when there is an address, otherwise SMS.
+                    if !email.is_empty() && self.template.has(Channel::Email) {
+                        Some(Channel::Email)
+                    } else if !phone.is_empty() && self.template.has(Channel::Sms) {
+                        Some(Channel::Sms)
+                    } else {
+                        problem!(
+                            &cols.channel,
+                            codes::MISSING_ADDRESS,
+                            "no channel is given and there is no email address or phone number"
+                                .into(),
+                        );
+                        None
+                    }
+                } else {
+                    match Channel::from_str(wanted) {
+                        Ok(c) => Some(c),
+                        Err(m) => {
+                            problem!(&cols.channel, codes::UNKNOWN_CHANNEL, m);
+                            None
+                        }
+                    }
+                }
+            }
+        };
+        if let Some(c) = channel {
+            if !self.template.has(c) {
+                problem!(
+                    &cols.channel,
+                    codes::NO_TEMPLATE_FOR_CHANNEL,
+                    format!("the recipient prefers {c} but this dispatch has no {c} message"),
+                );
+            }
+        }
+
+        let address = match channel {
+            Some(Channel::Email) => match check_email(email) {
+                Ok(a) => Some(a),
+                Err((code, m)) => {
+                    problem!(&cols.email, code, m);
+                    None
+                }
+            },
+            Some(Channel::Sms) => match check_phone(phone, self.region) {
+                Ok(a) => Some(a),
+                Err((code, m)) => {
+                    problem!(&cols.phone, code, m);
+                    None
+                }
+            },
+            None => None,
+        };
+        if let (Some(c), Some(a)) = (channel, &address) {
+            if !self
+                .seen_addresses
+                .insert(format!("{c}:{}", a.to_lowercase()))
+            {
+                problem!(
+                    if c == Channel::Email {
+                        &cols.email
+                    } else {
+                        &cols.phone
+                    },
+                    codes::DUPLICATE_ADDRESS,
+                    format!("{a} appears earlier in the list; the first is kept"),
+                );
+            }
+        }
+
+        // Merge fields: every field the channel's template uses must have a value.
+        let mut fields = BTreeMap::new();
+        if let Some(c) = channel.filter(|c| self.template.has(*c)) {
+            for f in self.template.fields(c) {
+                let v = self
+                    .names
+                    .iter()
+                    .position(|n| *n == f)
+                    .and_then(|i| row.cells.get(i))
+                    .cloned()
+                    .unwrap_or_default();
+                if v.is_empty() {
+                    problem!(
+                        &f,
+                        codes::MISSING_VALUE,
+                        format!("'{f}' is empty but the message uses it"),
+                    );
+                }
+                fields.insert(f, v);
+            }
+        }
+
+        // Render once now so that rendering cannot fail at send time.
+        if problems.is_empty() {
+            let rendered = match channel {
+                Some(Channel::Email) => self.template.render_email(&fields).map(|_| ()),
+                Some(Channel::Sms) => self.template.render_sms(&fields).map(|_| ()),
+                None => Ok(()),
+            };
+            if let Err(e) = rendered {
+                problem!("", codes::RENDER_FAILED, e.to_string());
+            }
+        }
+
+        let recipient = self.recipient(line, id.clone(), channel, address, fields);
+        self.finish(recipient, problems, keyed_by_id)
+    }
+}
+
+/// A usable email address, trimmed, with the domain in lower case.
+pub fn check_email(raw: &str) -> Result<String, (&'static str, String)> {
+    if raw.is_empty() {
+        return Err((codes::MISSING_ADDRESS, "the email address is empty".into()));
+    }
+    let parsed = email_address::EmailAddress::from_str(raw).map_err(|e| {
+        (
+            codes::INVALID_EMAIL,
+            format!("'{raw}' is not a usable email address: {e}"),
+        )
+    })?;
+    if raw.contains('<') || !parsed.domain().contains('.') {
+        return Err((
+            codes::INVALID_EMAIL,
+            format!("'{raw}' is not a usable email address: the domain has no dot"),
+        ));
+    }
+    Ok(format!(
+        "{}@{}",
+        parsed.local_part(),
+        parsed.domain().to_ascii_lowercase()
+    ))
+}
+
+/// A phone number in E.164, read with a default region for national numbers.
+pub fn check_phone(
+    raw: &str,
+    region: phonenumber::country::Id,
+) -> Result<String, (&'static str, String)> {
+    if raw.is_empty() {
+        return Err((codes::MISSING_ADDRESS, "the phone number is empty".into()));
+    }
+    let parsed = phonenumber::parse(Some(region), raw).map_err(|e| {
+        (
+            codes::INVALID_PHONE,
+            format!("'{raw}' is not a phone number: {e}"),
+        )
+    })?;
+    if !phonenumber::is_valid(&parsed) {
+        return Err((
+            codes::INVALID_PHONE,
+            format!("'{raw}' is not a valid phone number for its country"),
+        ));
+    }
+    Ok(parsed.format().mode(phonenumber::Mode::E164).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::template::{EmailSource, SmsSource, TemplateSource};
+
+    fn manifest() -> Manifest {
+        Manifest::parse(
+            br#"{"title":"t","list":"l.csv","channel":"column","columns":{"id":"id"},
+                "email":{"from":"a@example.org","subject":"Hi {{ name }}","text":"t.txt"},
+                "sms":{"text":"s.txt"}}"#,
+        )
+        .unwrap()
+    }
+
+    fn template() -> MessageTemplate {
+        MessageTemplate::compile(TemplateSource {
+            email: Some(EmailSource {
+                from: "a@example.org".into(),
+                subject: "Hi {{ name }}".into(),
+                text: "Dear {{ name }} in {{ town }}".into(),
+                html: None,
+            }),
+            sms: Some(SmsSource {
+                text: "Hi {{ name }}".into(),
+                sender_id: None,
+            }),
+        })
+        .unwrap()
+    }
+
+    fn row(line: u64, cells: &[&str]) -> RawRow {
+        RawRow {
+            line,
+            cells: cells.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn header_problems_name_what_is_missing() {
+        let (m, t) = (manifest(), template());
+        let e = Validator::new("d", &m, &t, &["Name".into(), "Email".into()], "DK")
+            .err()
+            .unwrap();
+        assert!(
+            e.contains(&"the list has no 'id' column (recipient id)".to_string()),
+            "{e:?}"
+        );
+        assert!(
+            e.iter()
+                .any(|p| p.contains("merge fields that are not columns of the list: town")),
+            "{e:?}"
+        );
+        assert!(e.iter().any(|p| p.contains("no 'channel' column")), "{e:?}");
+    }
+
+    #[test]
+    fn rows_become_pending_or_invalid_with_reasons() {
+        let (m, t) = (manifest(), template());
+        let h = vec![
+            "ID".into(),
+            "Name".into(),
+            "Email".into(),
+            "Phone".into(),
+            "Channel".into(),
+            "Town".into(),
+        ];
+        let mut v = Validator::new("d", &m, &t, &h, "DK").unwrap();
+        let ok = v.check(&row(
+            2,
+            &["1", "Ann", "Ann@Example.ORG", "", "email", "Aarhus"],
+        ));
+        assert_eq!(ok.recipient.state, RecipientState::Pending);
+        assert_eq!(ok.recipient.address.as_deref(), Some("Ann@example.org"));
+        assert_eq!(
+            ok.recipient.fields.get("town").map(String::as_str),
+            Some("Aarhus")
+        );
+
+        let sms = v.check(&row(3, &["2", "Bo", "", "20 12 34 56", "sms", ""]));
+        assert_eq!(
+            sms.recipient.state,
+            RecipientState::Pending,
+            "{:?}",
+            sms.problems
+        );
+        assert_eq!(sms.recipient.address.as_deref(), Some("+4520123456"));
+
+        let dup = v.check(&row(
+            4,
+            &["1", "Cy", "cy@example.org", "", "email", "Odense"],
+        ));
+        assert_eq!(dup.recipient.state, RecipientState::Invalid);
+        assert!(!dup.keyed_by_id);
+        assert_eq!(dup.problems[0].code, codes::DUPLICATE_ID);
+
+        let bad = v.check(&row(5, &["3", "", "not-an-address", "", "email", "X"]));
+        let got: Vec<_> = bad.problems.iter().map(|p| p.code).collect();
+        assert_eq!(got, [codes::INVALID_EMAIL, codes::MISSING_VALUE]);
+        assert!(bad
+            .recipient
+            .reason
+            .unwrap()
+            .contains("not a usable email address"));
+
+        let unknown = v.check(&row(6, &["4", "Di", "", "", "fax", "X"]));
+        assert_eq!(unknown.problems[0].code, codes::UNKNOWN_CHANNEL);
+
+        let inferred = v.check(&row(7, &["5", "Ed", "", "+45 30 11 22 33", "", ""]));
+        assert_eq!(inferred.recipient.channel, Some(Channel::Sms));
+        assert_eq!(inferred.recipient.state, RecipientState::Pending);
+
+        let again = v.check(&row(8, &["6", "Fi", "ann@example.org", "", "email", "Y"]));
+        assert_eq!(again.problems[0].code, codes::DUPLICATE_ADDRESS);
+    }
+
+    #[test]
+    fn phone_numbers_normalise_to_e164() {
+        let dk = phonenumber::country::Id::DK;
+        assert_eq!(
+            check_phone("+44 20 7946 0958", dk).unwrap(),
+            "+442079460958"
+        );
+        assert_eq!(check_phone("20123456", dk).unwrap(), "+4520123456");
+        assert_eq!(check_phone("12", dk).unwrap_err().0, codes::INVALID_PHONE);
+        assert_eq!(check_phone("", dk).unwrap_err().0, codes::MISSING_ADDRESS);
+    }
+
+    #[test]
+    fn email_addresses_are_checked_properly() {
+        assert!(check_email("a.b+tag@sub.example.co.uk").is_ok());
+        assert_eq!(check_email("a@@b.com").unwrap_err().0, codes::INVALID_EMAIL);
+        assert_eq!(
+            check_email("a@localhost").unwrap_err().0,
+            codes::INVALID_EMAIL
+        );
+        assert_eq!(
+            check_email("Ann <a@b.com>").unwrap_err().0,
+            codes::INVALID_EMAIL
+        );
+        assert_eq!(check_email("").unwrap_err().0, codes::MISSING_ADDRESS);
+    }
+}
