@@ -14,6 +14,7 @@
 
 pub mod aws;
 pub mod channels;
+pub mod completion;
 pub mod config;
 pub mod csvout;
 pub mod documents;
@@ -21,6 +22,7 @@ pub mod error;
 pub mod list;
 pub mod manifest;
 pub mod model;
+pub mod pacing;
 pub mod queue;
 pub mod store;
 pub mod template;

@@ -68,12 +68,19 @@ fn shard_pk(id: &str, shard: u32) -> String {
     format!("D#{id}#S#{shard:03}")
 }
 
-fn s(v: impl Into<String>) -> AttributeValue {
+/// A string attribute.
+pub fn s(v: impl Into<String>) -> AttributeValue {
     AttributeValue::S(v.into())
 }
 
-fn n(v: u64) -> AttributeValue {
+/// A number attribute.
+pub fn n(v: u64) -> AttributeValue {
     AttributeValue::N(v.to_string())
+}
+
+/// A list-of-strings attribute.
+pub fn list(v: &[String]) -> AttributeValue {
+    AttributeValue::L(v.iter().map(|x| s(x.clone())).collect())
 }
 
 fn get_s(item: &Item, k: &str) -> Option<String> {
@@ -120,10 +127,7 @@ fn dispatch_item(d: &Dispatch) -> Item {
         ("shards".into(), n(d.shards as u64)),
     ]);
     if !d.problems.is_empty() {
-        item.insert(
-            "problems".into(),
-            AttributeValue::L(d.problems.iter().map(|p| s(p.clone())).collect()),
-        );
+        item.insert("problems".into(), list(&d.problems));
     }
     opt(&mut item, "report_key", &d.report_key);
     opt(&mut item, "sample_key", &d.sample_key);
@@ -338,7 +342,7 @@ impl Store {
         id: &str,
         from: DispatchState,
         to: DispatchState,
-        extra: &[(&str, String)],
+        extra: &[(&str, AttributeValue)],
     ) -> Result<Dispatch> {
         if !from.can_become(to) {
             return Err(Error::Conflict(format!(
@@ -358,7 +362,7 @@ impl Store {
         for (i, (k, v)) in extra.iter().enumerate() {
             expr.push_str(&format!(", #x{i} = :x{i}"));
             names.insert(format!("#x{i}"), k.to_string());
-            values.insert(format!(":x{i}"), s(v.clone()));
+            values.insert(format!(":x{i}"), v.clone());
         }
         let out = self
             .client
@@ -432,7 +436,8 @@ impl Store {
             .table_name(&self.table)
             .key("pk", s(dispatch_pk(id)))
             .key("sk", s(DISPATCH_SK))
-            .update_expression("ADD sent :s, failed :f, unknown :u")
+            .update_expression("ADD sent :s, failed :f, unknown :u SET updated_at = :now")
+            .expression_attribute_values(":now", s(now_rfc3339()))
             .condition_expression("attribute_exists(pk)")
             .expression_attribute_values(":s", n(sent))
             .expression_attribute_values(":f", n(failed))
@@ -673,6 +678,21 @@ impl Store {
         .await
     }
 
+    /// Marks a recipient that was not sent to as rejected with the dispatch.
+    pub async fn reject_pending(&self, dispatch_id: &str, key: &RecipientKey) -> Result<bool> {
+        self.set_recipient_state(
+            dispatch_id,
+            key,
+            RecipientState::Pending,
+            RecipientState::Rejected,
+            &[(
+                "reason",
+                "the dispatch was rejected before this recipient was sent to".to_string(),
+            )],
+        )
+        .await
+    }
+
     /// Gives a claim back when the provider did not take the message (throttle, fault).
     pub async fn release(&self, dispatch_id: &str, key: &RecipientKey) -> Result<bool> {
         self.set_recipient_state(
@@ -683,6 +703,37 @@ impl Store {
             &[],
         )
         .await
+    }
+
+    /// Sets the result counters to values counted from the records.
+    pub async fn set_results(
+        &self,
+        id: &str,
+        sent: u64,
+        failed: u64,
+        unknown: u64,
+    ) -> Result<Dispatch> {
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(dispatch_pk(id)))
+            .key("sk", s(DISPATCH_SK))
+            .update_expression("SET sent = :s, failed = :f, unknown = :u, updated_at = :now")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":s", n(sent))
+            .expression_attribute_values(":f", n(failed))
+            .expression_attribute_values(":u", n(unknown))
+            .expression_attribute_values(":now", s(now_rfc3339()))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await
+            .map_err(Error::aws("UpdateItem"))?;
+        out.attributes
+            .as_ref()
+            .map(dispatch_from)
+            .transpose()?
+            .ok_or_else(|| Error::NotFound(id.to_string()))
     }
 
     /// Counts recipients per state by reading every shard (for reconciliation and checks).

@@ -1,1 +1,304 @@
+//! Api: the HTTP API the internal portal calls. One axum router, served by `lambda_http` in
+//! Lambda and directly on a local port by the local runtime.
+//!
+//! | method | path                            | what                                        |
+//! |--------|---------------------------------|---------------------------------------------|
+//! | GET    | `/health`                       | liveness                                    |
+//! | GET    | `/dispatches?state=&limit=`     | dispatches, newest first                    |
+//! | GET    | `/dispatches/{id}`              | one dispatch: state, counts, summary        |
+//! | GET    | `/dispatches/{id}/report`       | validation report (CSV)                     |
+//! | GET    | `/dispatches/{id}/sample`       | rendered sample messages (JSON)             |
+//! | GET    | `/dispatches/{id}/history`      | history document (CSV), once complete       |
+//! | POST   | `/dispatches/{id}/approve`      | approve: fan-out starts                     |
+//! | POST   | `/dispatches/{id}/reject`       | reject: nothing is sent                     |
 
+use axum::extract::{Path, Query, State};
+use axum::http::{header, Extensions, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use shared::config::Config;
+use shared::documents::{keys, Documents};
+use shared::model::{now_rfc3339, Dispatch, DispatchState};
+use shared::queue::{self, FanOut, FanOutAction};
+use shared::store::{self, Store};
+use std::sync::Arc;
+
+pub struct Deps {
+    pub config: Config,
+    pub store: Store,
+    pub docs: Documents,
+    pub sqs: aws_sdk_sqs::Client,
+}
+
+impl Deps {
+    pub fn new(config: Config, clients: &shared::aws::Clients) -> Deps {
+        Deps {
+            store: Store::new(clients.dynamodb.clone(), &config.table_name),
+            docs: Documents::new(
+                clients.s3.clone(),
+                &config.uploads_bucket,
+                &config.reports_bucket,
+            ),
+            sqs: clients.sqs.clone(),
+            config,
+        }
+    }
+}
+
+type AppState = Arc<Deps>;
+
+/// The API's routes.
+pub fn router(deps: Arc<Deps>) -> Router {
+    Router::new()
+        .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/dispatches", get(list_dispatches))
+        .route("/dispatches/{id}", get(get_dispatch))
+        .route("/dispatches/{id}/report", get(get_report))
+        .route("/dispatches/{id}/sample", get(get_sample))
+        .route("/dispatches/{id}/history", get(get_history))
+        .route("/dispatches/{id}/approve", post(approve))
+        .route("/dispatches/{id}/reject", post(reject))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
+        .with_state(deps)
+}
+
+/// Errors as `application/problem+json`, with no internal detail.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    detail: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, detail: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            detail: detail.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({
+            "type": "about:blank",
+            "title": self.status.canonical_reason().unwrap_or("Error"),
+            "status": self.status.as_u16(),
+            "detail": self.detail,
+        });
+        (
+            self.status,
+            [(header::CONTENT_TYPE, "application/problem+json")],
+            body.to_string(),
+        )
+            .into_response()
+    }
+}
+
+impl From<shared::Error> for ApiError {
+    fn from(e: shared::Error) -> ApiError {
+        match e {
+            shared::Error::NotFound(what) => {
+                ApiError::new(StatusCode::NOT_FOUND, format!("{what} does not exist"))
+            }
+            shared::Error::Conflict(why) => ApiError::new(StatusCode::CONFLICT, why),
+            e @ shared::Error::Aws { .. } => {
+                tracing::error!(error = %e, "backing service failed");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "a backing service did not answer; try again",
+                )
+            }
+            e @ shared::Error::Malformed(_) => {
+                tracing::error!(error = %e, "stored data is malformed");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+            }
+        }
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// The caller's id from the claims API Gateway's JWT authorizer verified, when there is one.
+fn caller(ext: &Extensions) -> String {
+    use lambda_http::request::RequestContext;
+    match ext.get::<RequestContext>() {
+        Some(RequestContext::ApiGatewayV2(ctx)) => ctx
+            .authorizer
+            .as_ref()
+            .and_then(|a| a.jwt.as_ref())
+            .and_then(|j| j.claims.get("sub").cloned()),
+        _ => None,
+    }
+    .unwrap_or_else(|| "unauthenticated".to_string())
+}
+
+/// A dispatch as the portal shows it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DispatchView {
+    #[serde(flatten)]
+    pub dispatch: Dispatch,
+    /// "X of Y sent".
+    pub progress: String,
+}
+
+impl From<Dispatch> for DispatchView {
+    fn from(d: Dispatch) -> Self {
+        let progress = format!("{} of {} sent", d.counts.sent, d.counts.valid);
+        DispatchView {
+            dispatch: d,
+            progress,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    state: Option<String>,
+    limit: Option<i32>,
+}
+
+async fn list_dispatches(
+    State(deps): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Value>> {
+    let state = q
+        .state
+        .as_deref()
+        .map(str::parse::<DispatchState>)
+        .transpose()
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "limit must be from 1 to 500",
+        ));
+    }
+    let list = deps.store.list_dispatches(state, limit).await?;
+    let views: Vec<DispatchView> = list.into_iter().map(DispatchView::from).collect();
+    Ok(Json(json!({ "dispatches": views })))
+}
+
+async fn load(deps: &Deps, id: &str) -> ApiResult<Dispatch> {
+    shared::manifest::check_dispatch_id(id)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
+    deps.store.get_dispatch(id).await?.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("dispatch '{id}' does not exist"),
+        )
+    })
+}
+
+async fn get_dispatch(
+    State(deps): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let d = load(&deps, &id).await?;
+    let summary = match deps.docs.report_document(&keys::summary(&id)).await? {
+        Some(bytes) => serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null),
+        None => Value::Null,
+    };
+    let mut view = serde_json::to_value(DispatchView::from(d)).unwrap_or(Value::Null);
+    view["validation"] = summary;
+    Ok(Json(view))
+}
+
+async fn document(
+    deps: &Deps,
+    key: Option<String>,
+    what: &str,
+    content_type: &'static str,
+) -> ApiResult<Response> {
+    let key =
+        key.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("there is no {what} yet")))?;
+    let body =
+        deps.docs.report_document(&key).await?.ok_or_else(|| {
+            ApiError::new(StatusCode::NOT_FOUND, format!("there is no {what} yet"))
+        })?;
+    Ok(([(header::CONTENT_TYPE, content_type)], body).into_response())
+}
+
+async fn get_report(State(deps): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+    let d = load(&deps, &id).await?;
+    document(
+        &deps,
+        d.report_key,
+        "validation report",
+        "text/csv; charset=utf-8",
+    )
+    .await
+}
+
+async fn get_sample(State(deps): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+    let d = load(&deps, &id).await?;
+    document(&deps, d.sample_key, "sample", "application/json").await
+}
+
+async fn get_history(State(deps): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+    let d = load(&deps, &id).await?;
+    document(
+        &deps,
+        d.history_key,
+        "history document",
+        "text/csv; charset=utf-8",
+    )
+    .await
+}
+
+async fn approve(
+    State(deps): State<AppState>,
+    Path(id): Path<String>,
+    ext: Extensions,
+) -> ApiResult<(StatusCode, Json<DispatchView>)> {
+    load(&deps, &id).await?;
+    let by = caller(&ext);
+    let d = deps
+        .store
+        .transition(
+            &id,
+            DispatchState::AwaitingApproval,
+            DispatchState::Approved,
+            &[
+                ("approved_by", store::s(by.clone())),
+                ("approved_at", store::s(now_rfc3339())),
+            ],
+        )
+        .await?;
+    tracing::info!(dispatch = %id, by = %by, "approved");
+    // If this enqueue fails, the scheduled resume function fans the approved dispatch out.
+    let bodies = FanOut::all_shards(&id, d.shards, FanOutAction::Send);
+    if let Err(e) = queue::send_all(&deps.sqs, &deps.config.fanout_queue_url, bodies).await {
+        tracing::error!(dispatch = %id, error = %e, "fan-out not queued; the schedule will retry");
+    }
+    Ok((StatusCode::ACCEPTED, Json(d.into())))
+}
+
+async fn reject(
+    State(deps): State<AppState>,
+    Path(id): Path<String>,
+    ext: Extensions,
+) -> ApiResult<Json<DispatchView>> {
+    load(&deps, &id).await?;
+    let by = caller(&ext);
+    let d = deps
+        .store
+        .transition(
+            &id,
+            DispatchState::AwaitingApproval,
+            DispatchState::Rejected,
+            &[
+                ("rejected_by", store::s(by.clone())),
+                ("rejected_at", store::s(now_rfc3339())),
+            ],
+        )
+        .await?;
+    tracing::info!(dispatch = %id, by = %by, "rejected");
+    let bodies = FanOut::all_shards(&id, d.shards, FanOutAction::Reject);
+    queue::send_all(&deps.sqs, &deps.config.fanout_queue_url, bodies).await?;
+    Ok(Json(d.into()))
+}

@@ -1,1 +1,154 @@
+//! Fan-out: turns one key shard of an approved dispatch into send-queue messages (many
+//! recipients each), so that a list of any size is never enqueued inside an HTTP request.
+//! Works in bounded pages and hands the rest of a shard to a continuation message. Also
+//! applies a rejection to the recipients not yet sent.
 
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use futures::{stream, StreamExt, TryStreamExt};
+use shared::config::Config;
+use shared::model::{DispatchState, RecipientState};
+use shared::queue::{self, FanOut, FanOutAction, SendBatch, SendItem};
+use shared::store::Store;
+use shared::{Error, Result};
+
+/// Pages of a shard handled by one message before continuing in a new one.
+pub const PAGES_PER_MESSAGE: usize = 10;
+/// Recipients read per page.
+pub const PAGE_SIZE: i32 = 1000;
+
+pub struct Deps {
+    pub config: Config,
+    pub store: Store,
+    pub sqs: aws_sdk_sqs::Client,
+}
+
+impl Deps {
+    pub fn new(config: Config, clients: &shared::aws::Clients) -> Deps {
+        Deps {
+            store: Store::new(clients.dynamodb.clone(), &config.table_name),
+            sqs: clients.sqs.clone(),
+            config,
+        }
+    }
+}
+
+pub async fn handle(deps: &Deps, event: SqsEvent) -> Result<SqsBatchResponse, Error> {
+    let mut failures = Vec::new();
+    for record in event.records {
+        let id = record.message_id.clone().unwrap_or_default();
+        let result = match serde_json::from_str::<FanOut>(record.body.as_deref().unwrap_or("")) {
+            Ok(work) => fan_out(deps, &work).await,
+            Err(e) => Err(Error::Malformed(format!("fan-out message: {e}"))),
+        };
+        if let Err(e) = result {
+            // Malformed messages fail too: after the queue's receive limit they land in the
+            // dead-letter queue, where they stay visible.
+            tracing::error!(message_id = %id, error = %e, "fan-out failed");
+            if !id.is_empty() {
+                let mut f = BatchItemFailure::default();
+                f.item_identifier = id;
+                failures.push(f);
+            }
+        }
+    }
+    let mut resp = SqsBatchResponse::default();
+    resp.batch_item_failures = failures;
+    Ok(resp)
+}
+
+pub async fn fan_out(deps: &Deps, work: &FanOut) -> Result<()> {
+    let d = deps
+        .store
+        .get_dispatch(&work.dispatch_id)
+        .await?
+        .ok_or_else(|| Error::NotFound(work.dispatch_id.clone()))?;
+    match (work.action, d.state) {
+        (FanOutAction::Send, DispatchState::Approved) => {
+            match deps
+                .store
+                .transition(&d.id, DispatchState::Approved, DispatchState::Sending, &[])
+                .await
+            {
+                Ok(_) | Err(Error::Conflict(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        (FanOutAction::Send, DispatchState::Sending)
+        | (FanOutAction::Reject, DispatchState::Rejected) => {}
+        (action, state) => {
+            tracing::info!(dispatch = %d.id, ?action, %state, "nothing to fan out in this state");
+            return Ok(());
+        }
+    }
+    let mut after = work.after.clone();
+    for _ in 0..PAGES_PER_MESSAGE {
+        let page = deps
+            .store
+            .query_shard(
+                &d.id,
+                work.shard,
+                Some(RecipientState::Pending),
+                after.clone(),
+                PAGE_SIZE,
+            )
+            .await?;
+        match work.action {
+            FanOutAction::Send => enqueue(deps, &d.id, page.recipients).await?,
+            FanOutAction::Reject => reject(deps, &d.id, page.recipients).await?,
+        }
+        match page.next {
+            Some(next) => after = Some(next),
+            None => return Ok(()),
+        }
+    }
+    // More of this shard is left: continue in a new message.
+    let rest = FanOut {
+        after,
+        ..work.clone()
+    };
+    let body = serde_json::to_string(&rest).map_err(|e| Error::Malformed(e.to_string()))?;
+    queue::send_all(&deps.sqs, &deps.config.fanout_queue_url, vec![body]).await
+}
+
+async fn enqueue(
+    deps: &Deps,
+    dispatch_id: &str,
+    recipients: Vec<(shared::store::RecipientKey, shared::model::Recipient)>,
+) -> Result<()> {
+    let items: Vec<SendItem> = recipients
+        .into_iter()
+        .filter_map(|(key, r)| {
+            Some(SendItem {
+                key,
+                recipient_id: r.recipient_id,
+                channel: r.channel?,
+                address: r.address?,
+                fields: r.fields,
+            })
+        })
+        .collect();
+    let bodies = items
+        .chunks(deps.config.recipients_per_message)
+        .map(|chunk| {
+            serde_json::to_string(&SendBatch {
+                dispatch_id: dispatch_id.to_string(),
+                items: chunk.to_vec(),
+            })
+            .map_err(|e| Error::Malformed(e.to_string()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    queue::send_all(&deps.sqs, &deps.config.send_queue_url, bodies).await
+}
+
+async fn reject(
+    deps: &Deps,
+    dispatch_id: &str,
+    recipients: Vec<(shared::store::RecipientKey, shared::model::Recipient)>,
+) -> Result<()> {
+    stream::iter(recipients)
+        .map(|(key, _)| async move { deps.store.reject_pending(dispatch_id, &key).await })
+        .buffer_unordered(8)
+        .try_collect::<Vec<bool>>()
+        .await?;
+    Ok(())
+}

@@ -1,1 +1,130 @@
+//! Resume: runs on a schedule and moves along what an interrupted step left behind.
+//!
+//! - A sending dispatch whose counters have not moved for a while is recounted from its
+//!   records (a counter update lost to a crash), and completed when nothing is outstanding.
+//! - An approved dispatch that fan-out never picked up (the enqueue after approval failed) is
+//!   fanned out again; sending is idempotent, so a second fan-out sends nothing twice.
+//! - A completed dispatch without its history document gets it.
 
+use aws_lambda_events::event::eventbridge::EventBridgeEvent;
+use serde::Serialize;
+use shared::completion;
+use shared::config::Config;
+use shared::documents::Documents;
+use shared::model::{Dispatch, DispatchState, RecipientState};
+use shared::queue::{self, FanOut, FanOutAction};
+use shared::store::Store;
+use shared::{Error, Result};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+/// A sending dispatch whose counters are older than this is recounted.
+pub const RECOUNT_AFTER_SECS: i64 = 120;
+/// An approved dispatch older than this is fanned out again.
+pub const REFAN_AFTER_SECS: i64 = 60;
+/// Dispatches looked at per state and run.
+const PER_STATE: i32 = 100;
+
+pub struct Deps {
+    pub config: Config,
+    pub store: Store,
+    pub docs: Documents,
+    pub sqs: aws_sdk_sqs::Client,
+}
+
+impl Deps {
+    pub fn new(config: Config, clients: &shared::aws::Clients) -> Deps {
+        Deps {
+            store: Store::new(clients.dynamodb.clone(), &config.table_name),
+            docs: Documents::new(
+                clients.s3.clone(),
+                &config.uploads_bucket,
+                &config.reports_bucket,
+            ),
+            sqs: clients.sqs.clone(),
+            config,
+        }
+    }
+}
+
+/// What one run did.
+#[derive(Debug, Default, Serialize, PartialEq, Eq)]
+pub struct Report {
+    pub completed: Vec<String>,
+    pub recounted: Vec<String>,
+    pub fanned_out_again: Vec<String>,
+    pub histories_written: Vec<String>,
+}
+
+fn age_secs(stamp: &str) -> i64 {
+    OffsetDateTime::parse(stamp, &Rfc3339)
+        .map(|t| (OffsetDateTime::now_utc() - t).whole_seconds())
+        .unwrap_or(i64::MAX)
+}
+
+pub async fn handle(
+    deps: &Deps,
+    _event: EventBridgeEvent<serde_json::Value>,
+) -> Result<Report, Error> {
+    let mut report = Report::default();
+    for d in deps
+        .store
+        .list_dispatches(Some(DispatchState::Sending), PER_STATE)
+        .await?
+    {
+        if let Err(e) = settle_sending(deps, &d, &mut report).await {
+            tracing::error!(dispatch = %d.id, error = %e, "could not settle dispatch");
+        }
+    }
+    for d in deps
+        .store
+        .list_dispatches(Some(DispatchState::Approved), PER_STATE)
+        .await?
+    {
+        if age_secs(&d.updated_at) >= REFAN_AFTER_SECS {
+            let bodies = FanOut::all_shards(&d.id, d.shards, FanOutAction::Send);
+            match queue::send_all(&deps.sqs, &deps.config.fanout_queue_url, bodies).await {
+                Ok(()) => report.fanned_out_again.push(d.id.clone()),
+                Err(e) => tracing::error!(dispatch = %d.id, error = %e, "fan-out not re-issued"),
+            }
+        }
+    }
+    for state in [DispatchState::Completed, DispatchState::CompletedWithErrors] {
+        for d in deps.store.list_dispatches(Some(state), PER_STATE).await? {
+            if d.history_key.is_none() {
+                match completion::write_history(&deps.store, &deps.docs, &d).await {
+                    Ok(_) => report.histories_written.push(d.id.clone()),
+                    Err(e) => tracing::error!(dispatch = %d.id, error = %e, "history not written"),
+                }
+            }
+        }
+    }
+    if report != Report::default() {
+        tracing::info!(?report, "resume run");
+    }
+    Ok(report)
+}
+
+async fn settle_sending(deps: &Deps, d: &Dispatch, report: &mut Report) -> Result<()> {
+    let mut d = d.clone();
+    if d.counts.outstanding() > 0 && age_secs(&d.updated_at) >= RECOUNT_AFTER_SECS {
+        let counts = deps.store.count_states(&d.id, d.shards).await?;
+        let get = |s: RecipientState| counts.get(&s).copied().unwrap_or(0);
+        let (sent, failed, unknown) = (
+            get(RecipientState::Sent),
+            get(RecipientState::Failed),
+            get(RecipientState::Unknown),
+        );
+        if (sent, failed, unknown) != (d.counts.sent, d.counts.failed, d.counts.unknown) {
+            d = deps.store.set_results(&d.id, sent, failed, unknown).await?;
+            report.recounted.push(d.id.clone());
+        }
+    }
+    if completion::complete_if_done(&deps.store, &deps.docs, &d)
+        .await?
+        .is_some()
+    {
+        report.completed.push(d.id.clone());
+    }
+    Ok(())
+}

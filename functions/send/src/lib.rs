@@ -1,1 +1,296 @@
+//! Send: delivers batches of recipients by email (SES v2) or SMS (SNS).
+//!
+//! Each recipient is claimed with a conditional write before the provider is called and the
+//! result is recorded after, so a message delivered twice by SQS never sends twice. A throttle
+//! or a fault before the provider took the message gives the claim back and the SQS message is
+//! retried; an answer that never came leaves the recipient `unknown`, never re-sent
+//! automatically.
 
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use futures::{stream, StreamExt};
+use shared::channels::{Mailer, SendError, SmsSender};
+use shared::completion;
+use shared::config::Config;
+use shared::documents::Documents;
+use shared::model::{now_rfc3339, Channel, Dispatch, DispatchState};
+use shared::pacing::Pacer;
+use shared::queue::{SendBatch, SendItem};
+use shared::store::Store;
+use shared::template::MessageTemplate;
+use shared::{Error, Result};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Mutex;
+
+/// Recipients of one message sent at once (the pacer still spaces them).
+const ITEM_CONCURRENCY: usize = 8;
+/// Queue messages of one invocation handled at once.
+const RECORD_CONCURRENCY: usize = 4;
+
+pub struct Deps {
+    pub config: Config,
+    pub store: Store,
+    pub docs: Documents,
+    pub mailer: Mailer,
+    pub sms: SmsSender,
+    email_pace: Pacer,
+    sms_pace: Pacer,
+    /// Compiled templates by dispatch; a dispatch's package does not change after approval.
+    templates: Mutex<HashMap<String, Arc<MessageTemplate>>>,
+}
+
+impl Deps {
+    pub fn new(config: Config, clients: &shared::aws::Clients) -> Deps {
+        Deps {
+            store: Store::new(clients.dynamodb.clone(), &config.table_name),
+            docs: Documents::new(
+                clients.s3.clone(),
+                &config.uploads_bucket,
+                &config.reports_bucket,
+            ),
+            mailer: Mailer::new(clients.sesv2.clone()),
+            sms: SmsSender::new(clients.sns.clone()),
+            email_pace: Pacer::per_second(config.email_rate_per_second),
+            sms_pace: Pacer::per_second(config.sms_rate_per_second),
+            templates: Mutex::new(HashMap::new()),
+            config,
+        }
+    }
+
+    async fn template(&self, dispatch_id: &str) -> Result<Arc<MessageTemplate>> {
+        if let Some(t) = self.templates.lock().await.get(dispatch_id) {
+            return Ok(t.clone());
+        }
+        let package = self.docs.package(dispatch_id).await?;
+        let t = Arc::new(
+            MessageTemplate::compile(package.template)
+                .map_err(|e| Error::Malformed(format!("package of {dispatch_id}: {e}")))?,
+        );
+        self.templates
+            .lock()
+            .await
+            .insert(dispatch_id.to_string(), t.clone());
+        Ok(t)
+    }
+}
+
+/// What became of one recipient in this invocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ItemOutcome {
+    /// Another delivery of the message got it first, or it is already final.
+    Skipped,
+    Sent,
+    Failed,
+    Unknown,
+    /// Not sent, claim given back: the message must come again.
+    Retry,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Tally {
+    pub sent: u64,
+    pub failed: u64,
+    pub unknown: u64,
+    pub retry: u64,
+}
+
+impl Tally {
+    fn add(&mut self, o: ItemOutcome) {
+        match o {
+            ItemOutcome::Sent => self.sent += 1,
+            ItemOutcome::Failed => self.failed += 1,
+            ItemOutcome::Unknown => self.unknown += 1,
+            ItemOutcome::Retry => self.retry += 1,
+            ItemOutcome::Skipped => {}
+        }
+    }
+}
+
+pub async fn handle(deps: &Deps, event: SqsEvent) -> Result<SqsBatchResponse, Error> {
+    let results: Vec<(String, Result<(String, Tally)>)> = stream::iter(event.records)
+        .map(|record| async move {
+            let id = record.message_id.unwrap_or_default();
+            let result =
+                match serde_json::from_str::<SendBatch>(record.body.as_deref().unwrap_or("")) {
+                    Ok(batch) => send_batch(deps, &batch)
+                        .await
+                        .map(|t| (batch.dispatch_id, t)),
+                    Err(e) => Err(Error::Malformed(format!("send message: {e}"))),
+                };
+            (id, result)
+        })
+        .buffer_unordered(RECORD_CONCURRENCY)
+        .collect()
+        .await;
+
+    let mut failures = Vec::new();
+    let mut per_dispatch: BTreeMap<String, Tally> = BTreeMap::new();
+    for (id, result) in results {
+        let retry = match result {
+            Ok((dispatch_id, t)) => {
+                let sum = per_dispatch.entry(dispatch_id).or_default();
+                sum.sent += t.sent;
+                sum.failed += t.failed;
+                sum.unknown += t.unknown;
+                t.retry > 0
+            }
+            Err(e) => {
+                tracing::error!(message_id = %id, error = %e, "send message failed");
+                true
+            }
+        };
+        if retry && !id.is_empty() {
+            let mut f = BatchItemFailure::default();
+            f.item_identifier = id;
+            failures.push(f);
+        }
+    }
+    for (dispatch_id, t) in per_dispatch {
+        if t.sent + t.failed + t.unknown == 0 {
+            continue;
+        }
+        // Counters only move for recipients this invocation moved, so redelivery cannot count
+        // twice. A lost update is mended by the scheduled reconciliation.
+        match deps
+            .store
+            .add_results(&dispatch_id, t.sent, t.failed, t.unknown)
+            .await
+        {
+            Ok(d) => {
+                if let Err(e) = completion::complete_if_done(&deps.store, &deps.docs, &d).await {
+                    tracing::error!(dispatch = %dispatch_id, error = %e, "completion left to the schedule");
+                }
+            }
+            Err(e) => {
+                tracing::error!(dispatch = %dispatch_id, error = %e, "counters left to reconciliation")
+            }
+        }
+    }
+    let mut resp = SqsBatchResponse::default();
+    resp.batch_item_failures = failures;
+    Ok(resp)
+}
+
+/// Sends one queue message's recipients.
+pub async fn send_batch(deps: &Deps, batch: &SendBatch) -> Result<Tally> {
+    let d = deps
+        .store
+        .get_dispatch(&batch.dispatch_id)
+        .await?
+        .ok_or_else(|| Error::NotFound(batch.dispatch_id.clone()))?;
+    match d.state {
+        DispatchState::Sending => {}
+        s if s.is_final() => {
+            tracing::info!(dispatch = %d.id, state = %s, "dispatch is over; message dropped");
+            return Ok(Tally::default());
+        }
+        s => {
+            return Err(Error::Conflict(format!(
+                "dispatch {} is {s}, not sending",
+                d.id
+            )));
+        }
+    }
+    let template = deps.template(&d.id).await?;
+    let outcomes: Vec<ItemOutcome> = stream::iter(&batch.items)
+        .map(|item| {
+            let template = template.clone();
+            let d = &d;
+            async move {
+                match send_one(deps, d, &template, item).await {
+                    Ok(o) => o,
+                    Err(e) => {
+                        tracing::warn!(dispatch = %d.id, recipient = %item.recipient_id, error = %e, "recipient will be retried");
+                        ItemOutcome::Retry
+                    }
+                }
+            }
+        })
+        .buffer_unordered(ITEM_CONCURRENCY)
+        .collect()
+        .await;
+    let mut tally = Tally::default();
+    for o in outcomes {
+        tally.add(o);
+    }
+    Ok(tally)
+}
+
+async fn send_one(
+    deps: &Deps,
+    d: &Dispatch,
+    t: &MessageTemplate,
+    item: &SendItem,
+) -> Result<ItemOutcome> {
+    if !deps.store.claim(&d.id, &item.key).await? {
+        return Ok(ItemOutcome::Skipped);
+    }
+    let sent = match item.channel {
+        Channel::Email => match t.render_email(&item.fields) {
+            Ok(m) => {
+                deps.email_pace.wait().await;
+                deps.mailer.send(&item.address, &m).await
+            }
+            Err(e) => Err(SendError::Permanent {
+                code: "render_failed".into(),
+                message: e.to_string(),
+            }),
+        },
+        Channel::Sms => match t.render_sms(&item.fields) {
+            Ok(m) => {
+                deps.sms_pace.wait().await;
+                deps.sms.send(&item.address, &m).await
+            }
+            Err(e) => Err(SendError::Permanent {
+                code: "render_failed".into(),
+                message: e.to_string(),
+            }),
+        },
+    };
+    match sent {
+        Ok(message_id) => {
+            let at = now_rfc3339();
+            record_with_retry(|| deps.store.record_sent(&d.id, &item.key, &message_id, &at))
+                .await?;
+            Ok(ItemOutcome::Sent)
+        }
+        Err(SendError::Permanent { code, message }) => {
+            let reason = format!("{code}: {message}");
+            record_with_retry(|| deps.store.record_failed(&d.id, &item.key, &reason)).await?;
+            Ok(ItemOutcome::Failed)
+        }
+        Err(SendError::Unknown(why)) => {
+            let reason = format!("no answer from the provider ({why}); not re-sent automatically");
+            record_with_retry(|| deps.store.record_unknown(&d.id, &item.key, &reason)).await?;
+            Ok(ItemOutcome::Unknown)
+        }
+        Err(e @ (SendError::Throttled(_) | SendError::Transient(_))) => {
+            tracing::warn!(dispatch = %d.id, recipient = %item.recipient_id, error = %e, "not sent; claim given back");
+            record_with_retry(|| deps.store.release(&d.id, &item.key)).await?;
+            Ok(ItemOutcome::Retry)
+        }
+    }
+}
+
+/// A result that the provider already acted on must be written; a few tries with backoff.
+async fn record_with_retry<F, Fut>(write: F) -> Result<bool>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<bool>>,
+{
+    let mut delay = Duration::from_millis(100);
+    let mut last = None;
+    for _ in 0..4 {
+        match write().await {
+            Ok(done) => return Ok(done),
+            Err(e) if e.is_retryable() => {
+                last = Some(e);
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| Error::Malformed("no attempt made".into())))
+}
