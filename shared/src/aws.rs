@@ -8,7 +8,12 @@ use std::time::Duration;
 
 /// Loads the shared SDK configuration with attempt and operation timeouts on every call.
 pub async fn sdk_config() -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest())
+    sdk_config_from(aws_config::defaults(BehaviorVersion::latest())).await
+}
+
+/// The same timeouts and retries on a loader the caller has prepared (region, credentials).
+pub async fn sdk_config_from(loader: aws_config::ConfigLoader) -> SdkConfig {
+    loader
         .timeout_config(
             TimeoutConfig::builder()
                 .connect_timeout(Duration::from_secs(3))

@@ -5,7 +5,6 @@ use crate::template::{RenderedEmail, RenderedSms};
 use aws_sdk_sesv2::types::{Body, Content, Destination, EmailContent, Message};
 use aws_sdk_sns::types::MessageAttributeValue;
 use aws_smithy_runtime_api::client::result::SdkError;
-use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
 /// Why a send did not go through, sorted by what to do.
@@ -38,7 +37,7 @@ fn classify<E>(e: SdkError<E, aws_smithy_runtime_api::http::Response>) -> SendEr
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    let text = DisplayErrorContext(&e).to_string();
+    let text = crate::error::chain(&e);
     match &e {
         SdkError::ConstructionFailure(_) => SendError::Permanent {
             code: "RequestInvalid".into(),

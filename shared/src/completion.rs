@@ -118,7 +118,7 @@ mod tests {
         assert_eq!(lines[0], HISTORY_COLUMNS.join(","));
         assert_eq!(
             lines[1],
-            "'=cmd,2,sms,'+4520123456,sent,m-1,2026-01-01T00:00:00Z,,2026-01-01T00:00:01Z"
+            "'=cmd,2,sms,+4520123456,sent,m-1,2026-01-01T00:00:00Z,,2026-01-01T00:00:01Z"
         );
         assert_eq!(lines.len(), 2);
     }

@@ -1,13 +1,22 @@
 //! CSV documents the system writes (reports, history). A cell that a spreadsheet would read
 //! as a formula (starting with `=`, `+`, `-`, `@`, tab or carriage return) is prefixed with
-//! `'` so that opening the file in Excel runs nothing.
+//! `'` so that opening the file in Excel runs nothing. A plain signed number such as the
+//! phone number `+4520123456` is left as it is: it cannot run anything.
 
 /// Makes a cell safe to open in a spreadsheet.
 pub fn neutralise(cell: &str) -> std::borrow::Cow<'_, str> {
     match cell.chars().next() {
+        Some('+' | '-') if is_plain_number(&cell[1..]) => cell.into(),
         Some('=' | '+' | '-' | '@' | '\t' | '\r') => format!("'{cell}").into(),
         _ => cell.into(),
     }
+}
+
+fn is_plain_number(rest: &str) -> bool {
+    rest.chars().any(|c| c.is_ascii_digit())
+        && rest
+            .chars()
+            .all(|c| c.is_ascii_digit() || c == ' ' || c == '.')
 }
 
 /// A CSV document built in memory.
@@ -49,7 +58,10 @@ mod tests {
     #[test]
     fn formulas_are_neutralised() {
         assert_eq!(neutralise("=HYPERLINK(\"x\")"), "'=HYPERLINK(\"x\")");
-        assert_eq!(neutralise("+4520123456"), "'+4520123456");
+        assert_eq!(neutralise("+4520123456"), "+4520123456");
+        assert_eq!(neutralise("-12.5"), "-12.5");
+        assert_eq!(neutralise("+1+cmd|' /C calc'!A0"), "'+1+cmd|' /C calc'!A0");
+        assert_eq!(neutralise("-"), "'-");
         assert_eq!(neutralise("@SUM(A1)"), "'@SUM(A1)");
         assert_eq!(neutralise("plain"), "plain");
         assert_eq!(neutralise(""), "");

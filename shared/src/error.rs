@@ -6,7 +6,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// An AWS call failed; retrying later may help.
-    #[error("{op} failed: {}", aws_smithy_types::error::display::DisplayErrorContext(.source.as_ref()))]
+    #[error("{op} failed: {}", chain(.source.as_ref()))]
     Aws {
         op: &'static str,
         #[source]
@@ -39,3 +39,39 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An error and its sources, each shown once, without the raw response dumps that SDK
+/// errors carry in their debug form.
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(e);
+    while let Some(err) = next {
+        let text = err.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = err.source();
+    }
+    parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer")]
+    struct Outer(#[source] Inner);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("inner detail")]
+    struct Inner;
+
+    #[test]
+    fn aws_errors_show_their_causes_once() {
+        let e = Error::aws("PutItem")(Outer(Inner));
+        assert_eq!(e.to_string(), "PutItem failed: outer: inner detail");
+        assert!(e.is_retryable());
+        assert!(!Error::Malformed("x".into()).is_retryable());
+    }
+}

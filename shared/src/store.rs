@@ -15,7 +15,7 @@ use crate::model::{
 };
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, ReturnValue, Select, WriteRequest};
 use aws_sdk_dynamodb::Client;
-use futures::{stream, StreamExt, TryStreamExt};
+use futures::{stream, FutureExt, StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
@@ -436,7 +436,10 @@ impl Store {
             .table_name(&self.table)
             .key("pk", s(dispatch_pk(id)))
             .key("sk", s(DISPATCH_SK))
-            .update_expression("ADD sent :s, failed :f, unknown :u SET updated_at = :now")
+            .update_expression("ADD #sent :s, #failed :f, #unknown :u SET updated_at = :now")
+            .expression_attribute_names("#sent", "sent")
+            .expression_attribute_names("#failed", "failed")
+            .expression_attribute_names("#unknown", "unknown")
             .expression_attribute_values(":now", s(now_rfc3339()))
             .condition_expression("attribute_exists(pk)")
             .expression_attribute_values(":s", n(sent))
@@ -455,8 +458,12 @@ impl Store {
 
     /// Stores recipients with batched writes, a bounded number in flight.
     pub async fn put_recipients(&self, batch: &[(RecipientKey, Recipient)]) -> Result<()> {
-        stream::iter(batch.chunks(25))
-            .map(|chunk| self.write_chunk(chunk))
+        // Indices rather than slices keep the future's type free of higher-ranked lifetimes.
+        stream::iter((0..batch.len()).step_by(25))
+            .map(|i| {
+                self.write_chunk(&batch[i..(i + 25).min(batch.len())])
+                    .boxed()
+            })
             .buffer_unordered(WRITE_CONCURRENCY)
             .try_collect::<Vec<()>>()
             .await?;
@@ -544,19 +551,22 @@ impl Store {
     /// Every recipient of a dispatch, shard by shard.
     pub async fn all_recipients(&self, dispatch_id: &str, shards: u32) -> Result<Vec<Recipient>> {
         let per_shard = stream::iter(0..shards)
-            .map(|shard| async move {
-                let mut out = Vec::new();
-                let mut after = None;
-                loop {
-                    let page = self
-                        .query_shard(dispatch_id, shard, None, after, 1000)
-                        .await?;
-                    out.extend(page.recipients.into_iter().map(|(_, r)| r));
-                    match page.next {
-                        Some(n) => after = Some(n),
-                        None => return Ok::<_, Error>(out),
+            .map(|shard| {
+                async move {
+                    let mut out = Vec::new();
+                    let mut after = None;
+                    loop {
+                        let page = self
+                            .query_shard(dispatch_id, shard, None, after, 1000)
+                            .await?;
+                        out.extend(page.recipients.into_iter().map(|(_, r)| r));
+                        match page.next {
+                            Some(n) => after = Some(n),
+                            None => return Ok::<_, Error>(out),
+                        }
                     }
                 }
+                .boxed()
             })
             .buffer_unordered(WRITE_CONCURRENCY)
             .try_collect::<Vec<_>>()
@@ -719,7 +729,10 @@ impl Store {
             .table_name(&self.table)
             .key("pk", s(dispatch_pk(id)))
             .key("sk", s(DISPATCH_SK))
-            .update_expression("SET sent = :s, failed = :f, unknown = :u, updated_at = :now")
+            .update_expression("SET #sent = :s, #failed = :f, #unknown = :u, updated_at = :now")
+            .expression_attribute_names("#sent", "sent")
+            .expression_attribute_names("#failed", "failed")
+            .expression_attribute_names("#unknown", "unknown")
             .condition_expression("attribute_exists(pk)")
             .expression_attribute_values(":s", n(sent))
             .expression_attribute_values(":f", n(failed))

@@ -4,7 +4,7 @@
 //! applies a rejection to the recipients not yet sent.
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
-use futures::{stream, StreamExt, TryStreamExt};
+use futures::{stream, FutureExt, StreamExt, TryStreamExt};
 use shared::config::Config;
 use shared::model::{DispatchState, RecipientState};
 use shared::queue::{self, FanOut, FanOutAction, SendBatch, SendItem};
@@ -146,7 +146,7 @@ async fn reject(
     recipients: Vec<(shared::store::RecipientKey, shared::model::Recipient)>,
 ) -> Result<()> {
     stream::iter(recipients)
-        .map(|(key, _)| async move { deps.store.reject_pending(dispatch_id, &key).await })
+        .map(|(key, _)| async move { deps.store.reject_pending(dispatch_id, &key).await }.boxed())
         .buffer_unordered(8)
         .try_collect::<Vec<bool>>()
         .await?;

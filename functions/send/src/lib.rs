@@ -7,7 +7,7 @@
 //! automatically.
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
-use futures::{stream, StreamExt};
+use futures::{stream, FutureExt, StreamExt};
 use shared::channels::{Mailer, SendError, SmsSender};
 use shared::completion;
 use shared::config::Config;
@@ -109,16 +109,19 @@ impl Tally {
 
 pub async fn handle(deps: &Deps, event: SqsEvent) -> Result<SqsBatchResponse, Error> {
     let results: Vec<(String, Result<(String, Tally)>)> = stream::iter(event.records)
-        .map(|record| async move {
-            let id = record.message_id.unwrap_or_default();
-            let result =
-                match serde_json::from_str::<SendBatch>(record.body.as_deref().unwrap_or("")) {
-                    Ok(batch) => send_batch(deps, &batch)
-                        .await
-                        .map(|t| (batch.dispatch_id, t)),
-                    Err(e) => Err(Error::Malformed(format!("send message: {e}"))),
-                };
-            (id, result)
+        .map(|record| {
+            async move {
+                let id = record.message_id.unwrap_or_default();
+                let result =
+                    match serde_json::from_str::<SendBatch>(record.body.as_deref().unwrap_or("")) {
+                        Ok(batch) => send_batch(deps, &batch)
+                            .await
+                            .map(|t| (batch.dispatch_id, t)),
+                        Err(e) => Err(Error::Malformed(format!("send message: {e}"))),
+                    };
+                (id, result)
+            }
+            .boxed()
         })
         .buffer_unordered(RECORD_CONCURRENCY)
         .collect()
@@ -193,12 +196,12 @@ pub async fn send_batch(deps: &Deps, batch: &SendBatch) -> Result<Tally> {
         }
     }
     let template = deps.template(&d.id).await?;
-    let outcomes: Vec<ItemOutcome> = stream::iter(&batch.items)
+    let outcomes: Vec<ItemOutcome> = stream::iter(batch.items.iter().cloned())
         .map(|item| {
             let template = template.clone();
             let d = &d;
             async move {
-                match send_one(deps, d, &template, item).await {
+                match send_one(deps, d, &template, &item).await {
                     Ok(o) => o,
                     Err(e) => {
                         tracing::warn!(dispatch = %d.id, recipient = %item.recipient_id, error = %e, "recipient will be retried");
@@ -206,6 +209,7 @@ pub async fn send_batch(deps: &Deps, batch: &SendBatch) -> Result<Tally> {
                     }
                 }
             }
+            .boxed()
         })
         .buffer_unordered(ITEM_CONCURRENCY)
         .collect()

@@ -4,7 +4,6 @@
 //!
 //! Triggered by the uploads bucket's notification of `incoming/<id>/manifest.json` via SQS.
 
-use aws_lambda_events::event::s3::S3Event;
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -84,15 +83,42 @@ async fn handle_body(deps: &Deps, body: &str) -> Result<()> {
     if value.get("Event").and_then(|e| e.as_str()) == Some("s3:TestEvent") {
         return Ok(());
     }
-    let event: S3Event = serde_json::from_value(value)
+    let event: Notification = serde_json::from_value(value)
         .map_err(|e| Error::Malformed(format!("notification: {e}")))?;
     for rec in event.records {
-        let bucket = rec.s3.bucket.name.unwrap_or_default();
-        let raw_key = rec.s3.object.key.unwrap_or_default();
-        let key = decode_key(&raw_key);
-        validate_upload(deps, &bucket, &key).await?;
+        let key = decode_key(&rec.s3.object.key);
+        validate_upload(deps, &rec.s3.bucket.name, &key).await?;
     }
     Ok(())
+}
+
+/// The part of an S3 event notification the validator reads. Read leniently: only the bucket
+/// and key are needed, and emitters differ in the other fields they include.
+#[derive(Debug, serde::Deserialize)]
+struct Notification {
+    #[serde(rename = "Records", default)]
+    records: Vec<NotificationRecord>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct NotificationRecord {
+    s3: NotificationS3,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct NotificationS3 {
+    bucket: Named,
+    object: Keyed,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct Named {
+    name: String,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct Keyed {
+    key: String,
 }
 
 /// Keys in notifications are URL-encoded with `+` for spaces.

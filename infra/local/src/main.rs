@@ -1,1 +1,203 @@
-fn main() {}
+//! `local demo`: a whole dispatch end to end on the emulator.
+//! `local up`: the system running locally until Ctrl-C, for trying it by hand.
+
+use anyhow::{bail, Context, Result};
+use local::{emulator::repo_root, runtime::Options, Local};
+use serde_json::Value;
+use std::time::Duration;
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    shared::aws::init_tracing();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("demo") => demo().await,
+        Some("up") => up(args.get(1).and_then(|p| p.parse().ok()).unwrap_or(8080)).await,
+        _ => {
+            eprintln!("usage: local demo | local up [api-port]");
+            std::process::exit(2)
+        }
+    }
+}
+
+fn counts(d: &Value) -> String {
+    let c = &d["counts"];
+    format!(
+        "total {} | valid {} | invalid {} | sent {} | failed {} | unknown {}",
+        c["total"], c["valid"], c["invalid"], c["sent"], c["failed"], c["unknown"]
+    )
+}
+
+async fn demo() -> Result<()> {
+    let id = "winter-notice";
+    let package = repo_root().join("examples").join(id);
+    println!("==> starting the AWS emulator and deploying infra/template.json into it");
+    let local = Local::start(Options::default()).await?;
+    let portal = local.portal();
+    println!(
+        "    emulator {}  API {}",
+        local.emulator.endpoint, local.system.api_url
+    );
+
+    println!(
+        "==> operator uploads {} to s3://{}/incoming/{id}/ (manifest last)",
+        package.display(),
+        local.system.config.uploads_bucket
+    );
+    local.upload_dir(id, &package).await?;
+
+    println!("==> validation");
+    let d = portal
+        .wait_for(
+            id,
+            &["awaiting_approval", "validation_failed"],
+            Duration::from_secs(120),
+            |_| {},
+        )
+        .await?;
+    println!(
+        "    state: {}   {}",
+        d["state"].as_str().unwrap_or_default(),
+        counts(&d)
+    );
+    if d["state"] == "validation_failed" {
+        bail!("validation failed: {}", d["problems"]);
+    }
+    if let Some(by_code) = d["validation"]["problems_by_code"].as_object() {
+        for (code, n) in by_code {
+            println!("    {n:>4} × {code}");
+        }
+    }
+    for p in d["validation"]["first_problems"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .take(5)
+    {
+        println!(
+            "    line {:<4} {:<10} {}",
+            p["line"],
+            p["recipient_id"].as_str().unwrap_or(""),
+            p["message"].as_str().unwrap_or("")
+        );
+    }
+    let (_, sample) = portal.get(&format!("/dispatches/{id}/sample")).await?;
+    let sample: Value = serde_json::from_str(&sample)?;
+    if let Some(e) = sample.get("email") {
+        println!(
+            "    sample email to {}: {}",
+            e["to"].as_str().unwrap_or(""),
+            e["message"]["subject"].as_str().unwrap_or("")
+        );
+    }
+    if let Some(s) = sample.get("sms") {
+        println!(
+            "    sample SMS to {}: {}",
+            s["to"].as_str().unwrap_or(""),
+            s["message"]["text"].as_str().unwrap_or("")
+        );
+    }
+
+    println!("==> approver approves through the API: POST /dispatches/{id}/approve");
+    let (status, body) = portal.post(&format!("/dispatches/{id}/approve")).await?;
+    if status != 202 {
+        bail!("approval answered {status}: {body}");
+    }
+    println!(
+        "    {status} {}",
+        body["state"].as_str().unwrap_or_default()
+    );
+
+    println!(
+        "==> sending (paced at {}/s email and {}/s SMS per sender)",
+        local.system.config.email_rate_per_second, local.system.config.sms_rate_per_second
+    );
+    let mut last = String::new();
+    let d = portal
+        .wait_for(
+            id,
+            &["completed", "completed_with_errors"],
+            Duration::from_secs(600),
+            |d| {
+                let line = format!(
+                    "    {:<22} {}   {}",
+                    d["state"].as_str().unwrap_or_default(),
+                    d["progress"].as_str().unwrap_or_default(),
+                    counts(d)
+                );
+                if line != last {
+                    println!("{line}");
+                    last = line;
+                }
+            },
+        )
+        .await?;
+    // The history document is written right after completion.
+    let mut history = String::new();
+    for _ in 0..100 {
+        let (status, body) = portal.get(&format!("/dispatches/{id}/history")).await?;
+        if status == 200 {
+            history = body;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (_, report) = portal.get(&format!("/dispatches/{id}/report")).await?;
+    let out = repo_root().join(".local/demo");
+    std::fs::create_dir_all(&out)?;
+    std::fs::write(out.join("validation-report.csv"), &report)?;
+    std::fs::write(out.join("history.csv"), &history).context("cannot save the history")?;
+
+    let d = portal.dispatch(id).await?.unwrap_or(d);
+    let emails = local.emulator.sent_emails().await?;
+    let sms = local.emulator.sent_sms().await?;
+    println!("==> done: {}", d["state"].as_str().unwrap_or_default());
+    println!("    {}", counts(&d));
+    println!(
+        "    accepted by the emulator: {} emails (SES), {} SMS (SNS)",
+        emails.len(),
+        sms.len()
+    );
+    println!(
+        "    validation report: s3://{}/{}  (copy: {})",
+        local.system.config.reports_bucket,
+        d["report_key"].as_str().unwrap_or(""),
+        out.join("validation-report.csv").display()
+    );
+    println!(
+        "    history:           s3://{}/{}  (copy: {}, {} rows)",
+        local.system.config.reports_bucket,
+        d["history_key"].as_str().unwrap_or(""),
+        out.join("history.csv").display(),
+        history.lines().count().saturating_sub(1)
+    );
+    local.system.stop().await;
+    Ok(())
+}
+
+async fn up(port: u16) -> Result<()> {
+    let local = Local::start(Options {
+        api_port: port,
+        ..Options::default()
+    })
+    .await?;
+    let c = &local.system.config;
+    println!("AWS emulator: {}", local.emulator.endpoint);
+    println!("API:          {}", local.system.api_url);
+    println!(
+        "uploads:      s3://{}/incoming/<dispatch-id>/",
+        c.uploads_bucket
+    );
+    println!(
+        "reports:      s3://{}/dispatches/<dispatch-id>/",
+        c.reports_bucket
+    );
+    println!("For the AWS CLI:");
+    for (k, v) in local.emulator.env() {
+        println!("  export {k}={v}");
+    }
+    println!("Ctrl-C stops everything.");
+    tokio::signal::ctrl_c().await?;
+    local.system.stop().await;
+    Ok(())
+}

@@ -1,0 +1,288 @@
+//! Deploys `infra/template.json` into the emulator through CloudFormation, with the functions
+//! left out by the template's `DeployFunctions` condition (the local runtime runs them
+//! in-process). Two properties the emulator's CloudFormation accepts but does not apply are
+//! then applied from the same template: the uploads bucket's queue notification and the SES
+//! sender identity. Nothing is listed twice.
+
+use anyhow::{anyhow, bail, Context, Result};
+use aws_sdk_s3::types::{
+    Event, FilterRule, FilterRuleName, NotificationConfiguration, NotificationConfigurationFilter,
+    QueueConfiguration, S3KeyFilter,
+};
+use aws_smithy_types::error::display::DisplayErrorContext;
+use serde_json::Value;
+use shared::config::Config;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The deployed stack's outputs, by key: (value, description).
+#[derive(Debug, Clone)]
+pub struct Stack {
+    pub name: String,
+    pub outputs: HashMap<String, (String, String)>,
+}
+
+impl Stack {
+    pub fn output(&self, key: &str) -> Result<&str> {
+        self.outputs
+            .get(key)
+            .map(|(v, _)| v.as_str())
+            .ok_or_else(|| anyhow!("the stack has no output {key}"))
+    }
+
+    /// The functions' configuration: each output whose description names a configuration
+    /// variable gives that variable, as the template's function environment does in AWS.
+    pub fn config(&self, overrides: &[(&str, String)]) -> Result<Config> {
+        let by_var: HashMap<&str, &str> = self
+            .outputs
+            .values()
+            .map(|(v, d)| (d.as_str(), v.as_str()))
+            .collect();
+        let lookup = |name: &str| {
+            overrides
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.clone())
+                .or_else(|| by_var.get(name).map(|v| v.to_string()))
+        };
+        Config::from_lookup(&lookup).map_err(|e| anyhow!(e))
+    }
+}
+
+/// The deployment template.
+pub fn template_path() -> PathBuf {
+    crate::emulator::repo_root().join("infra/template.json")
+}
+
+pub async fn deploy(
+    sdk: &aws_config::SdkConfig,
+    template: &Path,
+    stack_name: &str,
+    params: &[(&str, &str)],
+) -> Result<Stack> {
+    let body = std::fs::read_to_string(template)
+        .with_context(|| format!("cannot read {}", template.display()))?;
+    let doc: Value = serde_json::from_str(&body).context("the template is not JSON")?;
+    let cfn = aws_sdk_cloudformation::Client::new(sdk);
+    let mut all_params: Vec<(String, String)> = vec![("DeployFunctions".into(), "false".into())];
+    all_params.extend(params.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let parameters = all_params
+        .iter()
+        .map(|(k, v)| {
+            aws_sdk_cloudformation::types::Parameter::builder()
+                .parameter_key(k)
+                .parameter_value(v)
+                .build()
+        })
+        .collect::<Vec<_>>();
+    cfn.create_stack()
+        .stack_name(stack_name)
+        .template_body(&body)
+        .set_parameters(Some(parameters))
+        .send()
+        .await
+        .map_err(|e| anyhow!("CreateStack: {}", DisplayErrorContext(e)))?;
+    let stack = loop {
+        let out = cfn
+            .describe_stacks()
+            .stack_name(stack_name)
+            .send()
+            .await
+            .context("DescribeStacks")?;
+        let stack = out
+            .stacks()
+            .first()
+            .cloned()
+            .ok_or_else(|| anyhow!("stack {stack_name} vanished"))?;
+        match stack.stack_status().map(|s| s.as_str()) {
+            Some("CREATE_COMPLETE") => break stack,
+            Some("CREATE_IN_PROGRESS") => tokio::time::sleep(Duration::from_millis(200)).await,
+            other => bail!(
+                "stack {stack_name} ended in {other:?}: {:?}",
+                stack.stack_status_reason()
+            ),
+        }
+    };
+    let outputs = stack
+        .outputs()
+        .iter()
+        .filter_map(|o| {
+            Some((
+                o.output_key()?.to_string(),
+                (
+                    o.output_value()?.to_string(),
+                    o.description().unwrap_or_default().to_string(),
+                ),
+            ))
+        })
+        .collect();
+
+    // Values of parameters and physical ids of resources, to resolve Ref and GetAtt.
+    let mut names: HashMap<String, String> = HashMap::new();
+    if let Some(p) = doc["Parameters"].as_object() {
+        for (k, v) in p {
+            if let Some(d) = v.get("Default") {
+                names.insert(
+                    k.clone(),
+                    d.as_str()
+                        .map(String::from)
+                        .unwrap_or_else(|| d.to_string()),
+                );
+            }
+        }
+    }
+    for (k, v) in &all_params {
+        names.insert(k.clone(), v.clone());
+    }
+    let resources = cfn
+        .list_stack_resources()
+        .stack_name(stack_name)
+        .send()
+        .await
+        .context("ListStackResources")?;
+    for r in resources.stack_resource_summaries() {
+        if let (Some(l), Some(p)) = (r.logical_resource_id(), r.physical_resource_id()) {
+            if !l.is_empty() {
+                names.insert(l.to_string(), p.to_string());
+            }
+        }
+    }
+    apply_left_out(sdk, &doc, &names).await?;
+    Ok(Stack {
+        name: stack_name.to_string(),
+        outputs,
+    })
+}
+
+fn resolve(v: &Value, names: &HashMap<String, String>) -> Result<String> {
+    if let Some(s) = v.as_str() {
+        return Ok(s.to_string());
+    }
+    if let Some(r) = v.get("Ref").and_then(Value::as_str) {
+        return names
+            .get(r)
+            .cloned()
+            .ok_or_else(|| anyhow!("cannot resolve Ref {r}"));
+    }
+    bail!("cannot resolve {v}")
+}
+
+async fn queue_arn(
+    sqs: &aws_sdk_sqs::Client,
+    v: &Value,
+    names: &HashMap<String, String>,
+) -> Result<String> {
+    let logical = v
+        .get("Fn::GetAtt")
+        .and_then(|a| a.get(0))
+        .and_then(Value::as_str)
+        .ok_or_else(|| anyhow!("queue reference {v} is not a GetAtt"))?;
+    let url = names
+        .get(logical)
+        .ok_or_else(|| anyhow!("no queue {logical}"))?;
+    let out = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .map_err(|e| anyhow!("GetQueueAttributes: {}", DisplayErrorContext(e)))?;
+    out.attributes()
+        .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn))
+        .cloned()
+        .ok_or_else(|| anyhow!("queue {logical} has no ARN"))
+}
+
+async fn apply_left_out(
+    sdk: &aws_config::SdkConfig,
+    doc: &Value,
+    names: &HashMap<String, String>,
+) -> Result<()> {
+    let clients = shared::aws::Clients::new(sdk);
+    let Some(resources) = doc["Resources"].as_object() else {
+        return Ok(());
+    };
+    for (logical, res) in resources {
+        match res["Type"].as_str() {
+            Some("AWS::S3::Bucket") => {
+                let Some(queues) = res["Properties"]["NotificationConfiguration"]
+                    ["QueueConfigurations"]
+                    .as_array()
+                else {
+                    continue;
+                };
+                let bucket = names
+                    .get(logical)
+                    .ok_or_else(|| anyhow!("no bucket {logical}"))?;
+                let mut configs = Vec::new();
+                for q in queues {
+                    let rules = q["Filter"]["S3Key"]["Rules"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|r| {
+                            FilterRule::builder()
+                                .name(FilterRuleName::from(r["Name"].as_str().unwrap_or_default()))
+                                .value(r["Value"].as_str().unwrap_or_default())
+                                .build()
+                        })
+                        .collect::<Vec<_>>();
+                    configs.push(
+                        QueueConfiguration::builder()
+                            .queue_arn(queue_arn(&clients.sqs, &q["Queue"], names).await?)
+                            .events(Event::from(
+                                q["Event"].as_str().unwrap_or("s3:ObjectCreated:*"),
+                            ))
+                            .filter(
+                                NotificationConfigurationFilter::builder()
+                                    .key(
+                                        S3KeyFilter::builder()
+                                            .set_filter_rules(Some(rules))
+                                            .build(),
+                                    )
+                                    .build(),
+                            )
+                            .build()?,
+                    );
+                }
+                clients
+                    .s3
+                    .put_bucket_notification_configuration()
+                    .bucket(bucket)
+                    .notification_configuration(
+                        NotificationConfiguration::builder()
+                            .set_queue_configurations(Some(configs))
+                            .build(),
+                    )
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        anyhow!(
+                            "PutBucketNotificationConfiguration: {}",
+                            DisplayErrorContext(e)
+                        )
+                    })?;
+            }
+            Some("AWS::SES::EmailIdentity") => {
+                let identity = resolve(&res["Properties"]["EmailIdentity"], names)?;
+                if let Err(e) = clients
+                    .sesv2
+                    .create_email_identity()
+                    .email_identity(&identity)
+                    .send()
+                    .await
+                {
+                    if !e
+                        .as_service_error()
+                        .is_some_and(|s| s.is_already_exists_exception())
+                    {
+                        return Err(anyhow!("CreateEmailIdentity: {}", DisplayErrorContext(e)));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,67 @@
+//! A small client of the HTTP API, as the internal portal would call it.
+
+use anyhow::{bail, Result};
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Debug)]
+pub struct Portal {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Portal {
+    pub fn new(base: &str) -> Portal {
+        Portal {
+            base: base.trim_end_matches('/').to_string(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Result<(u16, String)> {
+        let r = self.http.get(format!("{}{path}", self.base)).send().await?;
+        Ok((r.status().as_u16(), r.text().await?))
+    }
+
+    pub async fn post(&self, path: &str) -> Result<(u16, Value)> {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .send()
+            .await?;
+        let status = r.status().as_u16();
+        Ok((status, r.json().await.unwrap_or(Value::Null)))
+    }
+
+    pub async fn dispatch(&self, id: &str) -> Result<Option<Value>> {
+        let (status, body) = self.get(&format!("/dispatches/{id}")).await?;
+        match status {
+            200 => Ok(Some(serde_json::from_str(&body)?)),
+            404 => Ok(None),
+            s => bail!("GET /dispatches/{id} answered {s}: {body}"),
+        }
+    }
+
+    /// Waits until the dispatch is in one of `states`, calling `progress` on every look.
+    pub async fn wait_for(
+        &self,
+        id: &str,
+        states: &[&str],
+        timeout: Duration,
+        mut progress: impl FnMut(&Value),
+    ) -> Result<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(d) = self.dispatch(id).await? {
+                progress(&d);
+                if states.contains(&d["state"].as_str().unwrap_or_default()) {
+                    return Ok(d);
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("dispatch {id} did not reach {states:?} within {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
