@@ -31,6 +31,16 @@ impl Stack {
             .ok_or_else(|| anyhow!("the stack has no output {key}"))
     }
 
+    /// The functions' environment: each output whose description names a configuration
+    /// variable, as the template sets it on every function in AWS.
+    pub fn env(&self) -> Vec<(String, String)> {
+        self.outputs
+            .values()
+            .filter(|(_, d)| shared::config::vars::ALL.contains(&d.as_str()))
+            .map(|(v, d)| (d.clone(), v.clone()))
+            .collect()
+    }
+
     /// The functions' configuration: each output whose description names a configuration
     /// variable gives that variable, as the template's function environment does in AWS.
     pub fn config(&self, overrides: &[(&str, String)]) -> Result<Config> {
