@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 pub const REGION: &str = "eu-west-1";
 
 pub struct Emulator {
-    child: Child,
+    /// The moto server this process started; none for an emulator that was already running.
+    child: Option<Child>,
     pub endpoint: String,
     pub port: u16,
 }
@@ -56,7 +57,7 @@ impl Emulator {
             .spawn()
             .with_context(|| format!("cannot start {}", program.display()))?;
         let emulator = Emulator {
-            child,
+            child: Some(child),
             endpoint: format!("http://127.0.0.1:{port}"),
             port,
         };
@@ -76,6 +77,28 @@ impl Emulator {
                 bail!("the emulator did not answer on port {port} within 60 s");
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// An emulator that is already running (LocalStack, or a moto server started by hand).
+    pub fn external(endpoint: &str) -> Result<Emulator> {
+        let port = endpoint
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.trim_end_matches('/').parse().ok())
+            .with_context(|| format!("no port in {endpoint}"))?;
+        Ok(Emulator {
+            child: None,
+            endpoint: endpoint.trim_end_matches('/').to_string(),
+            port,
+        })
+    }
+
+    /// The emulator named by `AWS_ENDPOINT_URL`, or a new moto server when it is not set.
+    pub async fn from_env_or_start() -> Result<Emulator> {
+        match std::env::var("AWS_ENDPOINT_URL") {
+            Ok(url) if !url.is_empty() => Emulator::external(&url),
+            _ => Emulator::start().await,
         }
     }
 
@@ -172,7 +195,9 @@ pub struct SentSms {
 
 impl Drop for Emulator {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }

@@ -17,11 +17,20 @@ pub struct Local {
 }
 
 impl Local {
-    /// Starts the emulator, deploys the template and starts the runtime.
+    /// Starts a fresh moto server, deploys the template and starts the runtime.
     pub async fn start(opts: runtime::Options) -> Result<Local> {
-        let emulator = emulator::Emulator::start().await?;
+        Local::on(emulator::Emulator::start().await?, opts).await
+    }
+
+    /// Deploys the template into `emulator` and starts the runtime. The stack gets a new
+    /// name each time, so an emulator that keeps state (LocalStack) can be used again.
+    pub async fn on(emulator: emulator::Emulator, opts: runtime::Options) -> Result<Local> {
         let sdk = emulator.sdk_config().await;
-        let stack = deploy::deploy(&sdk, &deploy::template_path(), "mass-dispatch", &[]).await?;
+        let name = format!(
+            "mass-dispatch-{}",
+            time::OffsetDateTime::now_utc().unix_timestamp()
+        );
+        let stack = deploy::deploy(&sdk, &deploy::template_path(), &name, &[]).await?;
         let system = runtime::start(&sdk, stack, opts).await?;
         Ok(Local {
             system,
