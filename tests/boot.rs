@@ -10,15 +10,25 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-const FUNCTIONS: [&str; 5] = ["validate", "fanout", "send", "resume", "api"];
-
-/// Builds the function binaries (a no-op when `cargo test --workspace` built them already).
+/// Builds the function binaries. Built for the whole workspace, so that features resolve as
+/// in `cargo test --workspace` and the build reuses what the test build compiled.
 fn build_functions() -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = std::process::Command::new(cargo);
-    cmd.current_dir(repo_root()).args(["build", "--quiet"]);
-    for f in FUNCTIONS {
-        cmd.args(["-p", f, "--bin", f]);
+    cmd.current_dir(repo_root())
+        .args(["build", "--quiet", "--workspace", "--bins"]);
+    // Variables cargo sets for a test process would look like a changed environment to build
+    // scripts that watch them, and rebuild dependencies for nothing.
+    for (key, _) in std::env::vars_os() {
+        let k = key.to_string_lossy();
+        let set_for_tests =
+            (k.starts_with("CARGO_") && k != "CARGO_HOME" && k != "CARGO_TARGET_DIR")
+                || k == "LD_LIBRARY_PATH"
+                || k == "OUT_DIR"
+                || k.starts_with("RUST_TEST");
+        if set_for_tests {
+            cmd.env_remove(&key);
+        }
     }
     let status = cmd.status().expect("cargo runs");
     assert!(status.success(), "building the function binaries failed");

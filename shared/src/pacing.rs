@@ -26,13 +26,16 @@ impl Pacer {
 
     /// Waits for the next slot.
     pub async fn wait(&self) {
-        let slot = {
-            let mut next = self.next.lock().await;
-            let slot = (*next).max(Instant::now());
-            *next = slot + self.interval;
-            slot
-        };
+        let slot = self.reserve(Instant::now()).await;
         tokio::time::sleep_until(slot).await;
+    }
+
+    /// Takes the next free slot at or after `now`.
+    pub async fn reserve(&self, now: Instant) -> Instant {
+        let mut next = self.next.lock().await;
+        let slot = (*next).max(now);
+        *next = slot + self.interval;
+        slot
     }
 }
 
@@ -40,14 +43,18 @@ impl Pacer {
 mod tests {
     use super::*;
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn slots_are_spaced_by_the_rate() {
         let p = Pacer::per_second(10.0);
         let start = Instant::now();
+        let mut slots = Vec::new();
         for _ in 0..5 {
-            p.wait().await;
+            slots.push(p.reserve(start).await - start);
         }
-        // Five slots at 10/s: the first at once, the fifth 400 ms later (virtual time).
-        assert_eq!(Instant::now() - start, Duration::from_millis(400));
+        let ms: Vec<u128> = slots.iter().map(|d| d.as_millis()).collect();
+        assert_eq!(ms, [0, 100, 200, 300, 400]);
+        // A caller arriving after a quiet spell starts at once, not in the past.
+        let later = start + Duration::from_secs(5);
+        assert_eq!(p.reserve(later).await, later);
     }
 }
