@@ -45,7 +45,7 @@ fn event(name: &str, bucket: &str) -> Vec<u8> {
 }
 
 async fn boot(
-    bin: &PathBuf,
+    bin: &std::path::Path,
     name: &str,
     emulator: &Emulator,
     stack: &Stack,

@@ -111,6 +111,7 @@ mod tests {
             reason: None,
             message_id: Some("m-1".into()),
             sent_at: Some("2026-01-01T00:00:00Z".into()),
+            claimed_at: None,
             updated_at: "2026-01-01T00:00:01Z".into(),
         };
         let text = String::from_utf8(history_csv(&[r])).unwrap();
@@ -151,6 +152,8 @@ mod tests {
             rejected_by: None,
             rejected_at: None,
             completed_at: None,
+            resume_at: None,
+            pause_reason: None,
         };
         assert_eq!(final_state(&d), DispatchState::Completed);
         d.counts.invalid = 1;

@@ -31,6 +31,14 @@ pub struct Config {
     pub max_list_bytes: u64,
     /// Most data rows accepted in one list.
     pub max_rows: u64,
+    /// How long a dispatch waits after the provider throttled it before sending continues.
+    pub throttle_pause_secs: u64,
+    /// A claim older than this with no recorded result is taken as a sender that died after
+    /// calling the provider: the recipient becomes `unknown`.
+    pub claim_expiry_secs: u64,
+    /// A sending dispatch whose counters have not moved for this long is recounted from its
+    /// records.
+    pub stall_secs: u64,
 }
 
 /// Names of the variables, as set in the deployment template.
@@ -47,8 +55,11 @@ pub mod vars {
     pub const KEY_SHARDS: &str = "KEY_SHARDS";
     pub const MAX_LIST_BYTES: &str = "MAX_LIST_BYTES";
     pub const MAX_ROWS: &str = "MAX_ROWS";
+    pub const THROTTLE_PAUSE_SECS: &str = "THROTTLE_PAUSE_SECS";
+    pub const CLAIM_EXPIRY_SECS: &str = "CLAIM_EXPIRY_SECS";
+    pub const STALL_SECS: &str = "STALL_SECS";
     /// Every variable the configuration reads.
-    pub const ALL: [&str; 12] = [
+    pub const ALL: [&str; 15] = [
         TABLE_NAME,
         UPLOADS_BUCKET,
         REPORTS_BUCKET,
@@ -61,6 +72,9 @@ pub mod vars {
         KEY_SHARDS,
         MAX_LIST_BYTES,
         MAX_ROWS,
+        THROTTLE_PAUSE_SECS,
+        CLAIM_EXPIRY_SECS,
+        STALL_SECS,
     ];
 }
 
@@ -143,6 +157,9 @@ impl Config {
             key_shards: r.number(vars::KEY_SHARDS, 16, 1, 1000),
             max_list_bytes: r.number(vars::MAX_LIST_BYTES, 512 * 1024 * 1024, 1, u64::MAX),
             max_rows: r.number(vars::MAX_ROWS, 1_000_000, 1, u64::MAX),
+            throttle_pause_secs: r.number(vars::THROTTLE_PAUSE_SECS, 60, 1, 86_400),
+            claim_expiry_secs: r.number(vars::CLAIM_EXPIRY_SECS, 900, 1, 86_400),
+            stall_secs: r.number(vars::STALL_SECS, 120, 1, 86_400),
         };
         if r.problems.is_empty() {
             Ok(c)

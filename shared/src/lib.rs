@@ -1,16 +1,16 @@
 //! Mass dispatch: the library shared by every function.
 //!
-//! - [`model`]: dispatches, recipients and their state machines
-//! - [`manifest`]: the upload package format
-//! - [`list`]: reading CSV and workbook lists
-//! - [`validation`]: row and header rules
-//! - [`template`]: message templates
-//! - [`store`]: DynamoDB
-//! - [`documents`]: S3 documents
-//! - [`queue`]: work queue messages
-//! - [`channels`]: SES and SNS delivery
-//! - [`csvout`]: safe CSV documents
-//! - [`config`], [`aws`], [`error`]: start-up and errors
+//! - [`model`] — dispatches, recipients and their state machines
+//! - [`manifest`] — the upload package format
+//! - [`list`] — reading CSV and workbook lists
+//! - [`validation`] — row and header rules
+//! - [`template`] — message templates
+//! - [`store`] — DynamoDB
+//! - [`documents`] — S3 documents
+//! - [`queue`] — work queue messages
+//! - [`channels`] — SES and SNS delivery
+//! - [`csvout`] — safe CSV documents
+//! - [`config`], [`aws`], [`error`] — start-up and errors
 
 pub mod aws;
 pub mod channels;

@@ -55,6 +55,9 @@ pub enum DispatchState {
     Approved,
     /// Senders are delivering.
     Sending,
+    /// The provider asked us to slow down: sending stops until `resume_at`, then continues
+    /// by itself with the recipients not yet sent.
+    WaitingForContinuation,
     /// Every recipient was sent to.
     Completed,
     /// Every recipient has a final state, some failed or were invalid.
@@ -64,12 +67,13 @@ pub enum DispatchState {
 }
 
 impl DispatchState {
-    pub const ALL: [DispatchState; 8] = [
+    pub const ALL: [DispatchState; 9] = [
         DispatchState::Validating,
         DispatchState::ValidationFailed,
         DispatchState::AwaitingApproval,
         DispatchState::Approved,
         DispatchState::Sending,
+        DispatchState::WaitingForContinuation,
         DispatchState::Completed,
         DispatchState::CompletedWithErrors,
         DispatchState::Rejected,
@@ -82,6 +86,7 @@ impl DispatchState {
             DispatchState::AwaitingApproval => "awaiting_approval",
             DispatchState::Approved => "approved",
             DispatchState::Sending => "sending",
+            DispatchState::WaitingForContinuation => "waiting_for_continuation",
             DispatchState::Completed => "completed",
             DispatchState::CompletedWithErrors => "completed_with_errors",
             DispatchState::Rejected => "rejected",
@@ -98,6 +103,8 @@ impl DispatchState {
                 | (AwaitingApproval, Approved)
                 | (AwaitingApproval, Rejected)
                 | (Approved, Sending)
+                | (Sending, WaitingForContinuation)
+                | (WaitingForContinuation, Sending)
                 | (Sending, Completed)
                 | (Sending, CompletedWithErrors)
         )
@@ -264,6 +271,9 @@ pub struct Dispatch {
     pub rejected_by: Option<String>,
     pub rejected_at: Option<String>,
     pub completed_at: Option<String>,
+    /// While waiting for continuation: when sending continues, and why it stopped.
+    pub resume_at: Option<String>,
+    pub pause_reason: Option<String>,
 }
 
 /// One row of the list as stored.
@@ -283,14 +293,27 @@ pub struct Recipient {
     pub reason: Option<String>,
     pub message_id: Option<String>,
     pub sent_at: Option<String>,
+    /// When a sender claimed the recipient (while `sending`).
+    pub claimed_at: Option<String>,
     pub updated_at: String,
 }
 
 /// Current time as RFC 3339 in UTC, the one time format stored and shown.
 pub fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
+    rfc3339(time::OffsetDateTime::now_utc())
+}
+
+/// A time as RFC 3339.
+pub fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
+}
+
+/// Seconds since a stored RFC 3339 time; very large when the time cannot be read.
+pub fn age_secs(stamp: &str) -> i64 {
+    time::OffsetDateTime::parse(stamp, &time::format_description::well_known::Rfc3339)
+        .map(|t| (time::OffsetDateTime::now_utc() - t).whole_seconds())
+        .unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]
@@ -315,6 +338,9 @@ mod tests {
         assert!(AwaitingApproval.can_become(Approved));
         assert!(AwaitingApproval.can_become(Rejected));
         assert!(Approved.can_become(Sending));
+        assert!(Sending.can_become(WaitingForContinuation));
+        assert!(WaitingForContinuation.can_become(Sending));
+        assert!(!WaitingForContinuation.can_become(Completed));
         assert!(Sending.can_become(Completed));
         assert!(Sending.can_become(CompletedWithErrors));
         // A few that must never happen.

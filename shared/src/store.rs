@@ -138,6 +138,8 @@ fn dispatch_item(d: &Dispatch) -> Item {
     opt(&mut item, "rejected_by", &d.rejected_by);
     opt(&mut item, "rejected_at", &d.rejected_at);
     opt(&mut item, "completed_at", &d.completed_at);
+    opt(&mut item, "resume_at", &d.resume_at);
+    opt(&mut item, "pause_reason", &d.pause_reason);
     item
 }
 
@@ -173,6 +175,8 @@ fn dispatch_from(item: &Item) -> Result<Dispatch> {
         rejected_by: get_s(item, "rejected_by"),
         rejected_at: get_s(item, "rejected_at"),
         completed_at: get_s(item, "completed_at"),
+        resume_at: get_s(item, "resume_at"),
+        pause_reason: get_s(item, "pause_reason"),
     })
 }
 
@@ -193,6 +197,7 @@ fn recipient_item(r: &Recipient, key: &RecipientKey) -> Item {
     opt(&mut item, "reason", &r.reason);
     opt(&mut item, "message_id", &r.message_id);
     opt(&mut item, "sent_at", &r.sent_at);
+    opt(&mut item, "claimed_at", &r.claimed_at);
     if !r.fields.is_empty() {
         item.insert(
             "fields".into(),
@@ -240,6 +245,7 @@ fn recipient_from(item: &Item) -> Result<(RecipientKey, Recipient)> {
         reason: get_s(item, "reason"),
         message_id: get_s(item, "message_id"),
         sent_at: get_s(item, "sent_at"),
+        claimed_at: get_s(item, "claimed_at"),
         updated_at: get_s(item, "updated_at").unwrap_or_default(),
     };
     Ok((key, r))
@@ -548,8 +554,22 @@ impl Store {
         Ok(Page { recipients, next })
     }
 
-    /// Every recipient of a dispatch, shard by shard.
+    /// Every recipient of a dispatch, in list order.
     pub async fn all_recipients(&self, dispatch_id: &str, shards: u32) -> Result<Vec<Recipient>> {
+        Ok(self
+            .all_recipients_keyed(dispatch_id, shards)
+            .await?
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect())
+    }
+
+    /// Every recipient of a dispatch with its storage key, in list order.
+    pub async fn all_recipients_keyed(
+        &self,
+        dispatch_id: &str,
+        shards: u32,
+    ) -> Result<Vec<(RecipientKey, Recipient)>> {
         let per_shard = stream::iter(0..shards)
             .map(|shard| {
                 async move {
@@ -559,7 +579,7 @@ impl Store {
                         let page = self
                             .query_shard(dispatch_id, shard, None, after, 1000)
                             .await?;
-                        out.extend(page.recipients.into_iter().map(|(_, r)| r));
+                        out.extend(page.recipients);
                         match page.next {
                             Some(n) => after = Some(n),
                             None => return Ok::<_, Error>(out),
@@ -571,8 +591,8 @@ impl Store {
             .buffer_unordered(WRITE_CONCURRENCY)
             .try_collect::<Vec<_>>()
             .await?;
-        let mut all: Vec<Recipient> = per_shard.into_iter().flatten().collect();
-        all.sort_by_key(|r| r.line);
+        let mut all: Vec<(RecipientKey, Recipient)> = per_shard.into_iter().flatten().collect();
+        all.sort_by_key(|(_, r)| r.line);
         Ok(all)
     }
 
@@ -779,6 +799,7 @@ mod tests {
             reason: None,
             message_id: None,
             sent_at: None,
+            claimed_at: None,
             updated_at: "2026-01-01T00:00:00Z".into(),
         }
     }
@@ -835,6 +856,8 @@ mod tests {
             rejected_by: None,
             rejected_at: None,
             completed_at: None,
+            resume_at: Some("2026-01-01T00:01:00Z".into()),
+            pause_reason: None,
         };
         assert_eq!(dispatch_from(&dispatch_item(&d)).unwrap(), d);
     }

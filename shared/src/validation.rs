@@ -189,6 +189,7 @@ impl<'a> Validator<'a> {
             reason: None,
             message_id: None,
             sent_at: None,
+            claimed_at: None,
             updated_at: now_rfc3339(),
         }
     }

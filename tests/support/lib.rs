@@ -1,5 +1,7 @@
 //! Test support: a minimal Lambda Runtime API, so that each function binary can be booted
-//! as Lambda boots it and handed one event.
+//! as Lambda boots it and handed one event, and a fault-injection proxy.
+
+pub mod proxy;
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};

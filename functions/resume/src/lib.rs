@@ -1,7 +1,12 @@
 //! Resume: runs on a schedule and moves along what an interrupted step left behind.
 //!
-//! - A sending dispatch whose counters have not moved for a while is recounted from its
-//!   records (a counter update lost to a crash), and completed when nothing is outstanding.
+//! - A dispatch waiting for continuation whose `resume_at` has come goes back to sending, and
+//!   its recipients not yet sent are handed to the senders again.
+//! - A sending dispatch whose counters have not moved for a while is looked at record by
+//!   record: a claim older than the claim expiry with no result (a sender that died after
+//!   calling the provider) becomes `unknown`, never re-sent; the counters are recounted (an
+//!   update lost to a crash); recipients still pending are handed out again; and the dispatch
+//!   completes when nothing is outstanding.
 //! - An approved dispatch that fan-out never picked up (the enqueue after approval failed) is
 //!   fanned out again; sending is idempotent, so a second fan-out sends nothing twice.
 //! - A completed dispatch without its history document gets it.
@@ -11,15 +16,11 @@ use serde::Serialize;
 use shared::completion;
 use shared::config::Config;
 use shared::documents::Documents;
-use shared::model::{Dispatch, DispatchState, RecipientState};
+use shared::model::{age_secs, Dispatch, DispatchState, RecipientState};
 use shared::queue::{self, FanOut, FanOutAction};
 use shared::store::Store;
 use shared::{Error, Result};
-use time::format_description::well_known::Rfc3339;
-use time::OffsetDateTime;
 
-/// A sending dispatch whose counters are older than this is recounted.
-pub const RECOUNT_AFTER_SECS: i64 = 120;
 /// An approved dispatch older than this is fanned out again.
 pub const REFAN_AFTER_SECS: i64 = 60;
 /// Dispatches looked at per state and run.
@@ -51,15 +52,12 @@ impl Deps {
 #[derive(Debug, Default, Serialize, PartialEq, Eq)]
 pub struct Report {
     pub completed: Vec<String>,
+    pub continued: Vec<String>,
     pub recounted: Vec<String>,
+    /// Recipients whose claim expired without a result, by dispatch.
+    pub expired_claims: Vec<(String, u64)>,
     pub fanned_out_again: Vec<String>,
     pub histories_written: Vec<String>,
-}
-
-fn age_secs(stamp: &str) -> i64 {
-    OffsetDateTime::parse(stamp, &Rfc3339)
-        .map(|t| (OffsetDateTime::now_utc() - t).whole_seconds())
-        .unwrap_or(i64::MAX)
 }
 
 pub async fn handle(
@@ -74,6 +72,38 @@ pub async fn handle(
     {
         if let Err(e) = settle_sending(deps, &d, &mut report).await {
             tracing::error!(dispatch = %d.id, error = %e, "could not settle dispatch");
+        }
+    }
+    for d in deps
+        .store
+        .list_dispatches(Some(DispatchState::WaitingForContinuation), PER_STATE)
+        .await?
+    {
+        if d.resume_at.as_deref().is_some_and(|t| age_secs(t) < 0) {
+            continue;
+        }
+        match deps
+            .store
+            .transition(
+                &d.id,
+                DispatchState::WaitingForContinuation,
+                DispatchState::Sending,
+                &[],
+            )
+            .await
+        {
+            Ok(_) => {
+                let bodies = FanOut::all_shards(&d.id, d.shards, FanOutAction::Send);
+                match queue::send_all(&deps.sqs, &deps.config.fanout_queue_url, bodies).await {
+                    Ok(()) => report.continued.push(d.id.clone()),
+                    // Left sending with recipients pending: the stall check hands them out.
+                    Err(e) => {
+                        tracing::error!(dispatch = %d.id, error = %e, "continuation not queued")
+                    }
+                }
+            }
+            Err(Error::Conflict(_)) => {}
+            Err(e) => tracing::error!(dispatch = %d.id, error = %e, "could not continue dispatch"),
         }
     }
     for d in deps
@@ -107,7 +137,31 @@ pub async fn handle(
 
 async fn settle_sending(deps: &Deps, d: &Dispatch, report: &mut Report) -> Result<()> {
     let mut d = d.clone();
-    if d.counts.outstanding() > 0 && age_secs(&d.updated_at) >= RECOUNT_AFTER_SECS {
+    if d.counts.outstanding() > 0 && age_secs(&d.updated_at) >= deps.config.stall_secs as i64 {
+        let recipients = deps.store.all_recipients_keyed(&d.id, d.shards).await?;
+        let mut expired = 0;
+        let mut pending = 0;
+        for (key, r) in &recipients {
+            match r.state {
+                RecipientState::Sending => {
+                    let claimed = r.claimed_at.as_deref().map(age_secs).unwrap_or(i64::MAX);
+                    if claimed >= deps.config.claim_expiry_secs as i64 {
+                        let reason = format!(
+                            "claimed at {} by a sender that recorded no result; the provider may have accepted the message, so it is not re-sent automatically",
+                            r.claimed_at.as_deref().unwrap_or("an unknown time")
+                        );
+                        if deps.store.record_unknown(&d.id, key, &reason).await? {
+                            expired += 1;
+                        }
+                    }
+                }
+                RecipientState::Pending => pending += 1,
+                _ => {}
+            }
+        }
+        if expired > 0 {
+            report.expired_claims.push((d.id.clone(), expired));
+        }
         let counts = deps.store.count_states(&d.id, d.shards).await?;
         let get = |s: RecipientState| counts.get(&s).copied().unwrap_or(0);
         let (sent, failed, unknown) = (
@@ -115,9 +169,13 @@ async fn settle_sending(deps: &Deps, d: &Dispatch, report: &mut Report) -> Resul
             get(RecipientState::Failed),
             get(RecipientState::Unknown),
         );
-        if (sent, failed, unknown) != (d.counts.sent, d.counts.failed, d.counts.unknown) {
-            d = deps.store.set_results(&d.id, sent, failed, unknown).await?;
-            report.recounted.push(d.id.clone());
+        d = deps.store.set_results(&d.id, sent, failed, unknown).await?;
+        report.recounted.push(d.id.clone());
+        if pending > 0 {
+            // Pending recipients of a stalled dispatch have no message on the way any more.
+            let bodies = FanOut::all_shards(&d.id, d.shards, FanOutAction::Send);
+            queue::send_all(&deps.sqs, &deps.config.fanout_queue_url, bodies).await?;
+            report.fanned_out_again.push(d.id.clone());
         }
     }
     if completion::complete_if_done(&deps.store, &deps.docs, &d)

@@ -1,10 +1,11 @@
 //! Send: delivers batches of recipients by email (SES v2) or SMS (SNS).
 //!
 //! Each recipient is claimed with a conditional write before the provider is called and the
-//! result is recorded after, so a message delivered twice by SQS never sends twice. A throttle
-//! or a fault before the provider took the message gives the claim back and the SQS message is
-//! retried; an answer that never came leaves the recipient `unknown`, never re-sent
-//! automatically.
+//! result is recorded after, so a message delivered twice by SQS never sends twice. A fault
+//! before the provider took the message gives the claim back and the SQS message is retried.
+//! A throttle gives the claim back and puts the dispatch in `waiting_for_continuation` until
+//! `resume_at`; the scheduled resume function continues it with the recipients not yet sent.
+//! An answer that never came leaves the recipient `unknown`, never re-sent automatically.
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use futures::{stream, FutureExt, StreamExt};
@@ -12,7 +13,7 @@ use shared::channels::{Mailer, SendError, SmsSender};
 use shared::completion;
 use shared::config::Config;
 use shared::documents::Documents;
-use shared::model::{now_rfc3339, Channel, Dispatch, DispatchState};
+use shared::model::{now_rfc3339, rfc3339, Channel, Dispatch, DispatchState};
 use shared::pacing::Pacer;
 use shared::queue::{SendBatch, SendItem};
 use shared::store::Store;
@@ -85,14 +86,19 @@ pub enum ItemOutcome {
     Unknown,
     /// Not sent, claim given back: the message must come again.
     Retry,
+    /// Not sent, claim given back: the provider asked us to slow down.
+    Throttled,
 }
 
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Tally {
     pub sent: u64,
     pub failed: u64,
     pub unknown: u64,
     pub retry: u64,
+    pub throttled: u64,
+    /// The provider's words when it throttled.
+    pub throttle_reason: Option<String>,
 }
 
 impl Tally {
@@ -102,6 +108,7 @@ impl Tally {
             ItemOutcome::Failed => self.failed += 1,
             ItemOutcome::Unknown => self.unknown += 1,
             ItemOutcome::Retry => self.retry += 1,
+            ItemOutcome::Throttled => self.throttled += 1,
             ItemOutcome::Skipped => {}
         }
     }
@@ -136,6 +143,12 @@ pub async fn handle(deps: &Deps, event: SqsEvent) -> Result<SqsBatchResponse, Er
                 sum.sent += t.sent;
                 sum.failed += t.failed;
                 sum.unknown += t.unknown;
+                sum.throttled += t.throttled;
+                if sum.throttle_reason.is_none() {
+                    sum.throttle_reason = t.throttle_reason;
+                }
+                // Throttled recipients are pending again and continue with the dispatch; only
+                // faults make the queue deliver the message again.
                 t.retry > 0
             }
             Err(e) => {
@@ -150,6 +163,14 @@ pub async fn handle(deps: &Deps, event: SqsEvent) -> Result<SqsBatchResponse, Er
         }
     }
     for (dispatch_id, t) in per_dispatch {
+        if t.throttled > 0 {
+            pause(
+                deps,
+                &dispatch_id,
+                t.throttle_reason.as_deref().unwrap_or("throttled"),
+            )
+            .await;
+        }
         if t.sent + t.failed + t.unknown == 0 {
             continue;
         }
@@ -175,6 +196,34 @@ pub async fn handle(deps: &Deps, event: SqsEvent) -> Result<SqsBatchResponse, Er
     Ok(resp)
 }
 
+/// Stops sending for a while after a throttle. A dispatch already waiting stays as it is.
+async fn pause(deps: &Deps, dispatch_id: &str, reason: &str) {
+    let until = time::OffsetDateTime::now_utc()
+        + time::Duration::seconds(deps.config.throttle_pause_secs as i64);
+    let extra = [
+        ("resume_at", shared::store::s(rfc3339(until))),
+        ("pause_reason", shared::store::s(reason)),
+    ];
+    match deps
+        .store
+        .transition(
+            dispatch_id,
+            DispatchState::Sending,
+            DispatchState::WaitingForContinuation,
+            &extra,
+        )
+        .await
+    {
+        Ok(_) => {
+            tracing::warn!(dispatch = %dispatch_id, %reason, resume_at = %rfc3339(until), "throttled; waiting for continuation")
+        }
+        Err(Error::Conflict(_)) => {}
+        Err(e) => {
+            tracing::error!(dispatch = %dispatch_id, error = %e, "could not record the pause; the schedule will continue the dispatch")
+        }
+    }
+}
+
 /// Sends one queue message's recipients.
 pub async fn send_batch(deps: &Deps, batch: &SendBatch) -> Result<Tally> {
     let d = deps
@@ -184,6 +233,11 @@ pub async fn send_batch(deps: &Deps, batch: &SendBatch) -> Result<Tally> {
         .ok_or_else(|| Error::NotFound(batch.dispatch_id.clone()))?;
     match d.state {
         DispatchState::Sending => {}
+        DispatchState::WaitingForContinuation => {
+            // The recipients stay pending; the resume function hands them out again.
+            tracing::info!(dispatch = %d.id, "waiting for continuation; message set aside");
+            return Ok(Tally::default());
+        }
         s if s.is_final() => {
             tracing::info!(dispatch = %d.id, state = %s, "dispatch is over; message dropped");
             return Ok(Tally::default());
@@ -196,7 +250,7 @@ pub async fn send_batch(deps: &Deps, batch: &SendBatch) -> Result<Tally> {
         }
     }
     let template = deps.template(&d.id).await?;
-    let outcomes: Vec<ItemOutcome> = stream::iter(batch.items.iter().cloned())
+    let outcomes: Vec<(ItemOutcome, Option<String>)> = stream::iter(batch.items.iter().cloned())
         .map(|item| {
             let template = template.clone();
             let d = &d;
@@ -205,7 +259,7 @@ pub async fn send_batch(deps: &Deps, batch: &SendBatch) -> Result<Tally> {
                     Ok(o) => o,
                     Err(e) => {
                         tracing::warn!(dispatch = %d.id, recipient = %item.recipient_id, error = %e, "recipient will be retried");
-                        ItemOutcome::Retry
+                        (ItemOutcome::Retry, None)
                     }
                 }
             }
@@ -215,8 +269,11 @@ pub async fn send_batch(deps: &Deps, batch: &SendBatch) -> Result<Tally> {
         .collect()
         .await;
     let mut tally = Tally::default();
-    for o in outcomes {
+    for (o, why) in outcomes {
         tally.add(o);
+        if tally.throttle_reason.is_none() {
+            tally.throttle_reason = why;
+        }
     }
     Ok(tally)
 }
@@ -226,9 +283,9 @@ async fn send_one(
     d: &Dispatch,
     t: &MessageTemplate,
     item: &SendItem,
-) -> Result<ItemOutcome> {
+) -> Result<(ItemOutcome, Option<String>)> {
     if !deps.store.claim(&d.id, &item.key).await? {
-        return Ok(ItemOutcome::Skipped);
+        return Ok((ItemOutcome::Skipped, None));
     }
     let sent = match item.channel {
         Channel::Email => match t.render_email(&item.fields) {
@@ -257,22 +314,26 @@ async fn send_one(
             let at = now_rfc3339();
             record_with_retry(|| deps.store.record_sent(&d.id, &item.key, &message_id, &at))
                 .await?;
-            Ok(ItemOutcome::Sent)
+            Ok((ItemOutcome::Sent, None))
         }
         Err(SendError::Permanent { code, message }) => {
             let reason = format!("{code}: {message}");
             record_with_retry(|| deps.store.record_failed(&d.id, &item.key, &reason)).await?;
-            Ok(ItemOutcome::Failed)
+            Ok((ItemOutcome::Failed, None))
         }
         Err(SendError::Unknown(why)) => {
             let reason = format!("no answer from the provider ({why}); not re-sent automatically");
             record_with_retry(|| deps.store.record_unknown(&d.id, &item.key, &reason)).await?;
-            Ok(ItemOutcome::Unknown)
+            Ok((ItemOutcome::Unknown, None))
         }
-        Err(e @ (SendError::Throttled(_) | SendError::Transient(_))) => {
+        Err(SendError::Throttled(why)) => {
+            record_with_retry(|| deps.store.release(&d.id, &item.key)).await?;
+            Ok((ItemOutcome::Throttled, Some(why)))
+        }
+        Err(e @ SendError::Transient(_)) => {
             tracing::warn!(dispatch = %d.id, recipient = %item.recipient_id, error = %e, "not sent; claim given back");
             record_with_retry(|| deps.store.release(&d.id, &item.key)).await?;
-            Ok(ItemOutcome::Retry)
+            Ok((ItemOutcome::Retry, None))
         }
     }
 }

@@ -158,6 +158,8 @@ pub async fn validate_upload(deps: &Deps, bucket: &str, key: &str) -> Result<()>
         rejected_by: None,
         rejected_at: None,
         completed_at: None,
+        resume_at: None,
+        pause_reason: None,
     };
     let dispatch = match deps.store.create_dispatch(&dispatch).await {
         Ok(()) => dispatch,

@@ -193,6 +193,18 @@ pub struct SentSms {
     pub text: String,
 }
 
+/// An SDK configuration for an endpoint on this machine, with dummy credentials and the
+/// functions' timeouts and retries.
+pub async fn sdk_config_for(endpoint: &str) -> aws_config::SdkConfig {
+    let loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(aws_config::Region::new(REGION))
+        .credentials_provider(aws_sdk_s3::config::Credentials::new(
+            "test", "test", None, None, "local",
+        ));
+    shared::aws::sdk_config_from(loader).await
+}
+
 impl Drop for Emulator {
     fn drop(&mut self) {
         if let Some(child) = &mut self.child {

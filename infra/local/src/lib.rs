@@ -25,6 +25,7 @@ impl Local {
     /// Deploys the template into `emulator` and starts the runtime. The stack gets a new
     /// name each time, so an emulator that keeps state (LocalStack) can be used again.
     pub async fn on(emulator: emulator::Emulator, opts: runtime::Options) -> Result<Local> {
+        shared::aws::init_tracing();
         let sdk = emulator.sdk_config().await;
         let name = format!(
             "mass-dispatch-{}",

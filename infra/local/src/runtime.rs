@@ -27,10 +27,13 @@ pub struct Options {
     /// Seconds before a failed message is received again. AWS waits for the queue's
     /// visibility timeout; locally a short wait keeps retries quick.
     pub retry_after_secs: i32,
-    /// Concurrent pollers of the send queue (the event source mapping's MaximumConcurrency).
+    /// Concurrent pollers of the send queue (the event source mapping's MaximumConcurrency);
+    /// 0 leaves the send queue to the caller.
     pub senders: usize,
     /// Configuration values that replace the stack's (e.g. a faster send rate).
     pub overrides: Vec<(&'static str, String)>,
+    /// Endpoint the functions call instead of the emulator's (e.g. a fault-injection proxy).
+    pub endpoint: Option<String>,
 }
 
 impl Default for Options {
@@ -41,6 +44,7 @@ impl Default for Options {
             retry_after_secs: 2,
             senders: 2,
             overrides: vec![],
+            endpoint: None,
         }
     }
 }
@@ -63,7 +67,10 @@ impl System {
 
 pub async fn start(sdk: &aws_config::SdkConfig, stack: Stack, opts: Options) -> Result<System> {
     let config = stack.config(&opts.overrides)?;
-    let clients = Clients::new(sdk);
+    let clients = match &opts.endpoint {
+        Some(endpoint) => Clients::new(&crate::emulator::sdk_config_for(endpoint).await),
+        None => Clients::new(sdk),
+    };
     let mut tasks = JoinSet::new();
 
     let validate = Arc::new(validate::Deps::new(config.clone(), &clients));
@@ -100,7 +107,7 @@ pub async fn start(sdk: &aws_config::SdkConfig, stack: Stack, opts: Options) -> 
         &clients,
         config.send_queue_url.clone(),
         opts.retry_after_secs,
-        opts.senders.max(1),
+        opts.senders,
         move |ev| {
             let d = send.clone();
             async move { send::handle(&d, ev).await }

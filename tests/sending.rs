@@ -1,0 +1,322 @@
+//! The sending engine against the emulator: at most one send per recipient under duplicate
+//! and concurrent delivery, a throttling storm that pauses the dispatch and continues it by
+//! itself, and a sender that dies between the provider's acceptance and the status write.
+
+use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use local::emulator::Emulator;
+use local::runtime::Options;
+use local::Local;
+use mass_dispatch::proxy::{Fault, FaultProxy};
+use shared::config::vars;
+use shared::model::RecipientState;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+const MANIFEST: &str = r#"{
+  "title": "Sending test",
+  "list": "list.csv",
+  "channel": "column",
+  "email": {"from": "Sender <notices@example.org>", "subject": "Hello {{ name }}", "text": "email.txt"},
+  "sms": {"text": "sms.txt"},
+  "phone_region": "DK"
+}"#;
+
+/// `n` recipients, every fourth by SMS. Returns the list and the addresses in list order.
+fn list(n: u32) -> (Vec<u8>, Vec<String>) {
+    let mut csv = String::from("recipient_id,name,email,phone,channel\n");
+    let mut addresses = Vec::new();
+    for i in 0..n {
+        if i % 4 == 0 {
+            let phone = format!("20{:06}", 200_000 + i);
+            csv.push_str(&format!("{i},Name{i},,{phone},sms\n"));
+            addresses.push(format!("+45{phone}"));
+        } else {
+            let email = format!("r{i}@example.net");
+            csv.push_str(&format!("{i},Name{i},{email},,email\n"));
+            addresses.push(email);
+        }
+    }
+    (csv.into_bytes(), addresses)
+}
+
+async fn upload(local: &Local, id: &str, n: u32) -> Vec<String> {
+    let (csv, addresses) = list(n);
+    local.upload(id, "list.csv", csv).await.unwrap();
+    local
+        .upload(id, "email.txt", b"Dear {{ name }}".to_vec())
+        .await
+        .unwrap();
+    local
+        .upload(id, "sms.txt", b"Hi {{ name }}".to_vec())
+        .await
+        .unwrap();
+    local
+        .upload(id, "manifest.json", MANIFEST.as_bytes().to_vec())
+        .await
+        .unwrap();
+    addresses
+}
+
+/// Every address the emulator accepted a message for, with how many times.
+async fn delivered(emulator: &Emulator) -> BTreeMap<String, usize> {
+    let mut seen = BTreeMap::new();
+    for m in emulator.sent_emails().await.unwrap() {
+        for to in m.to {
+            *seen.entry(to).or_default() += 1;
+        }
+    }
+    for s in emulator.sent_sms().await.unwrap() {
+        *seen.entry(s.to).or_default() += 1;
+    }
+    seen
+}
+
+fn once_each(addresses: &[String]) -> BTreeMap<String, usize> {
+    addresses.iter().map(|a| (a.clone(), 1)).collect()
+}
+
+fn fast(extra: &[(&'static str, &str)]) -> Options {
+    let mut overrides = vec![
+        (vars::EMAIL_RATE_PER_SECOND, "200".to_string()),
+        (vars::SMS_RATE_PER_SECOND, "200".to_string()),
+    ];
+    overrides.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+    Options {
+        overrides,
+        tick_every: Duration::from_millis(500),
+        ..Options::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_message_delivered_twice_and_concurrently_still_sends_each_recipient_once() {
+    // No senders of its own: the test plays the queue and delivers every message three times.
+    let local = Local::start(Options {
+        senders: 0,
+        ..fast(&[])
+    })
+    .await
+    .unwrap();
+    let portal = local.portal();
+    let addresses = upload(&local, "twice", 60).await;
+    portal
+        .wait_for(
+            "twice",
+            &["awaiting_approval"],
+            Duration::from_secs(60),
+            |_| {},
+        )
+        .await
+        .unwrap();
+    let (status, _) = portal.post("/dispatches/twice/approve").await.unwrap();
+    assert_eq!(status, 202);
+
+    // Collect every send message fan-out produced (kept invisible, not deleted).
+    let sqs = &local.system.clients.sqs;
+    let mut records = Vec::new();
+    let mut items = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while items < addresses.len() {
+        assert!(
+            Instant::now() < deadline,
+            "fan-out produced {items} of {} recipients",
+            addresses.len()
+        );
+        let out = sqs
+            .receive_message()
+            .queue_url(&local.system.config.send_queue_url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .unwrap();
+        for m in out.messages() {
+            let batch: shared::queue::SendBatch = serde_json::from_str(m.body().unwrap()).unwrap();
+            items += batch.items.len();
+            let mut r = SqsMessage::default();
+            r.message_id = m.message_id.clone();
+            r.receipt_handle = m.receipt_handle.clone();
+            r.body = m.body.clone();
+            records.push(r);
+        }
+    }
+    assert_eq!(
+        items,
+        addresses.len(),
+        "each recipient is in exactly one message"
+    );
+    let mut event = SqsEvent::default();
+    event.records = records;
+
+    let deps = send::Deps::new(local.system.config.clone(), &local.system.clients);
+    let (a, b) = tokio::join!(
+        send::handle(&deps, event.clone()),
+        send::handle(&deps, event.clone())
+    );
+    assert!(a.unwrap().batch_item_failures.is_empty());
+    assert!(b.unwrap().batch_item_failures.is_empty());
+    let c = send::handle(&deps, event).await.unwrap();
+    assert!(c.batch_item_failures.is_empty());
+
+    let d = portal
+        .wait_for("twice", &["completed"], Duration::from_secs(60), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(
+        d["counts"]["sent"],
+        addresses.len() as u64,
+        "each send is counted once"
+    );
+    assert_eq!(delivered(&local.emulator).await, once_each(&addresses));
+    local.system.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_throttling_storm_pauses_the_dispatch_and_it_continues_by_itself() {
+    let emulator = Emulator::start().await.unwrap();
+    let proxy = FaultProxy::start(&emulator.endpoint).await;
+    // SES lets 15 emails through, then throttles the next 25 calls.
+    let storm = proxy.add(
+        |s| s.is_send_email(),
+        Fault::Throttle("TooManyRequestsException"),
+        15,
+        Some(25),
+    );
+    let options = Options {
+        endpoint: Some(proxy.url.clone()),
+        ..fast(&[(vars::THROTTLE_PAUSE_SECS, "2")])
+    };
+    let local = Local::on(emulator, options).await.unwrap();
+    let portal = local.portal();
+    let addresses = upload(&local, "storm", 120).await;
+    portal
+        .wait_for(
+            "storm",
+            &["awaiting_approval"],
+            Duration::from_secs(60),
+            |_| {},
+        )
+        .await
+        .unwrap();
+    let (status, _) = portal.post("/dispatches/storm/approve").await.unwrap();
+    assert_eq!(status, 202);
+
+    let mut states = Vec::new();
+    let mut resume_at = None;
+    let d = portal
+        .wait_for("storm", &["completed"], Duration::from_secs(180), |d| {
+            let st = d["state"].as_str().unwrap_or_default().to_string();
+            if st == "waiting_for_continuation" && resume_at.is_none() {
+                resume_at = d["resume_at"].as_str().map(String::from);
+                assert!(
+                    d["pause_reason"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .contains("TooManyRequestsException"),
+                    "{d}"
+                );
+            }
+            if states.last() != Some(&st) {
+                states.push(st);
+            }
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        proxy.injected(storm),
+        25,
+        "the whole storm reached the senders"
+    );
+    assert!(
+        states.contains(&"waiting_for_continuation".to_string()),
+        "states seen: {states:?}"
+    );
+    assert!(
+        resume_at.is_some(),
+        "the pause shows when sending continues"
+    );
+    assert_eq!(d["counts"]["sent"], addresses.len() as u64);
+    assert_eq!(d["counts"]["failed"], 0, "a throttle fails nobody");
+    assert_eq!(delivered(&local.emulator).await, once_each(&addresses));
+    local.system.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sender_that_cannot_record_after_the_provider_accepted_leaves_that_recipient_unknown() {
+    let emulator = Emulator::start().await.unwrap();
+    let proxy = FaultProxy::start(&emulator.endpoint).await;
+    // Recipient 7's "sent" record never gets written, as if its sender died right after SES
+    // accepted the mail.
+    let lost = proxy.add(
+        |s| {
+            s.is_dynamodb("UpdateItem") && s.body.contains("\"R#7\"") && s.body.contains("\"sent\"")
+        },
+        Fault::ServerError,
+        0,
+        None,
+    );
+    let options = Options {
+        endpoint: Some(proxy.url.clone()),
+        ..fast(&[(vars::CLAIM_EXPIRY_SECS, "3"), (vars::STALL_SECS, "2")])
+    };
+    let local = Local::on(emulator, options).await.unwrap();
+    let portal = local.portal();
+    let addresses = upload(&local, "lost", 30).await;
+    portal
+        .wait_for(
+            "lost",
+            &["awaiting_approval"],
+            Duration::from_secs(60),
+            |_| {},
+        )
+        .await
+        .unwrap();
+    let (status, _) = portal.post("/dispatches/lost/approve").await.unwrap();
+    assert_eq!(status, 202);
+
+    let d = portal
+        .wait_for(
+            "lost",
+            &["completed", "completed_with_errors"],
+            Duration::from_secs(120),
+            |_| {},
+        )
+        .await
+        .unwrap();
+    assert!(proxy.injected(lost) > 0);
+    assert_eq!(d["state"], "completed_with_errors");
+    assert_eq!(d["counts"]["unknown"], 1);
+    assert_eq!(d["counts"]["sent"], addresses.len() as u64 - 1);
+
+    let store = shared::store::Store::new(
+        aws_sdk_dynamodb::Client::new(&local.sdk),
+        &local.system.config.table_name,
+    );
+    for r in store
+        .all_recipients("lost", local.system.config.key_shards)
+        .await
+        .unwrap()
+    {
+        if r.recipient_id == "7" {
+            assert_eq!(r.state, RecipientState::Unknown);
+            assert!(
+                r.reason
+                    .as_deref()
+                    .unwrap_or_default()
+                    .contains("not re-sent automatically"),
+                "{:?}",
+                r.reason
+            );
+        } else {
+            assert_eq!(
+                r.state,
+                RecipientState::Sent,
+                "recipient {}",
+                r.recipient_id
+            );
+        }
+    }
+    // The provider got recipient 7's mail once and nobody got anything twice.
+    assert_eq!(delivered(&local.emulator).await, once_each(&addresses));
+    local.system.stop().await;
+}

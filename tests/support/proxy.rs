@@ -1,0 +1,216 @@
+//! A fault-injection proxy between the SDK and the emulator: real HTTP, so the SDK's own
+//! retry and timeout logic runs for real. Rules pick requests by operation and body and answer
+//! them with a throttle, a server error or a delay; everything else is forwarded.
+
+use axum::body::{to_bytes, Body};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::Response;
+use axum::Router;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// What the proxy knows of a request when it applies its rules.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    /// `X-Amz-Target` (JSON protocols: DynamoDB, SQS).
+    pub target: String,
+    pub body: String,
+}
+
+impl Seen {
+    /// SES v2 `SendEmail`.
+    pub fn is_send_email(&self) -> bool {
+        self.method == "POST" && self.path.starts_with("/v2/email/outbound-emails")
+    }
+
+    /// A DynamoDB operation, e.g. `UpdateItem`.
+    pub fn is_dynamodb(&self, op: &str) -> bool {
+        self.target == format!("DynamoDB_20120810.{op}")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum Fault {
+    /// 429 with the given error code, as SES answers over its rate.
+    Throttle(&'static str),
+    /// 500 InternalFailure.
+    ServerError,
+    /// Answer after a pause (the request is forwarded).
+    Delay(Duration),
+}
+
+type Matcher = Box<dyn Fn(&Seen) -> bool + Send + Sync>;
+
+struct Rule {
+    matches: Matcher,
+    fault: Fault,
+    /// Matching requests let through before the fault starts.
+    skip: usize,
+    /// Faults left to inject; `None` for no end.
+    left: Option<usize>,
+    injected: usize,
+}
+
+struct Inner {
+    upstream: String,
+    http: reqwest::Client,
+    rules: Mutex<Vec<Rule>>,
+}
+
+#[derive(Clone)]
+pub struct FaultProxy {
+    pub url: String,
+    inner: Arc<Inner>,
+}
+
+impl FaultProxy {
+    pub async fn start(upstream: &str) -> FaultProxy {
+        let inner = Arc::new(Inner {
+            upstream: upstream.trim_end_matches('/').to_string(),
+            http: reqwest::Client::new(),
+            rules: Mutex::new(Vec::new()),
+        });
+        let app = Router::new().fallback(handle).with_state(inner.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        FaultProxy { url, inner }
+    }
+
+    /// Adds a rule: after `skip` matching requests, inject `fault` into the next `count`
+    /// (`None`: all the rest). Returns the rule's index, for [`FaultProxy::injected`].
+    pub fn add(
+        &self,
+        matches: impl Fn(&Seen) -> bool + Send + Sync + 'static,
+        fault: Fault,
+        skip: usize,
+        count: Option<usize>,
+    ) -> usize {
+        let mut rules = self.inner.rules.lock().expect("rules");
+        rules.push(Rule {
+            matches: Box::new(matches),
+            fault,
+            skip,
+            left: count,
+            injected: 0,
+        });
+        rules.len() - 1
+    }
+
+    /// How many faults a rule has injected.
+    pub fn injected(&self, rule: usize) -> usize {
+        self.inner.rules.lock().expect("rules")[rule].injected
+    }
+}
+
+fn fault_for(inner: &Inner, seen: &Seen) -> Option<Fault> {
+    let mut rules = inner.rules.lock().expect("rules");
+    for rule in rules.iter_mut() {
+        if !(rule.matches)(seen) {
+            continue;
+        }
+        if rule.skip > 0 {
+            rule.skip -= 1;
+            return None;
+        }
+        match &mut rule.left {
+            Some(0) => continue,
+            Some(n) => *n -= 1,
+            None => {}
+        }
+        rule.injected += 1;
+        return Some(rule.fault.clone());
+    }
+    None
+}
+
+async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let body = to_bytes(body, usize::MAX).await.unwrap_or_default();
+    let seen = Seen {
+        method: parts.method.to_string(),
+        path: parts.uri.path().to_string(),
+        target: parts
+            .headers
+            .get("x-amz-target")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string(),
+        body: String::from_utf8_lossy(&body).into_owned(),
+    };
+    match fault_for(&inner, &seen) {
+        Some(Fault::Throttle(code)) => {
+            return error(
+                StatusCode::TOO_MANY_REQUESTS,
+                code,
+                "Maximum sending rate exceeded.",
+            )
+        }
+        Some(Fault::ServerError) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalFailure",
+                "injected fault",
+            )
+        }
+        Some(Fault::Delay(d)) => tokio::time::sleep(d).await,
+        None => {}
+    }
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let mut forward = inner.http.request(
+        parts.method.clone(),
+        format!("{}{path_and_query}", inner.upstream),
+    );
+    for (k, v) in &parts.headers {
+        if k != "host" && k != "content-length" {
+            forward = forward.header(k, v);
+        }
+    }
+    match forward.body(body.to_vec()).send().await {
+        Ok(r) => {
+            let status = r.status();
+            let headers = r.headers().clone();
+            let bytes = r.bytes().await.unwrap_or_default();
+            let mut out = Response::builder().status(status);
+            for (k, v) in &headers {
+                if k != "content-length" && k != "transfer-encoding" && k != "connection" {
+                    out = out.header(k, v);
+                }
+            }
+            out.body(Body::from(bytes)).unwrap_or_default()
+        }
+        Err(_) => error(
+            StatusCode::BAD_GATEWAY,
+            "BadGateway",
+            "upstream did not answer",
+        ),
+    }
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        HeaderName::from_static("x-amzn-errortype"),
+        HeaderValue::from_str(code).unwrap_or(HeaderValue::from_static("Error")),
+    );
+    headers.insert(
+        HeaderName::from_static("content-type"),
+        HeaderValue::from_static("application/json"),
+    );
+    let body = serde_json::json!({ "__type": code, "message": message }).to_string();
+    let mut r = Response::new(Body::from(body));
+    *r.status_mut() = status;
+    *r.headers_mut() = headers;
+    r
+}
