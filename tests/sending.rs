@@ -320,3 +320,49 @@ async fn a_sender_that_cannot_record_after_the_provider_accepted_leaves_that_rec
     assert_eq!(delivered(&local.emulator).await, once_each(&addresses));
     local.system.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dynamodb_errors_during_claims_and_status_writes_lose_and_double_nothing() {
+    let emulator = Emulator::start().await.unwrap();
+    let proxy = FaultProxy::start(&emulator.endpoint).await;
+    // Once sending is under way, 60 UpdateItem calls in a row fail with 500 (claims, results,
+    // counters alike); the SDK's own retries absorb some, the rest reach the code.
+    let storm = proxy.add(
+        |s| s.is_dynamodb("UpdateItem"),
+        Fault::ServerError,
+        40,
+        Some(60),
+    );
+    let options = Options {
+        endpoint: Some(proxy.url.clone()),
+        ..fast(&[(vars::STALL_SECS, "5")])
+    };
+    let local = Local::on(emulator, options).await.unwrap();
+    let portal = local.portal();
+    let addresses = upload(&local, "flaky", 80).await;
+    portal
+        .wait_for(
+            "flaky",
+            &["awaiting_approval"],
+            Duration::from_secs(60),
+            |_| {},
+        )
+        .await
+        .unwrap();
+    let (status, _) = portal.post("/dispatches/flaky/approve").await.unwrap();
+    assert_eq!(status, 202);
+    let d = portal
+        .wait_for(
+            "flaky",
+            &["completed", "completed_with_errors"],
+            Duration::from_secs(120),
+            |_| {},
+        )
+        .await
+        .unwrap();
+    assert_eq!(proxy.injected(storm), 60);
+    assert_eq!(d["state"], "completed", "{d}");
+    assert_eq!(d["counts"]["sent"], addresses.len() as u64);
+    assert_eq!(delivered(&local.emulator).await, once_each(&addresses));
+    local.system.stop().await;
+}

@@ -137,11 +137,14 @@ pub async fn handle(
 
 async fn settle_sending(deps: &Deps, d: &Dispatch, report: &mut Report) -> Result<()> {
     let mut d = d.clone();
-    if d.counts.outstanding() > 0 && age_secs(&d.updated_at) >= deps.config.stall_secs as i64 {
+    let stall = deps.config.stall_secs as i64;
+    if d.counts.outstanding() > 0 && age_secs(&d.updated_at) >= stall {
         let recipients = deps.store.all_recipients_keyed(&d.id, d.shards).await?;
         let mut expired = 0;
         let mut pending = 0;
+        let mut newest_change = i64::MAX;
         for (key, r) in &recipients {
+            newest_change = newest_change.min(age_secs(&r.updated_at));
             match r.state {
                 RecipientState::Sending => {
                     let claimed = r.claimed_at.as_deref().map(age_secs).unwrap_or(i64::MAX);
@@ -160,22 +163,29 @@ async fn settle_sending(deps: &Deps, d: &Dispatch, report: &mut Report) -> Resul
             }
         }
         if expired > 0 {
+            // Counted by the one who moved the records, like every other result.
+            d = deps.store.add_results(&d.id, 0, 0, expired).await?;
             report.expired_claims.push((d.id.clone(), expired));
         }
-        let counts = deps.store.count_states(&d.id, d.shards).await?;
-        let get = |s: RecipientState| counts.get(&s).copied().unwrap_or(0);
-        let (sent, failed, unknown) = (
-            get(RecipientState::Sent),
-            get(RecipientState::Failed),
-            get(RecipientState::Unknown),
-        );
-        d = deps.store.set_results(&d.id, sent, failed, unknown).await?;
-        report.recounted.push(d.id.clone());
-        if pending > 0 {
-            // Pending recipients of a stalled dispatch have no message on the way any more.
-            let bodies = FanOut::all_shards(&d.id, d.shards, FanOutAction::Send);
-            queue::send_all(&deps.sqs, &deps.config.fanout_queue_url, bodies).await?;
-            report.fanned_out_again.push(d.id.clone());
+        // A sender adds to the counters right after writing a record (within the SDK's
+        // operation timeout). Recounting while records still change could count a result
+        // whose addition is on its way; so only a dispatch quiet in its records too.
+        if newest_change >= stall && d.counts.outstanding() > 0 {
+            let counts = deps.store.count_states(&d.id, d.shards).await?;
+            let get = |s: RecipientState| counts.get(&s).copied().unwrap_or(0);
+            let (sent, failed, unknown) = (
+                get(RecipientState::Sent),
+                get(RecipientState::Failed),
+                get(RecipientState::Unknown),
+            );
+            d = deps.store.set_results(&d.id, sent, failed, unknown).await?;
+            report.recounted.push(d.id.clone());
+            if pending > 0 {
+                // Pending recipients of a quiet dispatch have no message on the way any more.
+                let bodies = FanOut::all_shards(&d.id, d.shards, FanOutAction::Send);
+                queue::send_all(&deps.sqs, &deps.config.fanout_queue_url, bodies).await?;
+                report.fanned_out_again.push(d.id.clone());
+            }
         }
     }
     if completion::complete_if_done(&deps.store, &deps.docs, &d)
