@@ -366,3 +366,61 @@ async fn dynamodb_errors_during_claims_and_status_writes_lose_and_double_nothing
     assert_eq!(delivered(&local.emulator).await, once_each(&addresses));
     local.system.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_operator_pause_stops_sending_within_seconds_and_resume_sends_only_the_rest() {
+    let options = Options {
+        senders: 1,
+        ..fast(&[
+            (vars::EMAIL_RATE_PER_SECOND, "20"),
+            (vars::SMS_RATE_PER_SECOND, "20"),
+        ])
+    };
+    let local = Local::start(options).await.unwrap();
+    let portal = local.portal();
+    let addresses = upload(&local, "pausable", 120).await;
+    portal
+        .wait_for(
+            "pausable",
+            &["awaiting_approval"],
+            Duration::from_secs(60),
+            |_| {},
+        )
+        .await
+        .unwrap();
+    let (status, body) = portal.post("/dispatches/pausable/pause").await.unwrap();
+    assert_eq!(status, 409, "only a sending dispatch can be paused: {body}");
+    let (status, _) = portal.post("/dispatches/pausable/approve").await.unwrap();
+    assert_eq!(status, 202);
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while delivered(&local.emulator).await.values().sum::<usize>() < 10 {
+        assert!(Instant::now() < deadline, "sending did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, body) = portal.post("/dispatches/pausable/pause").await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["state"], "paused");
+    // Within a couple of seconds nothing more goes out, and it stays that way.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let settled = delivered(&local.emulator).await.values().sum::<usize>();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let later = delivered(&local.emulator).await.values().sum::<usize>();
+    assert_eq!(settled, later, "nothing is sent while paused");
+    assert!(
+        later < addresses.len(),
+        "the pause came before the end ({later} sent)"
+    );
+    let d = portal.dispatch("pausable").await.unwrap().unwrap();
+    assert_eq!(d["state"], "paused");
+
+    let (status, body) = portal.post("/dispatches/pausable/resume").await.unwrap();
+    assert_eq!(status, 202, "{body}");
+    let d = portal
+        .wait_for("pausable", &["completed"], Duration::from_secs(120), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(d["counts"]["sent"], addresses.len() as u64);
+    assert_eq!(delivered(&local.emulator).await, once_each(&addresses));
+    local.system.stop().await;
+}

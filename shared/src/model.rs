@@ -58,6 +58,8 @@ pub enum DispatchState {
     /// The provider asked us to slow down: sending stops until `resume_at`, then continues
     /// by itself with the recipients not yet sent.
     WaitingForContinuation,
+    /// An operator stopped sending; resuming continues with the recipients not yet sent.
+    Paused,
     /// Every recipient was sent to.
     Completed,
     /// Every recipient has a final state, some failed or were invalid.
@@ -67,13 +69,14 @@ pub enum DispatchState {
 }
 
 impl DispatchState {
-    pub const ALL: [DispatchState; 9] = [
+    pub const ALL: [DispatchState; 10] = [
         DispatchState::Validating,
         DispatchState::ValidationFailed,
         DispatchState::AwaitingApproval,
         DispatchState::Approved,
         DispatchState::Sending,
         DispatchState::WaitingForContinuation,
+        DispatchState::Paused,
         DispatchState::Completed,
         DispatchState::CompletedWithErrors,
         DispatchState::Rejected,
@@ -87,6 +90,7 @@ impl DispatchState {
             DispatchState::Approved => "approved",
             DispatchState::Sending => "sending",
             DispatchState::WaitingForContinuation => "waiting_for_continuation",
+            DispatchState::Paused => "paused",
             DispatchState::Completed => "completed",
             DispatchState::CompletedWithErrors => "completed_with_errors",
             DispatchState::Rejected => "rejected",
@@ -105,6 +109,9 @@ impl DispatchState {
                 | (Approved, Sending)
                 | (Sending, WaitingForContinuation)
                 | (WaitingForContinuation, Sending)
+                | (Sending, Paused)
+                | (WaitingForContinuation, Paused)
+                | (Paused, Sending)
                 | (Sending, Completed)
                 | (Sending, CompletedWithErrors)
         )
@@ -341,6 +348,11 @@ mod tests {
         assert!(Sending.can_become(WaitingForContinuation));
         assert!(WaitingForContinuation.can_become(Sending));
         assert!(!WaitingForContinuation.can_become(Completed));
+        assert!(Sending.can_become(Paused));
+        assert!(WaitingForContinuation.can_become(Paused));
+        assert!(Paused.can_become(Sending));
+        assert!(!Paused.can_become(Completed));
+        assert!(!AwaitingApproval.can_become(Paused));
         assert!(Sending.can_become(Completed));
         assert!(Sending.can_become(CompletedWithErrors));
         // A few that must never happen.

@@ -11,6 +11,8 @@
 //! | GET    | `/dispatches/{id}/history`      | history document (CSV), once complete       |
 //! | POST   | `/dispatches/{id}/approve`      | approve: fan-out starts                     |
 //! | POST   | `/dispatches/{id}/reject`       | reject: nothing is sent                     |
+//! | POST   | `/dispatches/{id}/pause`        | stop sending within about a second         |
+//! | POST   | `/dispatches/{id}/resume`       | continue with the recipients not yet sent   |
 
 use axum::extract::{Path, Query, State};
 use axum::http::{header, Extensions, StatusCode};
@@ -61,6 +63,8 @@ pub fn router(deps: Arc<Deps>) -> Router {
         .route("/dispatches/{id}/history", get(get_history))
         .route("/dispatches/{id}/approve", post(approve))
         .route("/dispatches/{id}/reject", post(reject))
+        .route("/dispatches/{id}/pause", post(pause))
+        .route("/dispatches/{id}/resume", post(resume))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .with_state(deps)
 }
@@ -301,4 +305,53 @@ async fn reject(
     let bodies = FanOut::all_shards(&id, d.shards, FanOutAction::Reject);
     queue::send_all(&deps.sqs, &deps.config.fanout_queue_url, bodies).await?;
     Ok(Json(d.into()))
+}
+
+async fn pause(
+    State(deps): State<AppState>,
+    Path(id): Path<String>,
+    ext: Extensions,
+) -> ApiResult<Json<DispatchView>> {
+    let d = load(&deps, &id).await?;
+    let by = caller(&ext);
+    let extra = [
+        ("paused_by", store::s(by.clone())),
+        ("paused_at", store::s(now_rfc3339())),
+    ];
+    let from = match d.state {
+        DispatchState::WaitingForContinuation => DispatchState::WaitingForContinuation,
+        _ => DispatchState::Sending,
+    };
+    let d = deps
+        .store
+        .transition(&id, from, DispatchState::Paused, &extra)
+        .await?;
+    tracing::info!(dispatch = %id, by = %by, "paused");
+    Ok(Json(d.into()))
+}
+
+async fn resume(
+    State(deps): State<AppState>,
+    Path(id): Path<String>,
+    ext: Extensions,
+) -> ApiResult<(StatusCode, Json<DispatchView>)> {
+    load(&deps, &id).await?;
+    let by = caller(&ext);
+    let d = deps
+        .store
+        .transition(
+            &id,
+            DispatchState::Paused,
+            DispatchState::Sending,
+            &[("resumed_by", store::s(by.clone()))],
+        )
+        .await?;
+    tracing::info!(dispatch = %id, by = %by, "resumed");
+    // If this enqueue fails, the scheduled resume function hands the pending recipients out
+    // once the dispatch has been quiet for a while.
+    let bodies = FanOut::all_shards(&id, d.shards, FanOutAction::Send);
+    if let Err(e) = queue::send_all(&deps.sqs, &deps.config.fanout_queue_url, bodies).await {
+        tracing::error!(dispatch = %id, error = %e, "fan-out not queued; the schedule will retry");
+    }
+    Ok((StatusCode::ACCEPTED, Json(d.into())))
 }

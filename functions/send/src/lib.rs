@@ -39,6 +39,8 @@ pub struct Deps {
     sms_pace: Pacer,
     /// Compiled templates by dispatch; a dispatch's package does not change after approval.
     templates: Mutex<HashMap<String, Arc<MessageTemplate>>>,
+    /// Each dispatch's state as last read, and when: a pause takes effect within a second.
+    live: Mutex<HashMap<String, (tokio::time::Instant, DispatchState)>>,
 }
 
 impl Deps {
@@ -55,6 +57,7 @@ impl Deps {
             email_pace: Pacer::per_second(config.email_rate_per_second),
             sms_pace: Pacer::per_second(config.sms_rate_per_second),
             templates: Mutex::new(HashMap::new()),
+            live: Mutex::new(HashMap::new()),
             config,
         }
     }
@@ -76,6 +79,31 @@ impl Deps {
     }
 }
 
+/// How long a read of a dispatch's state is trusted before sending the next recipient.
+const STATE_FRESH_FOR: Duration = Duration::from_secs(1);
+
+impl Deps {
+    /// Whether the dispatch is still sending, read again at most once a second. A failed read
+    /// keeps the last answer: a pause is an operator's wish, not a fault to stop on.
+    async fn still_sending(&self, dispatch_id: &str) -> bool {
+        if let Some((at, state)) = self.live.lock().await.get(dispatch_id) {
+            if at.elapsed() < STATE_FRESH_FOR {
+                return *state == DispatchState::Sending;
+            }
+        }
+        match self.store.get_dispatch(dispatch_id).await {
+            Ok(Some(d)) => {
+                self.live.lock().await.insert(
+                    dispatch_id.to_string(),
+                    (tokio::time::Instant::now(), d.state),
+                );
+                d.state == DispatchState::Sending
+            }
+            _ => true,
+        }
+    }
+}
+
 /// What became of one recipient in this invocation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ItemOutcome {
@@ -88,6 +116,8 @@ pub enum ItemOutcome {
     Retry,
     /// Not sent, claim given back: the provider asked us to slow down.
     Throttled,
+    /// Not sent, claim given back: the dispatch stopped sending (paused, waiting).
+    SetAside,
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -109,7 +139,7 @@ impl Tally {
             ItemOutcome::Unknown => self.unknown += 1,
             ItemOutcome::Retry => self.retry += 1,
             ItemOutcome::Throttled => self.throttled += 1,
-            ItemOutcome::Skipped => {}
+            ItemOutcome::Skipped | ItemOutcome::SetAside => {}
         }
     }
 }
@@ -233,9 +263,9 @@ pub async fn send_batch(deps: &Deps, batch: &SendBatch) -> Result<Tally> {
         .ok_or_else(|| Error::NotFound(batch.dispatch_id.clone()))?;
     match d.state {
         DispatchState::Sending => {}
-        DispatchState::WaitingForContinuation => {
-            // The recipients stay pending; the resume function hands them out again.
-            tracing::info!(dispatch = %d.id, "waiting for continuation; message set aside");
+        DispatchState::WaitingForContinuation | DispatchState::Paused => {
+            // The recipients stay pending; they are handed out again when sending continues.
+            tracing::info!(dispatch = %d.id, state = %d.state, "not sending now; message set aside");
             return Ok(Tally::default());
         }
         s if s.is_final() => {
@@ -291,6 +321,10 @@ async fn send_one(
         Channel::Email => match t.render_email(&item.fields) {
             Ok(m) => {
                 deps.email_pace.wait().await;
+                if !deps.still_sending(&d.id).await {
+                    record_with_retry(|| deps.store.release(&d.id, &item.key)).await?;
+                    return Ok((ItemOutcome::SetAside, None));
+                }
                 deps.mailer.send(&item.address, &m).await
             }
             Err(e) => Err(SendError::Permanent {
@@ -301,6 +335,10 @@ async fn send_one(
         Channel::Sms => match t.render_sms(&item.fields) {
             Ok(m) => {
                 deps.sms_pace.wait().await;
+                if !deps.still_sending(&d.id).await {
+                    record_with_retry(|| deps.store.release(&d.id, &item.key)).await?;
+                    return Ok((ItemOutcome::SetAside, None));
+                }
                 deps.sms.send(&item.address, &m).await
             }
             Err(e) => Err(SendError::Permanent {
