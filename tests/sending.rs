@@ -424,3 +424,52 @@ async fn an_operator_pause_stops_sending_within_seconds_and_resume_sends_only_th
     assert_eq!(delivered(&local.emulator).await, once_each(&addresses));
     local.system.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_message_ends_in_the_dead_letter_queue_after_five_receives() {
+    let local = Local::start(fast(&[])).await.unwrap();
+    let sqs = &local.system.clients.sqs;
+    let dlq = local
+        .system
+        .stack
+        .output("SendDeadLetterQueueUrl")
+        .unwrap()
+        .to_string();
+    sqs.send_message()
+        .queue_url(&local.system.config.send_queue_url)
+        .message_body("{\"dispatch_id\": 42")
+        .send()
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let dead = loop {
+        let out = sqs
+            .receive_message()
+            .queue_url(&dlq)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::All)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .unwrap();
+        if let Some(m) = out.messages().first() {
+            break m.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the poison message never reached the dead-letter queue"
+        );
+    };
+    assert_eq!(dead.body(), Some("{\"dispatch_id\": 42"));
+    let receives = dead
+        .attributes()
+        .and_then(|a| {
+            a.get(&aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount)
+        })
+        .and_then(|v| v.parse::<u32>().ok())
+        .unwrap_or(0);
+    assert!(
+        receives >= 5,
+        "moved after the redrive limit, received {receives} times"
+    );
+    local.system.stop().await;
+}
