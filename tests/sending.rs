@@ -446,7 +446,7 @@ async fn a_poison_message_ends_in_the_dead_letter_queue_after_five_receives() {
         let out = sqs
             .receive_message()
             .queue_url(&dlq)
-            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::All)
+            .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
             .wait_time_seconds(1)
             .send()
             .await

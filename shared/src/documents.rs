@@ -54,6 +54,15 @@ pub struct Documents {
 }
 
 impl Documents {
+    /// The buckets the configuration names.
+    pub fn from_config(clients: &crate::aws::Clients, config: &crate::config::Config) -> Documents {
+        Documents::new(
+            clients.s3.clone(),
+            &config.uploads_bucket,
+            &config.reports_bucket,
+        )
+    }
+
     pub fn new(
         s3: aws_sdk_s3::Client,
         uploads_bucket: impl Into<String>,

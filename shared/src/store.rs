@@ -275,6 +275,11 @@ pub struct Store {
 }
 
 impl Store {
+    /// The store the configuration names.
+    pub fn from_config(clients: &crate::aws::Clients, config: &crate::config::Config) -> Store {
+        Store::new(clients.dynamodb.clone(), &config.table_name)
+    }
+
     pub fn new(client: Client, table: impl Into<String>) -> Store {
         Store {
             client,
@@ -436,21 +441,51 @@ impl Store {
         failed: u64,
         unknown: u64,
     ) -> Result<Dispatch> {
+        self.write_results(
+            id,
+            "ADD #sent :s, #failed :f, #unknown :u SET updated_at = :now",
+            [sent, failed, unknown],
+        )
+        .await
+    }
+
+    /// Sets the result counters to values counted from the records.
+    pub async fn set_results(
+        &self,
+        id: &str,
+        sent: u64,
+        failed: u64,
+        unknown: u64,
+    ) -> Result<Dispatch> {
+        self.write_results(
+            id,
+            "SET #sent = :s, #failed = :f, #unknown = :u, updated_at = :now",
+            [sent, failed, unknown],
+        )
+        .await
+    }
+
+    async fn write_results(
+        &self,
+        id: &str,
+        expr: &str,
+        [sent, failed, unknown]: [u64; 3],
+    ) -> Result<Dispatch> {
         let out = self
             .client
             .update_item()
             .table_name(&self.table)
             .key("pk", s(dispatch_pk(id)))
             .key("sk", s(DISPATCH_SK))
-            .update_expression("ADD #sent :s, #failed :f, #unknown :u SET updated_at = :now")
+            .update_expression(expr)
             .expression_attribute_names("#sent", "sent")
             .expression_attribute_names("#failed", "failed")
             .expression_attribute_names("#unknown", "unknown")
-            .expression_attribute_values(":now", s(now_rfc3339()))
-            .condition_expression("attribute_exists(pk)")
             .expression_attribute_values(":s", n(sent))
             .expression_attribute_values(":f", n(failed))
             .expression_attribute_values(":u", n(unknown))
+            .expression_attribute_values(":now", s(now_rfc3339()))
+            .condition_expression("attribute_exists(pk)")
             .return_values(ReturnValue::AllNew)
             .send()
             .await
@@ -733,40 +768,6 @@ impl Store {
             &[],
         )
         .await
-    }
-
-    /// Sets the result counters to values counted from the records.
-    pub async fn set_results(
-        &self,
-        id: &str,
-        sent: u64,
-        failed: u64,
-        unknown: u64,
-    ) -> Result<Dispatch> {
-        let out = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(dispatch_pk(id)))
-            .key("sk", s(DISPATCH_SK))
-            .update_expression("SET #sent = :s, #failed = :f, #unknown = :u, updated_at = :now")
-            .expression_attribute_names("#sent", "sent")
-            .expression_attribute_names("#failed", "failed")
-            .expression_attribute_names("#unknown", "unknown")
-            .condition_expression("attribute_exists(pk)")
-            .expression_attribute_values(":s", n(sent))
-            .expression_attribute_values(":f", n(failed))
-            .expression_attribute_values(":u", n(unknown))
-            .expression_attribute_values(":now", s(now_rfc3339()))
-            .return_values(ReturnValue::AllNew)
-            .send()
-            .await
-            .map_err(Error::aws("UpdateItem"))?;
-        out.attributes
-            .as_ref()
-            .map(dispatch_from)
-            .transpose()?
-            .ok_or_else(|| Error::NotFound(id.to_string()))
     }
 
     /// Counts recipients per state by reading every shard (for reconciliation and checks).

@@ -25,7 +25,7 @@ pub struct Deps {
 impl Deps {
     pub fn new(config: Config, clients: &shared::aws::Clients) -> Deps {
         Deps {
-            store: Store::new(clients.dynamodb.clone(), &config.table_name),
+            store: Store::from_config(clients, &config),
             sqs: clients.sqs.clone(),
             config,
         }

@@ -37,12 +37,8 @@ pub struct Deps {
 impl Deps {
     pub fn new(config: Config, clients: &shared::aws::Clients) -> Deps {
         Deps {
-            store: Store::new(clients.dynamodb.clone(), &config.table_name),
-            docs: Documents::new(
-                clients.s3.clone(),
-                &config.uploads_bucket,
-                &config.reports_bucket,
-            ),
+            store: Store::from_config(clients, &config),
+            docs: Documents::from_config(clients, &config),
             config,
         }
     }
