@@ -473,3 +473,97 @@ async fn a_poison_message_ends_in_the_dead_letter_queue_after_five_receives() {
     );
     local.system.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_accounts_daily_quota_is_honoured_and_the_rest_waits_for_continuation() {
+    let emulator = Emulator::start().await.unwrap();
+    let proxy = FaultProxy::start(&emulator.endpoint).await;
+    // An SES account that may send 50 a day and has sent 10: room for 40 more.
+    let account = proxy.add(
+        |s| s.is_get_account(),
+        Fault::Respond(
+            axum::http::StatusCode::OK,
+            r#"{"SendQuota":{"Max24HourSend":50.0,"MaxSendRate":1000.0,"SentLast24Hours":10.0},"SendingEnabled":true,"ProductionAccessEnabled":true}"#,
+        ),
+        0,
+        None,
+    );
+    let options = Options {
+        endpoint: Some(proxy.url.clone()),
+        senders: 1,
+        ..fast(&[])
+    };
+    let local = Local::on(emulator, options).await.unwrap();
+    let portal = local.portal();
+    let mut csv = String::from("recipient_id,name,email,phone,channel\n");
+    for i in 0..60 {
+        csv.push_str(&format!("{i},Name{i},q{i}@example.net,,email\n"));
+    }
+    local
+        .upload("quota", "list.csv", csv.into_bytes())
+        .await
+        .unwrap();
+    local
+        .upload("quota", "email.txt", b"Dear {{ name }}".to_vec())
+        .await
+        .unwrap();
+    local
+        .upload("quota", "sms.txt", b"Hi {{ name }}".to_vec())
+        .await
+        .unwrap();
+    local
+        .upload("quota", "manifest.json", MANIFEST.as_bytes().to_vec())
+        .await
+        .unwrap();
+    portal
+        .wait_for(
+            "quota",
+            &["awaiting_approval"],
+            Duration::from_secs(60),
+            |_| {},
+        )
+        .await
+        .unwrap();
+    let (status, _) = portal.post("/dispatches/quota/approve").await.unwrap();
+    assert_eq!(status, 202);
+
+    let d = portal
+        .wait_for(
+            "quota",
+            &["waiting_for_continuation"],
+            Duration::from_secs(60),
+            |_| {},
+        )
+        .await
+        .unwrap();
+    assert!(
+        proxy.injected(account) >= 1,
+        "the quota was read from the account"
+    );
+    assert!(
+        d["pause_reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("24-hour"),
+        "{d}"
+    );
+    let resume_at = time::OffsetDateTime::parse(
+        d["resume_at"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    let wait = resume_at - time::OffsetDateTime::now_utc();
+    assert!(
+        wait > time::Duration::minutes(50),
+        "continues when the quota has room again, in {wait}"
+    );
+    // Let any send in flight finish, then count: exactly what the quota allowed.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let sent = delivered(&local.emulator).await;
+    assert_eq!(sent.len(), 40);
+    assert!(sent.values().all(|n| *n == 1));
+    let d = portal.dispatch("quota").await.unwrap().unwrap();
+    assert_eq!(d["counts"]["sent"], 40);
+    assert_eq!(d["state"], "waiting_for_continuation");
+    local.system.stop().await;
+}

@@ -69,9 +69,33 @@ pub struct Mailer {
     client: aws_sdk_sesv2::Client,
 }
 
+/// The sending quota of the SES account.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Quota {
+    pub max_send_rate: f64,
+    pub max_24_hour_send: f64,
+    pub sent_last_24_hours: f64,
+}
+
 impl Mailer {
     pub fn new(client: aws_sdk_sesv2::Client) -> Mailer {
         Mailer { client }
+    }
+
+    /// The account's quota, when the service tells it (`GetAccount`); `None` when it does
+    /// not, and the configured rate applies.
+    pub async fn quota(&self) -> Option<Quota> {
+        match self.client.get_account().send().await {
+            Ok(out) => out.send_quota().map(|q| Quota {
+                max_send_rate: q.max_send_rate(),
+                max_24_hour_send: q.max24_hour_send(),
+                sent_last_24_hours: q.sent_last24_hours(),
+            }),
+            Err(e) => {
+                tracing::info!(error = %crate::error::chain(&e), "no account quota from SES; the configured rate applies");
+                None
+            }
+        }
     }
 
     /// Sends one email; the provider's message id on success.

@@ -39,6 +39,11 @@ pub struct Config {
     /// A sending dispatch whose counters have not moved for this long is recounted from its
     /// records.
     pub stall_secs: u64,
+    /// Most sender instances at once (the send trigger's MaximumConcurrency): the account's
+    /// rate is shared among them.
+    pub sender_concurrency: u64,
+    /// How long a dispatch waits when the account's 24-hour quota is used up.
+    pub quota_recheck_secs: u64,
 }
 
 /// Names of the variables, as set in the deployment template.
@@ -58,8 +63,10 @@ pub mod vars {
     pub const THROTTLE_PAUSE_SECS: &str = "THROTTLE_PAUSE_SECS";
     pub const CLAIM_EXPIRY_SECS: &str = "CLAIM_EXPIRY_SECS";
     pub const STALL_SECS: &str = "STALL_SECS";
+    pub const SENDER_CONCURRENCY: &str = "SENDER_CONCURRENCY";
+    pub const QUOTA_RECHECK_SECS: &str = "QUOTA_RECHECK_SECS";
     /// Every variable the configuration reads.
-    pub const ALL: [&str; 15] = [
+    pub const ALL: [&str; 17] = [
         TABLE_NAME,
         UPLOADS_BUCKET,
         REPORTS_BUCKET,
@@ -75,6 +82,8 @@ pub mod vars {
         THROTTLE_PAUSE_SECS,
         CLAIM_EXPIRY_SECS,
         STALL_SECS,
+        SENDER_CONCURRENCY,
+        QUOTA_RECHECK_SECS,
     ];
 }
 
@@ -160,6 +169,8 @@ impl Config {
             throttle_pause_secs: r.number(vars::THROTTLE_PAUSE_SECS, 60, 1, 86_400),
             claim_expiry_secs: r.number(vars::CLAIM_EXPIRY_SECS, 900, 1, 86_400),
             stall_secs: r.number(vars::STALL_SECS, 120, 1, 86_400),
+            sender_concurrency: r.number(vars::SENDER_CONCURRENCY, 2, 1, 1000),
+            quota_recheck_secs: r.number(vars::QUOTA_RECHECK_SECS, 3600, 1, 86_400),
         };
         if r.problems.is_empty() {
             Ok(c)

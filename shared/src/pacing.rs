@@ -1,27 +1,39 @@
-//! Pacing: hands out send slots at a fixed rate to every task of one process.
+//! Pacing: hands out send slots at a rate to every task of one process. The rate can change
+//! while sending (the provider's quota is read while a dispatch runs).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 #[derive(Debug)]
 pub struct Pacer {
-    interval: Duration,
+    /// Nanoseconds between slots.
+    interval: AtomicU64,
     next: Mutex<Instant>,
+}
+
+fn interval_nanos(rate: f64) -> u64 {
+    let rate = if rate.is_finite() && rate > 0.0 {
+        rate
+    } else {
+        1.0
+    };
+    (1e9 / rate) as u64
 }
 
 impl Pacer {
     /// At most `rate` slots per second.
     pub fn per_second(rate: f64) -> Pacer {
-        let rate = if rate.is_finite() && rate > 0.0 {
-            rate
-        } else {
-            1.0
-        };
         Pacer {
-            interval: Duration::from_secs_f64(1.0 / rate),
+            interval: AtomicU64::new(interval_nanos(rate)),
             next: Mutex::new(Instant::now()),
         }
+    }
+
+    /// Changes the rate for the slots still to come.
+    pub fn set_per_second(&self, rate: f64) {
+        self.interval.store(interval_nanos(rate), Ordering::Relaxed);
     }
 
     /// Waits for the next slot.
@@ -34,7 +46,7 @@ impl Pacer {
     pub async fn reserve(&self, now: Instant) -> Instant {
         let mut next = self.next.lock().await;
         let slot = (*next).max(now);
-        *next = slot + self.interval;
+        *next = slot + Duration::from_nanos(self.interval.load(Ordering::Relaxed));
         slot
     }
 }
@@ -56,5 +68,8 @@ mod tests {
         // A caller arriving after a quiet spell starts at once, not in the past.
         let later = start + Duration::from_secs(5);
         assert_eq!(p.reserve(later).await, later);
+        p.set_per_second(2.0);
+        assert_eq!(p.reserve(later).await - later, Duration::from_millis(100));
+        assert_eq!(p.reserve(later).await - later, Duration::from_millis(600));
     }
 }

@@ -26,6 +26,11 @@ impl Seen {
         self.method == "POST" && self.path.starts_with("/v2/email/outbound-emails")
     }
 
+    /// SES v2 `GetAccount`.
+    pub fn is_get_account(&self) -> bool {
+        self.method == "GET" && self.path == "/v2/email/account"
+    }
+
     /// A DynamoDB operation, e.g. `UpdateItem`.
     pub fn is_dynamodb(&self, op: &str) -> bool {
         self.target == format!("DynamoDB_20120810.{op}")
@@ -40,6 +45,8 @@ pub enum Fault {
     ServerError,
     /// Answer after a pause (the request is forwarded).
     Delay(Duration),
+    /// Answer with this JSON body instead of the emulator (an operation it lacks).
+    Respond(StatusCode, &'static str),
 }
 
 type Matcher = Box<dyn Fn(&Seen) -> bool + Send + Sync>;
@@ -161,6 +168,15 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
             )
         }
         Some(Fault::Delay(d)) => tokio::time::sleep(d).await,
+        Some(Fault::Respond(status, body)) => {
+            let mut r = Response::new(Body::from(body));
+            *r.status_mut() = status;
+            r.headers_mut().insert(
+                HeaderName::from_static("content-type"),
+                HeaderValue::from_static("application/json"),
+            );
+            return r;
+        }
         None => {}
     }
     let path_and_query = parts

@@ -41,7 +41,19 @@ pub struct Deps {
     templates: Mutex<HashMap<String, Arc<MessageTemplate>>>,
     /// Each dispatch's state as last read, and when: a pause takes effect within a second.
     live: Mutex<HashMap<String, (tokio::time::Instant, DispatchState)>>,
+    /// The SES account's quota as last read, and the emails sent since.
+    quota: Mutex<QuotaState>,
 }
+
+#[derive(Debug, Default)]
+struct QuotaState {
+    read_at: Option<tokio::time::Instant>,
+    quota: Option<shared::channels::Quota>,
+    sent_since: u64,
+}
+
+/// How long the account's quota is trusted before it is read again.
+const QUOTA_FRESH_FOR: Duration = Duration::from_secs(60);
 
 impl Deps {
     pub fn new(config: Config, clients: &shared::aws::Clients) -> Deps {
@@ -54,6 +66,7 @@ impl Deps {
             sms_pace: Pacer::per_second(config.sms_rate_per_second),
             templates: Mutex::new(HashMap::new()),
             live: Mutex::new(HashMap::new()),
+            quota: Mutex::new(QuotaState::default()),
             config,
         }
     }
@@ -100,6 +113,38 @@ impl Deps {
     }
 }
 
+impl Deps {
+    /// Whether the account's 24-hour quota leaves room for one more email; takes it if so.
+    /// Reads the quota at most once a minute and paces this instance at its share of the
+    /// account's rate. Without a quota from the service, the configured rate applies.
+    async fn take_email_allowance(&self) -> bool {
+        let mut q = self.quota.lock().await;
+        if q.read_at.is_none_or(|t| t.elapsed() >= QUOTA_FRESH_FOR) {
+            q.quota = self.mailer.quota().await;
+            q.read_at = Some(tokio::time::Instant::now());
+            q.sent_since = 0;
+            let share = q
+                .quota
+                .map(|a| a.max_send_rate / self.config.sender_concurrency as f64)
+                .filter(|r| *r > 0.0)
+                .unwrap_or(f64::INFINITY);
+            self.email_pace
+                .set_per_second(self.config.email_rate_per_second.min(share));
+        }
+        match q.quota {
+            Some(a) if a.max_24_hour_send > 0.0 => {
+                let left = a.max_24_hour_send - a.sent_last_24_hours - q.sent_since as f64;
+                if left < 1.0 {
+                    return false;
+                }
+                q.sent_since += 1;
+                true
+            }
+            _ => true,
+        }
+    }
+}
+
 /// What became of one recipient in this invocation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ItemOutcome {
@@ -114,6 +159,8 @@ pub enum ItemOutcome {
     Throttled,
     /// Not sent, claim given back: the dispatch stopped sending (paused, waiting).
     SetAside,
+    /// Not sent, claim given back: the account's 24-hour quota is used up.
+    QuotaReached,
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -123,6 +170,7 @@ pub struct Tally {
     pub unknown: u64,
     pub retry: u64,
     pub throttled: u64,
+    pub quota_reached: u64,
     /// The provider's words when it throttled.
     pub throttle_reason: Option<String>,
 }
@@ -135,6 +183,7 @@ impl Tally {
             ItemOutcome::Unknown => self.unknown += 1,
             ItemOutcome::Retry => self.retry += 1,
             ItemOutcome::Throttled => self.throttled += 1,
+            ItemOutcome::QuotaReached => self.quota_reached += 1,
             ItemOutcome::Skipped | ItemOutcome::SetAside => {}
         }
     }
@@ -170,6 +219,7 @@ pub async fn handle(deps: &Deps, event: SqsEvent) -> Result<SqsBatchResponse, Er
                 sum.failed += t.failed;
                 sum.unknown += t.unknown;
                 sum.throttled += t.throttled;
+                sum.quota_reached += t.quota_reached;
                 if sum.throttle_reason.is_none() {
                     sum.throttle_reason = t.throttle_reason;
                 }
@@ -189,13 +239,12 @@ pub async fn handle(deps: &Deps, event: SqsEvent) -> Result<SqsBatchResponse, Er
         }
     }
     for (dispatch_id, t) in per_dispatch {
-        if t.throttled > 0 {
-            pause(
-                deps,
-                &dispatch_id,
-                t.throttle_reason.as_deref().unwrap_or("throttled"),
-            )
-            .await;
+        if t.quota_reached > 0 {
+            let reason = t.throttle_reason.as_deref().unwrap_or(QUOTA_USED_UP);
+            pause(deps, &dispatch_id, reason, deps.config.quota_recheck_secs).await;
+        } else if t.throttled > 0 {
+            let reason = t.throttle_reason.as_deref().unwrap_or("throttled");
+            pause(deps, &dispatch_id, reason, deps.config.throttle_pause_secs).await;
         }
         if t.sent + t.failed + t.unknown == 0 {
             continue;
@@ -222,10 +271,11 @@ pub async fn handle(deps: &Deps, event: SqsEvent) -> Result<SqsBatchResponse, Er
     Ok(resp)
 }
 
+const QUOTA_USED_UP: &str = "the account's 24-hour sending quota is used up";
+
 /// Stops sending for a while after a throttle. A dispatch already waiting stays as it is.
-async fn pause(deps: &Deps, dispatch_id: &str, reason: &str) {
-    let until = time::OffsetDateTime::now_utc()
-        + time::Duration::seconds(deps.config.throttle_pause_secs as i64);
+async fn pause(deps: &Deps, dispatch_id: &str, reason: &str, secs: u64) {
+    let until = time::OffsetDateTime::now_utc() + time::Duration::seconds(secs as i64);
     let extra = [
         ("resume_at", shared::store::s(rfc3339(until))),
         ("pause_reason", shared::store::s(reason)),
@@ -320,6 +370,10 @@ async fn send_one(
                 if !deps.still_sending(&d.id).await {
                     record_with_retry(|| deps.store.release(&d.id, &item.key)).await?;
                     return Ok((ItemOutcome::SetAside, None));
+                }
+                if !deps.take_email_allowance().await {
+                    record_with_retry(|| deps.store.release(&d.id, &item.key)).await?;
+                    return Ok((ItemOutcome::QuotaReached, Some(QUOTA_USED_UP.to_string())));
                 }
                 deps.mailer.send(&item.address, &m).await
             }
