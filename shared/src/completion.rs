@@ -126,34 +126,15 @@ mod tests {
 
     #[test]
     fn a_dispatch_with_any_loss_completes_with_errors() {
-        let mut d = Dispatch {
-            id: "d".into(),
-            title: "t".into(),
-            state: DispatchState::Sending,
-            created_at: String::new(),
-            updated_at: String::new(),
-            counts: Counts {
-                total: 2,
-                valid: 2,
-                invalid: 0,
-                sent: 2,
-                failed: 0,
-                unknown: 0,
-            },
-            problems: vec![],
-            source_prefix: String::new(),
-            shards: 1,
-            report_key: None,
-            sample_key: None,
-            package_key: None,
-            history_key: None,
-            approved_by: None,
-            approved_at: None,
-            rejected_by: None,
-            rejected_at: None,
-            completed_at: None,
-            resume_at: None,
-            pause_reason: None,
+        let mut d = Dispatch::arrived("d", "incoming/d/", 1);
+        d.state = DispatchState::Sending;
+        d.counts = Counts {
+            total: 2,
+            valid: 2,
+            invalid: 0,
+            sent: 2,
+            failed: 0,
+            unknown: 0,
         };
         assert_eq!(final_state(&d), DispatchState::Completed);
         d.counts.invalid = 1;

@@ -283,6 +283,35 @@ pub struct Dispatch {
     pub pause_reason: Option<String>,
 }
 
+impl Dispatch {
+    /// A dispatch whose package has just arrived.
+    pub fn arrived(id: &str, source_prefix: &str, shards: u32) -> Dispatch {
+        let now = now_rfc3339();
+        Dispatch {
+            id: id.to_string(),
+            title: id.to_string(),
+            state: DispatchState::Validating,
+            created_at: now.clone(),
+            updated_at: now,
+            counts: Counts::default(),
+            problems: vec![],
+            source_prefix: source_prefix.to_string(),
+            shards,
+            report_key: None,
+            sample_key: None,
+            package_key: None,
+            history_key: None,
+            approved_by: None,
+            approved_at: None,
+            rejected_by: None,
+            rejected_at: None,
+            completed_at: None,
+            resume_at: None,
+            pause_reason: None,
+        }
+    }
+}
+
 /// One row of the list as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Recipient {

@@ -12,7 +12,7 @@ use shared::csvout::CsvDoc;
 use shared::documents::{keys, Documents, Fetched, Package};
 use shared::list::ListReader;
 use shared::manifest::{self, Manifest};
-use shared::model::{now_rfc3339, Channel, Counts, Dispatch, DispatchState, RecipientState};
+use shared::model::{Channel, Counts, Dispatch, DispatchState, RecipientState};
 use shared::store::{self, recipient_key, RecipientKey, Store};
 use shared::template::{
     EmailSource, MessageTemplate, RenderedEmail, RenderedSms, SmsSource, TemplateSource,
@@ -134,29 +134,7 @@ pub async fn validate_upload(deps: &Deps, bucket: &str, key: &str) -> Result<()>
             return Ok(());
         }
     };
-    let now = now_rfc3339();
-    let dispatch = Dispatch {
-        id: id.clone(),
-        title: id.clone(),
-        state: DispatchState::Validating,
-        created_at: now.clone(),
-        updated_at: now,
-        counts: Counts::default(),
-        problems: vec![],
-        source_prefix: prefix.clone(),
-        shards: deps.config.key_shards,
-        report_key: None,
-        sample_key: None,
-        package_key: None,
-        history_key: None,
-        approved_by: None,
-        approved_at: None,
-        rejected_by: None,
-        rejected_at: None,
-        completed_at: None,
-        resume_at: None,
-        pause_reason: None,
-    };
+    let dispatch = Dispatch::arrived(&id, &prefix, deps.config.key_shards);
     let dispatch = match deps.store.create_dispatch(&dispatch).await {
         Ok(()) => dispatch,
         Err(Error::Conflict(_)) => {
