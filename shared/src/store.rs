@@ -769,19 +769,6 @@ impl Store {
         )
         .await
     }
-
-    /// Counts recipients per state by reading every shard (for reconciliation and checks).
-    pub async fn count_states(
-        &self,
-        dispatch_id: &str,
-        shards: u32,
-    ) -> Result<BTreeMap<RecipientState, u64>> {
-        let mut counts = BTreeMap::new();
-        for r in self.all_recipients(dispatch_id, shards).await? {
-            *counts.entry(r.state).or_insert(0) += 1;
-        }
-        Ok(counts)
-    }
 }
 
 #[cfg(test)]

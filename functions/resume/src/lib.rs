@@ -138,6 +138,7 @@ async fn settle_sending(deps: &Deps, d: &Dispatch, report: &mut Report) -> Resul
         let recipients = deps.store.all_recipients_keyed(&d.id, d.shards).await?;
         let mut expired = 0;
         let mut pending = 0;
+        let (mut sent, mut failed, mut unknown) = (0, 0, 0);
         let mut newest_change = i64::MAX;
         for (key, r) in &recipients {
             newest_change = newest_change.min(age_secs(&r.updated_at));
@@ -151,11 +152,15 @@ async fn settle_sending(deps: &Deps, d: &Dispatch, report: &mut Report) -> Resul
                         );
                         if deps.store.record_unknown(&d.id, key, &reason).await? {
                             expired += 1;
+                            unknown += 1;
                         }
                     }
                 }
                 RecipientState::Pending => pending += 1,
-                _ => {}
+                RecipientState::Sent => sent += 1,
+                RecipientState::Failed => failed += 1,
+                RecipientState::Unknown => unknown += 1,
+                RecipientState::Invalid | RecipientState::Rejected => {}
             }
         }
         if expired > 0 {
@@ -166,14 +171,9 @@ async fn settle_sending(deps: &Deps, d: &Dispatch, report: &mut Report) -> Resul
         // A sender adds to the counters right after writing a record (within the SDK's
         // operation timeout). Recounting while records still change could count a result
         // whose addition is on its way; so only a dispatch quiet in its records too.
+        // The records read above are the count: nothing moved them since, or the dispatch
+        // would not be quiet.
         if newest_change >= stall && d.counts.outstanding() > 0 {
-            let counts = deps.store.count_states(&d.id, d.shards).await?;
-            let get = |s: RecipientState| counts.get(&s).copied().unwrap_or(0);
-            let (sent, failed, unknown) = (
-                get(RecipientState::Sent),
-                get(RecipientState::Failed),
-                get(RecipientState::Unknown),
-            );
             d = deps.store.set_results(&d.id, sent, failed, unknown).await?;
             report.recounted.push(d.id.clone());
             if pending > 0 {
