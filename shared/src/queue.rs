@@ -30,6 +30,17 @@ pub struct FanOut {
     pub after: Option<String>,
 }
 
+/// Starts fan-out of a whole dispatch: one message per key shard on the fan-out queue.
+pub async fn fan_out_all(
+    sqs: &aws_sdk_sqs::Client,
+    fanout_queue_url: &str,
+    dispatch: &crate::model::Dispatch,
+    action: FanOutAction,
+) -> Result<()> {
+    let bodies = FanOut::all_shards(&dispatch.id, dispatch.shards, action);
+    send_all(sqs, fanout_queue_url, bodies).await
+}
+
 impl FanOut {
     /// One message per shard: the start of fan-out for a whole dispatch.
     pub fn all_shards(dispatch_id: &str, shards: u32, action: FanOutAction) -> Vec<String> {

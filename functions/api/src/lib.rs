@@ -24,7 +24,7 @@ use serde_json::{json, Value};
 use shared::config::Config;
 use shared::documents::{keys, Documents};
 use shared::model::{now_rfc3339, Dispatch, DispatchState};
-use shared::queue::{self, FanOut, FanOutAction};
+use shared::queue::{self, FanOutAction};
 use shared::store::{self, Store};
 use std::sync::Arc;
 
@@ -271,8 +271,14 @@ async fn approve(
         .await?;
     tracing::info!(dispatch = %id, by = %by, "approved");
     // If this enqueue fails, the scheduled resume function fans the approved dispatch out.
-    let bodies = FanOut::all_shards(&id, d.shards, FanOutAction::Send);
-    if let Err(e) = queue::send_all(&deps.sqs, &deps.config.fanout_queue_url, bodies).await {
+    if let Err(e) = queue::fan_out_all(
+        &deps.sqs,
+        &deps.config.fanout_queue_url,
+        &d,
+        FanOutAction::Send,
+    )
+    .await
+    {
         tracing::error!(dispatch = %id, error = %e, "fan-out not queued; the schedule will retry");
     }
     Ok((StatusCode::ACCEPTED, Json(d.into())))
@@ -298,8 +304,13 @@ async fn reject(
         )
         .await?;
     tracing::info!(dispatch = %id, by = %by, "rejected");
-    let bodies = FanOut::all_shards(&id, d.shards, FanOutAction::Reject);
-    queue::send_all(&deps.sqs, &deps.config.fanout_queue_url, bodies).await?;
+    queue::fan_out_all(
+        &deps.sqs,
+        &deps.config.fanout_queue_url,
+        &d,
+        FanOutAction::Reject,
+    )
+    .await?;
     Ok(Json(d.into()))
 }
 
@@ -345,8 +356,14 @@ async fn resume(
     tracing::info!(dispatch = %id, by = %by, "resumed");
     // If this enqueue fails, the scheduled resume function hands the pending recipients out
     // once the dispatch has been quiet for a while.
-    let bodies = FanOut::all_shards(&id, d.shards, FanOutAction::Send);
-    if let Err(e) = queue::send_all(&deps.sqs, &deps.config.fanout_queue_url, bodies).await {
+    if let Err(e) = queue::fan_out_all(
+        &deps.sqs,
+        &deps.config.fanout_queue_url,
+        &d,
+        FanOutAction::Send,
+    )
+    .await
+    {
         tracing::error!(dispatch = %id, error = %e, "fan-out not queued; the schedule will retry");
     }
     Ok((StatusCode::ACCEPTED, Json(d.into())))

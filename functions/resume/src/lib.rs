@@ -17,7 +17,7 @@ use shared::completion;
 use shared::config::Config;
 use shared::documents::Documents;
 use shared::model::{age_secs, Dispatch, DispatchState, RecipientState};
-use shared::queue::{self, FanOut, FanOutAction};
+use shared::queue::{self, FanOutAction};
 use shared::store::Store;
 use shared::{Error, Result};
 
@@ -89,8 +89,14 @@ pub async fn handle(
             .await
         {
             Ok(_) => {
-                let bodies = FanOut::all_shards(&d.id, d.shards, FanOutAction::Send);
-                match queue::send_all(&deps.sqs, &deps.config.fanout_queue_url, bodies).await {
+                match queue::fan_out_all(
+                    &deps.sqs,
+                    &deps.config.fanout_queue_url,
+                    &d,
+                    FanOutAction::Send,
+                )
+                .await
+                {
                     Ok(()) => report.continued.push(d.id.clone()),
                     // Left sending with recipients pending: the stall check hands them out.
                     Err(e) => {
@@ -108,8 +114,14 @@ pub async fn handle(
         .await?
     {
         if age_secs(&d.updated_at) >= REFAN_AFTER_SECS {
-            let bodies = FanOut::all_shards(&d.id, d.shards, FanOutAction::Send);
-            match queue::send_all(&deps.sqs, &deps.config.fanout_queue_url, bodies).await {
+            match queue::fan_out_all(
+                &deps.sqs,
+                &deps.config.fanout_queue_url,
+                &d,
+                FanOutAction::Send,
+            )
+            .await
+            {
                 Ok(()) => report.fanned_out_again.push(d.id.clone()),
                 Err(e) => tracing::error!(dispatch = %d.id, error = %e, "fan-out not re-issued"),
             }
@@ -178,8 +190,13 @@ async fn settle_sending(deps: &Deps, d: &Dispatch, report: &mut Report) -> Resul
             report.recounted.push(d.id.clone());
             if pending > 0 {
                 // Pending recipients of a quiet dispatch have no message on the way any more.
-                let bodies = FanOut::all_shards(&d.id, d.shards, FanOutAction::Send);
-                queue::send_all(&deps.sqs, &deps.config.fanout_queue_url, bodies).await?;
+                queue::fan_out_all(
+                    &deps.sqs,
+                    &deps.config.fanout_queue_url,
+                    &d,
+                    FanOutAction::Send,
+                )
+                .await?;
                 report.fanned_out_again.push(d.id.clone());
             }
         }
