@@ -26,11 +26,11 @@ pub fn repo_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
-/// The moto server program: `MOTO_SERVER` when set, else the project's virtualenv.
-pub fn moto_server_path() -> PathBuf {
-    std::env::var_os("MOTO_SERVER")
+/// The Python that has moto installed: `MOTO_PYTHON` when set, else the project's virtualenv.
+pub fn moto_python() -> PathBuf {
+    std::env::var_os("MOTO_PYTHON")
         .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join(".venv/bin/moto_server"))
+        .unwrap_or_else(|| repo_root().join(".venv/bin/python"))
 }
 
 fn free_port() -> Result<u16> {
@@ -39,19 +39,22 @@ fn free_port() -> Result<u16> {
 }
 
 impl Emulator {
-    /// Starts moto server and waits until it answers.
+    /// Starts moto server (through `moto_atomic.py`, which gives its DynamoDB the atomic
+    /// conditional writes DynamoDB has) and waits until it answers.
     pub async fn start() -> Result<Emulator> {
-        let program = moto_server_path();
+        let program = moto_python();
         if !program.exists() {
             bail!(
-                "the AWS emulator is not installed at {} (run `make venv`, or set MOTO_SERVER)",
+                "the AWS emulator is not installed at {} (run `make venv`, or set MOTO_PYTHON)",
                 program.display()
             );
         }
+        let launcher = repo_root().join("infra/local/moto_atomic.py");
         let port = free_port()?;
         let log = std::fs::File::create(std::env::temp_dir().join(format!("moto-{port}.log")))?;
         let child = Command::new(&program)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .arg(&launcher)
+            .args(["127.0.0.1", &port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
             .spawn()
