@@ -4,7 +4,7 @@
 use crate::csvout::CsvDoc;
 use crate::documents::{keys, Documents};
 use crate::error::{Error, Result};
-use crate::model::{now_rfc3339, Dispatch, DispatchState, Recipient};
+use crate::model::{now_rfc3339, Dispatch, DispatchState, Recipient, RecipientState};
 use crate::store::{self, Store};
 
 /// Columns of the history document, one row per recipient of the list.
@@ -51,13 +51,23 @@ pub fn final_state(d: &Dispatch) -> DispatchState {
 
 /// Completes a sending dispatch that has nothing outstanding and writes its history.
 /// Returns the dispatch after, or `None` when it is not complete or another caller got there
-/// first.
+/// first. The counters say when to look; the records, read once for the history anyway,
+/// decide: a recipient still pending or being sent keeps the dispatch open.
 pub async fn complete_if_done(
     store: &Store,
     docs: &Documents,
     d: &Dispatch,
 ) -> Result<Option<Dispatch>> {
     if d.state != DispatchState::Sending || d.counts.outstanding() > 0 {
+        return Ok(None);
+    }
+    let recipients = store.all_recipients(&d.id, d.shards).await?;
+    let open = recipients
+        .iter()
+        .filter(|r| matches!(r.state, RecipientState::Pending | RecipientState::Sending))
+        .count();
+    if open > 0 {
+        tracing::warn!(dispatch = %d.id, open, "counters say done but recipients are open; not completing");
         return Ok(None);
     }
     let to = final_state(d);
@@ -75,14 +85,25 @@ pub async fn complete_if_done(
         Err(e) => return Err(e),
     };
     tracing::info!(dispatch = %d.id, state = %to, sent = d.counts.sent, failed = d.counts.failed, "dispatch complete");
-    write_history(store, docs, &done).await.map(Some)
+    write_history_of(store, docs, &done, &recipients)
+        .await
+        .map(Some)
 }
 
 /// Writes the history document of a dispatch and records where it is.
 pub async fn write_history(store: &Store, docs: &Documents, d: &Dispatch) -> Result<Dispatch> {
     let recipients = store.all_recipients(&d.id, d.shards).await?;
+    write_history_of(store, docs, d, &recipients).await
+}
+
+async fn write_history_of(
+    store: &Store,
+    docs: &Documents,
+    d: &Dispatch,
+    recipients: &[Recipient],
+) -> Result<Dispatch> {
     let key = keys::history(&d.id);
-    docs.put_report_document(&key, history_csv(&recipients), "text/csv; charset=utf-8")
+    docs.put_report_document(&key, history_csv(recipients), "text/csv; charset=utf-8")
         .await?;
     store
         .update_dispatch(&d.id, &[("history_key", store::s(key.clone()))])
@@ -95,7 +116,7 @@ pub async fn write_history(store: &Store, docs: &Documents, d: &Dispatch) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Channel, Counts, RecipientState};
+    use crate::model::{Channel, Counts};
     use std::collections::BTreeMap;
 
     #[test]

@@ -441,9 +441,12 @@ impl Store {
         failed: u64,
         unknown: u64,
     ) -> Result<Dispatch> {
+        // One attempt: a retried ADD whose first attempt was applied would count twice. A lost
+        // addition only under-counts, which the recount of a quiet dispatch mends.
         self.write_results(
             id,
             "ADD #sent :s, #failed :f, #unknown :u SET updated_at = :now",
+            1,
             [sent, failed, unknown],
         )
         .await
@@ -460,6 +463,7 @@ impl Store {
         self.write_results(
             id,
             "SET #sent = :s, #failed = :f, #unknown = :u, updated_at = :now",
+            3,
             [sent, failed, unknown],
         )
         .await
@@ -469,6 +473,7 @@ impl Store {
         &self,
         id: &str,
         expr: &str,
+        attempts: u32,
         [sent, failed, unknown]: [u64; 3],
     ) -> Result<Dispatch> {
         let out = self
@@ -487,6 +492,10 @@ impl Store {
             .expression_attribute_values(":now", s(now_rfc3339()))
             .condition_expression("attribute_exists(pk)")
             .return_values(ReturnValue::AllNew)
+            .customize()
+            .config_override(aws_sdk_dynamodb::config::Builder::default().retry_config(
+                aws_config::retry::RetryConfig::standard().with_max_attempts(attempts),
+            ))
             .send()
             .await
             .map_err(Error::aws("UpdateItem"))?;
