@@ -15,7 +15,7 @@ up: $(MOTO)
 	cargo run --quiet -p local -- up $(PORT)
 
 test: $(MOTO)
-	cargo test --workspace
+	cargo test --workspace -- --test-threads=1
 
 venv: $(MOTO)
 
