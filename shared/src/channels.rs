@@ -33,6 +33,24 @@ const THROTTLE_CODES: [&str; 6] = [
     "ThrottledException",
 ];
 
+/// Whether the request failed before a connection to the provider was open.
+fn never_connected(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(e);
+    while let Some(err) = next {
+        if err
+            .downcast_ref::<hyper_util::client::legacy::Error>()
+            .is_some_and(|h| h.is_connect())
+            || err
+                .downcast_ref::<aws_smithy_runtime_api::client::dns::ResolveDnsError>()
+                .is_some()
+        {
+            return true;
+        }
+        next = err.source();
+    }
+    false
+}
+
 fn classify<E>(e: SdkError<E, aws_smithy_runtime_api::http::Response>) -> SendError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
@@ -43,10 +61,11 @@ where
             code: "RequestInvalid".into(),
             message: text,
         },
-        // Nothing was sent: connection refused, DNS failure.
-        SdkError::DispatchFailure(d) if d.is_io() || d.is_other() => SendError::Transient(text),
-        SdkError::DispatchFailure(d) if d.is_timeout() => SendError::Unknown(text),
-        SdkError::DispatchFailure(_) => SendError::Transient(text),
+        // Nothing was sent: the connection never opened (refused, DNS failure).
+        SdkError::DispatchFailure(_) if never_connected(&e) => SendError::Transient(text),
+        // The connection broke or timed out once the request may have gone out: the provider
+        // may have taken the message.
+        SdkError::DispatchFailure(_) => SendError::Unknown(text),
         SdkError::TimeoutError(_) | SdkError::ResponseError(_) => SendError::Unknown(text),
         SdkError::ServiceError(se) => {
             let code = se.err().code().unwrap_or("Unknown").to_string();
@@ -160,5 +179,63 @@ impl SmsSender {
         }
         let out = req.send().await.map_err(classify)?;
         Ok(out.message_id().unwrap_or_default().to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_sesv2::config::{BehaviorVersion, Credentials, Region};
+    use tokio::io::AsyncReadExt;
+
+    fn mailer(port: u16) -> Mailer {
+        let conf = aws_sdk_sesv2::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("eu-west-1"))
+            .credentials_provider(Credentials::new("id", "secret", None, None, "test"))
+            .endpoint_url(format!("http://127.0.0.1:{port}"))
+            .retry_config(aws_config::retry::RetryConfig::disabled())
+            .build();
+        Mailer::new(aws_sdk_sesv2::Client::from_conf(conf))
+    }
+
+    fn email() -> RenderedEmail {
+        RenderedEmail {
+            from: "a@example.org".into(),
+            subject: "s".into(),
+            text: "t".into(),
+            html: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_never_opened_may_be_tried_again() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let err = mailer(port)
+            .send("b@example.net", &email())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, SendError::Transient(_)), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_broke_after_the_request_leaves_the_outcome_unknown() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 64 * 1024];
+            // Read the request, then hang up without an answer.
+            let _ = conn.read(&mut buf).await;
+            drop(conn);
+        });
+        let err = mailer(port)
+            .send("b@example.net", &email())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, SendError::Unknown(_)), "{err:?}");
     }
 }

@@ -156,6 +156,7 @@ mod tests {
             sent: 2,
             failed: 0,
             unknown: 0,
+            stuck: d.counts.stuck,
         };
         assert_eq!(final_state(&d), DispatchState::Completed);
         d.counts.invalid = 1;

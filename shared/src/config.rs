@@ -19,9 +19,10 @@ pub struct Config {
     pub send_queue_url: String,
     /// Region for phone numbers written without a country code (ISO 3166 alpha-2).
     pub default_phone_region: String,
-    /// Emails per second one sender instance sends at most.
+    /// Emails per second all sender instances together send at most (the SES account's own
+    /// rate applies when it is lower).
     pub email_rate_per_second: f64,
-    /// SMS per second one sender instance sends at most.
+    /// SMS per second all sender instances together send at most.
     pub sms_rate_per_second: f64,
     /// Recipients carried by one send-queue message.
     pub recipients_per_message: usize,
@@ -39,11 +40,14 @@ pub struct Config {
     /// A sending dispatch whose counters have not moved for this long is recounted from its
     /// records.
     pub stall_secs: u64,
-    /// Most sender instances at once (the send trigger's MaximumConcurrency): the account's
-    /// rate is shared among them.
+    /// Most sender instances at once (the send trigger's MaximumConcurrency). The send rates
+    /// hold across them through a shared slot schedule in the table.
     pub sender_concurrency: u64,
     /// How long a dispatch waits when the account's 24-hour quota is used up.
     pub quota_recheck_secs: u64,
+    /// Deliveries of a queue message before it goes to the dead-letter queue (the queues'
+    /// redrive `maxReceiveCount`).
+    pub max_receives: u32,
 }
 
 /// Names of the variables, as set in the deployment template.
@@ -65,8 +69,9 @@ pub mod vars {
     pub const STALL_SECS: &str = "STALL_SECS";
     pub const SENDER_CONCURRENCY: &str = "SENDER_CONCURRENCY";
     pub const QUOTA_RECHECK_SECS: &str = "QUOTA_RECHECK_SECS";
+    pub const MAX_RECEIVES: &str = "MAX_RECEIVES";
     /// Every variable the configuration reads.
-    pub const ALL: [&str; 17] = [
+    pub const ALL: [&str; 18] = [
         TABLE_NAME,
         UPLOADS_BUCKET,
         REPORTS_BUCKET,
@@ -84,6 +89,7 @@ pub mod vars {
         STALL_SECS,
         SENDER_CONCURRENCY,
         QUOTA_RECHECK_SECS,
+        MAX_RECEIVES,
     ];
 }
 
@@ -162,7 +168,12 @@ impl Config {
             default_phone_region: region.to_ascii_uppercase(),
             email_rate_per_second: r.number(vars::EMAIL_RATE_PER_SECOND, 14.0, 0.1, 100_000.0),
             sms_rate_per_second: r.number(vars::SMS_RATE_PER_SECOND, 20.0, 0.1, 100_000.0),
-            recipients_per_message: r.number(vars::RECIPIENTS_PER_MESSAGE, 25, 1, 200),
+            recipients_per_message: r.number(
+                vars::RECIPIENTS_PER_MESSAGE,
+                50,
+                1,
+                crate::claims::MAX_RECIPIENTS_PER_WRITE,
+            ),
             key_shards: r.number(vars::KEY_SHARDS, 16, 1, 1000),
             max_list_bytes: r.number(vars::MAX_LIST_BYTES, 512 * 1024 * 1024, 1, u64::MAX),
             max_rows: r.number(vars::MAX_ROWS, 1_000_000, 1, u64::MAX),
@@ -171,6 +182,7 @@ impl Config {
             stall_secs: r.number(vars::STALL_SECS, 120, 1, 86_400),
             sender_concurrency: r.number(vars::SENDER_CONCURRENCY, 2, 1, 1000),
             quota_recheck_secs: r.number(vars::QUOTA_RECHECK_SECS, 3600, 1, 86_400),
+            max_receives: r.number(vars::MAX_RECEIVES, 5, 1, 1000),
         };
         if r.problems.is_empty() {
             Ok(c)
@@ -202,7 +214,7 @@ mod tests {
         let c = Config::from_lookup(&|k| env.get(k).map(|v| v.to_string())).unwrap();
         assert_eq!(c.table_name, "t");
         assert_eq!(c.default_phone_region, "DK");
-        assert_eq!(c.recipients_per_message, 25);
+        assert_eq!(c.recipients_per_message, 50);
         assert_eq!(c.email_rate_per_second, 14.0);
     }
 

@@ -6,6 +6,7 @@
 //! - [`validation`] — row and header rules
 //! - [`template`] — message templates
 //! - [`store`] — DynamoDB
+//! - [`claims`] — batched claims and results of recipients being sent to
 //! - [`documents`] — S3 documents
 //! - [`queue`] — work queue messages
 //! - [`channels`] — SES and SNS delivery
@@ -14,6 +15,7 @@
 
 pub mod aws;
 pub mod channels;
+pub mod claims;
 pub mod completion;
 pub mod config;
 pub mod csvout;

@@ -244,6 +244,10 @@ pub struct Counts {
     pub failed: u64,
     /// Sends whose outcome the provider never reported.
     pub unknown: u64,
+    /// Recipients whose queue message went to the dead-letter queue after the queue's receive
+    /// limit: still pending, waiting for an operator (a redrive of the dead-letter queue).
+    #[serde(default)]
+    pub stuck: u64,
 }
 
 impl Counts {
@@ -434,6 +438,7 @@ mod tests {
             sent: 4,
             failed: 1,
             unknown: 1,
+            stuck: 0,
         };
         assert_eq!(c.outstanding(), 2);
     }

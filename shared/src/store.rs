@@ -21,11 +21,11 @@ use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-type Item = HashMap<String, AttributeValue>;
+pub(crate) type Item = HashMap<String, AttributeValue>;
 
 pub const INDEX_BY_CREATED: &str = "by-created";
 pub const INDEX_BY_STATE: &str = "by-state";
-const DISPATCH_SK: &str = "DISPATCH";
+pub(crate) const DISPATCH_SK: &str = "DISPATCH";
 const ALL_DISPATCHES: &str = "DISPATCHES";
 /// BatchWriteItem calls in flight at once while storing a list.
 const WRITE_CONCURRENCY: usize = 8;
@@ -60,11 +60,11 @@ pub fn recipient_key(r: &Recipient, keyed_by_id: bool, shards: u32) -> Recipient
     }
 }
 
-fn dispatch_pk(id: &str) -> String {
+pub(crate) fn dispatch_pk(id: &str) -> String {
     format!("D#{id}")
 }
 
-fn shard_pk(id: &str, shard: u32) -> String {
+pub(crate) fn shard_pk(id: &str, shard: u32) -> String {
     format!("D#{id}#S#{shard:03}")
 }
 
@@ -83,7 +83,7 @@ pub fn list(v: &[String]) -> AttributeValue {
     AttributeValue::L(v.iter().map(|x| s(x.clone())).collect())
 }
 
-fn get_s(item: &Item, k: &str) -> Option<String> {
+pub(crate) fn get_s(item: &Item, k: &str) -> Option<String> {
     item.get(k).and_then(|v| v.as_s().ok()).cloned()
 }
 
@@ -91,7 +91,7 @@ fn req_s(item: &Item, k: &str) -> Result<String> {
     get_s(item, k).ok_or_else(|| Error::Malformed(format!("item has no string '{k}'")))
 }
 
-fn get_n(item: &Item, k: &str) -> u64 {
+pub(crate) fn get_n(item: &Item, k: &str) -> u64 {
     item.get(k)
         .and_then(|v| v.as_n().ok())
         .and_then(|v| v.parse().ok())
@@ -123,6 +123,7 @@ fn dispatch_item(d: &Dispatch) -> Item {
         ("sent".into(), n(d.counts.sent)),
         ("failed".into(), n(d.counts.failed)),
         ("unknown".into(), n(d.counts.unknown)),
+        ("stuck".into(), n(d.counts.stuck)),
         ("source_prefix".into(), s(&d.source_prefix)),
         ("shards".into(), n(d.shards as u64)),
     ]);
@@ -158,6 +159,7 @@ fn dispatch_from(item: &Item) -> Result<Dispatch> {
             sent: get_n(item, "sent"),
             failed: get_n(item, "failed"),
             unknown: get_n(item, "unknown"),
+            stuck: get_n(item, "stuck"),
         },
         problems: item
             .get("problems")
@@ -251,7 +253,7 @@ fn recipient_from(item: &Item) -> Result<(RecipientKey, Recipient)> {
     Ok((key, r))
 }
 
-fn is_conditional_failure<E, R>(e: &aws_sdk_dynamodb::error::SdkError<E, R>) -> bool
+pub(crate) fn is_conditional_failure<E, R>(e: &aws_sdk_dynamodb::error::SdkError<E, R>) -> bool
 where
     E: aws_sdk_dynamodb::error::ProvideErrorMetadata,
 {
@@ -270,8 +272,8 @@ pub struct Page {
 
 #[derive(Clone, Debug)]
 pub struct Store {
-    client: Client,
-    table: String,
+    pub(crate) client: Client,
+    pub(crate) table: String,
 }
 
 impl Store {
@@ -450,6 +452,23 @@ impl Store {
             [sent, failed, unknown],
         )
         .await
+    }
+
+    /// Counts recipients whose queue message went to the dead-letter queue.
+    pub async fn add_stuck(&self, id: &str, recipients: u64) -> Result<()> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(dispatch_pk(id)))
+            .key("sk", s(DISPATCH_SK))
+            .update_expression("ADD stuck :n SET updated_at = :now")
+            .expression_attribute_values(":n", n(recipients))
+            .expression_attribute_values(":now", s(now_rfc3339()))
+            .condition_expression("attribute_exists(pk)")
+            .send()
+            .await
+            .map_err(Error::aws("UpdateItem"))?;
+        Ok(())
     }
 
     /// Sets the result counters to values counted from the records.
@@ -840,6 +859,7 @@ mod tests {
                 sent: 0,
                 failed: 0,
                 unknown: 0,
+                stuck: 2,
             },
             problems: vec!["x".into()],
             source_prefix: "incoming/winter/".into(),

@@ -1,6 +1,8 @@
 //! A fault-injection proxy between the SDK and the emulator: real HTTP, so the SDK's own
 //! retry and timeout logic runs for real. Rules pick requests by operation and body and answer
-//! them with a throttle, a server error or a delay; everything else is forwarded.
+//! them with a throttle, a server error, a delay or a dropped connection; everything else is
+//! forwarded. Every request is also logged (time, service, operation) for the benchmarks that
+//! count calls and measure send rates.
 
 use axum::body::{to_bytes, Body};
 use axum::extract::{Request, State};
@@ -47,6 +49,84 @@ pub enum Fault {
     Delay(Duration),
     /// Answer with this JSON body instead of the emulator (an operation it lacks).
     Respond(StatusCode, &'static str),
+    /// Close the connection without an answer, after forwarding the request or before.
+    Reset { forwarded: bool },
+}
+
+/// One request as it reached the proxy.
+#[derive(Debug, Clone)]
+pub struct Logged {
+    pub at: std::time::Instant,
+    /// The service named in the request's signature (`dynamodb`, `sqs`, `ses`, `sns`, `s3` …).
+    pub service: String,
+    /// The operation, as far as the request shows it.
+    pub op: String,
+    /// DynamoDB: items the request writes (transaction items, batch entries); else 0.
+    pub write_items: usize,
+    /// Bytes of the answer.
+    pub response_bytes: usize,
+    /// SQS ReceiveMessage: whether any message came back.
+    pub delivered_messages: bool,
+}
+
+impl Seen {
+    fn service(&self, headers: &HeaderMap) -> String {
+        headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|a| a.split("Credential=").nth(1))
+            .and_then(|c| c.split('/').nth(3))
+            .unwrap_or("unsigned")
+            .to_string()
+    }
+
+    fn operation(&self, service: &str) -> String {
+        if let Some((_, op)) = self.target.split_once('.') {
+            return op.to_string();
+        }
+        if let Some(action) = self
+            .body
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("Action="))
+        {
+            return action.to_string();
+        }
+        match service {
+            "ses" if self.is_send_email() => "SendEmail".into(),
+            "ses" if self.is_get_account() => "GetAccount".into(),
+            "s3" => match self.method.as_str() {
+                "GET" if self.path.trim_matches('/').contains('/') => "GetObject".into(),
+                "PUT" if self.path.trim_matches('/').contains('/') => "PutObject".into(),
+                "HEAD" => "HeadObject".into(),
+                "DELETE" => "DeleteObject".into(),
+                m => format!("{m} bucket"),
+            },
+            _ => format!("{} {}", self.method, self.path),
+        }
+    }
+
+    fn write_items(&self) -> usize {
+        if !self.target.starts_with("DynamoDB_") {
+            return 0;
+        }
+        let Ok(body) = serde_json::from_str::<serde_json::Value>(&self.body) else {
+            return 0;
+        };
+        if let Some(items) = body["TransactItems"].as_array() {
+            return items.len();
+        }
+        if let Some(tables) = body["RequestItems"].as_object() {
+            return tables
+                .values()
+                .filter_map(|v| v.as_array())
+                .map(|a| a.len())
+                .sum();
+        }
+        match self.target.rsplit('.').next() {
+            Some("PutItem" | "UpdateItem" | "DeleteItem") => 1,
+            _ => 0,
+        }
+    }
 }
 
 type Matcher = Box<dyn Fn(&Seen) -> bool + Send + Sync>;
@@ -65,6 +145,7 @@ struct Inner {
     upstream: String,
     http: reqwest::Client,
     rules: Mutex<Vec<Rule>>,
+    log: Mutex<Vec<Logged>>,
 }
 
 #[derive(Clone)]
@@ -79,6 +160,7 @@ impl FaultProxy {
             upstream: upstream.trim_end_matches('/').to_string(),
             http: reqwest::Client::new(),
             rules: Mutex::new(Vec::new()),
+            log: Mutex::new(Vec::new()),
         });
         let app = Router::new().fallback(handle).with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -111,6 +193,16 @@ impl FaultProxy {
         rules.len() - 1
     }
 
+    /// Every request so far, in order of arrival.
+    pub fn log(&self) -> Vec<Logged> {
+        self.inner.log.lock().expect("log").clone()
+    }
+
+    /// Forgets the requests so far.
+    pub fn clear_log(&self) {
+        self.inner.log.lock().expect("log").clear();
+    }
+
     /// How many faults a rule has injected.
     pub fn injected(&self, rule: usize) -> usize {
         self.inner.rules.lock().expect("rules")[rule].injected
@@ -139,6 +231,7 @@ fn fault_for(inner: &Inner, seen: &Seen) -> Option<Fault> {
 }
 
 async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
+    let at = std::time::Instant::now();
     let (parts, body) = req.into_parts();
     let body = to_bytes(body, usize::MAX).await.unwrap_or_default();
     let seen = Seen {
@@ -152,21 +245,63 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
             .to_string(),
         body: String::from_utf8_lossy(&body).into_owned(),
     };
-    match fault_for(&inner, &seen) {
+    let service = seen.service(&parts.headers);
+    let mut logged = Logged {
+        at,
+        op: seen.operation(&service),
+        service,
+        write_items: seen.write_items(),
+        response_bytes: 0,
+        delivered_messages: false,
+    };
+    let response = answer(&inner, &seen, parts, body).await;
+    if let Ok(r) = &response {
+        logged.response_bytes = r.1;
+        logged.delivered_messages = r.2;
+    }
+    inner.log.lock().expect("log").push(logged);
+    match response {
+        Ok((r, _, _)) => r,
+        // Dropping the connection: the server closes it without a response.
+        Err(()) => panic!("connection dropped on purpose"),
+    }
+}
+
+type Answered = Result<(Response, usize, bool), ()>;
+
+async fn answer(
+    inner: &Inner,
+    seen: &Seen,
+    parts: axum::http::request::Parts,
+    body: axum::body::Bytes,
+) -> Answered {
+    let fault = fault_for(inner, seen);
+    let reset_after = matches!(fault, Some(Fault::Reset { forwarded: true }));
+    match fault {
         Some(Fault::Throttle(code)) => {
-            return error(
-                StatusCode::TOO_MANY_REQUESTS,
-                code,
-                "Maximum sending rate exceeded.",
-            )
+            return Ok((
+                error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    code,
+                    "Maximum sending rate exceeded.",
+                ),
+                0,
+                false,
+            ))
         }
         Some(Fault::ServerError) => {
-            return error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "InternalFailure",
-                "injected fault",
-            )
+            return Ok((
+                error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "InternalFailure",
+                    "injected fault",
+                ),
+                0,
+                false,
+            ))
         }
+        Some(Fault::Reset { forwarded: false }) => return Err(()),
+        Some(Fault::Reset { forwarded: true }) => {}
         Some(Fault::Delay(d)) => tokio::time::sleep(d).await,
         Some(Fault::Respond(status, body)) => {
             let mut r = Response::new(Body::from(body));
@@ -175,7 +310,7 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
                 HeaderName::from_static("content-type"),
                 HeaderValue::from_static("application/json"),
             );
-            return r;
+            return Ok((r, 0, false));
         }
         None => {}
     }
@@ -198,19 +333,32 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
             let status = r.status();
             let headers = r.headers().clone();
             let bytes = r.bytes().await.unwrap_or_default();
+            if reset_after {
+                return Err(());
+            }
+            let delivered = seen.target.ends_with(".ReceiveMessage")
+                && bytes.windows(12).any(|w| w == b"\"Messages\":[");
             let mut out = Response::builder().status(status);
             for (k, v) in &headers {
                 if k != "content-length" && k != "transfer-encoding" && k != "connection" {
                     out = out.header(k, v);
                 }
             }
-            out.body(Body::from(bytes)).unwrap_or_default()
+            Ok((
+                out.body(Body::from(bytes.clone())).unwrap_or_default(),
+                bytes.len(),
+                delivered,
+            ))
         }
-        Err(_) => error(
-            StatusCode::BAD_GATEWAY,
-            "BadGateway",
-            "upstream did not answer",
-        ),
+        Err(_) => Ok((
+            error(
+                StatusCode::BAD_GATEWAY,
+                "BadGateway",
+                "upstream did not answer",
+            ),
+            0,
+            false,
+        )),
     }
 }
 

@@ -1,25 +1,32 @@
 //! Send: delivers batches of recipients by email (SES v2) or SMS (SNS).
 //!
-//! Each recipient is claimed with a conditional write before the provider is called and the
-//! result is recorded after, so a message delivered twice by SQS never sends twice. A fault
-//! before the provider took the message gives the claim back and the SQS message is retried.
-//! A throttle gives the claim back and puts the dispatch in `waiting_for_continuation` until
-//! `resume_at`; the scheduled resume function continues it with the recipients not yet sent.
-//! An answer that never came leaves the recipient `unknown`, never re-sent automatically.
+//! The recipients of a queue message are claimed in one conditional transaction before the
+//! provider is called and their results are written in one after, so a message delivered
+//! twice by SQS never sends twice. Sends are spaced by a rate shared by every sender instance
+//! (one DynamoDB item per channel). A fault before the provider took a message is retried
+//! with backoff a few times, then the claim is given back and the SQS message comes again
+//! (after the queue's receive limit it lands in the dead-letter queue and the dispatch counts
+//! the recipients stuck there). A throttle gives the claims back and puts the dispatch in
+//! `waiting_for_continuation` until `resume_at`; the scheduled resume function continues it
+//! with the recipients not yet sent. An answer that never came leaves the recipient
+//! `unknown`, never re-sent automatically.
 
-use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use futures::{stream, FutureExt, StreamExt};
 use shared::channels::{Mailer, SendError, SmsSender};
+use shared::claims::{self, Outcome, MAX_RECIPIENTS_PER_WRITE};
 use shared::completion;
 use shared::config::Config;
 use shared::documents::Documents;
-use shared::model::{now_rfc3339, rfc3339, Channel, Dispatch, DispatchState};
-use shared::pacing::Pacer;
+use shared::model::{now_rfc3339, rfc3339, Channel, DispatchState};
+use shared::pacing::{instant_of, slot_interval, SharedRate};
 use shared::queue::{SendBatch, SendItem};
 use shared::store::Store;
 use shared::template::MessageTemplate;
+use shared::template::{RenderedEmail, RenderedSms};
 use shared::{Error, Result};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Mutex;
@@ -35,11 +42,11 @@ pub struct Deps {
     pub docs: Documents,
     pub mailer: Mailer,
     pub sms: SmsSender,
-    email_pace: Pacer,
-    sms_pace: Pacer,
+    email_rate: SharedRate,
+    sms_rate: SharedRate,
     /// Compiled templates by dispatch; a dispatch's package does not change after approval.
     templates: Mutex<HashMap<String, Arc<MessageTemplate>>>,
-    /// Each dispatch's state as last read, and when: a pause takes effect within a second.
+    /// Each dispatch's state as last seen, and when: a pause takes effect within seconds.
     live: Mutex<HashMap<String, (tokio::time::Instant, DispatchState)>>,
     /// The SES account's quota as last read, and the emails sent since.
     quota: Mutex<QuotaState>,
@@ -54,16 +61,22 @@ struct QuotaState {
 
 /// How long the account's quota is trusted before it is read again.
 const QUOTA_FRESH_FOR: Duration = Duration::from_secs(60);
+/// How long a sighting of a dispatch's state is trusted before the next send. A claim counts
+/// as a sighting: it only succeeds while the dispatch is sending.
+const STATE_FRESH_FOR: Duration = Duration::from_secs(2);
+/// Extra attempts at a send that failed without reaching the provider (5xx, connection).
+const TRANSIENT_RETRIES: u32 = 2;
 
 impl Deps {
     pub fn new(config: Config, clients: &shared::aws::Clients) -> Deps {
+        let store = Store::from_config(clients, &config);
         Deps {
-            store: Store::from_config(clients, &config),
+            email_rate: SharedRate::new(store.clone(), "email"),
+            sms_rate: SharedRate::new(store.clone(), "sms"),
+            store,
             docs: Documents::from_config(clients, &config),
             mailer: Mailer::new(clients.sesv2.clone()),
             sms: SmsSender::new(clients.sns.clone()),
-            email_pace: Pacer::per_second(config.email_rate_per_second),
-            sms_pace: Pacer::per_second(config.sms_rate_per_second),
             templates: Mutex::new(HashMap::new()),
             live: Mutex::new(HashMap::new()),
             quota: Mutex::new(QuotaState::default()),
@@ -86,14 +99,17 @@ impl Deps {
             .insert(dispatch_id.to_string(), t.clone());
         Ok(t)
     }
-}
 
-/// How long a read of a dispatch's state is trusted before sending the next recipient.
-const STATE_FRESH_FOR: Duration = Duration::from_secs(1);
+    async fn saw(&self, dispatch_id: &str, state: DispatchState) {
+        self.live.lock().await.insert(
+            dispatch_id.to_string(),
+            (tokio::time::Instant::now(), state),
+        );
+    }
 
-impl Deps {
-    /// Whether the dispatch is still sending, read again at most once a second. A failed read
-    /// keeps the last answer: a pause is an operator's wish, not a fault to stop on.
+    /// Whether the dispatch is still sending, read again when the last sighting is older
+    /// than [`STATE_FRESH_FOR`]. A failed read keeps the last answer: a pause is an
+    /// operator's wish, not a fault to stop on.
     async fn still_sending(&self, dispatch_id: &str) -> bool {
         if let Some((at, state)) = self.live.lock().await.get(dispatch_id) {
             if at.elapsed() < STATE_FRESH_FOR {
@@ -102,35 +118,34 @@ impl Deps {
         }
         match self.store.get_dispatch(dispatch_id).await {
             Ok(Some(d)) => {
-                self.live.lock().await.insert(
-                    dispatch_id.to_string(),
-                    (tokio::time::Instant::now(), d.state),
-                );
+                self.saw(dispatch_id, d.state).await;
                 d.state == DispatchState::Sending
             }
             _ => true,
         }
     }
-}
 
-impl Deps {
-    /// Whether the account's 24-hour quota leaves room for one more email; takes it if so.
-    /// Reads the quota at most once a minute and paces this instance at its share of the
-    /// account's rate. Without a quota from the service, the configured rate applies.
-    async fn take_email_allowance(&self) -> bool {
+    /// The email rate now: the configured rate, or the account's when that is lower. Reads
+    /// the account's quota at most once a minute.
+    async fn email_rate_now(&self) -> f64 {
         let mut q = self.quota.lock().await;
         if q.read_at.is_none_or(|t| t.elapsed() >= QUOTA_FRESH_FOR) {
             q.quota = self.mailer.quota().await;
             q.read_at = Some(tokio::time::Instant::now());
             q.sent_since = 0;
-            let share = q
-                .quota
-                .map(|a| a.max_send_rate / self.config.sender_concurrency as f64)
-                .filter(|r| *r > 0.0)
-                .unwrap_or(f64::INFINITY);
-            self.email_pace
-                .set_per_second(self.config.email_rate_per_second.min(share));
         }
+        q.quota
+            .map(|a| a.max_send_rate)
+            .filter(|r| *r > 0.0)
+            .map_or(self.config.email_rate_per_second, |r| {
+                r.min(self.config.email_rate_per_second)
+            })
+    }
+
+    /// Whether the account's 24-hour quota leaves room for one more email; takes it if so.
+    /// Without a quota from the service, only the provider's own refusal stops sending.
+    async fn take_email_allowance(&self) -> bool {
+        let mut q = self.quota.lock().await;
         match q.quota {
             Some(a) if a.max_24_hour_send > 0.0 => {
                 let left = a.max_24_hour_send - a.sent_last_24_hours - q.sent_since as f64;
@@ -187,21 +202,47 @@ impl Tally {
             ItemOutcome::Skipped | ItemOutcome::SetAside => {}
         }
     }
+
+    fn merge(&mut self, t: Tally) {
+        self.sent += t.sent;
+        self.failed += t.failed;
+        self.unknown += t.unknown;
+        self.retry += t.retry;
+        self.throttled += t.throttled;
+        self.quota_reached += t.quota_reached;
+        if self.throttle_reason.is_none() {
+            self.throttle_reason = t.throttle_reason;
+        }
+    }
+}
+
+/// How many times SQS has handed out a message, as it says.
+fn receive_count(record: &SqsMessage) -> u32 {
+    record
+        .attributes
+        .get("ApproximateReceiveCount")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
 }
 
 pub async fn handle(deps: &Deps, event: SqsEvent) -> Result<SqsBatchResponse, Error> {
-    let results: Vec<(String, Result<(String, Tally)>)> = stream::iter(event.records)
+    let results: Vec<(String, u32, Option<SendBatch>, Result<Tally>)> = stream::iter(event.records)
         .map(|record| {
             async move {
-                let id = record.message_id.unwrap_or_default();
-                let result =
-                    match serde_json::from_str::<SendBatch>(record.body.as_deref().unwrap_or("")) {
-                        Ok(batch) => send_batch(deps, &batch)
-                            .await
-                            .map(|t| (batch.dispatch_id, t)),
-                        Err(e) => Err(Error::Malformed(format!("send message: {e}"))),
-                    };
-                (id, result)
+                let id = record.message_id.clone().unwrap_or_default();
+                let receives = receive_count(&record);
+                match serde_json::from_str::<SendBatch>(record.body.as_deref().unwrap_or("")) {
+                    Ok(batch) => {
+                        let r = send_batch(deps, &batch).await;
+                        (id, receives, Some(batch), r)
+                    }
+                    Err(e) => (
+                        id,
+                        receives,
+                        None,
+                        Err(Error::Malformed(format!("send message: {e}"))),
+                    ),
+                }
             }
             .boxed()
         })
@@ -211,31 +252,47 @@ pub async fn handle(deps: &Deps, event: SqsEvent) -> Result<SqsBatchResponse, Er
 
     let mut failures = Vec::new();
     let mut per_dispatch: BTreeMap<String, Tally> = BTreeMap::new();
-    for (id, result) in results {
-        let retry = match result {
-            Ok((dispatch_id, t)) => {
-                let sum = per_dispatch.entry(dispatch_id).or_default();
-                sum.sent += t.sent;
-                sum.failed += t.failed;
-                sum.unknown += t.unknown;
-                sum.throttled += t.throttled;
-                sum.quota_reached += t.quota_reached;
-                if sum.throttle_reason.is_none() {
-                    sum.throttle_reason = t.throttle_reason;
+    let mut stuck: BTreeMap<String, u64> = BTreeMap::new();
+    for (id, receives, batch, result) in results {
+        let (retry, not_done) = match result {
+            Ok(t) => {
+                let not_done = t.retry;
+                if let Some(b) = &batch {
+                    per_dispatch
+                        .entry(b.dispatch_id.clone())
+                        .or_default()
+                        .merge(t);
                 }
                 // Throttled recipients are pending again and continue with the dispatch; only
                 // faults make the queue deliver the message again.
-                t.retry > 0
+                (not_done > 0, not_done)
             }
             Err(e) => {
-                tracing::error!(message_id = %id, error = %e, "send message failed");
-                true
+                tracing::error!(message_id = %id, receives, error = %e, "send message failed");
+                (true, batch.as_ref().map_or(0, |b| b.items.len() as u64))
             }
         };
-        if retry && !id.is_empty() {
-            let mut f = BatchItemFailure::default();
-            f.item_identifier = id;
-            failures.push(f);
+        if !retry || id.is_empty() {
+            continue;
+        }
+        if receives >= deps.config.max_receives {
+            // This was the last delivery the queue allows: the message goes to the
+            // dead-letter queue and its recipients stay pending there.
+            match &batch {
+                Some(b) => *stuck.entry(b.dispatch_id.clone()).or_default() += not_done,
+                None => {
+                    tracing::error!(message_id = %id, "unreadable send message goes to the dead-letter queue")
+                }
+            }
+        }
+        let mut f = BatchItemFailure::default();
+        f.item_identifier = id;
+        failures.push(f);
+    }
+    for (dispatch_id, n) in stuck {
+        tracing::error!(dispatch = %dispatch_id, recipients = n, "recipients left in the dead-letter queue");
+        if let Err(e) = deps.store.add_stuck(&dispatch_id, n).await {
+            tracing::error!(dispatch = %dispatch_id, error = %e, "could not count the stuck recipients");
         }
     }
     for (dispatch_id, t) in per_dispatch {
@@ -249,20 +306,16 @@ pub async fn handle(deps: &Deps, event: SqsEvent) -> Result<SqsBatchResponse, Er
         if t.sent + t.failed + t.unknown == 0 {
             continue;
         }
-        // Counters only move for recipients this invocation moved, so redelivery cannot count
-        // twice. A lost update is mended by the scheduled reconciliation.
-        match deps
-            .store
-            .add_results(&dispatch_id, t.sent, t.failed, t.unknown)
-            .await
-        {
-            Ok(d) => {
+        // The counters moved with the records; one read tells whether the dispatch is done.
+        match deps.store.get_dispatch(&dispatch_id).await {
+            Ok(Some(d)) => {
                 if let Err(e) = completion::complete_if_done(&deps.store, &deps.docs, &d).await {
                     tracing::error!(dispatch = %dispatch_id, error = %e, "completion left to the schedule");
                 }
             }
+            Ok(None) => {}
             Err(e) => {
-                tracing::error!(dispatch = %dispatch_id, error = %e, "counters left to reconciliation")
+                tracing::error!(dispatch = %dispatch_id, error = %e, "completion left to the schedule")
             }
         }
     }
@@ -302,50 +355,55 @@ async fn pause(deps: &Deps, dispatch_id: &str, reason: &str, secs: u64) {
 
 /// Sends one queue message's recipients.
 pub async fn send_batch(deps: &Deps, batch: &SendBatch) -> Result<Tally> {
-    let d = deps
-        .store
-        .get_dispatch(&batch.dispatch_id)
-        .await?
-        .ok_or_else(|| Error::NotFound(batch.dispatch_id.clone()))?;
-    match d.state {
-        DispatchState::Sending => {}
-        DispatchState::WaitingForContinuation | DispatchState::Paused => {
-            // The recipients stay pending; they are handed out again when sending continues.
-            tracing::info!(dispatch = %d.id, state = %d.state, "not sending now; message set aside");
-            return Ok(Tally::default());
-        }
-        s if s.is_final() => {
-            tracing::info!(dispatch = %d.id, state = %s, "dispatch is over; message dropped");
-            return Ok(Tally::default());
-        }
-        s => {
-            return Err(Error::Conflict(format!(
-                "dispatch {} is {s}, not sending",
-                d.id
-            )));
+    let mut tally = Tally::default();
+    if batch.items.is_empty() {
+        return Ok(tally);
+    }
+    let template = deps.template(&batch.dispatch_id).await?;
+    for chunk in batch.items.chunks(MAX_RECIPIENTS_PER_WRITE) {
+        let t = send_chunk(deps, &batch.dispatch_id, &template, chunk).await?;
+        let stop = t.throttled + t.quota_reached > 0;
+        tally.merge(t);
+        if stop {
+            break;
         }
     }
-    let template = deps.template(&d.id).await?;
-    let outcomes: Vec<(ItemOutcome, Option<String>)> = stream::iter(batch.items.iter().cloned())
-        .map(|item| {
-            let template = template.clone();
-            let d = &d;
-            async move {
-                match send_one(deps, d, &template, &item).await {
-                    Ok(o) => o,
-                    Err(e) => {
-                        tracing::warn!(dispatch = %d.id, recipient = %item.recipient_id, error = %e, "recipient will be retried");
-                        (ItemOutcome::Retry, None)
-                    }
-                }
-            }
-            .boxed()
-        })
-        .buffer_unordered(ITEM_CONCURRENCY)
-        .collect()
-        .await;
+    Ok(tally)
+}
+
+/// Claims, sends and records up to [`MAX_RECIPIENTS_PER_WRITE`] recipients.
+async fn send_chunk(
+    deps: &Deps,
+    dispatch_id: &str,
+    template: &MessageTemplate,
+    items: &[SendItem],
+) -> Result<Tally> {
+    let keys: Vec<_> = items.iter().map(|i| i.key.clone()).collect();
+    let token = claims::new_token();
+    let claimed = deps.store.claim_many(dispatch_id, &keys, &token).await?;
+    if claimed.dispatch_not_sending {
+        let back: Vec<_> = claimed
+            .held
+            .iter()
+            .map(|&i| (keys[i].clone(), Outcome::Release))
+            .collect();
+        record(deps, dispatch_id, &token, &back).await?;
+        return not_sending(deps, dispatch_id).await;
+    }
+    deps.saw(dispatch_id, DispatchState::Sending).await;
+    let held: Vec<&SendItem> = claimed.held.iter().map(|&i| &items[i]).collect();
+    let results = deliver(deps, dispatch_id, template, &held).await;
+    let writes: Vec<_> = held
+        .iter()
+        .zip(&results)
+        .map(|(item, (_, _, outcome))| (item.key.clone(), outcome.clone()))
+        .collect();
+    let written = record(deps, dispatch_id, &token, &writes).await?;
+    if written.lost > 0 {
+        tracing::error!(dispatch = %dispatch_id, lost = written.lost, "results not written: claims no longer held");
+    }
     let mut tally = Tally::default();
-    for (o, why) in outcomes {
+    for (o, why, _) in results {
         tally.add(o);
         if tally.throttle_reason.is_none() {
             tally.throttle_reason = why;
@@ -354,93 +412,234 @@ pub async fn send_batch(deps: &Deps, batch: &SendBatch) -> Result<Tally> {
     Ok(tally)
 }
 
+/// The dispatch refused a claim: decides what becomes of the message.
+async fn not_sending(deps: &Deps, dispatch_id: &str) -> Result<Tally> {
+    let d = deps
+        .store
+        .get_dispatch(dispatch_id)
+        .await?
+        .ok_or_else(|| Error::NotFound(dispatch_id.to_string()))?;
+    deps.saw(dispatch_id, d.state).await;
+    match d.state {
+        DispatchState::WaitingForContinuation | DispatchState::Paused => {
+            // The recipients stay pending; they are handed out again when sending continues.
+            tracing::info!(dispatch = %d.id, state = %d.state, "not sending now; message set aside");
+            Ok(Tally::default())
+        }
+        s if s.is_final() => {
+            tracing::info!(dispatch = %d.id, state = %s, "dispatch is over; message dropped");
+            Ok(Tally::default())
+        }
+        s => Err(Error::Conflict(format!(
+            "dispatch {} is {s}, not sending",
+            d.id
+        ))),
+    }
+}
+
+enum Rendered {
+    Email(RenderedEmail),
+    Sms(RenderedSms),
+}
+
+type Delivered = (ItemOutcome, Option<String>, Outcome);
+
+/// Renders and sends claimed recipients, each at its slot of the channel's shared rate.
+async fn deliver(
+    deps: &Deps,
+    dispatch_id: &str,
+    template: &MessageTemplate,
+    held: &[&SendItem],
+) -> Vec<Delivered> {
+    let mut out: Vec<Option<Delivered>> = vec![None; held.len()];
+    let mut plans: Vec<(usize, Rendered)> = Vec::new();
+    for (i, item) in held.iter().enumerate() {
+        let rendered = match item.channel {
+            Channel::Email => template.render_email(&item.fields).map(Rendered::Email),
+            Channel::Sms => template.render_sms(&item.fields).map(Rendered::Sms),
+        };
+        match rendered {
+            Ok(r) => plans.push((i, r)),
+            Err(e) => {
+                out[i] = Some((
+                    ItemOutcome::Failed,
+                    None,
+                    Outcome::Failed {
+                        reason: format!("render_failed: {e}"),
+                    },
+                ))
+            }
+        }
+    }
+    let emails = plans
+        .iter()
+        .filter(|(_, r)| matches!(r, Rendered::Email(_)))
+        .count() as u32;
+    let sms = plans.len() as u32 - emails;
+    let email_every = slot_interval(if emails > 0 {
+        deps.email_rate_now().await
+    } else {
+        deps.config.email_rate_per_second
+    });
+    let sms_every = slot_interval(deps.config.sms_rate_per_second);
+    let mut email_start = None;
+    let mut sms_start = None;
+    for (n, rate, every, start) in [
+        (emails, &deps.email_rate, email_every, &mut email_start),
+        (sms, &deps.sms_rate, sms_every, &mut sms_start),
+    ] {
+        if n == 0 {
+            continue;
+        }
+        match rate.take(n, every).await {
+            Ok(t) => *start = Some(t),
+            Err(e) => {
+                tracing::warn!(dispatch = %dispatch_id, error = %e, "no send slots; claims given back")
+            }
+        }
+    }
+    let (mut next_email, mut next_sms) = (0u32, 0u32);
+    let mut scheduled = Vec::new();
+    for (i, r) in plans {
+        let slot = match &r {
+            Rendered::Email(_) => email_start.map(|t| {
+                next_email += 1;
+                t * 1_000_000 + email_every.as_nanos() as i64 * (next_email - 1) as i64
+            }),
+            Rendered::Sms(_) => sms_start.map(|t| {
+                next_sms += 1;
+                t * 1_000_000 + sms_every.as_nanos() as i64 * (next_sms - 1) as i64
+            }),
+        };
+        match slot {
+            Some(at) => scheduled.push((i, r, at)),
+            None => out[i] = Some((ItemOutcome::Retry, None, Outcome::Release)),
+        }
+    }
+    let stop = AtomicBool::new(false);
+    let sent: Vec<(usize, Delivered)> = stream::iter(scheduled)
+        .map(|(i, r, at)| {
+            let stop = &stop;
+            let item = held[i];
+            async move {
+                tokio::time::sleep_until(instant_of(at)).await;
+                (i, send_one(deps, dispatch_id, item, &r, stop).await)
+            }
+            .boxed()
+        })
+        .buffer_unordered(ITEM_CONCURRENCY)
+        .collect()
+        .await;
+    for (i, d) in sent {
+        out[i] = Some(d);
+    }
+    out.into_iter()
+        .map(|d| d.unwrap_or((ItemOutcome::Retry, None, Outcome::Release)))
+        .collect()
+}
+
 async fn send_one(
     deps: &Deps,
-    d: &Dispatch,
-    t: &MessageTemplate,
+    dispatch_id: &str,
     item: &SendItem,
-) -> Result<(ItemOutcome, Option<String>)> {
-    if !deps.store.claim(&d.id, &item.key).await? {
-        return Ok((ItemOutcome::Skipped, None));
+    message: &Rendered,
+    stop: &AtomicBool,
+) -> Delivered {
+    if stop.load(Ordering::Relaxed) {
+        // An earlier send of this message was throttled: this one waits with the dispatch.
+        return (ItemOutcome::SetAside, None, Outcome::Release);
     }
-    let sent = match item.channel {
-        Channel::Email => match t.render_email(&item.fields) {
-            Ok(m) => {
-                deps.email_pace.wait().await;
-                if !deps.still_sending(&d.id).await {
-                    record_with_retry(|| deps.store.release(&d.id, &item.key)).await?;
-                    return Ok((ItemOutcome::SetAside, None));
+    if !deps.still_sending(dispatch_id).await {
+        return (ItemOutcome::SetAside, None, Outcome::Release);
+    }
+    if matches!(message, Rendered::Email(_)) && !deps.take_email_allowance().await {
+        stop.store(true, Ordering::Relaxed);
+        return (
+            ItemOutcome::QuotaReached,
+            Some(QUOTA_USED_UP.to_string()),
+            Outcome::Release,
+        );
+    }
+    let mut attempt = 0;
+    let result = loop {
+        let r = match message {
+            Rendered::Email(m) => deps.mailer.send(&item.address, m).await,
+            Rendered::Sms(m) => deps.sms.send(&item.address, m).await,
+        };
+        match r {
+            Err(SendError::Transient(why)) if attempt < TRANSIENT_RETRIES => {
+                attempt += 1;
+                tracing::warn!(dispatch = %dispatch_id, recipient = %item.recipient_id, attempt, error = %why, "not sent; trying again");
+                tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+                // A new attempt takes a slot of its own, so the rate still holds.
+                let (rate, every) = match message {
+                    Rendered::Email(_) => {
+                        (&deps.email_rate, slot_interval(deps.email_rate_now().await))
+                    }
+                    Rendered::Sms(_) => (
+                        &deps.sms_rate,
+                        slot_interval(deps.config.sms_rate_per_second),
+                    ),
+                };
+                match rate.take(1, every).await {
+                    Ok(at) => tokio::time::sleep_until(instant_of(at * 1_000_000)).await,
+                    Err(e) => break Err(SendError::Transient(e.to_string())),
                 }
-                if !deps.take_email_allowance().await {
-                    record_with_retry(|| deps.store.release(&d.id, &item.key)).await?;
-                    return Ok((ItemOutcome::QuotaReached, Some(QUOTA_USED_UP.to_string())));
-                }
-                deps.mailer.send(&item.address, &m).await
             }
-            Err(e) => Err(SendError::Permanent {
-                code: "render_failed".into(),
-                message: e.to_string(),
-            }),
-        },
-        Channel::Sms => match t.render_sms(&item.fields) {
-            Ok(m) => {
-                deps.sms_pace.wait().await;
-                if !deps.still_sending(&d.id).await {
-                    record_with_retry(|| deps.store.release(&d.id, &item.key)).await?;
-                    return Ok((ItemOutcome::SetAside, None));
-                }
-                deps.sms.send(&item.address, &m).await
-            }
-            Err(e) => Err(SendError::Permanent {
-                code: "render_failed".into(),
-                message: e.to_string(),
-            }),
-        },
+            other => break other,
+        }
     };
-    match sent {
-        Ok(message_id) => {
-            let at = now_rfc3339();
-            record_with_retry(|| deps.store.record_sent(&d.id, &item.key, &message_id, &at))
-                .await?;
-            Ok((ItemOutcome::Sent, None))
-        }
-        Err(SendError::Permanent { code, message }) => {
-            let reason = format!("{code}: {message}");
-            record_with_retry(|| deps.store.record_failed(&d.id, &item.key, &reason)).await?;
-            Ok((ItemOutcome::Failed, None))
-        }
-        Err(SendError::Unknown(why)) => {
-            let reason = format!("no answer from the provider ({why}); not re-sent automatically");
-            record_with_retry(|| deps.store.record_unknown(&d.id, &item.key, &reason)).await?;
-            Ok((ItemOutcome::Unknown, None))
-        }
+    match result {
+        Ok(message_id) => (
+            ItemOutcome::Sent,
+            None,
+            Outcome::Sent {
+                message_id,
+                at: now_rfc3339(),
+            },
+        ),
+        Err(SendError::Permanent { code, message }) => (
+            ItemOutcome::Failed,
+            None,
+            Outcome::Failed {
+                reason: format!("{code}: {message}"),
+            },
+        ),
+        Err(SendError::Unknown(why)) => (
+            ItemOutcome::Unknown,
+            None,
+            Outcome::Unknown {
+                reason: format!("no answer from the provider ({why}); not re-sent automatically"),
+            },
+        ),
         Err(SendError::Throttled(why)) => {
-            record_with_retry(|| deps.store.release(&d.id, &item.key)).await?;
-            Ok((ItemOutcome::Throttled, Some(why)))
+            stop.store(true, Ordering::Relaxed);
+            (ItemOutcome::Throttled, Some(why), Outcome::Release)
         }
         Err(e @ SendError::Transient(_)) => {
-            tracing::warn!(dispatch = %d.id, recipient = %item.recipient_id, error = %e, "not sent; claim given back");
-            record_with_retry(|| deps.store.release(&d.id, &item.key)).await?;
-            Ok((ItemOutcome::Retry, None))
+            tracing::warn!(dispatch = %dispatch_id, recipient = %item.recipient_id, error = %e, "not sent; claim given back");
+            (ItemOutcome::Retry, None, Outcome::Release)
         }
     }
 }
 
-/// A result that the provider already acted on must be written; a few tries with backoff.
-async fn record_with_retry<F, Fut>(write: F) -> Result<bool>
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = Result<bool>>,
-{
+/// Results the provider already acted on must be written: retried with backoff for a while.
+async fn record(
+    deps: &Deps,
+    dispatch_id: &str,
+    token: &str,
+    writes: &[(shared::store::RecipientKey, Outcome)],
+) -> Result<claims::Recorded> {
     let mut delay = Duration::from_millis(100);
     let mut last = None;
-    for _ in 0..4 {
-        match write().await {
+    for _ in 0..8 {
+        match deps.store.record_many(dispatch_id, token, writes).await {
             Ok(done) => return Ok(done),
             Err(e) if e.is_retryable() => {
+                tracing::warn!(dispatch = %dispatch_id, error = %e, "results not written yet; trying again");
                 last = Some(e);
                 tokio::time::sleep(delay).await;
-                delay *= 2;
+                delay = (delay * 2).min(Duration::from_secs(2));
             }
             Err(e) => return Err(e),
         }
