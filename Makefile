@@ -6,7 +6,7 @@ VENV := .venv
 MOTO := $(VENV)/bin/moto_server
 MOTO_VERSION := 5.2.5
 
-.PHONY: demo up test venv lint clean
+.PHONY: demo up test bench venv lint clean
 
 demo: $(MOTO)
 	cargo run --quiet -p local -- demo
@@ -16,6 +16,9 @@ up: $(MOTO)
 
 test: $(MOTO)
 	cargo test --workspace -- --test-threads=1
+
+bench: $(MOTO)
+	cargo bench --bench dispatch
 
 venv: $(MOTO)
 

@@ -183,6 +183,13 @@ async fn a_throttling_storm_pauses_the_dispatch_and_it_continues_by_itself() {
         15,
         Some(25),
     );
+    // SNS throttles 10 SMS after the first 5 (it answers 400 with code Throttling).
+    let sms_storm = proxy.add(
+        |s| s.is_sns_publish(),
+        Fault::Throttle("Throttling"),
+        5,
+        Some(10),
+    );
     let options = Options {
         endpoint: Some(proxy.url.clone()),
         ..fast(&[(vars::THROTTLE_PAUSE_SECS, "2")])
@@ -228,6 +235,7 @@ async fn a_throttling_storm_pauses_the_dispatch_and_it_continues_by_itself() {
         25,
         "the whole storm reached the senders"
     );
+    assert_eq!(proxy.injected(sms_storm), 10, "and the SMS storm too");
     assert!(
         states.contains(&"waiting_for_continuation".to_string()),
         "states seen: {states:?}"
@@ -633,9 +641,13 @@ async fn runs_of_send_slots_taken_by_many_senders_at_once_never_overlap() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn recipients_of_dead_lettered_messages_are_counted_as_stuck_and_stay_pending() {
-    let local = Local::start(fast(&[(vars::RECIPIENTS_PER_MESSAGE, "4")]))
-        .await
-        .unwrap();
+    // The schedule looks at the dispatch often: it must not hand stuck recipients out again.
+    let local = Local::start(fast(&[
+        (vars::RECIPIENTS_PER_MESSAGE, "4"),
+        (vars::STALL_SECS, "2"),
+    ]))
+    .await
+    .unwrap();
     let portal = local.portal();
     let addresses = upload(&local, "stuck", 12).await;
     portal
@@ -712,6 +724,11 @@ async fn recipients_of_dead_lettered_messages_are_counted_as_stuck_and_stay_pend
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     assert!(waiting >= 3, "{waiting} messages in the dead-letter queue");
+    // Nothing hands them out again by itself, so nothing is counted twice.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let d = portal.dispatch("stuck").await.unwrap().unwrap();
+    assert_eq!(d["counts"]["stuck"], addresses.len() as u64, "{d}");
+    assert!(delivered(&local.emulator).await.is_empty());
     local.system.stop().await;
 }
 

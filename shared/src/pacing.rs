@@ -145,7 +145,9 @@ mod tests {
         assert_eq!(slot_interval(50.0), Duration::from_nanos(20_408_163));
         // Fifty slots span more than a second, so no second holds more than fifty.
         assert!(slot_interval(50.0) * 50 > Duration::from_secs(1));
-        assert_eq!(slot_interval(0.0), Duration::from_nanos(1_020_408_163));
+        // A rate that makes no sense sends one a second rather than none or unbounded.
+        assert_eq!(slot_interval(0.0), Duration::from_secs(1));
+        assert_eq!(slot_interval(f64::NAN), Duration::from_secs(1));
     }
 
     #[tokio::test]

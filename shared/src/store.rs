@@ -454,8 +454,39 @@ impl Store {
         .await
     }
 
+    /// Marks pending recipients whose queue message went to the dead-letter queue, so that
+    /// they are not handed out again by themselves, and counts those newly marked on the
+    /// dispatch. Returns how many were newly marked.
+    pub async fn mark_stuck(&self, id: &str, keys: &[RecipientKey]) -> Result<u64> {
+        let mut marked = 0;
+        for key in keys {
+            let res = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .key("pk", s(shard_pk(id, key.shard)))
+                .key("sk", s(key.sk.clone()))
+                .update_expression("SET stuck_at = :now, updated_at = :now")
+                .condition_expression("#state = :pending AND attribute_not_exists(stuck_at)")
+                .expression_attribute_names("#state", "state")
+                .expression_attribute_values(":pending", s(RecipientState::Pending.as_str()))
+                .expression_attribute_values(":now", s(now_rfc3339()))
+                .send()
+                .await;
+            match res {
+                Ok(_) => marked += 1,
+                Err(e) if is_conditional_failure(&e) => {}
+                Err(e) => return Err(Error::aws("UpdateItem")(e)),
+            }
+        }
+        if marked > 0 {
+            self.add_stuck(id, marked).await?;
+        }
+        Ok(marked)
+    }
+
     /// Counts recipients whose queue message went to the dead-letter queue.
-    pub async fn add_stuck(&self, id: &str, recipients: u64) -> Result<()> {
+    async fn add_stuck(&self, id: &str, recipients: u64) -> Result<()> {
         self.client
             .update_item()
             .table_name(&self.table)
@@ -584,6 +615,39 @@ impl Store {
         after: Option<String>,
         limit: i32,
     ) -> Result<Page> {
+        self.query_shard_filtered(dispatch_id, shard, state, after, limit, false)
+            .await
+    }
+
+    /// Pending recipients to hand to the senders: those whose message went to the dead-letter
+    /// queue wait for an operator instead.
+    pub async fn query_sendable(
+        &self,
+        dispatch_id: &str,
+        shard: u32,
+        after: Option<String>,
+        limit: i32,
+    ) -> Result<Page> {
+        self.query_shard_filtered(
+            dispatch_id,
+            shard,
+            Some(RecipientState::Pending),
+            after,
+            limit,
+            true,
+        )
+        .await
+    }
+
+    async fn query_shard_filtered(
+        &self,
+        dispatch_id: &str,
+        shard: u32,
+        state: Option<RecipientState>,
+        after: Option<String>,
+        limit: i32,
+        sendable_only: bool,
+    ) -> Result<Page> {
         let mut q = self
             .client
             .query()
@@ -594,7 +658,11 @@ impl Store {
             .select(Select::AllAttributes);
         if let Some(st) = state {
             q = q
-                .filter_expression("#state = :st")
+                .filter_expression(if sendable_only {
+                    "#state = :st AND attribute_not_exists(stuck_at)"
+                } else {
+                    "#state = :st"
+                })
                 .expression_attribute_names("#state", "state")
                 .expression_attribute_values(":st", s(st.as_str()));
         }

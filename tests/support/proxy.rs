@@ -33,6 +33,11 @@ impl Seen {
         self.method == "GET" && self.path == "/v2/email/account"
     }
 
+    /// SNS `Publish`.
+    pub fn is_sns_publish(&self) -> bool {
+        self.body.contains("Action=Publish")
+    }
+
     /// A DynamoDB operation, e.g. `UpdateItem`.
     pub fn is_dynamodb(&self, op: &str) -> bool {
         self.target == format!("DynamoDB_20120810.{op}")
@@ -278,6 +283,20 @@ async fn answer(
     let fault = fault_for(inner, seen);
     let reset_after = matches!(fault, Some(Fault::Reset { forwarded: true }));
     match fault {
+        Some(Fault::Throttle(code)) if seen.body.contains("Action=") => {
+            // Query protocols (SNS) answer with an XML error document.
+            let body = format!(
+                "<ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code>\
+                 <Message>Rate exceeded</Message></Error><RequestId>injected</RequestId></ErrorResponse>"
+            );
+            let mut r = Response::new(Body::from(body));
+            *r.status_mut() = StatusCode::BAD_REQUEST;
+            r.headers_mut().insert(
+                HeaderName::from_static("content-type"),
+                HeaderValue::from_static("text/xml"),
+            );
+            return Ok((r, 0, false));
+        }
         Some(Fault::Throttle(code)) => {
             return Ok((
                 error(

@@ -82,16 +82,24 @@ pub async fn fan_out(deps: &Deps, work: &FanOut) -> Result<()> {
     }
     let mut after = work.after.clone();
     for _ in 0..PAGES_PER_MESSAGE {
-        let page = deps
-            .store
-            .query_shard(
-                &d.id,
-                work.shard,
-                Some(RecipientState::Pending),
-                after.clone(),
-                PAGE_SIZE,
-            )
-            .await?;
+        let page = match work.action {
+            FanOutAction::Send => {
+                deps.store
+                    .query_sendable(&d.id, work.shard, after.clone(), PAGE_SIZE)
+                    .await?
+            }
+            FanOutAction::Reject => {
+                deps.store
+                    .query_shard(
+                        &d.id,
+                        work.shard,
+                        Some(RecipientState::Pending),
+                        after.clone(),
+                        PAGE_SIZE,
+                    )
+                    .await?
+            }
+        };
         match work.action {
             FanOutAction::Send => enqueue(deps, &d.id, page.recipients).await?,
             FanOutAction::Reject => reject(deps, &d.id, page.recipients).await?,

@@ -61,9 +61,10 @@ struct QuotaState {
 
 /// How long the account's quota is trusted before it is read again.
 const QUOTA_FRESH_FOR: Duration = Duration::from_secs(60);
-/// How long a sighting of a dispatch's state is trusted before the next send. A claim counts
-/// as a sighting: it only succeeds while the dispatch is sending.
-const STATE_FRESH_FOR: Duration = Duration::from_secs(2);
+/// How long a sighting of a dispatch's state is trusted before the next send: an operator's
+/// pause takes effect within this long. A claim counts as a sighting (it only succeeds while
+/// the dispatch is sending), so a sender reads the dispatch at most once per this long.
+const STATE_FRESH_FOR: Duration = Duration::from_secs(5);
 /// Extra attempts at a send that failed without reaching the provider (5xx, connection).
 const TRANSIENT_RETRIES: u32 = 2;
 
@@ -188,6 +189,8 @@ pub struct Tally {
     pub quota_reached: u64,
     /// The provider's words when it throttled.
     pub throttle_reason: Option<String>,
+    /// Recipients given back for the message to come again.
+    pub retry_keys: Vec<shared::store::RecipientKey>,
 }
 
 impl Tally {
@@ -213,6 +216,7 @@ impl Tally {
         if self.throttle_reason.is_none() {
             self.throttle_reason = t.throttle_reason;
         }
+        self.retry_keys.extend(t.retry_keys);
     }
 }
 
@@ -252,11 +256,11 @@ pub async fn handle(deps: &Deps, event: SqsEvent) -> Result<SqsBatchResponse, Er
 
     let mut failures = Vec::new();
     let mut per_dispatch: BTreeMap<String, Tally> = BTreeMap::new();
-    let mut stuck: BTreeMap<String, u64> = BTreeMap::new();
+    let mut stuck: BTreeMap<String, Vec<shared::store::RecipientKey>> = BTreeMap::new();
     for (id, receives, batch, result) in results {
         let (retry, not_done) = match result {
             Ok(t) => {
-                let not_done = t.retry;
+                let not_done = t.retry_keys.clone();
                 if let Some(b) = &batch {
                     per_dispatch
                         .entry(b.dispatch_id.clone())
@@ -265,11 +269,15 @@ pub async fn handle(deps: &Deps, event: SqsEvent) -> Result<SqsBatchResponse, Er
                 }
                 // Throttled recipients are pending again and continue with the dispatch; only
                 // faults make the queue deliver the message again.
-                (not_done > 0, not_done)
+                (!not_done.is_empty(), not_done)
             }
             Err(e) => {
                 tracing::error!(message_id = %id, receives, error = %e, "send message failed");
-                (true, batch.as_ref().map_or(0, |b| b.items.len() as u64))
+                let keys = batch
+                    .as_ref()
+                    .map(|b| b.items.iter().map(|i| i.key.clone()).collect())
+                    .unwrap_or_default();
+                (true, keys)
             }
         };
         if !retry || id.is_empty() {
@@ -279,7 +287,10 @@ pub async fn handle(deps: &Deps, event: SqsEvent) -> Result<SqsBatchResponse, Er
             // This was the last delivery the queue allows: the message goes to the
             // dead-letter queue and its recipients stay pending there.
             match &batch {
-                Some(b) => *stuck.entry(b.dispatch_id.clone()).or_default() += not_done,
+                Some(b) => stuck
+                    .entry(b.dispatch_id.clone())
+                    .or_default()
+                    .extend(not_done),
                 None => {
                     tracing::error!(message_id = %id, "unreadable send message goes to the dead-letter queue")
                 }
@@ -289,14 +300,18 @@ pub async fn handle(deps: &Deps, event: SqsEvent) -> Result<SqsBatchResponse, Er
         f.item_identifier = id;
         failures.push(f);
     }
-    for (dispatch_id, n) in stuck {
-        tracing::error!(dispatch = %dispatch_id, recipients = n, "recipients left in the dead-letter queue");
-        if let Err(e) = deps.store.add_stuck(&dispatch_id, n).await {
-            tracing::error!(dispatch = %dispatch_id, error = %e, "could not count the stuck recipients");
+    for (dispatch_id, keys) in stuck {
+        match deps.store.mark_stuck(&dispatch_id, &keys).await {
+            Ok(n) => {
+                tracing::error!(dispatch = %dispatch_id, recipients = n, "recipients left in the dead-letter queue")
+            }
+            Err(e) => {
+                tracing::error!(dispatch = %dispatch_id, error = %e, "could not mark the stuck recipients")
+            }
         }
     }
     for (dispatch_id, t) in per_dispatch {
-        if t.quota_reached > 0 {
+        if t.quota_reached > 0 || t.throttle_reason.as_deref().is_some_and(is_daily_quota) {
             let reason = t.throttle_reason.as_deref().unwrap_or(QUOTA_USED_UP);
             pause(deps, &dispatch_id, reason, deps.config.quota_recheck_secs).await;
         } else if t.throttled > 0 {
@@ -325,6 +340,13 @@ pub async fn handle(deps: &Deps, event: SqsEvent) -> Result<SqsBatchResponse, Er
 }
 
 const QUOTA_USED_UP: &str = "the account's 24-hour sending quota is used up";
+
+/// Whether the provider's refusal speaks of its daily quota rather than its rate: such a
+/// dispatch waits as long as for a quota it read itself.
+fn is_daily_quota(reason: &str) -> bool {
+    let r = reason.to_ascii_lowercase();
+    r.contains("daily") || r.contains("24 hour") || r.contains("24-hour")
+}
 
 /// Stops sending for a while after a throttle. A dispatch already waiting stays as it is.
 async fn pause(deps: &Deps, dispatch_id: &str, reason: &str, secs: u64) {
@@ -403,7 +425,10 @@ async fn send_chunk(
         tracing::error!(dispatch = %dispatch_id, lost = written.lost, "results not written: claims no longer held");
     }
     let mut tally = Tally::default();
-    for (o, why, _) in results {
+    for (item, (o, why, _)) in held.iter().zip(results) {
+        if o == ItemOutcome::Retry {
+            tally.retry_keys.push(item.key.clone());
+        }
         tally.add(o);
         if tally.throttle_reason.is_none() {
             tally.throttle_reason = why;
@@ -645,4 +670,22 @@ async fn record(
         }
     }
     Err(last.unwrap_or_else(|| Error::Malformed("no attempt made".into())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_over_the_daily_quota_is_told_from_one_over_the_rate() {
+        assert!(is_daily_quota(
+            "LimitExceededException: Daily message quota exceeded."
+        ));
+        assert!(is_daily_quota(
+            "Throttling: exceeded the 24-hour sending limit"
+        ));
+        assert!(!is_daily_quota(
+            "TooManyRequestsException: Maximum sending rate exceeded."
+        ));
+    }
 }
