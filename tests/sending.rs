@@ -425,8 +425,9 @@ async fn an_operator_pause_stops_sending_within_seconds_and_resume_sends_only_th
     let (status, body) = portal.post("/dispatches/pausable/pause").await.unwrap();
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["state"], "paused");
-    // Within a couple of seconds nothing more goes out, and it stays that way.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Within a few seconds (a sender looks at the dispatch at least every 5 s while sending)
+    // nothing more goes out, and it stays that way.
+    tokio::time::sleep(Duration::from_secs(6)).await;
     let settled = delivered(&local.emulator).await.values().sum::<usize>();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let later = delivered(&local.emulator).await.values().sum::<usize>();

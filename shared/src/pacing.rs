@@ -1,5 +1,6 @@
 //! Pacing: send slots at a rate shared by every sender instance.
 
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use std::time::Duration;
 
 fn interval_nanos(rate: f64) -> u64 {
@@ -19,9 +20,9 @@ pub fn instant_of(unix_nanos: i64) -> tokio::time::Instant {
 }
 
 /// A send rate shared by every sender instance: one DynamoDB item per channel holds the time
-/// of the next free slot, and a sender takes a run of consecutive slots with one conditional
-/// write. Runs taken by different instances never overlap, so the senders together keep to
-/// the rate however many of them run.
+/// of the next free slot, and a sender takes a run of consecutive slots with one atomic
+/// addition. Runs taken by different instances never overlap, so the senders together keep
+/// to the rate however many of them run.
 pub struct SharedRate {
     store: crate::store::Store,
     pk: String,
@@ -51,88 +52,67 @@ impl SharedRate {
 
     /// Takes `count` consecutive slots `interval` apart and returns when the first one is, as
     /// milliseconds since the Unix epoch (now or later).
+    ///
+    /// One atomic addition to the schedule places the run after every run taken before it,
+    /// however many senders ask at once. When the schedule has fallen behind the clock (nobody
+    /// sent for a while), the run would lie in the past: the schedule then starts again from
+    /// now with a write conditional on its still being behind; a sender that finds it no
+    /// longer behind asks again and lands after the new start.
     pub async fn take(&self, count: u32, interval: Duration) -> crate::Result<i64> {
-        use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-        use aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure;
         let span = (interval.as_nanos() as u64 * count as u64).div_ceil(1_000_000) as i64;
-        // First as if the rate were idle; after that from the next free slot the item showed.
-        let mut seen: Option<i64> = None;
         for _ in 0..16 {
-            let now = unix_ms();
-            let start = seen.map_or(now, |t| t.max(now));
-            let mut req = self
+            let out = self
                 .store
                 .client
                 .update_item()
                 .table_name(&self.store.table)
                 .key("pk", crate::store::s(self.pk.clone()))
                 .key("sk", crate::store::s("RATE"))
-                .update_expression("SET next_at = :end")
+                .update_expression("ADD next_at :span")
+                .expression_attribute_values(":span", AttributeValue::N(span.to_string()))
+                .return_values(ReturnValue::UpdatedNew)
+                .send()
+                .await
+                .map_err(crate::Error::aws("UpdateItem"))?;
+            let end = out
+                .attributes()
+                .and_then(|a| a.get("next_at"))
+                .and_then(|v| v.as_n().ok())
+                .and_then(|v| v.parse::<i64>().ok())
+                .ok_or_else(|| crate::Error::Malformed(format!("{}: no next_at", self.pk)))?;
+            let start = end - span;
+            let now = unix_ms();
+            if start >= now {
+                return Ok(start);
+            }
+            // Behind the clock: start the schedule again from now, unless it no longer is behind
+            // (every run in it ends by `next_at`, so a run from now overlaps none of them).
+            let res = self
+                .store
+                .client
+                .update_item()
+                .table_name(&self.store.table)
+                .key("pk", crate::store::s(self.pk.clone()))
+                .key("sk", crate::store::s("RATE"))
+                .update_expression("SET next_at = :restart")
+                .condition_expression("next_at < :now")
                 .expression_attribute_values(
-                    ":end",
-                    aws_sdk_dynamodb::types::AttributeValue::N((start + span).to_string()),
+                    ":restart",
+                    AttributeValue::N((now + span).to_string()),
                 )
-                .return_values_on_condition_check_failure(
-                    ReturnValuesOnConditionCheckFailure::AllOld,
-                );
-            req = match seen {
-                Some(t) if t > now => req
-                    .condition_expression("next_at = :seen")
-                    .expression_attribute_values(
-                        ":seen",
-                        aws_sdk_dynamodb::types::AttributeValue::N(t.to_string()),
-                    ),
-                _ => req
-                    .condition_expression("attribute_not_exists(next_at) OR next_at <= :now")
-                    .expression_attribute_values(
-                        ":now",
-                        aws_sdk_dynamodb::types::AttributeValue::N(now.to_string()),
-                    ),
-            };
-            match req.send().await {
-                Ok(_) => return Ok(start),
-                Err(e) => match e.as_service_error() {
-                    Some(UpdateItemError::ConditionalCheckFailedException(c)) => {
-                        let next = c
-                            .item()
-                            .and_then(|i| i.get("next_at"))
-                            .and_then(|v| v.as_n().ok())
-                            .and_then(|v| v.parse::<i64>().ok());
-                        match next {
-                            Some(t) => seen = Some(t),
-                            None => seen = Some(self.next_at().await?),
-                        }
-                    }
-                    _ => return Err(crate::Error::aws("UpdateItem")(e)),
-                },
+                .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
+                .send()
+                .await;
+            match res {
+                Ok(_) => return Ok(now),
+                Err(e) if crate::store::is_conditional_failure(&e) => continue,
+                Err(e) => return Err(crate::Error::aws("UpdateItem")(e)),
             }
         }
         Err(crate::Error::Conflict(format!(
             "{}: the shared rate kept changing under this sender",
             self.pk
         )))
-    }
-
-    /// The next free slot as stored (for services that do not return the item on a failed
-    /// condition).
-    async fn next_at(&self) -> crate::Result<i64> {
-        let out = self
-            .store
-            .client
-            .get_item()
-            .table_name(&self.store.table)
-            .key("pk", crate::store::s(self.pk.clone()))
-            .key("sk", crate::store::s("RATE"))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(crate::Error::aws("GetItem"))?;
-        Ok(out
-            .item()
-            .and_then(|i| i.get("next_at"))
-            .and_then(|v| v.as_n().ok())
-            .and_then(|v| v.parse::<i64>().ok())
-            .unwrap_or(0))
     }
 }
 

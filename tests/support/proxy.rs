@@ -356,7 +356,10 @@ async fn answer(
                 return Err(());
             }
             let delivered = seen.target.ends_with(".ReceiveMessage")
-                && bytes.windows(12).any(|w| w == b"\"Messages\":[");
+                && serde_json::from_slice::<serde_json::Value>(&bytes)
+                    .ok()
+                    .and_then(|v| v["Messages"].as_array().map(|m| !m.is_empty()))
+                    .unwrap_or(false);
             let mut out = Response::builder().status(status);
             for (k, v) in &headers {
                 if k != "content-length" && k != "transfer-encoding" && k != "connection" {

@@ -31,8 +31,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Mutex;
 
-/// Recipients of one message sent at once (the pacer still spaces them).
-const ITEM_CONCURRENCY: usize = 8;
+/// Sends of one message in flight at once: all of them (at most 99), each waiting for its
+/// own slot, so that a slow answer to one send does not make the next ones late.
+const ITEM_CONCURRENCY: usize = MAX_RECIPIENTS_PER_WRITE;
 /// Queue messages of one invocation handled at once.
 const RECORD_CONCURRENCY: usize = 4;
 
@@ -546,11 +547,7 @@ async fn deliver(
         .map(|(i, r, at)| {
             let stop = &stop;
             let item = held[i];
-            async move {
-                tokio::time::sleep_until(instant_of(at)).await;
-                (i, send_one(deps, dispatch_id, item, &r, stop).await)
-            }
-            .boxed()
+            async move { (i, send_one(deps, dispatch_id, item, &r, stop, at).await) }.boxed()
         })
         .buffer_unordered(ITEM_CONCURRENCY)
         .collect()
@@ -563,18 +560,63 @@ async fn deliver(
         .collect()
 }
 
+/// A send this much behind its slot takes a new one rather than catching up: late sends that
+/// catch up would bunch together and exceed the rate.
+const MAX_LATE: Duration = Duration::from_millis(15);
+/// How long before its slot a send looks at the dispatch's state.
+const LOOK_AHEAD: Duration = Duration::from_millis(100);
+
+impl Deps {
+    fn rate_for(&self, message: &Rendered) -> &SharedRate {
+        match message {
+            Rendered::Email(_) => &self.email_rate,
+            Rendered::Sms(_) => &self.sms_rate,
+        }
+    }
+
+    async fn interval_for(&self, message: &Rendered) -> Duration {
+        match message {
+            Rendered::Email(_) => slot_interval(self.email_rate_now().await),
+            Rendered::Sms(_) => slot_interval(self.config.sms_rate_per_second),
+        }
+    }
+
+    /// Waits for a send slot (Unix nanoseconds); a slot missed by more than [`MAX_LATE`] is
+    /// replaced by a new one.
+    async fn wait_for_slot(&self, message: &Rendered, mut at: i64) -> Result<()> {
+        for _ in 0..4 {
+            tokio::time::sleep_until(instant_of(at)).await;
+            let late = time::OffsetDateTime::now_utc().unix_timestamp_nanos() as i64 - at;
+            if late <= MAX_LATE.as_nanos() as i64 {
+                return Ok(());
+            }
+            tracing::debug!(
+                late_ms = late / 1_000_000,
+                "send slot missed; taking a new one"
+            );
+            let every = self.interval_for(message).await;
+            at = self.rate_for(message).take(1, every).await? * 1_000_000;
+        }
+        Err(Error::Conflict("no send slot kept".into()))
+    }
+}
+
 async fn send_one(
     deps: &Deps,
     dispatch_id: &str,
     item: &SendItem,
     message: &Rendered,
     stop: &AtomicBool,
+    slot: i64,
 ) -> Delivered {
     if stop.load(Ordering::Relaxed) {
         // An earlier send of this message was throttled: this one waits with the dispatch.
         return (ItemOutcome::SetAside, None, Outcome::Release);
     }
-    if !deps.still_sending(dispatch_id).await {
+    // Look at the dispatch shortly before the slot, so that a pause made while this send
+    // waited for its slot still stops it, and a read does not make the send late.
+    tokio::time::sleep_until(instant_of(slot - LOOK_AHEAD.as_nanos() as i64)).await;
+    if stop.load(Ordering::Relaxed) || !deps.still_sending(dispatch_id).await {
         return (ItemOutcome::SetAside, None, Outcome::Release);
     }
     if matches!(message, Rendered::Email(_)) && !deps.take_email_allowance().await {
@@ -584,6 +626,13 @@ async fn send_one(
             Some(QUOTA_USED_UP.to_string()),
             Outcome::Release,
         );
+    }
+    if let Err(e) = deps.wait_for_slot(message, slot).await {
+        tracing::warn!(dispatch = %dispatch_id, error = %e, "no send slot; claim given back");
+        return (ItemOutcome::Retry, None, Outcome::Release);
+    }
+    if stop.load(Ordering::Relaxed) {
+        return (ItemOutcome::SetAside, None, Outcome::Release);
     }
     let mut attempt = 0;
     let result = loop {
@@ -597,18 +646,13 @@ async fn send_one(
                 tracing::warn!(dispatch = %dispatch_id, recipient = %item.recipient_id, attempt, error = %why, "not sent; trying again");
                 tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
                 // A new attempt takes a slot of its own, so the rate still holds.
-                let (rate, every) = match message {
-                    Rendered::Email(_) => {
-                        (&deps.email_rate, slot_interval(deps.email_rate_now().await))
-                    }
-                    Rendered::Sms(_) => (
-                        &deps.sms_rate,
-                        slot_interval(deps.config.sms_rate_per_second),
-                    ),
-                };
-                match rate.take(1, every).await {
-                    Ok(at) => tokio::time::sleep_until(instant_of(at * 1_000_000)).await,
+                let every = deps.interval_for(message).await;
+                let slot = match deps.rate_for(message).take(1, every).await {
+                    Ok(at) => at * 1_000_000,
                     Err(e) => break Err(SendError::Transient(e.to_string())),
+                };
+                if let Err(e) = deps.wait_for_slot(message, slot).await {
+                    break Err(SendError::Transient(e.to_string()));
                 }
             }
             other => break other,
