@@ -734,7 +734,7 @@ async fn recipients_of_dead_lettered_messages_are_counted_as_stuck_and_stay_pend
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn connections_dropped_after_the_emulator_took_a_request_neither_lose_nor_double_anything() {
+async fn slow_answers_and_dropped_connections_neither_lose_nor_double_anything() {
     let emulator = Emulator::start().await.unwrap();
     let proxy = FaultProxy::start(&emulator.endpoint).await;
     // Claim and result transactions that the emulator applied, whose answers never came back:
@@ -751,6 +751,13 @@ async fn connections_dropped_after_the_emulator_took_a_request_neither_lose_nor_
         Fault::Reset { forwarded: true },
         10,
         Some(1),
+    );
+    // A provider that answers five sends slowly (well within the attempt timeout).
+    let slow = proxy.add(
+        |s| s.is_send_email(),
+        Fault::Delay(Duration::from_millis(1500)),
+        20,
+        Some(5),
     );
     let options = Options {
         endpoint: Some(proxy.url.clone()),
@@ -781,6 +788,7 @@ async fn connections_dropped_after_the_emulator_took_a_request_neither_lose_nor_
         .unwrap();
     assert_eq!(proxy.injected(writes), 6);
     assert_eq!(proxy.injected(mail), 1);
+    assert_eq!(proxy.injected(slow), 5);
     assert_eq!(d["state"], "completed_with_errors", "{d}");
     assert_eq!(d["counts"]["unknown"], 1, "{d}");
     assert_eq!(d["counts"]["sent"], addresses.len() as u64 - 1, "{d}");

@@ -563,6 +563,8 @@ async fn deliver(
 /// A send this much behind its slot takes a new one rather than catching up: late sends that
 /// catch up would bunch together and exceed the rate.
 const MAX_LATE: Duration = Duration::from_millis(15);
+/// New slots a send takes after missing its slot before it goes late anyway.
+const NEW_SLOTS: usize = 2;
 /// How long before its slot a send looks at the dispatch's state.
 const LOOK_AHEAD: Duration = Duration::from_millis(100);
 
@@ -581,10 +583,11 @@ impl Deps {
         }
     }
 
-    /// Waits for a send slot (Unix nanoseconds); a slot missed by more than [`MAX_LATE`] is
-    /// replaced by a new one.
+    /// Waits for a send slot (Unix nanoseconds). A slot missed by more than [`MAX_LATE`] is
+    /// replaced by a new one, up to [`NEW_SLOTS`] times; a sender that keeps missing them (a
+    /// starved machine) then sends late rather than not at all.
     async fn wait_for_slot(&self, message: &Rendered, mut at: i64) -> Result<()> {
-        for _ in 0..4 {
+        for _ in 0..NEW_SLOTS {
             tokio::time::sleep_until(instant_of(at)).await;
             let late = time::OffsetDateTime::now_utc().unix_timestamp_nanos() as i64 - at;
             if late <= MAX_LATE.as_nanos() as i64 {
@@ -597,7 +600,8 @@ impl Deps {
             let every = self.interval_for(message).await;
             at = self.rate_for(message).take(1, every).await? * 1_000_000;
         }
-        Err(Error::Conflict("no send slot kept".into()))
+        tokio::time::sleep_until(instant_of(at)).await;
+        Ok(())
     }
 }
 
@@ -619,6 +623,14 @@ async fn send_one(
     if stop.load(Ordering::Relaxed) || !deps.still_sending(dispatch_id).await {
         return (ItemOutcome::SetAside, None, Outcome::Release);
     }
+    if let Err(e) = deps.wait_for_slot(message, slot).await {
+        tracing::warn!(dispatch = %dispatch_id, error = %e, "no send slot; claim given back");
+        return (ItemOutcome::Retry, None, Outcome::Release);
+    }
+    if stop.load(Ordering::Relaxed) {
+        return (ItemOutcome::SetAside, None, Outcome::Release);
+    }
+    // Taken last, so that only a send that goes out uses the quota.
     if matches!(message, Rendered::Email(_)) && !deps.take_email_allowance().await {
         stop.store(true, Ordering::Relaxed);
         return (
@@ -626,13 +638,6 @@ async fn send_one(
             Some(QUOTA_USED_UP.to_string()),
             Outcome::Release,
         );
-    }
-    if let Err(e) = deps.wait_for_slot(message, slot).await {
-        tracing::warn!(dispatch = %dispatch_id, error = %e, "no send slot; claim given back");
-        return (ItemOutcome::Retry, None, Outcome::Release);
-    }
-    if stop.load(Ordering::Relaxed) {
-        return (ItemOutcome::SetAside, None, Outcome::Release);
     }
     let mut attempt = 0;
     let result = loop {
