@@ -71,6 +71,40 @@ async fn delivered(emulator: &Emulator) -> BTreeMap<String, usize> {
     seen
 }
 
+/// Waits for validation to end.
+async fn validated(local: &Local, id: &str) {
+    local
+        .portal()
+        .wait_for(id, &["awaiting_approval"], Duration::from_secs(60), |_| {})
+        .await
+        .unwrap();
+}
+
+/// Waits for validation to end and approves through the API.
+async fn approve(local: &Local, id: &str) {
+    validated(local, id).await;
+    let (status, body) = local
+        .portal()
+        .post(&format!("/dispatches/{id}/approve"))
+        .await
+        .unwrap();
+    assert_eq!(status, 202, "{body}");
+}
+
+/// Waits for the dispatch to complete, with or without errors.
+async fn finished(local: &Local, id: &str) -> serde_json::Value {
+    local
+        .portal()
+        .wait_for(
+            id,
+            &["completed", "completed_with_errors"],
+            Duration::from_secs(120),
+            |_| {},
+        )
+        .await
+        .unwrap()
+}
+
 fn once_each(addresses: &[String]) -> BTreeMap<String, usize> {
     addresses.iter().map(|a| (a.clone(), 1)).collect()
 }
@@ -100,17 +134,7 @@ async fn every_message_delivered_twice_and_concurrently_still_sends_each_recipie
     .unwrap();
     let portal = local.portal();
     let addresses = upload(&local, "twice", 60).await;
-    portal
-        .wait_for(
-            "twice",
-            &["awaiting_approval"],
-            Duration::from_secs(60),
-            |_| {},
-        )
-        .await
-        .unwrap();
-    let (status, _) = portal.post("/dispatches/twice/approve").await.unwrap();
-    assert_eq!(status, 202);
+    approve(&local, "twice").await;
 
     // Collect every send message fan-out produced (kept invisible, not deleted).
     let sqs = &local.system.clients.sqs;
@@ -197,17 +221,7 @@ async fn a_throttling_storm_pauses_the_dispatch_and_it_continues_by_itself() {
     let local = Local::on(emulator, options).await.unwrap();
     let portal = local.portal();
     let addresses = upload(&local, "storm", 120).await;
-    portal
-        .wait_for(
-            "storm",
-            &["awaiting_approval"],
-            Duration::from_secs(60),
-            |_| {},
-        )
-        .await
-        .unwrap();
-    let (status, _) = portal.post("/dispatches/storm/approve").await.unwrap();
-    assert_eq!(status, 202);
+    approve(&local, "storm").await;
 
     let mut states = Vec::new();
     let mut resume_at = None;
@@ -274,29 +288,10 @@ async fn a_sender_that_cannot_record_after_the_provider_accepted_leaves_that_rec
         ])
     };
     let local = Local::on(emulator, options).await.unwrap();
-    let portal = local.portal();
     let addresses = upload(&local, "lost", 30).await;
-    portal
-        .wait_for(
-            "lost",
-            &["awaiting_approval"],
-            Duration::from_secs(60),
-            |_| {},
-        )
-        .await
-        .unwrap();
-    let (status, _) = portal.post("/dispatches/lost/approve").await.unwrap();
-    assert_eq!(status, 202);
+    approve(&local, "lost").await;
 
-    let d = portal
-        .wait_for(
-            "lost",
-            &["completed", "completed_with_errors"],
-            Duration::from_secs(120),
-            |_| {},
-        )
-        .await
-        .unwrap();
+    let d = finished(&local, "lost").await;
     assert!(proxy.injected(lost) > 0);
     assert_eq!(d["state"], "completed_with_errors");
     // Every recipient of that one message (at most five) is unknown; the rest are sent.
@@ -361,28 +356,9 @@ async fn dynamodb_errors_during_claims_and_status_writes_lose_and_double_nothing
         ..fast(&[(vars::STALL_SECS, "5")])
     };
     let local = Local::on(emulator, options).await.unwrap();
-    let portal = local.portal();
     let addresses = upload(&local, "flaky", 80).await;
-    portal
-        .wait_for(
-            "flaky",
-            &["awaiting_approval"],
-            Duration::from_secs(60),
-            |_| {},
-        )
-        .await
-        .unwrap();
-    let (status, _) = portal.post("/dispatches/flaky/approve").await.unwrap();
-    assert_eq!(status, 202);
-    let d = portal
-        .wait_for(
-            "flaky",
-            &["completed", "completed_with_errors"],
-            Duration::from_secs(120),
-            |_| {},
-        )
-        .await
-        .unwrap();
+    approve(&local, "flaky").await;
+    let d = finished(&local, "flaky").await;
     assert_eq!(proxy.injected(storm), 20);
     assert_eq!(d["state"], "completed", "{d}");
     assert_eq!(d["counts"]["sent"], addresses.len() as u64);
@@ -402,15 +378,7 @@ async fn an_operator_pause_stops_sending_within_seconds_and_resume_sends_only_th
     let local = Local::start(options).await.unwrap();
     let portal = local.portal();
     let addresses = upload(&local, "pausable", 120).await;
-    portal
-        .wait_for(
-            "pausable",
-            &["awaiting_approval"],
-            Duration::from_secs(60),
-            |_| {},
-        )
-        .await
-        .unwrap();
+    validated(&local, "pausable").await;
     let (status, body) = portal.post("/dispatches/pausable/pause").await.unwrap();
     assert_eq!(status, 409, "only a sending dispatch can be paused: {body}");
     let (status, _) = portal.post("/dispatches/pausable/approve").await.unwrap();
@@ -539,17 +507,7 @@ async fn the_accounts_daily_quota_is_honoured_and_the_rest_waits_for_continuatio
         .upload("quota", "manifest.json", MANIFEST.as_bytes().to_vec())
         .await
         .unwrap();
-    portal
-        .wait_for(
-            "quota",
-            &["awaiting_approval"],
-            Duration::from_secs(60),
-            |_| {},
-        )
-        .await
-        .unwrap();
-    let (status, _) = portal.post("/dispatches/quota/approve").await.unwrap();
-    assert_eq!(status, 202);
+    approve(&local, "quota").await;
 
     let d = portal
         .wait_for(
@@ -650,15 +608,7 @@ async fn recipients_of_dead_lettered_messages_are_counted_as_stuck_and_stay_pend
     .unwrap();
     let portal = local.portal();
     let addresses = upload(&local, "stuck", 12).await;
-    portal
-        .wait_for(
-            "stuck",
-            &["awaiting_approval"],
-            Duration::from_secs(60),
-            |_| {},
-        )
-        .await
-        .unwrap();
+    validated(&local, "stuck").await;
     // The frozen package disappears before sending: every send message fails until the
     // queue gives up on it.
     let s3 = aws_sdk_s3::Client::new(&local.sdk);
@@ -763,28 +713,9 @@ async fn slow_answers_and_dropped_connections_neither_lose_nor_double_anything()
         ..fast(&[])
     };
     let local = Local::on(emulator, options).await.unwrap();
-    let portal = local.portal();
     let addresses = upload(&local, "reset", 60).await;
-    portal
-        .wait_for(
-            "reset",
-            &["awaiting_approval"],
-            Duration::from_secs(60),
-            |_| {},
-        )
-        .await
-        .unwrap();
-    let (status, _) = portal.post("/dispatches/reset/approve").await.unwrap();
-    assert_eq!(status, 202);
-    let d = portal
-        .wait_for(
-            "reset",
-            &["completed", "completed_with_errors"],
-            Duration::from_secs(120),
-            |_| {},
-        )
-        .await
-        .unwrap();
+    approve(&local, "reset").await;
+    let d = finished(&local, "reset").await;
     assert_eq!(proxy.injected(writes), 6);
     assert_eq!(proxy.injected(mail), 1);
     assert_eq!(proxy.injected(slow), 5);

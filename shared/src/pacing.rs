@@ -50,6 +50,17 @@ impl SharedRate {
         }
     }
 
+    fn update(
+        &self,
+    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+        self.store
+            .client
+            .update_item()
+            .table_name(&self.store.table)
+            .key("pk", crate::store::s(self.pk.clone()))
+            .key("sk", crate::store::s("RATE"))
+    }
+
     /// Takes `count` consecutive slots `interval` apart and returns when the first one is, as
     /// milliseconds since the Unix epoch (now or later).
     ///
@@ -62,12 +73,7 @@ impl SharedRate {
         let span = (interval.as_nanos() as u64 * count as u64).div_ceil(1_000_000) as i64;
         for _ in 0..16 {
             let out = self
-                .store
-                .client
-                .update_item()
-                .table_name(&self.store.table)
-                .key("pk", crate::store::s(self.pk.clone()))
-                .key("sk", crate::store::s("RATE"))
+                .update()
                 .update_expression("ADD next_at :span")
                 .expression_attribute_values(":span", AttributeValue::N(span.to_string()))
                 .return_values(ReturnValue::UpdatedNew)
@@ -88,12 +94,7 @@ impl SharedRate {
             // Behind the clock: start the schedule again from now, unless it no longer is behind
             // (every run in it ends by `next_at`, so a run from now overlaps none of them).
             let res = self
-                .store
-                .client
-                .update_item()
-                .table_name(&self.store.table)
-                .key("pk", crate::store::s(self.pk.clone()))
-                .key("sk", crate::store::s("RATE"))
+                .update()
                 .update_expression("SET next_at = :restart")
                 .condition_expression("next_at < :now")
                 .expression_attribute_values(

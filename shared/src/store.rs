@@ -454,6 +454,18 @@ impl Store {
         .await
     }
 
+    fn update_recipient(
+        &self,
+        dispatch_id: &str,
+        key: &RecipientKey,
+    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(shard_pk(dispatch_id, key.shard)))
+            .key("sk", s(key.sk.clone()))
+    }
+
     /// Marks pending recipients whose queue message went to the dead-letter queue, so that
     /// they are not handed out again by themselves, and counts those newly marked on the
     /// dispatch. Returns how many were newly marked.
@@ -461,11 +473,7 @@ impl Store {
         let mut marked = 0;
         for key in keys {
             let res = self
-                .client
-                .update_item()
-                .table_name(&self.table)
-                .key("pk", s(shard_pk(id, key.shard)))
-                .key("sk", s(key.sk.clone()))
+                .update_recipient(id, key)
                 .update_expression("SET stuck_at = :now, updated_at = :now")
                 .condition_expression("#state = :pending AND attribute_not_exists(stuck_at)")
                 .expression_attribute_names("#state", "state")
@@ -753,11 +761,7 @@ impl Store {
             values.insert(format!(":x{i}"), s(v.clone()));
         }
         let res = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(shard_pk(dispatch_id, key.shard)))
-            .key("sk", s(key.sk.clone()))
+            .update_recipient(dispatch_id, key)
             .update_expression(expr)
             .condition_expression("#state = :from")
             .set_expression_attribute_names(Some(names))
