@@ -61,7 +61,7 @@ const SMS_TEXT: &str = "{{ first_name }}: water off in {{ town }} on Monday";
 
 /// 230 rows: valid email and SMS recipients and 20 rows that break one rule each.
 fn rows() -> Vec<Row> {
-    let towns = ["Aarhus", "Odense", "Aalborg", "Esbjerg", "Vejle"];
+    let towns = ["Århus", "Odense", "Aalborg", "Køge", "Vejle"];
     let mut rows = Vec::new();
     for i in 0..230u32 {
         let id = format!("{}", 500_000 + i);
@@ -161,14 +161,21 @@ fn rows() -> Vec<Row> {
     rows
 }
 
+/// A CSV as Excel saves it on Danish Windows: semicolons, CRLF, Windows-1252 text.
 fn csv_bytes(rows: &[Row]) -> Vec<u8> {
-    let mut w = csv::Writer::from_writer(Vec::new());
+    let mut w = csv::WriterBuilder::new()
+        .delimiter(b';')
+        .terminator(csv::Terminator::CRLF)
+        .from_writer(Vec::new());
     w.write_record(HEADERS).unwrap();
     for r in rows {
         w.write_record([&r.id, &r.first, &r.email, &r.phone, &r.channel, &r.town])
             .unwrap();
     }
-    w.into_inner().unwrap()
+    let text = String::from_utf8(w.into_inner().unwrap()).unwrap();
+    let (bytes, _, unmappable) = encoding_rs::WINDOWS_1252.encode(&text);
+    assert!(!unmappable);
+    bytes.into_owned()
 }
 
 /// An XLSX as a spreadsheet user makes it: ids and phone numbers typed as numbers.
@@ -281,7 +288,7 @@ async fn run_dispatch(list_name: &str, list: Vec<u8>) {
     let sample: Value = serde_json::from_str(&sample).unwrap();
     assert_eq!(
         sample["sms"]["message"]["text"],
-        "Name0: water off in Aarhus on Monday"
+        "Name0: water off in Århus on Monday"
     );
     assert_eq!(
         sample["email"]["message"]["subject"],

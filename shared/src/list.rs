@@ -1,5 +1,10 @@
 //! Reading recipient lists: CSV through the `csv` crate, XLSX/XLSM/XLS/ODS through calamine.
 //! Cells come out as the operator typed them: whole numbers without `.0`, dates as ISO dates.
+//!
+//! CSV text is read in the encoding the package declares; otherwise a byte order mark decides
+//! (UTF-8, or UTF-16 as Excel's "Unicode text" writes it), then UTF-8 when the bytes are valid
+//! UTF-8, and Windows-1252 (a superset of Latin-1's printable characters, what Excel writes on
+//! Western European Windows) when they are not.
 
 use calamine::{Data, Reader};
 use std::io::Cursor;
@@ -71,6 +76,33 @@ enum Source {
 pub struct ListReader {
     headers: Vec<String>,
     source: Source,
+    encoding: Option<&'static encoding_rs::Encoding>,
+}
+
+/// The text encoding a label names (WHATWG labels: `utf-8`, `windows-1252`, `latin1`,
+/// `iso-8859-1`, `utf-16le` …).
+pub fn encoding_for(label: &str) -> Option<&'static encoding_rs::Encoding> {
+    encoding_rs::Encoding::for_label(label.trim().as_bytes())
+}
+
+/// CSV bytes as UTF-8 text, and the encoding they were read in.
+fn decode_csv(
+    bytes: Vec<u8>,
+    declared: Option<&'static encoding_rs::Encoding>,
+) -> (Vec<u8>, &'static encoding_rs::Encoding) {
+    let (encoding, bom) = match (declared, encoding_rs::Encoding::for_bom(&bytes)) {
+        (_, Some((found, len))) => (found, len),
+        (Some(d), None) => (d, 0),
+        (None, None) if std::str::from_utf8(&bytes).is_ok() => (encoding_rs::UTF_8, 0),
+        (None, None) => (encoding_rs::WINDOWS_1252, 0),
+    };
+    if encoding == encoding_rs::UTF_8 {
+        let mut bytes = bytes;
+        bytes.drain(..bom);
+        return (bytes, encoding);
+    }
+    let (text, _, _) = encoding.decode(&bytes);
+    (text.into_owned().into_bytes(), encoding)
 }
 
 /// Header names are matched without regard to case, surrounding spaces, or `_`/`-`/space.
@@ -95,17 +127,43 @@ pub fn normalise_header(name: &str) -> String {
 impl ListReader {
     /// Opens a list held in memory. `name` gives the format by its extension.
     pub fn open(name: &str, bytes: Vec<u8>, sheet: Option<&str>) -> Result<ListReader, ListError> {
+        ListReader::open_with(name, bytes, sheet, None)
+    }
+
+    /// Opens a list, reading CSV text in `encoding` when one is declared.
+    pub fn open_with(
+        name: &str,
+        bytes: Vec<u8>,
+        sheet: Option<&str>,
+        encoding: Option<&'static encoding_rs::Encoding>,
+    ) -> Result<ListReader, ListError> {
         if bytes.is_empty() {
             return Err(ListError::Empty);
         }
         let format = ListFormat::from_name(name)
             .ok_or_else(|| ListError::UnknownFormat(name.to_string()))?;
-        let (headers, source) = match format {
-            ListFormat::Csv => open_csv(bytes)?,
-            ListFormat::Workbook => open_workbook(bytes, sheet)?,
+        let (headers, source, encoding) = match format {
+            ListFormat::Csv => {
+                let (text, encoding) = decode_csv(bytes, encoding);
+                let (h, s) = open_csv(text)?;
+                (h, s, Some(encoding))
+            }
+            ListFormat::Workbook => {
+                let (h, s) = open_workbook(bytes, sheet)?;
+                (h, s, None)
+            }
         };
         check_headers(&headers)?;
-        Ok(ListReader { headers, source })
+        Ok(ListReader {
+            headers,
+            source,
+            encoding,
+        })
+    }
+
+    /// The encoding a CSV list was read in (`None` for workbooks).
+    pub fn encoding(&self) -> Option<&'static str> {
+        self.encoding.map(|e| e.name())
     }
 
     /// Header names as written in the file.
@@ -182,9 +240,7 @@ impl ListReader {
 }
 
 fn open_csv(bytes: Vec<u8>) -> Result<(Vec<String>, Source), ListError> {
-    let body = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
-    let delimiter = detect_delimiter(body);
-    let bytes = body.to_vec();
+    let delimiter = detect_delimiter(&bytes);
     let mut reader = csv::ReaderBuilder::new()
         .delimiter(delimiter)
         .flexible(true)
@@ -379,5 +435,50 @@ mod tests {
             got[0].cells,
             ["0102031234", "4520123456", "1990-03-01", "2.5"]
         );
+    }
+
+    fn cells(r: &mut ListReader) -> Vec<Vec<String>> {
+        rows(r).into_iter().map(|row| row.cells).collect()
+    }
+
+    #[test]
+    fn csv_from_windows_1252_is_detected_and_read() {
+        // "Søren;Århus" as Excel writes it on Danish Windows: ø = 0xF8, Å = 0xC5.
+        let bytes = b"id;name;town\r\n1;S\xF8ren;\xC5rhus\r\n".to_vec();
+        let mut r = ListReader::open("l.csv", bytes, None).unwrap();
+        assert_eq!(r.encoding(), Some("windows-1252"));
+        assert_eq!(r.headers(), ["id", "name", "town"]);
+        assert_eq!(cells(&mut r), [["1", "Søren", "Århus"]]);
+    }
+
+    #[test]
+    fn a_declared_encoding_is_taken_and_utf8_is_left_alone() {
+        let latin1 = b"id,name\n1,Ren\xE9e\n".to_vec();
+        let mut r =
+            ListReader::open_with("l.csv", latin1, None, encoding_for("iso-8859-1")).unwrap();
+        assert_eq!(cells(&mut r), [["1", "Renée"]]);
+        let utf8 = "\u{feff}id,name\n1,Zoë\n".as_bytes().to_vec();
+        let mut r = ListReader::open("l.csv", utf8, None).unwrap();
+        assert_eq!(r.encoding(), Some("UTF-8"));
+        assert_eq!(
+            r.headers(),
+            ["id", "name"],
+            "the byte order mark is not part of the header"
+        );
+        assert_eq!(cells(&mut r), [["1", "Zoë"]]);
+        assert!(encoding_for("klingon").is_none());
+    }
+
+    #[test]
+    fn csv_in_utf16_with_a_byte_order_mark_is_read() {
+        // Excel's "Unicode text": UTF-16LE with a byte order mark, tab-delimited.
+        let text = "id\tname\r\n7\tÅse\r\n";
+        let mut bytes = vec![0xFF, 0xFE];
+        for u in text.encode_utf16() {
+            bytes.extend(u.to_le_bytes());
+        }
+        let mut r = ListReader::open("l.txt", bytes, None).unwrap();
+        assert_eq!(r.encoding(), Some("UTF-16LE"));
+        assert_eq!(cells(&mut r), [["7", "Åse"]]);
     }
 }

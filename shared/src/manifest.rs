@@ -81,6 +81,10 @@ pub struct Manifest {
     /// Worksheet to read; the first one when absent.
     #[serde(default)]
     pub sheet: Option<String>,
+    /// Text encoding of a CSV list (`utf-8`, `windows-1252`, `iso-8859-1`, `utf-16le` …);
+    /// detected when absent.
+    #[serde(default)]
+    pub encoding: Option<String>,
     pub channel: ChannelMode,
     #[serde(default)]
     pub columns: Columns,
@@ -116,6 +120,13 @@ impl Manifest {
             return bad("title must not be empty");
         }
         check_file_name("list", &self.list)?;
+        if let Some(label) = &self.encoding {
+            if crate::list::encoding_for(label).is_none() {
+                return Err(ManifestError::Invalid(format!(
+                    "encoding '{label}' is not a known text encoding (e.g. utf-8, windows-1252, iso-8859-1)"
+                )));
+            }
+        }
         if crate::list::ListFormat::from_name(&self.list).is_none() {
             return Err(ManifestError::Invalid(format!(
                 "list '{}' must end in .csv, .xlsx, .xlsm, .xls or .ods",
@@ -285,5 +296,19 @@ mod tests {
         assert!(dispatch_of_key("other/x/manifest.json").is_err());
         assert!(dispatch_of_key("incoming/a b/manifest.json").is_err());
         assert!(dispatch_of_key("incoming/x/y/manifest.json").is_err());
+    }
+
+    #[test]
+    fn an_unknown_encoding_is_refused_by_name() {
+        let e = Manifest::parse(
+            br#"{"title":"t","list":"a.csv","channel":"sms","sms":{"text":"s.txt"},"encoding":"ebcdic-x"}"#,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("encoding 'ebcdic-x'"), "{e}");
+        let m = Manifest::parse(
+            br#"{"title":"t","list":"a.csv","channel":"sms","sms":{"text":"s.txt"},"encoding":"windows-1252"}"#,
+        )
+        .unwrap();
+        assert_eq!(m.encoding.as_deref(), Some("windows-1252"));
     }
 }

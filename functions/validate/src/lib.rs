@@ -354,7 +354,12 @@ async fn check_package(deps: &Deps, bucket: &str, d: &Dispatch) -> Result<Outcom
         serde_json::to_vec(&source).map_err(|e| Error::Malformed(e.to_string()))?,
     ));
 
-    let mut reader = match ListReader::open(&m.list, list_bytes, m.sheet.as_deref()) {
+    let mut reader = match ListReader::open_with(
+        &m.list,
+        list_bytes,
+        m.sheet.as_deref(),
+        m.encoding.as_deref().and_then(shared::list::encoding_for),
+    ) {
         Ok(r) => r,
         Err(e) => return Ok(failed(&title, e.to_string())),
     };
