@@ -214,6 +214,11 @@ fn fast() -> Options {
 
 async fn upload_package(local: &Local, id: &str, list_name: &str, list: Vec<u8>) {
     local.upload(id, list_name, list).await.unwrap();
+    upload_template_and_manifest(local, id, list_name).await;
+}
+
+/// The message templates and, last, the manifest naming `list_name`.
+async fn upload_template_and_manifest(local: &Local, id: &str, list_name: &str) {
     local
         .upload(id, "email.txt", EMAIL_TEXT.as_bytes().to_vec())
         .await
@@ -230,6 +235,14 @@ async fn upload_package(local: &Local, id: &str, list_name: &str, list: Vec<u8>)
         )
         .await
         .unwrap();
+}
+
+/// Waits for a dispatch to fail validation.
+async fn validation_failed(portal: &local::portal::Portal, id: &str) -> Value {
+    portal
+        .wait_for(id, &["validation_failed"], Duration::from_secs(60), |_| {})
+        .await
+        .unwrap()
 }
 
 async fn run_dispatch(list_name: &str, list: Vec<u8>) {
@@ -479,43 +492,12 @@ async fn package_problems_fail_validation_with_their_reasons_and_send_nothing() 
     let portal = local.portal();
 
     // The manifest names a list that was never uploaded.
-    local
-        .upload("no-list", "email.txt", EMAIL_TEXT.as_bytes().to_vec())
-        .await
-        .unwrap();
-    local
-        .upload("no-list", "sms.txt", SMS_TEXT.as_bytes().to_vec())
-        .await
-        .unwrap();
-    local
-        .upload(
-            "no-list",
-            "manifest.json",
-            MANIFEST.replace("LIST", "people.xlsx").into_bytes(),
-        )
-        .await
-        .unwrap();
+    upload_template_and_manifest(&local, "no-list", "people.xlsx").await;
     // The template uses a field the list does not have.
     let list =
         b"Recipient ID,First Name,E-mail,Mobile,Preferred Channel\n1,Ann,ann@example.net,,email\n"
             .to_vec();
-    local.upload("no-town", "list.csv", list).await.unwrap();
-    local
-        .upload("no-town", "email.txt", EMAIL_TEXT.as_bytes().to_vec())
-        .await
-        .unwrap();
-    local
-        .upload("no-town", "sms.txt", SMS_TEXT.as_bytes().to_vec())
-        .await
-        .unwrap();
-    local
-        .upload(
-            "no-town",
-            "manifest.json",
-            MANIFEST.replace("LIST", "list.csv").into_bytes(),
-        )
-        .await
-        .unwrap();
+    upload_package(&local, "no-town", "list.csv", list).await;
     // The manifest itself is broken.
     local
         .upload(
@@ -526,45 +508,21 @@ async fn package_problems_fail_validation_with_their_reasons_and_send_nothing() 
         .await
         .unwrap();
 
-    let d = portal
-        .wait_for(
-            "no-list",
-            &["validation_failed"],
-            Duration::from_secs(60),
-            |_| {},
-        )
-        .await
-        .unwrap();
+    let d = validation_failed(&portal, "no-list").await;
     assert_eq!(
         d["problems"],
         serde_json::json!([
             "the package has no recipient list 'people.xlsx'; upload it before manifest.json"
         ])
     );
-    let d = portal
-        .wait_for(
-            "no-town",
-            &["validation_failed"],
-            Duration::from_secs(60),
-            |_| {},
-        )
-        .await
-        .unwrap();
+    let d = validation_failed(&portal, "no-town").await;
     assert_eq!(
         d["problems"],
         serde_json::json!([
             "the template uses merge fields that are not columns of the list: town"
         ])
     );
-    let d = portal
-        .wait_for(
-            "bad-manifest",
-            &["validation_failed"],
-            Duration::from_secs(60),
-            |_| {},
-        )
-        .await
-        .unwrap();
+    let d = validation_failed(&portal, "bad-manifest").await;
     assert!(
         d["problems"][0]
             .as_str()

@@ -71,6 +71,18 @@ async fn delivered(emulator: &Emulator) -> BTreeMap<String, usize> {
     seen
 }
 
+/// The system on its own emulator, every call of the functions going through a fault proxy.
+/// Rules added to the proxy before anything is uploaded apply to the whole dispatch.
+async fn behind_proxy(options: Options) -> (Local, FaultProxy) {
+    let emulator = Emulator::start().await.unwrap();
+    let proxy = FaultProxy::start(&emulator.endpoint).await;
+    let options = Options {
+        endpoint: Some(proxy.url.clone()),
+        ..options
+    };
+    (Local::on(emulator, options).await.unwrap(), proxy)
+}
+
 /// Waits for validation to end.
 async fn validated(local: &Local, id: &str) {
     local
@@ -198,8 +210,7 @@ async fn every_message_delivered_twice_and_concurrently_still_sends_each_recipie
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_throttling_storm_pauses_the_dispatch_and_it_continues_by_itself() {
-    let emulator = Emulator::start().await.unwrap();
-    let proxy = FaultProxy::start(&emulator.endpoint).await;
+    let (local, proxy) = behind_proxy(fast(&[(vars::THROTTLE_PAUSE_SECS, "2")])).await;
     // SES lets 15 emails through, then throttles the next 25 calls.
     let storm = proxy.add(
         |s| s.is_send_email(),
@@ -214,11 +225,6 @@ async fn a_throttling_storm_pauses_the_dispatch_and_it_continues_by_itself() {
         5,
         Some(10),
     );
-    let options = Options {
-        endpoint: Some(proxy.url.clone()),
-        ..fast(&[(vars::THROTTLE_PAUSE_SECS, "2")])
-    };
-    let local = Local::on(emulator, options).await.unwrap();
     let portal = local.portal();
     let addresses = upload(&local, "storm", 120).await;
     approve(&local, "storm").await;
@@ -265,8 +271,12 @@ async fn a_throttling_storm_pauses_the_dispatch_and_it_continues_by_itself() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_sender_that_cannot_record_after_the_provider_accepted_leaves_that_recipient_unknown() {
-    let emulator = Emulator::start().await.unwrap();
-    let proxy = FaultProxy::start(&emulator.endpoint).await;
+    let (local, proxy) = behind_proxy(fast(&[
+        (vars::CLAIM_EXPIRY_SECS, "3"),
+        (vars::STALL_SECS, "2"),
+        (vars::RECIPIENTS_PER_MESSAGE, "5"),
+    ]))
+    .await;
     // The results of the message holding recipient 7 never get written, as if its sender
     // died right after SES accepted the mails.
     let lost = proxy.add(
@@ -279,15 +289,6 @@ async fn a_sender_that_cannot_record_after_the_provider_accepted_leaves_that_rec
         0,
         None,
     );
-    let options = Options {
-        endpoint: Some(proxy.url.clone()),
-        ..fast(&[
-            (vars::CLAIM_EXPIRY_SECS, "3"),
-            (vars::STALL_SECS, "2"),
-            (vars::RECIPIENTS_PER_MESSAGE, "5"),
-        ])
-    };
-    let local = Local::on(emulator, options).await.unwrap();
     let addresses = upload(&local, "lost", 30).await;
     approve(&local, "lost").await;
 
@@ -340,8 +341,7 @@ async fn a_sender_that_cannot_record_after_the_provider_accepted_leaves_that_rec
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn dynamodb_errors_during_claims_and_status_writes_lose_and_double_nothing() {
-    let emulator = Emulator::start().await.unwrap();
-    let proxy = FaultProxy::start(&emulator.endpoint).await;
+    let (local, proxy) = behind_proxy(fast(&[(vars::STALL_SECS, "5")])).await;
     // Once sending is under way, 20 DynamoDB writes in a row fail with 500 (claims, results
     // with counters, slot reservations alike); the SDK's own retries absorb some, the rest
     // reach the code.
@@ -351,11 +351,6 @@ async fn dynamodb_errors_during_claims_and_status_writes_lose_and_double_nothing
         10,
         Some(20),
     );
-    let options = Options {
-        endpoint: Some(proxy.url.clone()),
-        ..fast(&[(vars::STALL_SECS, "5")])
-    };
-    let local = Local::on(emulator, options).await.unwrap();
     let addresses = upload(&local, "flaky", 80).await;
     approve(&local, "flaky").await;
     let d = finished(&local, "flaky").await;
@@ -468,8 +463,11 @@ async fn a_poison_message_ends_in_the_dead_letter_queue_after_five_receives() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_accounts_daily_quota_is_honoured_and_the_rest_waits_for_continuation() {
-    let emulator = Emulator::start().await.unwrap();
-    let proxy = FaultProxy::start(&emulator.endpoint).await;
+    let (local, proxy) = behind_proxy(Options {
+        senders: 1,
+        ..fast(&[])
+    })
+    .await;
     // An SES account that may send 50 a day and has sent 10: room for 40 more.
     let account = proxy.add(
         |s| s.is_get_account(),
@@ -480,12 +478,6 @@ async fn the_accounts_daily_quota_is_honoured_and_the_rest_waits_for_continuatio
         0,
         None,
     );
-    let options = Options {
-        endpoint: Some(proxy.url.clone()),
-        senders: 1,
-        ..fast(&[])
-    };
-    let local = Local::on(emulator, options).await.unwrap();
     let portal = local.portal();
     let mut csv = String::from("recipient_id,name,email,phone,channel\n");
     for i in 0..60 {
@@ -684,8 +676,7 @@ async fn recipients_of_dead_lettered_messages_are_counted_as_stuck_and_stay_pend
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn slow_answers_and_dropped_connections_neither_lose_nor_double_anything() {
-    let emulator = Emulator::start().await.unwrap();
-    let proxy = FaultProxy::start(&emulator.endpoint).await;
+    let (local, proxy) = behind_proxy(fast(&[])).await;
     // Claim and result transactions that the emulator applied, whose answers never came back:
     // the SDK tries them again and the store recognises its own earlier write.
     let writes = proxy.add(
@@ -708,11 +699,6 @@ async fn slow_answers_and_dropped_connections_neither_lose_nor_double_anything()
         20,
         Some(5),
     );
-    let options = Options {
-        endpoint: Some(proxy.url.clone()),
-        ..fast(&[])
-    };
-    let local = Local::on(emulator, options).await.unwrap();
     let addresses = upload(&local, "reset", 60).await;
     approve(&local, "reset").await;
     let d = finished(&local, "reset").await;

@@ -40,9 +40,6 @@ pub struct Config {
     /// A sending dispatch whose counters have not moved for this long is recounted from its
     /// records.
     pub stall_secs: u64,
-    /// Most sender instances at once (the send trigger's MaximumConcurrency). The send rates
-    /// hold across them through a shared slot schedule in the table.
-    pub sender_concurrency: u64,
     /// How long a dispatch waits when the account's 24-hour quota is used up.
     pub quota_recheck_secs: u64,
     /// Deliveries of a queue message before it goes to the dead-letter queue (the queues'
@@ -67,11 +64,10 @@ pub mod vars {
     pub const THROTTLE_PAUSE_SECS: &str = "THROTTLE_PAUSE_SECS";
     pub const CLAIM_EXPIRY_SECS: &str = "CLAIM_EXPIRY_SECS";
     pub const STALL_SECS: &str = "STALL_SECS";
-    pub const SENDER_CONCURRENCY: &str = "SENDER_CONCURRENCY";
     pub const QUOTA_RECHECK_SECS: &str = "QUOTA_RECHECK_SECS";
     pub const MAX_RECEIVES: &str = "MAX_RECEIVES";
     /// Every variable the configuration reads.
-    pub const ALL: [&str; 18] = [
+    pub const ALL: [&str; 17] = [
         TABLE_NAME,
         UPLOADS_BUCKET,
         REPORTS_BUCKET,
@@ -87,7 +83,6 @@ pub mod vars {
         THROTTLE_PAUSE_SECS,
         CLAIM_EXPIRY_SECS,
         STALL_SECS,
-        SENDER_CONCURRENCY,
         QUOTA_RECHECK_SECS,
         MAX_RECEIVES,
     ];
@@ -180,7 +175,6 @@ impl Config {
             throttle_pause_secs: r.number(vars::THROTTLE_PAUSE_SECS, 60, 1, 86_400),
             claim_expiry_secs: r.number(vars::CLAIM_EXPIRY_SECS, 900, 1, 86_400),
             stall_secs: r.number(vars::STALL_SECS, 120, 1, 86_400),
-            sender_concurrency: r.number(vars::SENDER_CONCURRENCY, 2, 1, 1000),
             quota_recheck_secs: r.number(vars::QUOTA_RECHECK_SECS, 3600, 1, 86_400),
             max_receives: r.number(vars::MAX_RECEIVES, 5, 1, 1000),
         };

@@ -271,17 +271,23 @@ async fn approve(
         .await?;
     tracing::info!(dispatch = %id, by = %by, "approved");
     // If this enqueue fails, the scheduled resume function fans the approved dispatch out.
+    send_pending(&deps, &d).await;
+    Ok((StatusCode::ACCEPTED, Json(d.into())))
+}
+
+/// Queues fan-out of a dispatch's pending recipients; a failure is logged and left to the
+/// schedule.
+async fn send_pending(deps: &Deps, d: &Dispatch) {
     if let Err(e) = queue::fan_out_all(
         &deps.sqs,
         &deps.config.fanout_queue_url,
-        &d,
+        d,
         FanOutAction::Send,
     )
     .await
     {
-        tracing::error!(dispatch = %id, error = %e, "fan-out not queued; the schedule will retry");
+        tracing::error!(dispatch = %d.id, error = %e, "fan-out not queued; the schedule will retry");
     }
-    Ok((StatusCode::ACCEPTED, Json(d.into())))
 }
 
 async fn reject(
@@ -356,15 +362,6 @@ async fn resume(
     tracing::info!(dispatch = %id, by = %by, "resumed");
     // If this enqueue fails, the scheduled resume function hands the pending recipients out
     // once the dispatch has been quiet for a while.
-    if let Err(e) = queue::fan_out_all(
-        &deps.sqs,
-        &deps.config.fanout_queue_url,
-        &d,
-        FanOutAction::Send,
-    )
-    .await
-    {
-        tracing::error!(dispatch = %id, error = %e, "fan-out not queued; the schedule will retry");
-    }
+    send_pending(&deps, &d).await;
     Ok((StatusCode::ACCEPTED, Json(d.into())))
 }

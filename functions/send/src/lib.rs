@@ -185,22 +185,21 @@ pub struct Tally {
     pub sent: u64,
     pub failed: u64,
     pub unknown: u64,
-    pub retry: u64,
     pub throttled: u64,
     pub quota_reached: u64,
     /// The provider's words when it throttled.
     pub throttle_reason: Option<String>,
     /// Recipients given back for the message to come again.
-    pub retry_keys: Vec<shared::store::RecipientKey>,
+    pub retry: Vec<shared::store::RecipientKey>,
 }
 
 impl Tally {
-    fn add(&mut self, o: ItemOutcome) {
+    fn add(&mut self, o: ItemOutcome, key: &shared::store::RecipientKey) {
         match o {
             ItemOutcome::Sent => self.sent += 1,
             ItemOutcome::Failed => self.failed += 1,
             ItemOutcome::Unknown => self.unknown += 1,
-            ItemOutcome::Retry => self.retry += 1,
+            ItemOutcome::Retry => self.retry.push(key.clone()),
             ItemOutcome::Throttled => self.throttled += 1,
             ItemOutcome::QuotaReached => self.quota_reached += 1,
             ItemOutcome::Skipped | ItemOutcome::SetAside => {}
@@ -211,13 +210,12 @@ impl Tally {
         self.sent += t.sent;
         self.failed += t.failed;
         self.unknown += t.unknown;
-        self.retry += t.retry;
         self.throttled += t.throttled;
         self.quota_reached += t.quota_reached;
         if self.throttle_reason.is_none() {
             self.throttle_reason = t.throttle_reason;
         }
-        self.retry_keys.extend(t.retry_keys);
+        self.retry.extend(t.retry);
     }
 }
 
@@ -260,8 +258,8 @@ pub async fn handle(deps: &Deps, event: SqsEvent) -> Result<SqsBatchResponse, Er
     let mut stuck: BTreeMap<String, Vec<shared::store::RecipientKey>> = BTreeMap::new();
     for (id, receives, batch, result) in results {
         let (retry, not_done) = match result {
-            Ok(t) => {
-                let not_done = t.retry_keys.clone();
+            Ok(mut t) => {
+                let not_done = std::mem::take(&mut t.retry);
                 if let Some(b) = &batch {
                     per_dispatch
                         .entry(b.dispatch_id.clone())
@@ -427,10 +425,7 @@ async fn send_chunk(
     }
     let mut tally = Tally::default();
     for (item, (o, why, _)) in held.iter().zip(results) {
-        if o == ItemOutcome::Retry {
-            tally.retry_keys.push(item.key.clone());
-        }
-        tally.add(o);
+        tally.add(o, &item.key);
         if tally.throttle_reason.is_none() {
             tally.throttle_reason = why;
         }
