@@ -15,7 +15,7 @@ fn mailer(port: u16) -> Mailer {
         .endpoint_url(format!("http://127.0.0.1:{port}"))
         .retry_config(aws_config::retry::RetryConfig::disabled())
         .build();
-    Mailer::new(aws_sdk_sesv2::Client::from_conf(conf))
+    Mailer::new(aws_sdk_sesv2::Client::from_conf(conf), None)
 }
 
 fn email() -> RenderedEmail {

@@ -86,6 +86,7 @@ where
 #[derive(Clone, Debug)]
 pub struct Mailer {
     client: aws_sdk_sesv2::Client,
+    configuration_set: Option<String>,
 }
 
 /// The sending quota of the SES account.
@@ -97,8 +98,13 @@ pub struct Quota {
 }
 
 impl Mailer {
-    pub fn new(client: aws_sdk_sesv2::Client) -> Mailer {
-        Mailer { client }
+    /// A mailer that sends with the given SES configuration set (its event destination
+    /// reports receipts).
+    pub fn new(client: aws_sdk_sesv2::Client, configuration_set: Option<String>) -> Mailer {
+        Mailer {
+            client,
+            configuration_set,
+        }
     }
 
     /// The account's quota, when the service tells it (`GetAccount`); `None` when it does
@@ -135,6 +141,7 @@ impl Mailer {
             .from_email_address(&m.from)
             .destination(Destination::builder().to_addresses(to).build())
             .content(EmailContent::builder().simple(message).build())
+            .set_configuration_set_name(self.configuration_set.clone())
             .send()
             .await
             .map_err(classify)?;

@@ -1,48 +1,184 @@
 //! The end of a dispatch: when every valid recipient has a final state the dispatch
-//! completes and its history document is written.
+//! completes and its history documents are written.
+//!
+//! - Everyone on the list sent to: the dispatch closes by itself (`completed`, completion
+//!   "automatic").
+//! - Anything failed, unknown, invalid or excluded: `completed_with_errors`, which waits for
+//!   an operator to review the history and close it (`closed`, completion "manual").
+//!
+//! Receipts keep arriving after completion; each one that changes a recipient marks the
+//! history as stale and the scheduled function writes both documents again.
 
+use crate::audit::{AuditEntry, SYSTEM};
 use crate::csvout::CsvDoc;
 use crate::documents::{keys, Documents};
 use crate::error::{Error, Result};
-use crate::model::{now_rfc3339, Dispatch, DispatchState, Recipient, RecipientState};
-use crate::store::{self, Store};
+use crate::model::{now_rfc3339, Counts, Dispatch, DispatchState, Recipient, RecipientState};
+use crate::store::{self, RecipientKey, Store};
+use serde::Serialize;
+use std::collections::BTreeMap;
 
-/// Columns of the history document, one row per recipient of the list.
-pub const HISTORY_COLUMNS: [&str; 9] = [
+/// Columns of the history document, one row per row of the list. After the recipient's id,
+/// line, channel and address come the columns an archive of dispatches expects:
+///
+/// - `reachable`: whether the recipient could be reached on its channel: `yes` when the
+///   address was usable and nothing reported it unreachable, `no` when the row was invalid
+///   or excluded or the provider reported a bounce or an undeliverable SMS;
+/// - `record_key`: where the recipient is stored (key shard and sort key);
+/// - `external_id`: the provider's message id;
+/// - `shipment_date` / `receipt_date`: when the provider accepted the message and when its
+///   last receipt happened;
+/// - `receipt`: the receipt (delivered, bounced, complained, ...);
+/// - `shipment_state`: the receipt where there is one, else the recipient's state;
+/// - `shipment_error`: why it was not sent or not delivered.
+pub const HISTORY_COLUMNS: [&str; 14] = [
     "recipient_id",
     "line",
     "channel",
     "address",
+    "reachable",
+    "record_key",
+    "external_id",
+    "shipment_date",
+    "receipt_date",
+    "receipt",
+    "shipment_state",
+    "shipment_error",
     "state",
-    "provider_message_id",
-    "sent_at",
-    "error",
     "updated_at",
 ];
 
-/// The history CSV of a dispatch.
-pub fn history_csv(recipients: &[Recipient]) -> Vec<u8> {
+/// Whether a recipient could be reached on its channel.
+pub fn reachable(r: &Recipient) -> bool {
+    let usable = !matches!(r.state, RecipientState::Invalid | RecipientState::Excluded)
+        && r.address.is_some();
+    let refused = r.receipt.is_some_and(|x| {
+        matches!(
+            x,
+            crate::model::Receipt::Bounced | crate::model::Receipt::Undelivered
+        )
+    });
+    usable && !refused
+}
+
+/// The shipment state of a recipient: the receipt where there is one, else its state.
+pub fn shipment_state(r: &Recipient) -> &'static str {
+    match r.receipt {
+        Some(x) => x.as_str(),
+        None => r.state.as_str(),
+    }
+}
+
+/// Why a recipient was not sent to or not delivered.
+fn shipment_error(r: &Recipient) -> Option<&str> {
+    match r.receipt {
+        Some(x) if !x.reached() && x != crate::model::Receipt::Delayed => {
+            r.receipt_detail.as_deref().or(Some(x.as_str()))
+        }
+        _ => r.reason.as_deref(),
+    }
+}
+
+/// The history CSV of a dispatch, in list order.
+pub fn history_csv(recipients: &[(RecipientKey, Recipient)]) -> Vec<u8> {
+    let mut rows: Vec<&(RecipientKey, Recipient)> = recipients.iter().collect();
+    rows.sort_by_key(|(_, r)| r.line);
     let mut doc = CsvDoc::new(&HISTORY_COLUMNS);
-    for r in recipients {
+    for (key, r) in rows {
         let line = r.line.to_string();
+        let record_key = format!("{}/{}", key.shard, key.sk);
         doc.row([
             r.recipient_id.as_str(),
             line.as_str(),
             r.channel.map(|c| c.as_str()).unwrap_or(""),
             r.address.as_deref().unwrap_or(""),
-            r.state.as_str(),
+            if reachable(r) { "yes" } else { "no" },
+            record_key.as_str(),
             r.message_id.as_deref().unwrap_or(""),
             r.sent_at.as_deref().unwrap_or(""),
-            r.reason.as_deref().unwrap_or(""),
+            r.receipt_at.as_deref().unwrap_or(""),
+            r.receipt.map(|x| x.as_str()).unwrap_or(""),
+            shipment_state(r),
+            shipment_error(r).unwrap_or(""),
+            r.state.as_str(),
             r.updated_at.as_str(),
         ]);
     }
     doc.finish()
 }
 
+/// The summary document of a dispatch's history: counts, receipts and the audit trail.
+#[derive(Debug, Serialize)]
+pub struct HistorySummary {
+    pub dispatch_id: String,
+    pub title: String,
+    pub state: DispatchState,
+    /// "automatic" or "manual" once the dispatch is closed.
+    pub completion: Option<String>,
+    pub counts: Counts,
+    /// Recipients per shipment state (receipt, or state where no receipt came).
+    pub shipment_states: BTreeMap<&'static str, u64>,
+    /// Recipients per receipt.
+    pub receipts: BTreeMap<&'static str, u64>,
+    pub reachable: u64,
+    pub unreachable: u64,
+    pub created_at: String,
+    pub approved_by: Option<String>,
+    pub approved_at: Option<String>,
+    pub rejected_by: Option<String>,
+    pub rejected_at: Option<String>,
+    pub completed_at: Option<String>,
+    pub closed_by: Option<String>,
+    pub closed_at: Option<String>,
+    /// Every action on the dispatch, oldest first: uploads and validations, approval,
+    /// pauses, completion, close.
+    pub audit: Vec<AuditEntry>,
+    pub written_at: String,
+}
+
+pub fn history_summary(
+    d: &Dispatch,
+    recipients: &[(RecipientKey, Recipient)],
+    audit: Vec<AuditEntry>,
+) -> HistorySummary {
+    let mut shipment_states = BTreeMap::new();
+    let mut receipts = BTreeMap::new();
+    let mut reach = 0;
+    for (_, r) in recipients {
+        *shipment_states.entry(shipment_state(r)).or_insert(0) += 1;
+        if let Some(x) = r.receipt {
+            *receipts.entry(x.as_str()).or_insert(0) += 1;
+        }
+        if reachable(r) {
+            reach += 1;
+        }
+    }
+    HistorySummary {
+        dispatch_id: d.id.clone(),
+        title: d.title.clone(),
+        state: d.state,
+        completion: d.completion.clone(),
+        counts: d.counts,
+        shipment_states,
+        receipts,
+        reachable: reach,
+        unreachable: recipients.len() as u64 - reach,
+        created_at: d.created_at.clone(),
+        approved_by: d.approved_by.clone(),
+        approved_at: d.approved_at.clone(),
+        rejected_by: d.rejected_by.clone(),
+        rejected_at: d.rejected_at.clone(),
+        completed_at: d.completed_at.clone(),
+        closed_by: d.closed_by.clone(),
+        closed_at: d.closed_at.clone(),
+        audit,
+        written_at: now_rfc3339(),
+    }
+}
+
 /// The final state a finished dispatch takes.
 pub fn final_state(d: &Dispatch) -> DispatchState {
-    if d.counts.failed + d.counts.unknown + d.counts.invalid == 0 {
+    if d.counts.failed + d.counts.unknown + d.counts.invalid + d.counts.excluded == 0 {
         DispatchState::Completed
     } else {
         DispatchState::CompletedWithErrors
@@ -61,23 +197,22 @@ pub async fn complete_if_done(
     if d.state != DispatchState::Sending || d.counts.outstanding() > 0 {
         return Ok(None);
     }
-    let recipients = store.all_recipients(&d.id, d.shards).await?;
+    let recipients = store.all_recipients_keyed(&d.id, d.shards).await?;
     let open = recipients
         .iter()
-        .filter(|r| matches!(r.state, RecipientState::Pending | RecipientState::Sending))
+        .filter(|(_, r)| matches!(r.state, RecipientState::Pending | RecipientState::Sending))
         .count();
     if open > 0 {
         tracing::warn!(dispatch = %d.id, open, "counters say done but recipients are open; not completing");
         return Ok(None);
     }
     let to = final_state(d);
+    let mut set = vec![("completed_at", store::s(now_rfc3339()))];
+    if to == DispatchState::Completed {
+        set.push(("completion", store::s("automatic")));
+    }
     let done = match store
-        .transition(
-            &d.id,
-            DispatchState::Sending,
-            to,
-            &[("completed_at", store::s(now_rfc3339()))],
-        )
+        .transition(&d.id, DispatchState::Sending, to, &set)
         .await
     {
         Ok(done) => done,
@@ -85,14 +220,42 @@ pub async fn complete_if_done(
         Err(e) => return Err(e),
     };
     tracing::info!(dispatch = %d.id, state = %to, sent = d.counts.sent, failed = d.counts.failed, "dispatch complete");
+    let outcome = match to {
+        DispatchState::Completed => "completed (automatic)",
+        _ => "completed with errors; waits for a manual close",
+    };
+    store
+        .audit_or_log(&d.id, SYSTEM, "completed", outcome)
+        .await;
     write_history_of(store, docs, &done, &recipients)
         .await
         .map(Some)
 }
 
-/// Writes the history document of a dispatch and records where it is.
+/// Closes a dispatch that completed with errors, by an operator's decision, and writes its
+/// history again with the close in it.
+pub async fn close(store: &Store, docs: &Documents, id: &str, by: &str) -> Result<Dispatch> {
+    let closed = store
+        .transition(
+            id,
+            DispatchState::CompletedWithErrors,
+            DispatchState::Closed,
+            &[
+                ("completion", store::s("manual")),
+                ("closed_by", store::s(by)),
+                ("closed_at", store::s(now_rfc3339())),
+            ],
+        )
+        .await?;
+    store
+        .audit_or_log(id, by, "closed", "closed (manual)")
+        .await;
+    write_history(store, docs, &closed).await
+}
+
+/// Writes the history documents of a dispatch and records where they are.
 pub async fn write_history(store: &Store, docs: &Documents, d: &Dispatch) -> Result<Dispatch> {
-    let recipients = store.all_recipients(&d.id, d.shards).await?;
+    let recipients = store.all_recipients_keyed(&d.id, d.shards).await?;
     write_history_of(store, docs, d, &recipients).await
 }
 
@@ -100,11 +263,17 @@ async fn write_history_of(
     store: &Store,
     docs: &Documents,
     d: &Dispatch,
-    recipients: &[Recipient],
+    recipients: &[(RecipientKey, Recipient)],
 ) -> Result<Dispatch> {
     let key = keys::history(&d.id);
     docs.put_report_document(&key, history_csv(recipients), "text/csv; charset=utf-8")
         .await?;
+    let audit = store.audit_log(&d.id).await?;
+    docs.put_json(
+        &keys::history_summary(&d.id),
+        &history_summary(d, recipients, audit),
+    )
+    .await?;
     store
         .update_dispatch(&d.id, &[("history_key", store::s(key.clone()))])
         .await?;
@@ -113,18 +282,38 @@ async fn write_history_of(
     Ok(out)
 }
 
+/// Writes again the histories that receipts made stale, at most `limit` per call. Returns
+/// the dispatches written.
+pub async fn refresh_stale_histories(
+    store: &Store,
+    docs: &Documents,
+    limit: i32,
+) -> Result<Vec<String>> {
+    let mut written = Vec::new();
+    for (id, since) in store.stale_histories(limit).await? {
+        match store.get_dispatch(&id).await? {
+            Some(d) if d.state.is_finished() => {
+                write_history(store, docs, &d).await?;
+                written.push(id.clone());
+            }
+            // Not finished (cannot happen for a mark) or gone: nothing to write.
+            _ => {}
+        }
+        store.history_refreshed(&id, &since).await?;
+    }
+    Ok(written)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Channel, Counts};
-    use std::collections::BTreeMap;
+    use crate::model::{Channel, Receipt};
 
-    #[test]
-    fn history_has_one_row_per_recipient_and_neutralised_cells() {
+    fn sent(id: &str, line: u64) -> (RecipientKey, Recipient) {
         let r = Recipient {
             dispatch_id: "d".into(),
-            recipient_id: "=cmd".into(),
-            line: 2,
+            recipient_id: id.into(),
+            line,
             channel: Some(Channel::Sms),
             address: Some("+4520123456".into()),
             fields: BTreeMap::new(),
@@ -134,32 +323,73 @@ mod tests {
             sent_at: Some("2026-01-01T00:00:00Z".into()),
             claimed_at: None,
             updated_at: "2026-01-01T00:00:01Z".into(),
+            receipt: None,
+            receipt_at: None,
+            receipt_detail: None,
         };
-        let text = String::from_utf8(history_csv(&[r])).unwrap();
+        let key = RecipientKey {
+            shard: 3,
+            sk: format!("R#{id}"),
+        };
+        (key, r)
+    }
+
+    #[test]
+    fn history_rows_follow_the_list_and_carry_receipts() {
+        let mut bounced = sent("=cmd", 3);
+        bounced.1.receipt = Some(Receipt::Bounced);
+        bounced.1.receipt_at = Some("2026-01-01T00:00:05Z".into());
+        bounced.1.receipt_detail = Some("Permanent/General: 550 user unknown".into());
+        let mut invalid = sent("9", 4);
+        invalid.1.state = RecipientState::Invalid;
+        invalid.1.message_id = None;
+        invalid.1.sent_at = None;
+        invalid.1.reason = Some("invalid_phone: too short".into());
+        let text = String::from_utf8(history_csv(&[invalid, bounced, sent("7", 2)])).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], HISTORY_COLUMNS.join(","));
         assert_eq!(
             lines[1],
-            "'=cmd,2,sms,+4520123456,sent,m-1,2026-01-01T00:00:00Z,,2026-01-01T00:00:01Z"
+            "7,2,sms,+4520123456,yes,3/R#7,m-1,2026-01-01T00:00:00Z,,,sent,,sent,2026-01-01T00:00:01Z"
         );
-        assert_eq!(lines.len(), 2);
+        assert_eq!(
+            lines[2],
+            "'=cmd,3,sms,+4520123456,no,3/R#=cmd,m-1,2026-01-01T00:00:00Z,2026-01-01T00:00:05Z,bounced,bounced,Permanent/General: 550 user unknown,sent,2026-01-01T00:00:01Z"
+        );
+        assert_eq!(
+            lines[3],
+            "9,4,sms,+4520123456,no,3/R#9,,,,,invalid,invalid_phone: too short,invalid,2026-01-01T00:00:01Z"
+        );
+        assert_eq!(lines.len(), 4);
     }
 
     #[test]
-    fn a_dispatch_with_any_loss_completes_with_errors() {
+    fn the_summary_counts_shipment_states_and_receipts() {
+        let mut delivered = sent("1", 2);
+        delivered.1.receipt = Some(Receipt::Delivered);
+        let d = Dispatch::arrived("d", "incoming/d/", 1);
+        let s = history_summary(&d, &[delivered, sent("2", 3)], vec![]);
+        assert_eq!(s.shipment_states.get("delivered"), Some(&1));
+        assert_eq!(s.shipment_states.get("sent"), Some(&1));
+        assert_eq!(s.receipts.get("delivered"), Some(&1));
+        assert_eq!((s.reachable, s.unreachable), (2, 0));
+    }
+
+    #[test]
+    fn only_a_dispatch_without_any_loss_or_exclusion_closes_by_itself() {
         let mut d = Dispatch::arrived("d", "incoming/d/", 1);
         d.state = DispatchState::Sending;
         d.counts = Counts {
             total: 2,
             valid: 2,
-            invalid: 0,
             sent: 2,
-            failed: 0,
-            unknown: 0,
-            stuck: d.counts.stuck,
+            ..Counts::default()
         };
         assert_eq!(final_state(&d), DispatchState::Completed);
         d.counts.invalid = 1;
+        assert_eq!(final_state(&d), DispatchState::CompletedWithErrors);
+        d.counts.invalid = 0;
+        d.counts.excluded = 1;
         assert_eq!(final_state(&d), DispatchState::CompletedWithErrors);
     }
 }

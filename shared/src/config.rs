@@ -45,6 +45,10 @@ pub struct Config {
     /// Deliveries of a queue message before it goes to the dead-letter queue (the queues'
     /// redrive `maxReceiveCount`).
     pub max_receives: u32,
+    /// SES configuration set every email is sent with, so that its event destination
+    /// reports deliveries, bounces and complaints to the receipts function. Unset: no
+    /// receipts for email.
+    pub ses_configuration_set: Option<String>,
 }
 
 /// Names of the variables, as set in the deployment template.
@@ -66,8 +70,9 @@ pub mod vars {
     pub const STALL_SECS: &str = "STALL_SECS";
     pub const QUOTA_RECHECK_SECS: &str = "QUOTA_RECHECK_SECS";
     pub const MAX_RECEIVES: &str = "MAX_RECEIVES";
+    pub const SES_CONFIGURATION_SET: &str = "SES_CONFIGURATION_SET";
     /// Every variable the configuration reads.
-    pub const ALL: [&str; 17] = [
+    pub const ALL: [&str; 18] = [
         TABLE_NAME,
         UPLOADS_BUCKET,
         REPORTS_BUCKET,
@@ -85,6 +90,7 @@ pub mod vars {
         STALL_SECS,
         QUOTA_RECHECK_SECS,
         MAX_RECEIVES,
+        SES_CONFIGURATION_SET,
     ];
 }
 
@@ -177,6 +183,9 @@ impl Config {
             stall_secs: r.number(vars::STALL_SECS, 120, 1, 86_400),
             quota_recheck_secs: r.number(vars::QUOTA_RECHECK_SECS, 3600, 1, 86_400),
             max_receives: r.number(vars::MAX_RECEIVES, 5, 1, 1000),
+            ses_configuration_set: (r.lookup)(vars::SES_CONFIGURATION_SET)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty()),
         };
         if r.problems.is_empty() {
             Ok(c)

@@ -35,6 +35,9 @@ pub mod keys {
     pub fn history(id: &str) -> String {
         format!("dispatches/{id}/history.csv")
     }
+    pub fn history_summary(id: &str) -> String {
+        format!("dispatches/{id}/history-summary.json")
+    }
 }
 
 /// Outcome of reading an object that may be missing.

@@ -8,11 +8,14 @@
 //! - [`store`] — DynamoDB
 //! - [`claims`] — batched claims and results of recipients being sent to
 //! - [`documents`] — S3 documents
+//! - [`receipts`] — provider delivery events, the suppression list
+//! - [`audit`] — who did what to a dispatch
 //! - [`queue`] — work queue messages
 //! - [`channels`] — SES and SNS delivery
 //! - [`csvout`] — safe CSV documents
 //! - [`config`], [`aws`], [`error`] — start-up and errors
 
+pub mod audit;
 pub mod aws;
 pub mod channels;
 pub mod claims;
@@ -26,6 +29,7 @@ pub mod manifest;
 pub mod model;
 pub mod pacing;
 pub mod queue;
+pub mod receipts;
 pub mod store;
 pub mod template;
 pub mod validation;

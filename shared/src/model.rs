@@ -60,16 +60,19 @@ pub enum DispatchState {
     WaitingForContinuation,
     /// An operator stopped sending; resuming continues with the recipients not yet sent.
     Paused,
-    /// Every recipient was sent to.
+    /// Every row was sent to: the dispatch closed by itself ("completed (automatic)").
     Completed,
-    /// Every recipient has a final state, some failed or were invalid.
+    /// Every recipient has a final state, but some failed, were invalid or excluded; an
+    /// operator reviews them and closes the dispatch.
     CompletedWithErrors,
+    /// An operator closed a dispatch that completed with errors ("closed (manual)").
+    Closed,
     /// The approver refused the dispatch; nothing was sent.
     Rejected,
 }
 
 impl DispatchState {
-    pub const ALL: [DispatchState; 10] = [
+    pub const ALL: [DispatchState; 11] = [
         DispatchState::Validating,
         DispatchState::ValidationFailed,
         DispatchState::AwaitingApproval,
@@ -79,6 +82,7 @@ impl DispatchState {
         DispatchState::Paused,
         DispatchState::Completed,
         DispatchState::CompletedWithErrors,
+        DispatchState::Closed,
         DispatchState::Rejected,
     ];
 
@@ -93,6 +97,7 @@ impl DispatchState {
             DispatchState::Paused => "paused",
             DispatchState::Completed => "completed",
             DispatchState::CompletedWithErrors => "completed_with_errors",
+            DispatchState::Closed => "closed",
             DispatchState::Rejected => "rejected",
         }
     }
@@ -114,6 +119,7 @@ impl DispatchState {
                 | (Paused, Sending)
                 | (Sending, Completed)
                 | (Sending, CompletedWithErrors)
+                | (CompletedWithErrors, Closed)
         )
     }
 
@@ -122,8 +128,16 @@ impl DispatchState {
             self,
             DispatchState::ValidationFailed
                 | DispatchState::Completed
-                | DispatchState::CompletedWithErrors
+                | DispatchState::Closed
                 | DispatchState::Rejected
+        )
+    }
+
+    /// Sending is over: every recipient has its result and only receipts still arrive.
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            DispatchState::Completed | DispatchState::CompletedWithErrors | DispatchState::Closed
         )
     }
 }
@@ -165,10 +179,13 @@ pub enum RecipientState {
     Unknown,
     /// The dispatch was rejected before this recipient was sent to.
     Rejected,
+    /// The row is valid but the dispatch's exclusions leave it out (e.g. the address is on
+    /// the suppression list after a hard bounce or a complaint).
+    Excluded,
 }
 
 impl RecipientState {
-    pub const ALL: [RecipientState; 7] = [
+    pub const ALL: [RecipientState; 8] = [
         RecipientState::Invalid,
         RecipientState::Pending,
         RecipientState::Sending,
@@ -176,6 +193,7 @@ impl RecipientState {
         RecipientState::Failed,
         RecipientState::Unknown,
         RecipientState::Rejected,
+        RecipientState::Excluded,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -187,6 +205,7 @@ impl RecipientState {
             RecipientState::Failed => "failed",
             RecipientState::Unknown => "unknown",
             RecipientState::Rejected => "rejected",
+            RecipientState::Excluded => "excluded",
         }
     }
 
@@ -213,6 +232,7 @@ impl RecipientState {
                 | RecipientState::Failed
                 | RecipientState::Unknown
                 | RecipientState::Rejected
+                | RecipientState::Excluded
         )
     }
 }
@@ -248,6 +268,9 @@ pub struct Counts {
     /// limit: still pending, waiting for an operator (a redrive of the dead-letter queue).
     #[serde(default)]
     pub stuck: u64,
+    /// Valid rows left out by the dispatch's exclusions (not counted in `valid`).
+    #[serde(default)]
+    pub excluded: u64,
 }
 
 impl Counts {
@@ -285,6 +308,14 @@ pub struct Dispatch {
     /// While waiting for continuation: when sending continues, and why it stopped.
     pub resume_at: Option<String>,
     pub pause_reason: Option<String>,
+    /// How the dispatch ended: "automatic" (everyone sent) or "manual" (closed by an
+    /// operator after errors).
+    #[serde(default)]
+    pub completion: Option<String>,
+    #[serde(default)]
+    pub closed_by: Option<String>,
+    #[serde(default)]
+    pub closed_at: Option<String>,
 }
 
 impl Dispatch {
@@ -312,6 +343,9 @@ impl Dispatch {
             completed_at: None,
             resume_at: None,
             pause_reason: None,
+            completion: None,
+            closed_by: None,
+            closed_at: None,
         }
     }
 }
@@ -336,6 +370,89 @@ pub struct Recipient {
     /// When a sender claimed the recipient (while `sending`).
     pub claimed_at: Option<String>,
     pub updated_at: String,
+    /// What the provider reported after accepting the message (see [`Receipt`]).
+    #[serde(default)]
+    pub receipt: Option<Receipt>,
+    /// When the provider's event happened.
+    #[serde(default)]
+    pub receipt_at: Option<String>,
+    /// The provider's words: bounce type and diagnostic, complaint type, carrier status.
+    #[serde(default)]
+    pub receipt_detail: Option<String>,
+}
+
+/// A delivery event from the provider, recorded on a recipient that was sent to. A later
+/// event replaces an earlier one only when it says more: delayed < delivered < the
+/// failures < complained; repeats and late arrivals of a weaker event change nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Receipt {
+    /// Delivery is delayed; the provider keeps trying.
+    Delayed,
+    /// The recipient's server or the carrier accepted the message.
+    Delivered,
+    /// The provider refused the message after accepting the request (virus, policy).
+    Rejected,
+    /// The message could not be rendered by the provider.
+    RenderingFailed,
+    /// The recipient's server refused the message.
+    Bounced,
+    /// The carrier could not deliver the SMS (unreachable, blocked, expired, opted out).
+    Undelivered,
+    /// The recipient marked the message as spam.
+    Complained,
+}
+
+impl Receipt {
+    pub const ALL: [Receipt; 7] = [
+        Receipt::Delayed,
+        Receipt::Delivered,
+        Receipt::Rejected,
+        Receipt::RenderingFailed,
+        Receipt::Bounced,
+        Receipt::Undelivered,
+        Receipt::Complained,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Receipt::Delayed => "delayed",
+            Receipt::Delivered => "delivered",
+            Receipt::Rejected => "rejected",
+            Receipt::RenderingFailed => "rendering_failed",
+            Receipt::Bounced => "bounced",
+            Receipt::Undelivered => "undelivered",
+            Receipt::Complained => "complained",
+        }
+    }
+
+    /// Strength of the event: a stored receipt is replaced only by a stronger one.
+    pub fn rank(self) -> u64 {
+        match self {
+            Receipt::Delayed => 1,
+            Receipt::Delivered => 2,
+            Receipt::Rejected
+            | Receipt::RenderingFailed
+            | Receipt::Bounced
+            | Receipt::Undelivered => 3,
+            Receipt::Complained => 4,
+        }
+    }
+
+    /// Whether the message reached the recipient.
+    pub fn reached(self) -> bool {
+        matches!(self, Receipt::Delivered | Receipt::Complained)
+    }
+}
+
+impl FromStr for Receipt {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Receipt::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| format!("unknown receipt '{s}'"))
+    }
 }
 
 /// Current time as RFC 3339 in UTC, the one time format stored and shown.
@@ -439,6 +556,7 @@ mod tests {
             failed: 1,
             unknown: 1,
             stuck: 0,
+            excluded: 0,
         };
         assert_eq!(c.outstanding(), 2);
     }

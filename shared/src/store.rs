@@ -11,7 +11,7 @@
 
 use crate::error::{Error, Result};
 use crate::model::{
-    now_rfc3339, Channel, Counts, Dispatch, DispatchState, Recipient, RecipientState,
+    now_rfc3339, Channel, Counts, Dispatch, DispatchState, Receipt, Recipient, RecipientState,
 };
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, ReturnValue, Select, WriteRequest};
 use aws_sdk_dynamodb::Client;
@@ -124,6 +124,7 @@ fn dispatch_item(d: &Dispatch) -> Item {
         ("failed".into(), n(d.counts.failed)),
         ("unknown".into(), n(d.counts.unknown)),
         ("stuck".into(), n(d.counts.stuck)),
+        ("excluded".into(), n(d.counts.excluded)),
         ("source_prefix".into(), s(&d.source_prefix)),
         ("shards".into(), n(d.shards as u64)),
     ]);
@@ -141,6 +142,9 @@ fn dispatch_item(d: &Dispatch) -> Item {
     opt(&mut item, "completed_at", &d.completed_at);
     opt(&mut item, "resume_at", &d.resume_at);
     opt(&mut item, "pause_reason", &d.pause_reason);
+    opt(&mut item, "completion", &d.completion);
+    opt(&mut item, "closed_by", &d.closed_by);
+    opt(&mut item, "closed_at", &d.closed_at);
     item
 }
 
@@ -160,6 +164,7 @@ fn dispatch_from(item: &Item) -> Result<Dispatch> {
             failed: get_n(item, "failed"),
             unknown: get_n(item, "unknown"),
             stuck: get_n(item, "stuck"),
+            excluded: get_n(item, "excluded"),
         },
         problems: item
             .get("problems")
@@ -179,6 +184,9 @@ fn dispatch_from(item: &Item) -> Result<Dispatch> {
         completed_at: get_s(item, "completed_at"),
         resume_at: get_s(item, "resume_at"),
         pause_reason: get_s(item, "pause_reason"),
+        completion: get_s(item, "completion"),
+        closed_by: get_s(item, "closed_by"),
+        closed_at: get_s(item, "closed_at"),
     })
 }
 
@@ -200,6 +208,12 @@ fn recipient_item(r: &Recipient, key: &RecipientKey) -> Item {
     opt(&mut item, "message_id", &r.message_id);
     opt(&mut item, "sent_at", &r.sent_at);
     opt(&mut item, "claimed_at", &r.claimed_at);
+    if let Some(receipt) = r.receipt {
+        item.insert("receipt".into(), s(receipt.as_str()));
+        item.insert("receipt_rank".into(), n(receipt.rank()));
+    }
+    opt(&mut item, "receipt_at", &r.receipt_at);
+    opt(&mut item, "receipt_detail", &r.receipt_detail);
     if !r.fields.is_empty() {
         item.insert(
             "fields".into(),
@@ -249,6 +263,12 @@ fn recipient_from(item: &Item) -> Result<(RecipientKey, Recipient)> {
         sent_at: get_s(item, "sent_at"),
         claimed_at: get_s(item, "claimed_at"),
         updated_at: get_s(item, "updated_at").unwrap_or_default(),
+        receipt: get_s(item, "receipt")
+            .map(|v| v.parse::<Receipt>())
+            .transpose()
+            .map_err(Error::Malformed)?,
+        receipt_at: get_s(item, "receipt_at"),
+        receipt_detail: get_s(item, "receipt_detail"),
     };
     Ok((key, r))
 }
@@ -889,6 +909,9 @@ mod tests {
             sent_at: None,
             claimed_at: None,
             updated_at: "2026-01-01T00:00:00Z".into(),
+            receipt: Some(Receipt::Delivered),
+            receipt_at: Some("2026-01-01T00:00:09Z".into()),
+            receipt_detail: Some("250 ok".into()),
         }
     }
 
@@ -932,6 +955,7 @@ mod tests {
                 failed: 0,
                 unknown: 0,
                 stuck: 2,
+                excluded: 4,
             },
             problems: vec!["x".into()],
             source_prefix: "incoming/winter/".into(),
@@ -947,6 +971,9 @@ mod tests {
             completed_at: None,
             resume_at: Some("2026-01-01T00:01:00Z".into()),
             pause_reason: None,
+            completion: Some("manual".into()),
+            closed_by: Some("ops-2".into()),
+            closed_at: Some("2026-01-02T00:00:00Z".into()),
         };
         assert_eq!(dispatch_from(&dispatch_item(&d)).unwrap(), d);
     }

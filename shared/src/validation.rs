@@ -32,6 +32,41 @@ pub mod codes {
     pub const MISSING_VALUE: &str = "missing_value";
     pub const RENDER_FAILED: &str = "render_failed";
     pub const UNREADABLE_ROW: &str = "unreadable_row";
+    /// Not a problem with the row: its address is on the suppression list.
+    pub const SUPPRESSED: &str = "suppressed";
+}
+
+/// Leaves a valid row out because its address is on the suppression list: the row becomes
+/// `excluded` with the reason, and one report line says why.
+pub fn exclude_suppressed(
+    checked: &mut Checked,
+    entry: &crate::receipts::Suppression,
+    columns: &crate::manifest::Columns,
+) {
+    let r = &mut checked.recipient;
+    let column = match r.channel {
+        Some(Channel::Sms) => &columns.phone,
+        _ => &columns.email,
+    };
+    let message = format!(
+        "the address is on the suppression list: {} on {}{}",
+        entry.reason,
+        entry.at,
+        entry
+            .detail
+            .as_deref()
+            .map(|d| format!(" ({d})"))
+            .unwrap_or_default()
+    );
+    r.state = RecipientState::Excluded;
+    r.reason = Some(format!("{}: {message}", codes::SUPPRESSED));
+    checked.problems.push(Problem {
+        line: r.line,
+        recipient_id: r.recipient_id.clone(),
+        column: column.clone(),
+        code: codes::SUPPRESSED,
+        message,
+    });
 }
 
 /// Checks rows of one list against one dispatch's manifest and templates.
@@ -191,6 +226,9 @@ impl<'a> Validator<'a> {
             sent_at: None,
             claimed_at: None,
             updated_at: now_rfc3339(),
+            receipt: None,
+            receipt_at: None,
+            receipt_detail: None,
         }
     }
 

@@ -9,10 +9,12 @@
 //! | GET    | `/dispatches/{id}/report`       | validation report (CSV)                     |
 //! | GET    | `/dispatches/{id}/sample`       | rendered sample messages (JSON)             |
 //! | GET    | `/dispatches/{id}/history`      | history document (CSV), once complete       |
+//! | GET    | `/dispatches/{id}/history/summary` | counts, receipts and audit trail (JSON)  |
 //! | POST   | `/dispatches/{id}/approve`      | approve: fan-out starts                     |
 //! | POST   | `/dispatches/{id}/reject`       | reject: nothing is sent                     |
 //! | POST   | `/dispatches/{id}/pause`        | stop sending within about a second         |
 //! | POST   | `/dispatches/{id}/resume`       | continue with the recipients not yet sent   |
+//! | POST   | `/dispatches/{id}/close`        | close a dispatch completed with errors      |
 
 use axum::extract::{Path, Query, State};
 use axum::http::{header, Extensions, StatusCode};
@@ -21,6 +23,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use shared::completion;
 use shared::config::Config;
 use shared::documents::{keys, Documents};
 use shared::model::{now_rfc3339, Dispatch, DispatchState};
@@ -57,10 +60,12 @@ pub fn router(deps: Arc<Deps>) -> Router {
         .route("/dispatches/{id}/report", get(get_report))
         .route("/dispatches/{id}/sample", get(get_sample))
         .route("/dispatches/{id}/history", get(get_history))
+        .route("/dispatches/{id}/history/summary", get(get_history_summary))
         .route("/dispatches/{id}/approve", post(approve))
         .route("/dispatches/{id}/reject", post(reject))
         .route("/dispatches/{id}/pause", post(pause))
         .route("/dispatches/{id}/resume", post(resume))
+        .route("/dispatches/{id}/close", post(close))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .with_state(deps)
 }
@@ -250,6 +255,33 @@ async fn get_history(State(deps): State<AppState>, Path(id): Path<String>) -> Ap
     .await
 }
 
+async fn get_history_summary(
+    State(deps): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let d = load(&deps, &id).await?;
+    document(
+        &deps,
+        d.history_key.map(|_| keys::history_summary(&id)),
+        "history summary",
+        "application/json",
+    )
+    .await
+}
+
+/// Closes a dispatch that completed with errors, after the operator reviewed the history.
+async fn close(
+    State(deps): State<AppState>,
+    Path(id): Path<String>,
+    ext: Extensions,
+) -> ApiResult<Json<DispatchView>> {
+    load(&deps, &id).await?;
+    let by = caller(&ext);
+    let d = completion::close(&deps.store, &deps.docs, &id, &by).await?;
+    tracing::info!(dispatch = %id, by = %by, "closed");
+    Ok(Json(d.into()))
+}
+
 async fn approve(
     State(deps): State<AppState>,
     Path(id): Path<String>,
@@ -270,6 +302,9 @@ async fn approve(
         )
         .await?;
     tracing::info!(dispatch = %id, by = %by, "approved");
+    deps.store
+        .audit_or_log(&id, &by, "approve", d.state.as_str())
+        .await;
     // If this enqueue fails, the scheduled resume function fans the approved dispatch out.
     send_pending(&deps, &d).await;
     Ok((StatusCode::ACCEPTED, Json(d.into())))
@@ -310,6 +345,9 @@ async fn reject(
         )
         .await?;
     tracing::info!(dispatch = %id, by = %by, "rejected");
+    deps.store
+        .audit_or_log(&id, &by, "reject", d.state.as_str())
+        .await;
     queue::fan_out_all(
         &deps.sqs,
         &deps.config.fanout_queue_url,
@@ -340,6 +378,9 @@ async fn pause(
         .transition(&id, from, DispatchState::Paused, &extra)
         .await?;
     tracing::info!(dispatch = %id, by = %by, "paused");
+    deps.store
+        .audit_or_log(&id, &by, "pause", d.state.as_str())
+        .await;
     Ok(Json(d.into()))
 }
 
@@ -360,6 +401,9 @@ async fn resume(
         )
         .await?;
     tracing::info!(dispatch = %id, by = %by, "resumed");
+    deps.store
+        .audit_or_log(&id, &by, "resume", d.state.as_str())
+        .await;
     // If this enqueue fails, the scheduled resume function hands the pending recipients out
     // once the dispatch has been quiet for a while.
     send_pending(&deps, &d).await;

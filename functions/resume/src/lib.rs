@@ -10,6 +10,8 @@
 //! - An approved dispatch that fan-out never picked up (the enqueue after approval failed) is
 //!   fanned out again; sending is idempotent, so a second fan-out sends nothing twice.
 //! - A completed dispatch without its history document gets it.
+//! - A finished dispatch whose recipients got receipts after its history was written gets
+//!   its history written again.
 
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use serde::Serialize;
@@ -54,6 +56,8 @@ pub struct Report {
     pub expired_claims: Vec<(String, u64)>,
     pub fanned_out_again: Vec<String>,
     pub histories_written: Vec<String>,
+    /// Finished dispatches whose history was written again after receipts arrived.
+    pub histories_refreshed: Vec<String>,
 }
 
 pub async fn handle(
@@ -127,7 +131,15 @@ pub async fn handle(
             }
         }
     }
-    for state in [DispatchState::Completed, DispatchState::CompletedWithErrors] {
+    match completion::refresh_stale_histories(&deps.store, &deps.docs, PER_STATE).await {
+        Ok(ids) => report.histories_refreshed = ids,
+        Err(e) => tracing::error!(error = %e, "stale histories not refreshed"),
+    }
+    for state in [
+        DispatchState::Completed,
+        DispatchState::CompletedWithErrors,
+        DispatchState::Closed,
+    ] {
         for d in deps.store.list_dispatches(Some(state), PER_STATE).await? {
             if d.history_key.is_none() {
                 match completion::write_history(&deps.store, &deps.docs, &d).await {
@@ -172,7 +184,7 @@ async fn settle_sending(deps: &Deps, d: &Dispatch, report: &mut Report) -> Resul
                 RecipientState::Sent => sent += 1,
                 RecipientState::Failed => failed += 1,
                 RecipientState::Unknown => unknown += 1,
-                RecipientState::Invalid | RecipientState::Rejected => {}
+                RecipientState::Invalid | RecipientState::Rejected | RecipientState::Excluded => {}
             }
         }
         if expired > 0 {

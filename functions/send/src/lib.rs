@@ -77,7 +77,7 @@ impl Deps {
             sms_rate: SharedRate::new(store.clone(), "sms"),
             store,
             docs: Documents::from_config(clients, &config),
-            mailer: Mailer::new(clients.sesv2.clone()),
+            mailer: Mailer::new(clients.sesv2.clone(), config.ses_configuration_set.clone()),
             sms: SmsSender::new(clients.sns.clone()),
             templates: Mutex::new(HashMap::new()),
             live: Mutex::new(HashMap::new()),

@@ -13,11 +13,12 @@ use shared::documents::{keys, Documents, Fetched, Package};
 use shared::list::ListReader;
 use shared::manifest::{self, Manifest};
 use shared::model::{Channel, Counts, Dispatch, DispatchState, RecipientState};
-use shared::store::{self, recipient_key, RecipientKey, Store};
+use shared::receipts::suppression_key;
+use shared::store::{self, recipient_key, Store};
 use shared::template::{
     EmailSource, MessageTemplate, RenderedEmail, RenderedSms, SmsSource, TemplateSource,
 };
-use shared::validation::{Problem, Validator};
+use shared::validation::{self, Checked, Problem, Validator};
 use shared::{Error, Result};
 use std::collections::BTreeMap;
 
@@ -169,6 +170,10 @@ pub async fn validate_upload(deps: &Deps, bucket: &str, key: &str) -> Result<()>
                     ],
                 )
                 .await?;
+            let outcome = format!("validation_failed: {}", problems.join("; "));
+            deps.store
+                .audit_or_log(&id, shared::audit::SYSTEM, "validate", &outcome)
+                .await;
         }
         Outcome::Checked {
             title,
@@ -195,6 +200,7 @@ pub async fn validate_upload(deps: &Deps, bucket: &str, key: &str) -> Result<()>
                         ("total", store::n(counts.total)),
                         ("valid", store::n(counts.valid)),
                         ("invalid", store::n(counts.invalid)),
+                        ("excluded", store::n(counts.excluded)),
                         ("report_key", store::s(report_key)),
                         ("sample_key", store::s(sample_key)),
                         ("package_key", store::s(package_key)),
@@ -203,7 +209,14 @@ pub async fn validate_upload(deps: &Deps, bucket: &str, key: &str) -> Result<()>
                 )
                 .await?;
             tracing::info!(dispatch = %id, state = %to, total = counts.total, valid = counts.valid,
-                invalid = counts.invalid, "validated");
+                invalid = counts.invalid, excluded = counts.excluded, "validated");
+            let outcome = format!(
+                "{to}: {} rows, {} valid, {} invalid, {} excluded",
+                counts.total, counts.valid, counts.invalid, counts.excluded
+            );
+            deps.store
+                .audit_or_log(&id, shared::audit::SYSTEM, "validate", &outcome)
+                .await;
         }
     }
     Ok(())
@@ -380,10 +393,18 @@ async fn check_package(deps: &Deps, bucket: &str, d: &Dispatch) -> Result<Outcom
     let mut by_code: BTreeMap<&'static str, u64> = BTreeMap::new();
     let mut first_problems: Vec<Problem> = Vec::new();
     let mut samples: BTreeMap<Channel, Sample> = BTreeMap::new();
-    let mut buffer: Vec<(RecipientKey, shared::model::Recipient)> = Vec::with_capacity(FLUSH_EVERY);
+    let mut buffer: Vec<Checked> = Vec::with_capacity(FLUSH_EVERY);
+    let mut tally = Tally {
+        counts: &mut counts,
+        report: &mut report,
+        by_code: &mut by_code,
+        first_problems: &mut first_problems,
+        samples: &mut samples,
+        template: &template,
+    };
     while let Some(row) = reader.next_row() {
-        counts.total += 1;
-        if counts.total > deps.config.max_rows {
+        tally.counts.total += 1;
+        if tally.counts.total > deps.config.max_rows {
             return Ok(failed(
                 &title,
                 format!(
@@ -396,39 +417,12 @@ async fn check_package(deps: &Deps, bucket: &str, d: &Dispatch) -> Result<Outcom
             Ok(row) => validator.check(&row),
             Err(e) => validator.unreadable(e.line, &e.message),
         };
-        for p in &checked.problems {
-            *by_code.entry(p.code).or_default() += 1;
-            let line = p.line.to_string();
-            report.row([
-                line.as_str(),
-                &p.recipient_id,
-                &p.column,
-                p.code,
-                &p.message,
-            ]);
-            if first_problems.len() < SUMMARY_PROBLEMS {
-                first_problems.push(p.clone());
-            }
-        }
-        let r = checked.recipient;
-        if r.state == RecipientState::Pending {
-            counts.valid += 1;
-            if let (Some(ch), Some(to)) = (r.channel, r.address.as_deref()) {
-                if let std::collections::btree_map::Entry::Vacant(slot) = samples.entry(ch) {
-                    slot.insert(sample(&template, ch, &r.recipient_id, to, &r.fields));
-                }
-            }
-        } else {
-            counts.invalid += 1;
-        }
-        let key = recipient_key(&r, checked.keyed_by_id, d.shards);
-        buffer.push((key, r));
+        buffer.push(checked);
         if buffer.len() >= FLUSH_EVERY {
-            deps.store.put_recipients(&buffer).await?;
-            buffer.clear();
+            flush(deps, &d, &m.columns, &mut buffer, &mut tally).await?;
         }
     }
-    deps.store.put_recipients(&buffer).await?;
+    flush(deps, &d, &m.columns, &mut buffer, &mut tally).await?;
     if counts.total == 0 {
         return Ok(failed(
             &title,
@@ -446,6 +440,7 @@ async fn check_package(deps: &Deps, bucket: &str, d: &Dispatch) -> Result<Outcom
         total: counts.total,
         valid: counts.valid,
         invalid: counts.invalid,
+        excluded: counts.excluded,
         problems_by_code: by_code,
         first_problems,
         merge_fields: template.all_fields().into_iter().collect(),
@@ -472,6 +467,85 @@ async fn check_package(deps: &Deps, bucket: &str, d: &Dispatch) -> Result<Outcom
     })
 }
 
+/// Where the results of checked rows go.
+struct Tally<'a> {
+    counts: &'a mut Counts,
+    report: &'a mut CsvDoc,
+    by_code: &'a mut BTreeMap<&'static str, u64>,
+    first_problems: &'a mut Vec<Problem>,
+    samples: &'a mut BTreeMap<Channel, Sample>,
+    template: &'a MessageTemplate,
+}
+
+impl Tally<'_> {
+    fn add(&mut self, checked: &Checked) {
+        for p in &checked.problems {
+            *self.by_code.entry(p.code).or_default() += 1;
+            let line = p.line.to_string();
+            self.report.row([
+                line.as_str(),
+                &p.recipient_id,
+                &p.column,
+                p.code,
+                &p.message,
+            ]);
+            if self.first_problems.len() < SUMMARY_PROBLEMS {
+                self.first_problems.push(p.clone());
+            }
+        }
+        let r = &checked.recipient;
+        match r.state {
+            RecipientState::Pending => {
+                self.counts.valid += 1;
+                if let (Some(ch), Some(to)) = (r.channel, r.address.as_deref()) {
+                    if let std::collections::btree_map::Entry::Vacant(slot) = self.samples.entry(ch)
+                    {
+                        slot.insert(sample(self.template, ch, &r.recipient_id, to, &r.fields));
+                    }
+                }
+            }
+            RecipientState::Excluded => self.counts.excluded += 1,
+            _ => self.counts.invalid += 1,
+        }
+    }
+}
+
+/// Applies the suppression list to checked rows, counts and reports them, and stores them.
+async fn flush(
+    deps: &Deps,
+    d: &Dispatch,
+    columns: &shared::manifest::Columns,
+    buffer: &mut Vec<Checked>,
+    tally: &mut Tally<'_>,
+) -> Result<()> {
+    if buffer.is_empty() {
+        return Ok(());
+    }
+    let addresses: Vec<String> = buffer
+        .iter()
+        .filter(|c| c.recipient.state == RecipientState::Pending)
+        .filter_map(|c| c.recipient.address.clone())
+        .collect();
+    let suppressed = deps.store.suppressed(&addresses).await?;
+    let mut rows = Vec::with_capacity(buffer.len());
+    for mut checked in buffer.drain(..) {
+        if checked.recipient.state == RecipientState::Pending {
+            let entry = checked
+                .recipient
+                .address
+                .as_deref()
+                .and_then(|a| suppressed.get(&suppression_key(a)));
+            if let Some(entry) = entry {
+                validation::exclude_suppressed(&mut checked, entry, columns);
+            }
+        }
+        tally.add(&checked);
+        let key = recipient_key(&checked.recipient, checked.keyed_by_id, d.shards);
+        rows.push((key, checked.recipient));
+    }
+    deps.store.put_recipients(&rows).await
+}
+
 /// Counts per problem code and the first problems; the API shows it with the dispatch.
 #[derive(Debug, Serialize)]
 pub struct Summary {
@@ -480,6 +554,8 @@ pub struct Summary {
     pub total: u64,
     pub valid: u64,
     pub invalid: u64,
+    /// Valid rows left out by exclusions (the suppression list).
+    pub excluded: u64,
     pub problems_by_code: BTreeMap<&'static str, u64>,
     pub first_problems: Vec<Problem>,
     pub merge_fields: Vec<String>,

@@ -1,8 +1,10 @@
 //! Deploys `infra/template.json` into the emulator through CloudFormation, with the functions
 //! left out by the template's `DeployFunctions` condition (the local runtime runs them
 //! in-process). Two properties the emulator's CloudFormation accepts but does not apply are
-//! then applied from the same template: the uploads bucket's queue notification and the SES
-//! sender identity. Nothing is listed twice.
+//! then applied from the same template: the uploads bucket's queue notification, the SES
+//! sender identity and the SES configuration set. Nothing is listed twice. What the emulator
+//! cannot do at all stays out: SES and SMS event destinations (the emulator publishes no
+//! delivery events; tests publish them to the receipts topic themselves).
 
 use anyhow::{anyhow, bail, Context, Result};
 use aws_sdk_s3::types::{
@@ -145,6 +147,7 @@ pub async fn deploy(
     for (k, v) in &all_params {
         names.insert(k.clone(), v.clone());
     }
+    names.insert("AWS::StackName".into(), stack_name.to_string());
     let resources = cfn
         .list_stack_resources()
         .stack_name(stack_name)
@@ -174,6 +177,26 @@ fn resolve(v: &Value, names: &HashMap<String, String>) -> Result<String> {
             .get(r)
             .cloned()
             .ok_or_else(|| anyhow!("cannot resolve Ref {r}"));
+    }
+    if let Some(text) = v.get("Fn::Sub").and_then(Value::as_str) {
+        // `${Name}` replaced by the parameter's value or the resource's physical id.
+        let mut out = String::new();
+        let mut rest = text;
+        while let Some(start) = rest.find("${") {
+            out.push_str(&rest[..start]);
+            let end = rest[start..]
+                .find('}')
+                .ok_or_else(|| anyhow!("unclosed ${{ in {text}"))?;
+            let name = &rest[start + 2..start + end];
+            out.push_str(
+                names
+                    .get(name)
+                    .ok_or_else(|| anyhow!("cannot resolve ${{{name}}} in {text}"))?,
+            );
+            rest = &rest[start + end + 1..];
+        }
+        out.push_str(rest);
+        return Ok(out);
     }
     bail!("cannot resolve {v}")
 }
@@ -288,6 +311,26 @@ async fn apply_left_out(
                         .is_some_and(|s| s.is_already_exists_exception())
                     {
                         return Err(anyhow!("CreateEmailIdentity: {}", DisplayErrorContext(e)));
+                    }
+                }
+            }
+            Some("AWS::SES::ConfigurationSet") => {
+                let name = resolve(&res["Properties"]["Name"], names)?;
+                if let Err(e) = clients
+                    .sesv2
+                    .create_configuration_set()
+                    .configuration_set_name(&name)
+                    .send()
+                    .await
+                {
+                    if !e
+                        .as_service_error()
+                        .is_some_and(|s| s.is_already_exists_exception())
+                    {
+                        return Err(anyhow!(
+                            "CreateConfigurationSet: {}",
+                            DisplayErrorContext(e)
+                        ));
                     }
                 }
             }

@@ -77,6 +77,7 @@ pub async fn start(sdk: &aws_config::SdkConfig, stack: Stack, opts: Options) -> 
     let fanout = Arc::new(fanout::Deps::new(config.clone(), &clients));
     let send = Arc::new(send::Deps::new(config.clone(), &clients));
     let resume = Arc::new(resume::Deps::new(config.clone(), &clients));
+    let receipts = Arc::new(receipts::Deps::new(config.clone(), &clients));
     let api = Arc::new(api::Deps::new(config.clone(), &clients));
 
     let notifications = stack.output("NotificationQueueUrl")?.to_string();
@@ -111,6 +112,18 @@ pub async fn start(sdk: &aws_config::SdkConfig, stack: Stack, opts: Options) -> 
         move |ev| {
             let d = send.clone();
             async move { send::handle(&d, ev).await }
+        },
+    );
+
+    spawn_poller(
+        &mut tasks,
+        &clients,
+        stack.output("ReceiptsQueueUrl")?.to_string(),
+        opts.retry_after_secs,
+        1,
+        move |ev| {
+            let d = receipts.clone();
+            async move { receipts::handle(&d, ev).await }
         },
     );
 
