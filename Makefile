@@ -3,33 +3,49 @@
 
 PYTHON ?= python3
 VENV := .venv
-MOTO := $(VENV)/bin/moto_server
-MOTO_VERSION := 5.2.5
+# The pinned Python tools: the AWS emulator and the template linter (cargo-lambda, for
+# `make package` only, is installed by that target).
+PY_TOOLS := moto[server]==5.2.5 cfn-lint==1.58.0
+TOOLS := $(VENV)/tools.installed
+# Every Lambda function package, as deployed by infra/template.json.
+FUNCTIONS := $(notdir $(wildcard functions/*))
+CARGO_LAMBDA_VERSION := 1.9.2
 
-.PHONY: demo up test bench venv lint clean
+.PHONY: demo up test bench venv lint package clean
 
-demo: $(MOTO)
+demo: $(TOOLS)
 	cargo run --quiet -p local -- demo
 
-up: $(MOTO)
+up: $(TOOLS)
 	cargo run --quiet -p local -- up $(PORT)
 
-test: $(MOTO)
+test: $(TOOLS)
 	cargo test --workspace -- --test-threads=1
 
-bench: $(MOTO)
+bench: $(TOOLS)
 	cargo bench --bench dispatch
 
-venv: $(MOTO)
+venv: $(TOOLS)
 
-$(MOTO):
-	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check 'moto[server]==$(MOTO_VERSION)'
+$(TOOLS): Makefile
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check $(foreach p,$(PY_TOOLS),'$(p)')
+	echo '$(PY_TOOLS)' > $@
+
+# Zips for Lambda (provided.al2023, arm64) in dist/<function>.zip, as the template's
+# ArtifactBucket/ArtifactPrefix expect them. cargo-lambda brings zig as its cross linker.
+package: $(TOOLS)
+	rustup target add aarch64-unknown-linux-gnu
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check 'cargo-lambda==$(CARGO_LAMBDA_VERSION)'
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" cargo lambda build --release --arm64 --output-format zip $(foreach f,$(FUNCTIONS),-p $(f))
+	mkdir -p dist
+	for f in $(FUNCTIONS); do cp target/lambda/$$f/bootstrap.zip dist/$$f.zip; done
+	ls -l dist
 
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
 clean:
-	rm -rf $(VENV) .local
+	rm -rf $(VENV) .local dist
 	cargo clean

@@ -90,6 +90,13 @@ async fn every_function_binary_boots_and_answers_a_sample_event() {
         .await
         .expect("deploy");
     let config = stack.config(&[]).expect("config");
+    // A runtime attached to the stack later (LocalStack's init hook deploys it) sees the
+    // same outputs.
+    let attached = local::deploy::attach(&sdk, &template_path(), "boot")
+        .await
+        .expect("attach");
+    assert_eq!(attached.config(&[]).expect("config"), config);
+    assert_eq!(attached.outputs.len(), stack.outputs.len());
     let s3 = aws_sdk_s3::Client::from_conf(
         aws_sdk_s3::config::Builder::from(&sdk)
             .force_path_style(true)
@@ -192,6 +199,24 @@ async fn every_function_binary_boots_and_answers_a_sample_event() {
     );
     assert_eq!(v["completed"], serde_json::json!([]));
     assert_eq!(v["fanned_out_again"], serde_json::json!([]));
+
+    // receipts: an SES delivery event (in SNS's envelope) for a message this system never
+    // sent, from long ago, is dropped; a body that is no event is handed back to the queue.
+    let v = json(
+        boot(
+            &bins,
+            "receipts",
+            &emulator,
+            &stack,
+            event("sqs-receipt.json", ""),
+        )
+        .await,
+        "receipts",
+    );
+    assert_eq!(
+        v["batchItemFailures"],
+        serde_json::json!([{"itemIdentifier": "c0a1b2c3-0000-4000-8000-000000000002"}])
+    );
 
     // api: an HTTP API (payload 2.0) request lists the dispatch.
     let v = json(

@@ -450,23 +450,26 @@ async fn run_dispatch(list_name: &str, list: Vec<u8>) {
     for (i, rec) in lines.iter().enumerate() {
         match rows[i].expect {
             Expect::Invalid { code } => {
-                assert_eq!(&rec[4], "invalid");
+                assert_eq!(&rec[12], "invalid");
+                assert_eq!(&rec[4], "no", "an invalid row is not reachable");
                 assert!(
-                    rec[7].starts_with(code),
+                    rec[11].starts_with(code),
                     "history line {}: {}",
                     i + 2,
-                    &rec[7]
+                    &rec[11]
                 );
             }
             _ => {
-                assert_eq!(&rec[4], "sent");
+                assert_eq!(&rec[12], "sent");
+                assert_eq!(&rec[10], "sent", "no receipt yet");
+                assert_eq!(&rec[4], "yes");
                 assert!(
-                    provider_ids.contains(&rec[5]),
+                    provider_ids.contains(&rec[6]),
                     "history line {} has the provider's id",
                     i + 2
                 );
                 assert!(
-                    !rec[6].is_empty(),
+                    !rec[7].is_empty(),
                     "history line {} has the send time",
                     i + 2
                 );

@@ -307,7 +307,11 @@ async fn receipts_are_recorded_suppress_addresses_and_refresh_the_history() {
         .iter()
         .map(|e| e["action"].as_str().unwrap())
         .collect();
-    assert_eq!(actions, ["validate", "approve", "completed"], "{summary}");
+    assert_eq!(
+        actions,
+        ["upload", "validate", "approve", "completed"],
+        "{summary}"
+    );
 
     // The next dispatch to the same people leaves out the bounced, the complainer and the
     // opted-out number, says why, and waits for a manual close.

@@ -32,6 +32,9 @@ impl Store {
         outcome: &str,
     ) -> Result<()> {
         let at = now_rfc3339();
+        // Fixed-width nanoseconds keep the trail in time order (RFC 3339 texts of varying
+        // precision do not sort as times).
+        let nanos = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
         self.client
             .put_item()
             .table_name(&self.table)
@@ -39,7 +42,7 @@ impl Store {
             .item(
                 "sk",
                 s(format!(
-                    "{AUDIT_PREFIX}{at}#{}",
+                    "{AUDIT_PREFIX}{nanos:020}#{}",
                     uuid::Uuid::new_v4().simple()
                 )),
             )

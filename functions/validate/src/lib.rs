@@ -84,7 +84,8 @@ async fn handle_body(deps: &Deps, body: &str) -> Result<()> {
         .map_err(|e| Error::Malformed(format!("notification: {e}")))?;
     for rec in event.records {
         let key = decode_key(&rec.s3.object.key);
-        validate_upload(deps, &rec.s3.bucket.name, &key).await?;
+        let uploader = rec.user_identity.and_then(|u| u.principal_id);
+        validate_upload(deps, &rec.s3.bucket.name, &key, uploader.as_deref()).await?;
     }
     Ok(())
 }
@@ -100,6 +101,15 @@ struct Notification {
 #[derive(Debug, serde::Deserialize)]
 struct NotificationRecord {
     s3: NotificationS3,
+    /// Who uploaded the manifest (the IAM principal), when the emitter says.
+    #[serde(rename = "userIdentity", default)]
+    user_identity: Option<UserIdentity>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct UserIdentity {
+    #[serde(rename = "principalId", default)]
+    principal_id: Option<String>,
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -127,7 +137,12 @@ pub fn decode_key(raw: &str) -> String {
 }
 
 /// Validates the package whose manifest is at `key`.
-pub async fn validate_upload(deps: &Deps, bucket: &str, key: &str) -> Result<()> {
+pub async fn validate_upload(
+    deps: &Deps,
+    bucket: &str,
+    key: &str,
+    uploader: Option<&str>,
+) -> Result<()> {
     let (id, prefix) = match manifest::dispatch_of_key(key) {
         Ok(x) => x,
         Err(why) => {
@@ -155,7 +170,15 @@ pub async fn validate_upload(deps: &Deps, bucket: &str, key: &str) -> Result<()>
         }
         Err(e) => return Err(e),
     };
-    tracing::info!(dispatch = %id, "validating");
+    tracing::info!(dispatch = %id, uploader = uploader.unwrap_or("unknown"), "validating");
+    deps.store
+        .audit_or_log(
+            &id,
+            uploader.unwrap_or("unknown uploader"),
+            "upload",
+            &format!("package at s3://{bucket}/{prefix}"),
+        )
+        .await;
     match check_package(deps, bucket, &dispatch).await? {
         Outcome::Failed { title, problems } => {
             tracing::warn!(dispatch = %id, ?problems, "validation failed");
@@ -419,10 +442,10 @@ async fn check_package(deps: &Deps, bucket: &str, d: &Dispatch) -> Result<Outcom
         };
         buffer.push(checked);
         if buffer.len() >= FLUSH_EVERY {
-            flush(deps, &d, &m.columns, &mut buffer, &mut tally).await?;
+            flush(deps, d, &m.columns, &mut buffer, &mut tally).await?;
         }
     }
-    flush(deps, &d, &m.columns, &mut buffer, &mut tally).await?;
+    flush(deps, d, &m.columns, &mut buffer, &mut tally).await?;
     if counts.total == 0 {
         return Ok(failed(
             &title,

@@ -95,7 +95,7 @@ pub async fn deploy(
         .send()
         .await
         .map_err(|e| anyhow!("CreateStack: {}", DisplayErrorContext(e)))?;
-    let stack = loop {
+    loop {
         let out = cfn
             .describe_stacks()
             .stack_name(stack_name)
@@ -108,14 +108,69 @@ pub async fn deploy(
             .cloned()
             .ok_or_else(|| anyhow!("stack {stack_name} vanished"))?;
         match stack.stack_status().map(|s| s.as_str()) {
-            Some("CREATE_COMPLETE") => break stack,
+            Some("CREATE_COMPLETE") => break,
             Some("CREATE_IN_PROGRESS") => tokio::time::sleep(Duration::from_millis(200)).await,
             other => bail!(
                 "stack {stack_name} ended in {other:?}: {:?}",
                 stack.stack_status_reason()
             ),
         }
-    };
+    }
+    finish(sdk, &cfn, &doc, stack_name, &all_params).await
+}
+
+/// A stack deployed earlier from the template (e.g. by LocalStack's init hook): its outputs,
+/// with what the emulator's CloudFormation does not apply applied again (idempotently).
+pub async fn attach(
+    sdk: &aws_config::SdkConfig,
+    template: &Path,
+    stack_name: &str,
+) -> Result<Stack> {
+    let body = std::fs::read_to_string(template)
+        .with_context(|| format!("cannot read {}", template.display()))?;
+    let doc: Value = serde_json::from_str(&body).context("the template is not JSON")?;
+    let cfn = aws_sdk_cloudformation::Client::new(sdk);
+    let out = cfn
+        .describe_stacks()
+        .stack_name(stack_name)
+        .send()
+        .await
+        .map_err(|e| anyhow!("DescribeStacks {stack_name}: {}", DisplayErrorContext(e)))?;
+    let stack = out
+        .stacks()
+        .first()
+        .ok_or_else(|| anyhow!("there is no stack {stack_name}"))?;
+    let params: Vec<(String, String)> = stack
+        .parameters()
+        .iter()
+        .filter_map(|p| {
+            Some((
+                p.parameter_key()?.to_string(),
+                p.parameter_value()?.to_string(),
+            ))
+        })
+        .collect();
+    finish(sdk, &cfn, &doc, stack_name, &params).await
+}
+
+async fn finish(
+    sdk: &aws_config::SdkConfig,
+    cfn: &aws_sdk_cloudformation::Client,
+    doc: &Value,
+    stack_name: &str,
+    all_params: &[(String, String)],
+) -> Result<Stack> {
+    let out = cfn
+        .describe_stacks()
+        .stack_name(stack_name)
+        .send()
+        .await
+        .context("DescribeStacks")?;
+    let stack = out
+        .stacks()
+        .first()
+        .cloned()
+        .ok_or_else(|| anyhow!("stack {stack_name} vanished"))?;
     let outputs = stack
         .outputs()
         .iter()
@@ -144,7 +199,7 @@ pub async fn deploy(
             }
         }
     }
-    for (k, v) in &all_params {
+    for (k, v) in all_params {
         names.insert(k.clone(), v.clone());
     }
     names.insert("AWS::StackName".into(), stack_name.to_string());
@@ -161,7 +216,7 @@ pub async fn deploy(
             }
         }
     }
-    apply_left_out(sdk, &doc, &names).await?;
+    apply_left_out(sdk, doc, &names).await?;
     Ok(Stack {
         name: stack_name.to_string(),
         outputs,
@@ -323,10 +378,14 @@ async fn apply_left_out(
                     .send()
                     .await
                 {
-                    if !e
-                        .as_service_error()
-                        .is_some_and(|s| s.is_already_exists_exception())
-                    {
+                    // SES says AlreadyExistsException; moto says
+                    // ConfigurationSetAlreadyExistsException.
+                    let exists = e.as_service_error().is_some_and(|s| {
+                        s.is_already_exists_exception()
+                            || aws_sdk_sesv2::error::ProvideErrorMetadata::code(s)
+                                .is_some_and(|c| c.ends_with("AlreadyExistsException"))
+                    });
+                    if !exists {
                         return Err(anyhow!(
                             "CreateConfigurationSet: {}",
                             DisplayErrorContext(e)

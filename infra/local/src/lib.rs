@@ -23,7 +23,8 @@ impl Local {
     }
 
     /// Deploys the template into `emulator` and starts the runtime. The stack gets a new
-    /// name each time, so an emulator that keeps state (LocalStack) can be used again.
+    /// name each time, so an emulator that keeps state (LocalStack) can be used again. With
+    /// `STACK_NAME` set, the runtime uses that stack, deployed before from the same template.
     pub async fn on(emulator: emulator::Emulator, opts: runtime::Options) -> Result<Local> {
         shared::aws::init_tracing();
         let sdk = emulator.sdk_config().await;
@@ -31,7 +32,13 @@ impl Local {
             "mass-dispatch-{}",
             time::OffsetDateTime::now_utc().unix_timestamp()
         );
-        let stack = deploy::deploy(&sdk, &deploy::template_path(), &name, &[]).await?;
+        let stack = match std::env::var("STACK_NAME") {
+            // A stack deployed before from the same template (LocalStack's init hook).
+            Ok(existing) if !existing.is_empty() => {
+                deploy::attach(&sdk, &deploy::template_path(), &existing).await?
+            }
+            _ => deploy::deploy(&sdk, &deploy::template_path(), &name, &[]).await?,
+        };
         let system = runtime::start(&sdk, stack, opts).await?;
         Ok(Local {
             system,

@@ -27,8 +27,8 @@ async fn main() -> Result<()> {
 fn counts(d: &Value) -> String {
     let c = &d["counts"];
     format!(
-        "total {} | valid {} | invalid {} | sent {} | failed {} | unknown {}",
-        c["total"], c["valid"], c["invalid"], c["sent"], c["failed"], c["unknown"]
+        "total {} | valid {} | invalid {} | excluded {} | sent {} | failed {} | unknown {}",
+        c["total"], c["valid"], c["invalid"], c["excluded"], c["sent"], c["failed"], c["unknown"]
     )
 }
 
@@ -152,7 +152,19 @@ async fn demo() -> Result<()> {
     std::fs::write(out.join("validation-report.csv"), &report)?;
     std::fs::write(out.join("history.csv"), &history).context("cannot save the history")?;
 
-    let d = portal.dispatch(id).await?.unwrap_or(d);
+    let mut d = portal.dispatch(id).await?.unwrap_or(d);
+    if d["state"] == "completed_with_errors" {
+        println!("==> the operator reviews the history and closes the dispatch: POST /dispatches/{id}/close");
+        let (status, body) = portal.post(&format!("/dispatches/{id}/close")).await?;
+        if status != 200 {
+            bail!("closing answered {status}: {body}");
+        }
+        d = body;
+    }
+    let (_, summary) = portal
+        .get(&format!("/dispatches/{id}/history/summary"))
+        .await?;
+    std::fs::write(out.join("history-summary.json"), &summary)?;
     let accepted = match (
         local.emulator.sent_emails().await,
         local.emulator.sent_sms().await,
@@ -160,7 +172,11 @@ async fn demo() -> Result<()> {
         (Ok(e), Ok(s)) => format!("{} emails (SES), {} SMS (SNS)", e.len(), s.len()),
         _ => "not readable from this emulator".to_string(),
     };
-    println!("==> done: {}", d["state"].as_str().unwrap_or_default());
+    println!(
+        "==> done: {} ({})",
+        d["state"].as_str().unwrap_or_default(),
+        d["completion"].as_str().unwrap_or_default()
+    );
     println!("    {}", counts(&d));
     println!("    accepted by the emulator: {accepted}");
     println!(
@@ -175,6 +191,10 @@ async fn demo() -> Result<()> {
         d["history_key"].as_str().unwrap_or(""),
         out.join("history.csv").display(),
         history.lines().count().saturating_sub(1)
+    );
+    println!(
+        "    history summary with the audit trail: {}",
+        out.join("history-summary.json").display()
     );
     local.system.stop().await;
     Ok(())

@@ -1,0 +1,216 @@
+//! The deployment template: cfn-lint (from the project's virtualenv) finds no error or
+//! warning, and the properties the system relies on hold: every function package has its
+//! function, every function's environment is the typed configuration, every queue has a
+//! dead-letter queue after at least five receives and a visibility of at least six times its
+//! function's timeout, every trigger reports partial batch failures under a concurrency cap,
+//! and only what the emulator cannot run is left out locally.
+
+use local::emulator::repo_root;
+use serde_json::Value;
+use shared::config::vars;
+use std::collections::BTreeSet;
+
+fn template() -> Value {
+    serde_json::from_slice(&std::fs::read(repo_root().join("infra/template.json")).unwrap())
+        .unwrap()
+}
+
+fn resources(t: &Value, kind: &str) -> Vec<(String, Value)> {
+    t["Resources"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(_, r)| r["Type"] == kind)
+        .map(|(k, r)| (k.clone(), r.clone()))
+        .collect()
+}
+
+fn logical(v: &Value) -> String {
+    v.get("Ref")
+        .or_else(|| v.get("Fn::GetAtt").and_then(|a| a.get(0)))
+        .and_then(Value::as_str)
+        .unwrap_or_else(|| panic!("{v} is not a reference"))
+        .to_string()
+}
+
+#[test]
+fn cfn_lint_finds_nothing() {
+    let lint = repo_root().join(".venv/bin/cfn-lint");
+    assert!(
+        lint.exists(),
+        "{} is missing; `make venv` installs it",
+        lint.display()
+    );
+    let out = std::process::Command::new(&lint)
+        .arg(repo_root().join("infra/template.json"))
+        .output()
+        .expect("cfn-lint runs");
+    assert!(
+        out.status.success(),
+        "cfn-lint exit {:?}:\n{}{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn every_function_package_is_deployed_with_the_typed_configuration() {
+    let t = template();
+    let functions = resources(&t, "AWS::Lambda::Function");
+    let packages: BTreeSet<String> = std::fs::read_dir(repo_root().join("functions"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    let zips: BTreeSet<String> = functions
+        .iter()
+        .map(|(_, f)| {
+            let key = f["Properties"]["Code"]["S3Key"]["Fn::Sub"]
+                .as_str()
+                .unwrap();
+            key.trim_start_matches("${ArtifactPrefix}/")
+                .trim_end_matches(".zip")
+                .to_string()
+        })
+        .collect();
+    assert_eq!(zips, packages);
+    let config: BTreeSet<&str> = vars::ALL.into_iter().collect();
+    for (name, f) in &functions {
+        let p = &f["Properties"];
+        assert_eq!(p["Runtime"], "provided.al2023", "{name}");
+        assert_eq!(p["Architectures"], serde_json::json!(["arm64"]), "{name}");
+        let env: BTreeSet<&str> = p["Environment"]["Variables"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .filter(|k| *k != "RUST_LOG")
+            .collect();
+        assert!(
+            env.is_subset(&config),
+            "{name} sets variables the configuration does not read: {:?}",
+            env.difference(&config).collect::<Vec<_>>()
+        );
+        for required in [
+            vars::TABLE_NAME,
+            vars::UPLOADS_BUCKET,
+            vars::REPORTS_BUCKET,
+            vars::FANOUT_QUEUE_URL,
+            vars::SEND_QUEUE_URL,
+            vars::MAX_RECEIVES,
+            vars::SES_CONFIGURATION_SET,
+        ] {
+            assert!(env.contains(required), "{name} lacks {required}");
+        }
+    }
+}
+
+#[test]
+fn every_queue_redrives_and_outlasts_its_function() {
+    let t = template();
+    let functions: std::collections::HashMap<String, Value> =
+        resources(&t, "AWS::Lambda::Function").into_iter().collect();
+    let queues: std::collections::HashMap<String, Value> =
+        resources(&t, "AWS::SQS::Queue").into_iter().collect();
+    assert!(t["Parameters"]["MaxReceives"]["MinValue"].as_u64().unwrap() >= 5);
+    let mut triggered = BTreeSet::new();
+    for (name, m) in resources(&t, "AWS::Lambda::EventSourceMapping") {
+        let p = &m["Properties"];
+        assert_eq!(
+            p["FunctionResponseTypes"],
+            serde_json::json!(["ReportBatchItemFailures"]),
+            "{name}"
+        );
+        assert!(
+            !p["ScalingConfig"]["MaximumConcurrency"].is_null(),
+            "{name}"
+        );
+        let queue = logical(&p["EventSourceArn"]);
+        let function = logical(&p["FunctionName"]);
+        let q = &queues[&queue]["Properties"];
+        assert_eq!(
+            q["RedrivePolicy"]["maxReceiveCount"],
+            serde_json::json!({"Ref": "MaxReceives"}),
+            "{queue}"
+        );
+        let dlq = logical(&q["RedrivePolicy"]["deadLetterTargetArn"]);
+        assert!(queues.contains_key(&dlq), "{queue}: {dlq}");
+        let visibility = q["VisibilityTimeout"].as_u64().unwrap();
+        let timeout = functions[&function]["Properties"]["Timeout"]
+            .as_u64()
+            .unwrap();
+        assert!(
+            visibility >= 6 * timeout,
+            "{queue}: visibility {visibility} s < 6 × {function}'s {timeout} s"
+        );
+        triggered.insert(queue);
+    }
+    let with_dlq: BTreeSet<String> = queues
+        .iter()
+        .filter(|(_, q)| !q["Properties"]["RedrivePolicy"].is_null())
+        .map(|(k, _)| k.clone())
+        .collect();
+    assert_eq!(triggered, with_dlq, "every work queue has a trigger");
+    // Every dead-letter queue has an alarm on its depth.
+    let alarmed: BTreeSet<String> = resources(&t, "AWS::CloudWatch::Alarm")
+        .iter()
+        .filter(|(_, a)| a["Properties"]["Namespace"] == "AWS/SQS")
+        .map(|(_, a)| logical(&a["Properties"]["Dimensions"][0]["Value"]))
+        .collect();
+    for q in &with_dlq {
+        let dlq = logical(&queues[q]["Properties"]["RedrivePolicy"]["deadLetterTargetArn"]);
+        assert!(alarmed.contains(&dlq), "no alarm on {dlq}");
+    }
+}
+
+#[test]
+fn only_what_the_emulator_cannot_run_is_left_out_locally() {
+    let t = template();
+    let conditioned: BTreeSet<String> = t["Resources"]
+        .as_object()
+        .unwrap()
+        .values()
+        .filter(|r| r["Condition"] == "Functions")
+        .map(|r| r["Type"].as_str().unwrap().to_string())
+        .collect();
+    let allowed = [
+        "AWS::Lambda::Function",
+        "AWS::Lambda::EventSourceMapping",
+        "AWS::Lambda::Permission",
+        // What exists only for the functions: their roles, error alarms, schedule and API.
+        "AWS::IAM::Role",
+        "AWS::CloudWatch::Alarm",
+        "AWS::Events::Rule",
+        "AWS::ApiGatewayV2::Api",
+        "AWS::ApiGatewayV2::Authorizer",
+        "AWS::ApiGatewayV2::Integration",
+        "AWS::ApiGatewayV2::Route",
+        "AWS::ApiGatewayV2::Stage",
+    ];
+    for kind in &conditioned {
+        assert!(
+            allowed.contains(&kind.as_str()),
+            "{kind} is left out locally"
+        );
+    }
+    // Tables, queues, topics, buckets and the SES configuration are deployed everywhere.
+    for (name, r) in t["Resources"].as_object().unwrap() {
+        let kind = r["Type"].as_str().unwrap();
+        if kind.starts_with("AWS::SQS::")
+            || kind.starts_with("AWS::SNS::")
+            || kind.starts_with("AWS::S3::")
+            || kind.starts_with("AWS::DynamoDB::")
+            || kind.starts_with("AWS::SES::")
+        {
+            assert!(r.get("Condition").is_none(), "{name} is conditioned");
+        }
+    }
+    let alarms_on_functions = resources(&t, "AWS::CloudWatch::Alarm")
+        .into_iter()
+        .filter(|(_, a)| a["Properties"]["Namespace"] == "AWS/Lambda")
+        .count();
+    assert_eq!(
+        alarms_on_functions,
+        resources(&t, "AWS::Lambda::Function").len()
+    );
+}
