@@ -391,6 +391,75 @@ async fn receipts_are_recorded_suppress_addresses_and_refresh_the_history() {
     assert_eq!(last["action"], "closed", "{summary}");
     assert_eq!(summary["state"], "closed");
 
+    // The dispatch's own exclusions: a status code (90, dead) and missing consent leave valid
+    // rows out with the reason, next to an address the suppression list holds.
+    let manifest = MANIFEST.replace(
+        r#""phone_region": "DK""#,
+        r#""phone_region": "DK",
+  "exclusions": {"status_column": "status", "excluded_codes": ["80", "90"], "consent_column": "consent"}"#,
+    );
+    for (name, body) in [
+        (
+            "list.csv",
+            "recipient_id,name,email,phone,channel,status,consent
+g,Gry,g@example.net,,email,01,yes
+h,Hans,h@example.net,,email,90,yes
+i,Ida,i@example.net,,email,01,
+b,Bo,b@example.net,,email,01,ja
+"
+            .as_bytes(),
+        ),
+        ("email.txt", b"Dear {{ name }}".as_slice()),
+        ("sms.txt", b"Hi {{ name }}".as_slice()),
+        ("manifest.json", manifest.as_bytes()),
+    ] {
+        local.upload("third", name, body.to_vec()).await.unwrap();
+    }
+    let d = send_and_finish(&local, "third", "completed_with_errors").await;
+    assert_eq!(d["counts"]["excluded"], 3, "{d}");
+    assert_eq!(d["counts"]["sent"], 1, "{d}");
+    let third = recipients(&local, "third").await;
+    assert_eq!(third["g"].state, RecipientState::Sent);
+    let reasons: BTreeMap<&str, &str> = ["h", "i", "b"]
+        .into_iter()
+        .map(|id| {
+            assert_eq!(third[id].state, RecipientState::Excluded, "{id}");
+            (
+                id,
+                third[id]
+                    .reason
+                    .as_deref()
+                    .unwrap()
+                    .split(':')
+                    .next()
+                    .unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        reasons,
+        BTreeMap::from([
+            ("b", "suppressed"),
+            ("h", "excluded_status"),
+            ("i", "no_consent")
+        ])
+    );
+    let emails = local.emulator.sent_emails().await.unwrap();
+    for (address, times) in [
+        ("g@example.net", 1),
+        ("h@example.net", 0),
+        ("i@example.net", 0),
+    ] {
+        assert_eq!(
+            emails
+                .iter()
+                .filter(|m| m.to.iter().any(|t| t == address))
+                .count(),
+            times,
+            "{address}"
+        );
+    }
+
     // A receipt that cannot be read is not lost: after the queue's receive limit it waits in
     // the dead-letter queue.
     let sqs = &local.system.clients.sqs;

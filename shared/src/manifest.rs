@@ -96,6 +96,26 @@ pub struct Manifest {
     /// deployment's default when absent.
     #[serde(default)]
     pub phone_region: Option<String>,
+    /// Valid rows this dispatch leaves out (status codes, missing consent).
+    #[serde(default)]
+    pub exclusions: Exclusions,
+}
+
+/// Rules that leave valid rows out of a dispatch. An excluded row is recorded as `excluded`
+/// with the rule and the value, and is reported; it is never sent to.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Exclusions {
+    /// Column holding a status code per recipient (e.g. a person register's status).
+    #[serde(default)]
+    pub status_column: Option<String>,
+    /// Codes in that column that exclude the row (e.g. "80" emigrated, "90" dead).
+    #[serde(default)]
+    pub excluded_codes: Vec<String>,
+    /// Column saying whether the recipient agreed to be contacted: yes, y, true, 1, ja, x
+    /// send; no, n, false, 0, nej or an empty cell exclude; anything else is invalid.
+    #[serde(default)]
+    pub consent_column: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -162,6 +182,13 @@ impl Manifest {
         }
         if let Some(s) = &self.sms {
             check_file_name("sms.text", &s.text)?;
+        }
+        let x = &self.exclusions;
+        if x.status_column.is_some() != !x.excluded_codes.is_empty() {
+            return bad("exclusions.status_column and exclusions.excluded_codes go together");
+        }
+        if x.excluded_codes.iter().any(|c| c.trim().is_empty()) {
+            return bad("exclusions.excluded_codes must not hold an empty code");
         }
         if let Some(r) = &self.phone_region {
             if r.len() != 2 || !r.chars().all(|c| c.is_ascii_alphabetic()) {

@@ -34,6 +34,11 @@ pub mod codes {
     pub const UNREADABLE_ROW: &str = "unreadable_row";
     /// Not a problem with the row: its address is on the suppression list.
     pub const SUPPRESSED: &str = "suppressed";
+    /// Not a problem with the row: its status code is one the dispatch excludes.
+    pub const EXCLUDED_STATUS: &str = "excluded_status";
+    /// Not a problem with the row: the recipient has not agreed to be contacted.
+    pub const NO_CONSENT: &str = "no_consent";
+    pub const INVALID_CONSENT: &str = "invalid_consent";
 }
 
 /// Leaves a valid row out because its address is on the suppression list: the row becomes
@@ -80,6 +85,8 @@ pub struct Validator<'a> {
     email_col: Option<usize>,
     phone_col: Option<usize>,
     channel_col: Option<usize>,
+    status_col: Option<usize>,
+    consent_col: Option<usize>,
     region: phonenumber::country::Id,
     seen_ids: HashSet<String>,
     seen_addresses: HashSet<String>,
@@ -154,6 +161,19 @@ impl<'a> Validator<'a> {
                 ));
             }
         }
+        let x = &manifest.exclusions;
+        let status_col = x.status_column.as_deref().and_then(|c| find(&names, c));
+        if let (Some(c), None) = (&x.status_column, status_col) {
+            problems.push(format!(
+                "exclusions name the status column '{c}' but the list has no such column"
+            ));
+        }
+        let consent_col = x.consent_column.as_deref().and_then(|c| find(&names, c));
+        if let (Some(c), None) = (&x.consent_column, consent_col) {
+            problems.push(format!(
+                "exclusions name the consent column '{c}' but the list has no such column"
+            ));
+        }
         let mut missing: Vec<String> = Vec::new();
         for ch in &channels {
             for f in template.fields(*ch) {
@@ -181,6 +201,8 @@ impl<'a> Validator<'a> {
                 email_col,
                 phone_col,
                 channel_col,
+                status_col,
+                consent_col,
                 region,
                 seen_ids: HashSet::new(),
                 seen_addresses: HashSet::new(),
@@ -405,8 +427,69 @@ impl<'a> Validator<'a> {
             }
         }
 
+        // Exclusions apply to rows that are otherwise valid; a consent cell that says
+        // neither yes nor no is a problem of its own.
+        let mut excluded: Option<Problem> = None;
+        let exclude = |column: &str, code: &'static str, message: String| Problem {
+            line,
+            recipient_id: id.clone(),
+            column: column.to_string(),
+            code,
+            message,
+        };
+        let x = &self.manifest.exclusions;
+        if let (Some(col), Some(name)) = (self.consent_col, x.consent_column.as_deref()) {
+            match consent(cell(Some(col))) {
+                Some(true) => {}
+                Some(false) => {
+                    excluded = Some(exclude(
+                        name,
+                        codes::NO_CONSENT,
+                        format!(
+                            "the recipient has not agreed to be contacted ('{}')",
+                            cell(Some(col))
+                        ),
+                    ))
+                }
+                None => problem!(
+                    name,
+                    codes::INVALID_CONSENT,
+                    format!(
+                        "'{}' is neither yes nor no (yes, y, true, 1, ja, x / no, n, false, 0, nej, empty)",
+                        cell(Some(col))
+                    ),
+                ),
+            }
+        }
+        if let (Some(col), Some(name)) = (self.status_col, x.status_column.as_deref()) {
+            let status = cell(Some(col)).trim();
+            if x.excluded_codes.iter().any(|c| c.trim() == status) {
+                excluded = Some(exclude(
+                    name,
+                    codes::EXCLUDED_STATUS,
+                    format!("status code {status} is excluded from this dispatch"),
+                ));
+            }
+        }
+
         let recipient = self.recipient(line, id.clone(), channel, address, fields);
-        self.finish(recipient, problems, keyed_by_id)
+        let mut checked = self.finish(recipient, problems, keyed_by_id);
+        if let (true, Some(p)) = (checked.problems.is_empty(), excluded) {
+            checked.recipient.state = RecipientState::Excluded;
+            checked.recipient.reason = Some(format!("{}: {}", p.code, p.message));
+            checked.problems.push(p);
+        }
+        checked
+    }
+}
+
+/// What a consent cell says: `Some(true)` yes, `Some(false)` no (an empty cell is no),
+/// `None` neither.
+pub fn consent(raw: &str) -> Option<bool> {
+    match raw.trim().to_lowercase().as_str() {
+        "yes" | "y" | "true" | "1" | "ja" | "j" | "x" => Some(true),
+        "no" | "n" | "false" | "0" | "nej" | "" => Some(false),
+        _ => None,
     }
 }
 
@@ -492,6 +575,67 @@ mod tests {
             line,
             cells: cells.iter().map(|s| s.to_string()).collect(),
         }
+    }
+
+    fn excluding_manifest() -> Manifest {
+        Manifest::parse(
+            br#"{"title":"t","list":"l.csv","channel":"sms","columns":{"id":"id"},
+                "sms":{"text":"s.txt"},
+                "exclusions":{"status_column":"CPR status","excluded_codes":["80","90"],
+                              "consent_column":"consent"}}"#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn status_codes_and_missing_consent_exclude_valid_rows_with_the_reason() {
+        let (m, t) = (excluding_manifest(), template());
+        let h: Vec<String> = ["id", "name", "phone", "cpr_status", "Consent"]
+            .map(String::from)
+            .to_vec();
+        let mut v = Validator::new("d", &m, &t, &h, "DK").unwrap();
+        let ok = v.check(&row(2, &["1", "Ann", "20123401", "01", "yes"]));
+        assert_eq!(ok.recipient.state, RecipientState::Pending);
+        assert!(ok.problems.is_empty());
+        let dead = v.check(&row(3, &["2", "Bo", "20123402", "90", "Ja"]));
+        assert_eq!(dead.recipient.state, RecipientState::Excluded);
+        assert_eq!(dead.problems.len(), 1);
+        assert_eq!(dead.problems[0].code, codes::EXCLUDED_STATUS);
+        assert_eq!(dead.problems[0].column, "CPR status");
+        assert_eq!(
+            dead.recipient.reason.as_deref(),
+            Some("excluded_status: status code 90 is excluded from this dispatch")
+        );
+        let no = v.check(&row(4, &["3", "Cy", "20123403", "01", ""]));
+        assert_eq!(no.recipient.state, RecipientState::Excluded);
+        assert_eq!(no.problems[0].code, codes::NO_CONSENT);
+        let odd = v.check(&row(5, &["4", "Di", "20123404", "01", "maybe"]));
+        assert_eq!(odd.recipient.state, RecipientState::Invalid);
+        assert_eq!(odd.problems[0].code, codes::INVALID_CONSENT);
+        // A row with a problem is invalid, not excluded, even when a rule would exclude it.
+        let both = v.check(&row(6, &["5", "Ed", "12", "80", "no"]));
+        assert_eq!(both.recipient.state, RecipientState::Invalid);
+        assert!(both.problems.iter().all(|p| p.code == codes::INVALID_PHONE));
+    }
+
+    #[test]
+    fn exclusion_columns_must_exist_and_codes_need_a_column() {
+        let (m, t) = (excluding_manifest(), template());
+        let h: Vec<String> = ["id", "name", "phone"].map(String::from).to_vec();
+        let e = Validator::new("d", &m, &t, &h, "DK").err().unwrap();
+        assert!(
+            e.iter().any(|p| p.contains("status column 'CPR status'")),
+            "{e:?}"
+        );
+        assert!(
+            e.iter().any(|p| p.contains("consent column 'consent'")),
+            "{e:?}"
+        );
+        let half = Manifest::parse(
+            br#"{"title":"t","list":"l.csv","channel":"sms","sms":{"text":"s.txt"},
+                "exclusions":{"excluded_codes":["90"]}}"#,
+        );
+        assert!(half.unwrap_err().to_string().contains("go together"));
     }
 
     #[test]
