@@ -184,7 +184,7 @@ impl Manifest {
             check_file_name("sms.text", &s.text)?;
         }
         let x = &self.exclusions;
-        if x.status_column.is_some() != !x.excluded_codes.is_empty() {
+        if x.status_column.is_some() == x.excluded_codes.is_empty() {
             return bad("exclusions.status_column and exclusions.excluded_codes go together");
         }
         if x.excluded_codes.iter().any(|c| c.trim().is_empty()) {

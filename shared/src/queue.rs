@@ -3,9 +3,26 @@
 use crate::error::{Error, Result};
 use crate::model::Channel;
 use crate::store::RecipientKey;
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse};
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+
+/// A function's answer to an SQS batch: the messages named come again, the rest are deleted.
+/// An empty id is left out, since the service would fail the whole batch over it.
+pub fn batch_response(failed: impl IntoIterator<Item = String>) -> SqsBatchResponse {
+    let mut resp = SqsBatchResponse::default();
+    resp.batch_item_failures = failed
+        .into_iter()
+        .filter(|id| !id.is_empty())
+        .map(|id| {
+            let mut f = BatchItemFailure::default();
+            f.item_identifier = id;
+            f
+        })
+        .collect();
+    resp
+}
 
 /// What fan-out does with the pending recipients of a shard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]

@@ -20,7 +20,9 @@
 
 use crate::error::{Error, Result};
 use crate::model::{rfc3339, Receipt};
-use crate::store::{get_s, n, s, Item, RecipientKey, Store};
+use crate::store::{
+    get_s, n, s, unprocessed_wait, Item, RecipientKey, Store, UNPROCESSED_ATTEMPTS,
+};
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -398,8 +400,8 @@ impl Store {
                     .build()
                     .map_err(|e| Error::Malformed(e.to_string()))?,
             );
-            let mut attempt = 0u32;
-            while let Some(req) = request.take() {
+            for attempt in 0..UNPROCESSED_ATTEMPTS {
+                let Some(req) = request.take() else { break };
                 let out = self
                     .client
                     .batch_get_item()
@@ -432,12 +434,15 @@ impl Store {
                     .filter(|k| !k.keys().is_empty())
                     .cloned();
                 if request.is_some() {
-                    attempt += 1;
-                    tokio::time::sleep(std::time::Duration::from_millis(
-                        50 * 2u64.pow(attempt.min(6)),
-                    ))
-                    .await;
+                    tokio::time::sleep(unprocessed_wait(attempt)).await;
                 }
+            }
+            if let Some(left) = request {
+                return Err(Error::Aws {
+                    op: "BatchGetItem",
+                    source: format!("{} suppression keys stayed unprocessed", left.keys().len())
+                        .into(),
+                });
             }
         }
         Ok(found)

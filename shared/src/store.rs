@@ -27,6 +27,15 @@ pub const INDEX_BY_CREATED: &str = "by-created";
 pub const INDEX_BY_STATE: &str = "by-state";
 pub(crate) const DISPATCH_SK: &str = "DISPATCH";
 const ALL_DISPATCHES: &str = "DISPATCHES";
+/// Calls of a batch operation while the service leaves items unprocessed.
+pub(crate) const UNPROCESSED_ATTEMPTS: u32 = 8;
+
+/// The wait after the `attempt`th call (from 0) left items unprocessed: 50 ms doubling, at
+/// most 2 s.
+pub(crate) fn unprocessed_wait(attempt: u32) -> Duration {
+    (Duration::from_millis(50) * 2u32.pow(attempt.min(6))).min(Duration::from_secs(2))
+}
+
 /// BatchWriteItem calls in flight at once while storing a list.
 const WRITE_CONCURRENCY: usize = 8;
 
@@ -609,8 +618,7 @@ impl Store {
                     .map_err(|e| Error::Malformed(e.to_string()))
             })
             .collect::<Result<_>>()?;
-        let mut delay = Duration::from_millis(50);
-        for _ in 0..8 {
+        for attempt in 0..UNPROCESSED_ATTEMPTS {
             let out = self
                 .client
                 .batch_write_item()
@@ -625,8 +633,7 @@ impl Store {
             if requests.is_empty() {
                 return Ok(());
             }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(2));
+            tokio::time::sleep(unprocessed_wait(attempt)).await;
         }
         Err(Error::Aws {
             op: "BatchWriteItem",

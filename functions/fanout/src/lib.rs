@@ -3,7 +3,7 @@
 //! Works in bounded pages and hands the rest of a shard to a continuation message. Also
 //! applies a rejection to the recipients not yet sent.
 
-use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use futures::{stream, FutureExt, StreamExt, TryStreamExt};
 use shared::config::Config;
 use shared::model::{DispatchState, RecipientState};
@@ -44,16 +44,10 @@ pub async fn handle(deps: &Deps, event: SqsEvent) -> Result<SqsBatchResponse, Er
             // Malformed messages fail too: after the queue's receive limit they land in the
             // dead-letter queue, where they stay visible.
             tracing::error!(message_id = %id, error = %e, "fan-out failed");
-            if !id.is_empty() {
-                let mut f = BatchItemFailure::default();
-                f.item_identifier = id;
-                failures.push(f);
-            }
+            failures.push(id);
         }
     }
-    let mut resp = SqsBatchResponse::default();
-    resp.batch_item_failures = failures;
-    Ok(resp)
+    Ok(queue::batch_response(failures))
 }
 
 pub async fn fan_out(deps: &Deps, work: &FanOut) -> Result<()> {

@@ -7,13 +7,13 @@
 //!
 //! Triggered by the receipts queue, which the receipts SNS topic feeds.
 
-use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use shared::config::Config;
 use shared::model::{age_secs, now_rfc3339};
 use shared::receipts::{parse, Event, Parsed};
 use shared::store::Store;
 use shared::{Error, Result};
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 /// An event whose message is not (yet) found is retried while the message is younger than
 /// this: the sender records the message id right after the provider accepted it, and the
@@ -40,59 +40,85 @@ impl Deps {
 pub enum Handled {
     /// Recorded on the recipient of this dispatch.
     Recorded { dispatch_id: String },
-    /// The recipient already holds a receipt as strong (a repeat or a late weaker event).
-    Unchanged,
+    /// The recipient of this dispatch already holds a receipt as strong (a repeat, a late
+    /// weaker event, or a retry after the history mark failed).
+    Unchanged { dispatch_id: String },
     /// Nothing to record (why).
     Ignored(String),
     /// No recipient has this message id, and the event is too old to wait for one.
     Unmatched,
 }
 
+impl Handled {
+    /// The dispatch whose recipient the event is about.
+    fn dispatch(&self) -> Option<&str> {
+        match self {
+            Handled::Recorded { dispatch_id } | Handled::Unchanged { dispatch_id } => {
+                Some(dispatch_id)
+            }
+            _ => None,
+        }
+    }
+}
+
 pub async fn handle(deps: &Deps, event: SqsEvent) -> Result<SqsBatchResponse, Error> {
     let mut failures = Vec::new();
-    // Dispatch states read in this batch: one read per dispatch, not per receipt.
-    let mut finished: HashMap<String, bool> = HashMap::new();
+    // Queue messages by the dispatch they are about: each dispatch is looked at once per
+    // batch, after all its receipts are written.
+    let mut by_dispatch: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for record in event.records {
         let id = record.message_id.clone().unwrap_or_default();
-        let result = handle_body(deps, record.body.as_deref().unwrap_or(""), &mut finished).await;
-        match result {
-            Ok(handled) => tracing::debug!(message_id = %id, ?handled, "receipt handled"),
+        match handle_body(deps, record.body.as_deref().unwrap_or("")).await {
+            Ok(handled) => {
+                tracing::debug!(message_id = %id, ?handled, "receipt handled");
+                if let Some(d) = handled.dispatch() {
+                    by_dispatch.entry(d.to_string()).or_default().push(id);
+                }
+            }
             Err(e) => {
                 // Retried by the queue; after its receive limit the message waits in the
                 // dead-letter queue, where an alarm reports it.
                 tracing::error!(message_id = %id, error = %e, "receipt not recorded");
-                if !id.is_empty() {
-                    let mut f = BatchItemFailure::default();
-                    f.item_identifier = id;
-                    failures.push(f);
-                }
+                failures.push(id);
             }
         }
     }
-    let mut resp = SqsBatchResponse::default();
-    resp.batch_item_failures = failures;
-    Ok(resp)
+    for (dispatch_id, messages) in by_dispatch {
+        if let Err(e) = mark_if_finished(deps, &dispatch_id).await {
+            // The receipts come again; recorded already, they mark the history then.
+            tracing::error!(dispatch = %dispatch_id, error = %e, "history not marked stale");
+            failures.extend(messages);
+        }
+    }
+    Ok(shared::queue::batch_response(failures))
 }
 
-async fn handle_body(
-    deps: &Deps,
-    body: &str,
-    finished: &mut HashMap<String, bool>,
-) -> Result<Handled> {
+/// A receipt changed a recipient of a dispatch that has finished: its history is stale.
+async fn mark_if_finished(deps: &Deps, dispatch_id: &str) -> Result<()> {
+    let finished = deps
+        .store
+        .get_dispatch(dispatch_id)
+        .await?
+        .is_some_and(|d| d.state.is_finished());
+    if finished {
+        deps.store
+            .mark_history_stale(dispatch_id, &now_rfc3339())
+            .await?;
+    }
+    Ok(())
+}
+
+async fn handle_body(deps: &Deps, body: &str) -> Result<Handled> {
     let event = match parse(body).map_err(Error::Malformed)? {
         Parsed::Event(e) => e,
         Parsed::Ignored(why) => return Ok(Handled::Ignored(why)),
     };
-    record(deps, &event, finished).await
+    record(deps, &event).await
 }
 
 /// Records one event: suppression first (it holds whatever became of the recipient), then
-/// the recipient's receipt, then the history mark.
-pub async fn record(
-    deps: &Deps,
-    event: &Event,
-    finished: &mut HashMap<String, bool>,
-) -> Result<Handled> {
+/// the recipient's receipt.
+pub async fn record(deps: &Deps, event: &Event) -> Result<Handled> {
     if !event.suppress.is_empty() {
         deps.store.suppress(&event.suppress).await?;
         tracing::info!(provider_message = %event.message_id, addresses = event.suppress.len(),
@@ -110,27 +136,10 @@ pub async fn record(
             "no recipient has this message id; receipt dropped");
         return Ok(Handled::Unmatched);
     };
-    if !deps.store.record_receipt(&at, event).await? {
-        return Ok(Handled::Unchanged);
+    let dispatch_id = at.dispatch_id.clone();
+    if deps.store.record_receipt(&at, event).await? {
+        Ok(Handled::Recorded { dispatch_id })
+    } else {
+        Ok(Handled::Unchanged { dispatch_id })
     }
-    let done = match finished.get(&at.dispatch_id) {
-        Some(done) => *done,
-        None => {
-            let done = deps
-                .store
-                .get_dispatch(&at.dispatch_id)
-                .await?
-                .is_some_and(|d| d.state.is_finished());
-            finished.insert(at.dispatch_id.clone(), done);
-            done
-        }
-    };
-    if done {
-        deps.store
-            .mark_history_stale(&at.dispatch_id, &now_rfc3339())
-            .await?;
-    }
-    Ok(Handled::Recorded {
-        dispatch_id: at.dispatch_id,
-    })
 }

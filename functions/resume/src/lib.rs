@@ -93,14 +93,7 @@ pub async fn handle(
             .await
         {
             Ok(_) => {
-                match queue::fan_out_all(
-                    &deps.sqs,
-                    &deps.config.fanout_queue_url,
-                    &d,
-                    FanOutAction::Send,
-                )
-                .await
-                {
+                match hand_out(deps, &d).await {
                     Ok(()) => report.continued.push(d.id.clone()),
                     // Left sending with recipients pending: the stall check hands them out.
                     Err(e) => {
@@ -118,14 +111,7 @@ pub async fn handle(
         .await?
     {
         if age_secs(&d.updated_at) >= REFAN_AFTER_SECS {
-            match queue::fan_out_all(
-                &deps.sqs,
-                &deps.config.fanout_queue_url,
-                &d,
-                FanOutAction::Send,
-            )
-            .await
-            {
+            match hand_out(deps, &d).await {
                 Ok(()) => report.fanned_out_again.push(d.id.clone()),
                 Err(e) => tracing::error!(dispatch = %d.id, error = %e, "fan-out not re-issued"),
             }
@@ -153,6 +139,17 @@ pub async fn handle(
         tracing::info!(?report, "resume run");
     }
     Ok(report)
+}
+
+/// Hands a dispatch's pending recipients to the senders again (through fan-out).
+async fn hand_out(deps: &Deps, d: &Dispatch) -> Result<()> {
+    queue::fan_out_all(
+        &deps.sqs,
+        &deps.config.fanout_queue_url,
+        d,
+        FanOutAction::Send,
+    )
+    .await
 }
 
 async fn settle_sending(deps: &Deps, d: &Dispatch, report: &mut Report) -> Result<()> {
@@ -202,13 +199,7 @@ async fn settle_sending(deps: &Deps, d: &Dispatch, report: &mut Report) -> Resul
             report.recounted.push(d.id.clone());
             if pending > 0 {
                 // Pending recipients of a quiet dispatch have no message on the way any more.
-                queue::fan_out_all(
-                    &deps.sqs,
-                    &deps.config.fanout_queue_url,
-                    &d,
-                    FanOutAction::Send,
-                )
-                .await?;
+                hand_out(deps, &d).await?;
                 report.fanned_out_again.push(d.id.clone());
             }
         }

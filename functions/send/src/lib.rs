@@ -11,7 +11,7 @@
 //! with the recipients not yet sent. An answer that never came leaves the recipient
 //! `unknown`, never re-sent automatically.
 
-use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use futures::{stream, FutureExt, StreamExt};
 use shared::channels::{Mailer, SendError, SmsSender};
 use shared::claims::{self, Outcome, MAX_RECIPIENTS_PER_WRITE};
@@ -295,9 +295,7 @@ pub async fn handle(deps: &Deps, event: SqsEvent) -> Result<SqsBatchResponse, Er
                 }
             }
         }
-        let mut f = BatchItemFailure::default();
-        f.item_identifier = id;
-        failures.push(f);
+        failures.push(id);
     }
     for (dispatch_id, keys) in stuck {
         match deps.store.mark_stuck(&dispatch_id, &keys).await {
@@ -333,9 +331,7 @@ pub async fn handle(deps: &Deps, event: SqsEvent) -> Result<SqsBatchResponse, Er
             }
         }
     }
-    let mut resp = SqsBatchResponse::default();
-    resp.batch_item_failures = failures;
-    Ok(resp)
+    Ok(shared::queue::batch_response(failures))
 }
 
 const QUOTA_USED_UP: &str = "the account's 24-hour sending quota is used up";

@@ -4,7 +4,7 @@
 //!
 //! Triggered by the uploads bucket's notification of `incoming/<id>/manifest.json` via SQS.
 
-use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use shared::config::Config;
@@ -57,20 +57,12 @@ pub async fn handle(deps: &Deps, event: SqsEvent) -> Result<SqsBatchResponse, Er
             Ok(()) => {}
             Err(e) if e.is_retryable() && !id.is_empty() => {
                 tracing::warn!(message_id = %id, error = %e, "validation will be retried");
-                failures.push(failure(id));
+                failures.push(id);
             }
             Err(e) => tracing::error!(message_id = %id, error = %e, "notification dropped"),
         }
     }
-    let mut resp = SqsBatchResponse::default();
-    resp.batch_item_failures = failures;
-    Ok(resp)
-}
-
-fn failure(id: String) -> BatchItemFailure {
-    let mut f = BatchItemFailure::default();
-    f.item_identifier = id;
-    f
+    Ok(shared::queue::batch_response(failures))
 }
 
 async fn handle_body(deps: &Deps, body: &str) -> Result<()> {

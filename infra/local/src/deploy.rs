@@ -67,15 +67,38 @@ pub fn template_path() -> PathBuf {
     crate::emulator::repo_root().join("infra/template.json")
 }
 
+/// The template's text and its parsed form.
+fn read_template(template: &Path) -> Result<(String, Value)> {
+    let body = std::fs::read_to_string(template)
+        .with_context(|| format!("cannot read {}", template.display()))?;
+    let doc: Value = serde_json::from_str(&body).context("the template is not JSON")?;
+    Ok((body, doc))
+}
+
+/// The stack's current description.
+async fn describe(
+    cfn: &aws_sdk_cloudformation::Client,
+    stack_name: &str,
+) -> Result<aws_sdk_cloudformation::types::Stack> {
+    let out = cfn
+        .describe_stacks()
+        .stack_name(stack_name)
+        .send()
+        .await
+        .map_err(|e| anyhow!("DescribeStacks {stack_name}: {}", DisplayErrorContext(e)))?;
+    out.stacks()
+        .first()
+        .cloned()
+        .ok_or_else(|| anyhow!("there is no stack {stack_name}"))
+}
+
 pub async fn deploy(
     sdk: &aws_config::SdkConfig,
     template: &Path,
     stack_name: &str,
     params: &[(&str, &str)],
 ) -> Result<Stack> {
-    let body = std::fs::read_to_string(template)
-        .with_context(|| format!("cannot read {}", template.display()))?;
-    let doc: Value = serde_json::from_str(&body).context("the template is not JSON")?;
+    let (body, doc) = read_template(template)?;
     let cfn = aws_sdk_cloudformation::Client::new(sdk);
     let mut all_params: Vec<(String, String)> = vec![("DeployFunctions".into(), "false".into())];
     all_params.extend(params.iter().map(|(k, v)| (k.to_string(), v.to_string())));
@@ -95,28 +118,18 @@ pub async fn deploy(
         .send()
         .await
         .map_err(|e| anyhow!("CreateStack: {}", DisplayErrorContext(e)))?;
-    loop {
-        let out = cfn
-            .describe_stacks()
-            .stack_name(stack_name)
-            .send()
-            .await
-            .context("DescribeStacks")?;
-        let stack = out
-            .stacks()
-            .first()
-            .cloned()
-            .ok_or_else(|| anyhow!("stack {stack_name} vanished"))?;
+    let stack = loop {
+        let stack = describe(&cfn, stack_name).await?;
         match stack.stack_status().map(|s| s.as_str()) {
-            Some("CREATE_COMPLETE") => break,
+            Some("CREATE_COMPLETE") => break stack,
             Some("CREATE_IN_PROGRESS") => tokio::time::sleep(Duration::from_millis(200)).await,
             other => bail!(
                 "stack {stack_name} ended in {other:?}: {:?}",
                 stack.stack_status_reason()
             ),
         }
-    }
-    finish(sdk, &cfn, &doc, stack_name, &all_params).await
+    };
+    finish(sdk, &cfn, &doc, &stack, stack_name, &all_params).await
 }
 
 /// A stack deployed earlier from the template (e.g. by LocalStack's init hook): its outputs,
@@ -126,20 +139,9 @@ pub async fn attach(
     template: &Path,
     stack_name: &str,
 ) -> Result<Stack> {
-    let body = std::fs::read_to_string(template)
-        .with_context(|| format!("cannot read {}", template.display()))?;
-    let doc: Value = serde_json::from_str(&body).context("the template is not JSON")?;
+    let (_, doc) = read_template(template)?;
     let cfn = aws_sdk_cloudformation::Client::new(sdk);
-    let out = cfn
-        .describe_stacks()
-        .stack_name(stack_name)
-        .send()
-        .await
-        .map_err(|e| anyhow!("DescribeStacks {stack_name}: {}", DisplayErrorContext(e)))?;
-    let stack = out
-        .stacks()
-        .first()
-        .ok_or_else(|| anyhow!("there is no stack {stack_name}"))?;
+    let stack = describe(&cfn, stack_name).await?;
     let params: Vec<(String, String)> = stack
         .parameters()
         .iter()
@@ -150,27 +152,18 @@ pub async fn attach(
             ))
         })
         .collect();
-    finish(sdk, &cfn, &doc, stack_name, &params).await
+    finish(sdk, &cfn, &doc, &stack, stack_name, &params).await
 }
 
+/// The outputs of a created stack, after applying what the emulator left out.
 async fn finish(
     sdk: &aws_config::SdkConfig,
     cfn: &aws_sdk_cloudformation::Client,
     doc: &Value,
+    stack: &aws_sdk_cloudformation::types::Stack,
     stack_name: &str,
     all_params: &[(String, String)],
 ) -> Result<Stack> {
-    let out = cfn
-        .describe_stacks()
-        .stack_name(stack_name)
-        .send()
-        .await
-        .context("DescribeStacks")?;
-    let stack = out
-        .stacks()
-        .first()
-        .cloned()
-        .ok_or_else(|| anyhow!("stack {stack_name} vanished"))?;
     let outputs = stack
         .outputs()
         .iter()
@@ -282,6 +275,17 @@ async fn queue_arn(
         .ok_or_else(|| anyhow!("queue {logical} has no ARN"))
 }
 
+/// Whether a create call failed because the thing is there already (an attach, or a second
+/// stack in a long-lived emulator). SES answers `AlreadyExistsException`; moto names the
+/// kind of thing too (`ConfigurationSetAlreadyExistsException`).
+fn already_exists<E: aws_sdk_sesv2::error::ProvideErrorMetadata, R>(
+    e: &aws_sdk_sesv2::error::SdkError<E, R>,
+) -> bool {
+    e.as_service_error()
+        .and_then(|s| s.code())
+        .is_some_and(|c| c.ends_with("AlreadyExistsException"))
+}
+
 async fn apply_left_out(
     sdk: &aws_config::SdkConfig,
     doc: &Value,
@@ -361,10 +365,7 @@ async fn apply_left_out(
                     .send()
                     .await
                 {
-                    if !e
-                        .as_service_error()
-                        .is_some_and(|s| s.is_already_exists_exception())
-                    {
+                    if !already_exists(&e) {
                         return Err(anyhow!("CreateEmailIdentity: {}", DisplayErrorContext(e)));
                     }
                 }
@@ -378,14 +379,7 @@ async fn apply_left_out(
                     .send()
                     .await
                 {
-                    // SES says AlreadyExistsException; moto says
-                    // ConfigurationSetAlreadyExistsException.
-                    let exists = e.as_service_error().is_some_and(|s| {
-                        s.is_already_exists_exception()
-                            || aws_sdk_sesv2::error::ProvideErrorMetadata::code(s)
-                                .is_some_and(|c| c.ends_with("AlreadyExistsException"))
-                    });
-                    if !exists {
+                    if !already_exists(&e) {
                         return Err(anyhow!(
                             "CreateConfigurationSet: {}",
                             DisplayErrorContext(e)
