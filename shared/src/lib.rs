@@ -30,6 +30,7 @@ pub mod model;
 pub mod pacing;
 pub mod queue;
 pub mod receipts;
+pub mod sms;
 pub mod store;
 pub mod template;
 pub mod validation;

@@ -7,7 +7,8 @@
 //! Western European Windows) when they are not.
 
 use calamine::{Data, Reader};
-use std::io::Cursor;
+use std::io::{Cursor, Read, Seek, SeekFrom};
+use std::sync::mpsc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ListFormat {
@@ -46,6 +47,10 @@ pub enum ListError {
     EmptyHeader(usize),
     #[error("the header row names '{0}' more than once")]
     DuplicateHeader(String),
+    #[error("'{name}' is named as a recipient list of its kind but holds {found}; save it again in the format its name says")]
+    NotWhatItSays { name: String, found: &'static str },
+    #[error("the workbook is password-protected (encrypted); save it without a password and upload it again")]
+    Encrypted,
 }
 
 /// One data row with its line (CSV) or row (sheet) number; the header is 1.
@@ -62,14 +67,139 @@ pub struct RowError {
     pub message: String,
 }
 
+/// Anything a list can be read from: a file on local disk or bytes in memory.
+pub trait Input: Read + Seek + Send + 'static {}
+impl<T: Read + Seek + Send + 'static> Input for T {}
+
+/// What a file's first bytes say it is, whatever its name says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Content {
+    /// A zip archive: .xlsx, .xlsm, .xlsb or .ods.
+    Zip,
+    /// An OLE compound file: .xls, or a password-protected (encrypted) .xlsx.
+    Compound,
+    Pdf,
+    /// Bytes that are no text in any encoding a list is written in.
+    Binary,
+    Text,
+}
+
+impl Content {
+    pub fn of(head: &[u8]) -> Content {
+        const CFB: [u8; 8] = [0xD0, 0xCF, 0x11, 0xE0, 0xA1, 0xB1, 0x1A, 0xE1];
+        if head.starts_with(b"PK\x03\x04") || head.starts_with(b"PK\x05\x06") {
+            Content::Zip
+        } else if head.starts_with(&CFB) {
+            Content::Compound
+        } else if head.starts_with(b"%PDF") {
+            Content::Pdf
+        } else if encoding_rs::Encoding::for_bom(head).is_some() {
+            Content::Text
+        } else if head.contains(&0) {
+            // UTF-16 without a byte order mark is not accepted: it cannot be told from binary.
+            Content::Binary
+        } else {
+            Content::Text
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Content::Zip => "a zip archive (an .xlsx, .xlsb or .ods workbook)",
+            Content::Compound => "an Excel 97-2003 (.xls) or password-protected workbook",
+            Content::Pdf => "a PDF document",
+            Content::Binary => "binary data, not text",
+            Content::Text => "text (CSV)",
+        }
+    }
+}
+
+/// The bytes a list's kind is judged by.
+const SNIFF_BYTES: usize = 8 * 1024;
+/// Rows a workbook's reading thread hands over at a time.
+const ROW_BATCH: usize = 256;
+
 enum Source {
-    /// The reader, plus the byte offset and line number reached, to number rows by the
-    /// physical line they start on (quoted fields may span lines).
-    Csv(csv::Reader<Cursor<Vec<u8>>>, u64, u64),
+    Csv(CsvSource),
+    /// An .xlsx/.xlsm sheet streamed by a reading thread, cell by cell.
+    Streamed {
+        rx: mpsc::Receiver<Msg>,
+        batch: std::vec::IntoIter<RawRow>,
+    },
+    /// An .xls, .xlsb or .ods sheet, loaded whole (the file size limit bounds it).
     Sheet {
         range: calamine::Range<Data>,
         next: usize,
     },
+}
+
+/// CSV records and where they start: the byte offset and line reached, to number rows by
+/// the physical line they start on (quoted fields may span lines).
+struct CsvSource {
+    reader: csv::Reader<Tap>,
+    record: csv::StringRecord,
+    seen_byte: u64,
+    seen_line: u64,
+    /// Columns of the header.
+    width: usize,
+}
+
+/// Keeps the text the CSV parser has read since the last row's start, so that the lines
+/// between two rows can be counted without holding the whole file.
+struct Tap {
+    inner: Box<dyn Read + Send>,
+    kept: Vec<u8>,
+    /// Offset in the text of `kept[0]`.
+    base: u64,
+}
+
+impl Read for Tap {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.kept.extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
+}
+
+impl Tap {
+    /// Counts the line feeds in `from..start`, then moves `start` past the line breaks the
+    /// parser reports a record as starting on; returns the new start and the count.
+    fn lines_between(&mut self, from: u64, start: u64) -> (u64, u64) {
+        let end = self.base + self.kept.len() as u64;
+        let from = from.clamp(self.base, end);
+        let mut to = start.clamp(from, end);
+        let at = |p: u64| (p - self.base) as usize;
+        while to < end && matches!(self.kept[at(to)], b'\r' | b'\n') {
+            to += 1;
+        }
+        // A line ends with LF, CRLF or a lone CR (as old Mac software writes).
+        let span = &self.kept[at(from)..at(to)];
+        let lines = span
+            .iter()
+            .enumerate()
+            .filter(|(i, b)| {
+                **b == b'\n' || (**b == b'\r' && span.get(i + 1).is_none_or(|n| *n != b'\n'))
+            })
+            .count() as u64;
+        // Forget what lies before this row once it is worth the copy.
+        let drop = at(to);
+        if drop >= 64 * 1024 && drop * 2 >= self.kept.len() {
+            self.kept.drain(..drop);
+            self.base = to;
+        }
+        (to, lines)
+    }
+}
+
+/// Messages of a workbook's reading thread.
+enum Msg {
+    Header {
+        headers: Vec<String>,
+        declared_rows: u64,
+    },
+    Rows(Vec<RawRow>),
+    Empty,
+    Failed(String),
 }
 
 /// Reads a list row by row after the header.
@@ -77,6 +207,7 @@ pub struct ListReader {
     headers: Vec<String>,
     source: Source,
     encoding: Option<&'static encoding_rs::Encoding>,
+    declared_rows: Option<u64>,
 }
 
 /// The text encoding a label names (WHATWG labels: `utf-8`, `windows-1252`, `latin1`,
@@ -85,24 +216,98 @@ pub fn encoding_for(label: &str) -> Option<&'static encoding_rs::Encoding> {
     encoding_rs::Encoding::for_label(label.trim().as_bytes())
 }
 
-/// CSV bytes as UTF-8 text, and the encoding they were read in.
-fn decode_csv(
-    bytes: Vec<u8>,
-    declared: Option<&'static encoding_rs::Encoding>,
-) -> (Vec<u8>, &'static encoding_rs::Encoding) {
-    let (encoding, bom) = match (declared, encoding_rs::Encoding::for_bom(&bytes)) {
-        (_, Some((found, len))) => (found, len),
-        (Some(d), None) => (d, 0),
-        (None, None) if std::str::from_utf8(&bytes).is_ok() => (encoding_rs::UTF_8, 0),
-        (None, None) => (encoding_rs::WINDOWS_1252, 0),
-    };
-    if encoding == encoding_rs::UTF_8 {
-        let mut bytes = bytes;
-        bytes.drain(..bom);
-        return (bytes, encoding);
+fn io_error(e: std::io::Error) -> ListError {
+    ListError::Csv(format!("the file cannot be read: {e}"))
+}
+
+/// What a whole input's bytes are as UTF-8.
+#[derive(Debug, PartialEq, Eq)]
+enum Utf8 {
+    Valid,
+    /// Valid UTF-8 characters beside bytes that are not: text from two sources. It is read
+    /// as UTF-8, and the rows with the stray bytes are reported rather than garbled.
+    Mixed,
+    Invalid,
+}
+
+/// Scans the input in chunks.
+fn scan_utf8(input: &mut dyn Read) -> std::io::Result<Utf8> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let (mut carried, mut invalid, mut multibyte) = (0, false, false);
+    loop {
+        let n = input.read(&mut buf[carried..])?;
+        let filled = carried + n;
+        let mut at = 0;
+        carried = 0;
+        while at < filled {
+            match std::str::from_utf8(&buf[at..filled]) {
+                Ok(s) => {
+                    multibyte |= !s.is_ascii();
+                    at = filled;
+                }
+                Err(e) => {
+                    multibyte |= !buf[at..at + e.valid_up_to()].is_ascii();
+                    match e.error_len() {
+                        Some(bad) => {
+                            invalid = true;
+                            at += e.valid_up_to() + bad;
+                        }
+                        // A character cut by the chunk's end is completed by the next
+                        // chunk; at the input's end it is a stray byte.
+                        None if n > 0 => {
+                            let from = at + e.valid_up_to();
+                            buf.copy_within(from..filled, 0);
+                            carried = filled - from;
+                            at = filled;
+                        }
+                        None => {
+                            invalid = true;
+                            at = filled;
+                        }
+                    }
+                }
+            }
+        }
+        if n == 0 {
+            return Ok(match (invalid, multibyte) {
+                (false, _) => Utf8::Valid,
+                (true, true) => Utf8::Mixed,
+                (true, false) => Utf8::Invalid,
+            });
+        }
     }
-    let (text, _, _) = encoding.decode(&bytes);
-    (text.into_owned().into_bytes(), encoding)
+}
+
+/// The CSV input as UTF-8 text, and the encoding it is read in: a byte order mark decides,
+/// then a declared encoding, then UTF-8 when the text holds UTF-8 characters, else
+/// Windows-1252.
+fn decode_csv(
+    mut input: Box<dyn Input>,
+    head: &[u8],
+    declared: Option<&'static encoding_rs::Encoding>,
+) -> std::io::Result<(Box<dyn Read + Send>, &'static encoding_rs::Encoding)> {
+    let encoding = match (encoding_rs::Encoding::for_bom(head), declared) {
+        (Some((found, _)), _) => found,
+        (None, Some(d)) => d,
+        (None, None) => {
+            let utf8 = scan_utf8(&mut input)?;
+            input.seek(SeekFrom::Start(0))?;
+            if utf8 == Utf8::Invalid {
+                encoding_rs::WINDOWS_1252
+            } else {
+                encoding_rs::UTF_8
+            }
+        }
+    };
+    // UTF-8 passes through as it is (with its BOM removed), so that a byte that is not
+    // UTF-8 fails its row rather than turning into a replacement character.
+    let decoder = encoding_rs_io::DecodeReaderBytesBuilder::new()
+        .encoding((encoding != encoding_rs::UTF_8).then_some(encoding))
+        .bom_override(true)
+        .strip_bom(true)
+        .utf8_passthru(true)
+        .build(std::io::BufReader::with_capacity(64 * 1024, input));
+    Ok((Box::new(decoder), encoding))
 }
 
 /// Header names are matched without regard to case, surrounding spaces, or `_`/`-`/space.
@@ -130,27 +335,71 @@ impl ListReader {
         ListReader::open_with(name, bytes, sheet, None)
     }
 
-    /// Opens a list, reading CSV text in `encoding` when one is declared.
+    /// Opens a list held in memory, reading CSV text in `encoding` when one is declared.
     pub fn open_with(
         name: &str,
         bytes: Vec<u8>,
         sheet: Option<&str>,
         encoding: Option<&'static encoding_rs::Encoding>,
     ) -> Result<ListReader, ListError> {
-        if bytes.is_empty() {
-            return Err(ListError::Empty);
-        }
+        ListReader::open_input(name, Box::new(Cursor::new(bytes)), sheet, encoding)
+    }
+
+    /// Opens a list from a file or other seekable input without loading it: CSV and
+    /// .xlsx/.xlsm are read as a stream. The first bytes must agree with the name's format.
+    pub fn open_input(
+        name: &str,
+        mut input: Box<dyn Input>,
+        sheet: Option<&str>,
+        encoding: Option<&'static encoding_rs::Encoding>,
+    ) -> Result<ListReader, ListError> {
         let format = ListFormat::from_name(name)
             .ok_or_else(|| ListError::UnknownFormat(name.to_string()))?;
-        let (headers, source, encoding) = match format {
-            ListFormat::Csv => {
-                let (text, encoding) = decode_csv(bytes, encoding);
+        let mut head = Vec::with_capacity(SNIFF_BYTES);
+        (&mut input)
+            .take(SNIFF_BYTES as u64)
+            .read_to_end(&mut head)
+            .map_err(io_error)?;
+        input.seek(SeekFrom::Start(0)).map_err(io_error)?;
+        if head.is_empty() {
+            return Err(ListError::Empty);
+        }
+        let content = Content::of(&head);
+        let mismatch = || ListError::NotWhatItSays {
+            name: name.to_string(),
+            found: content.describe(),
+        };
+        let (headers, source, encoding, declared_rows) = match (format, content) {
+            (ListFormat::Csv, Content::Text) => {
+                let (text, encoding) = decode_csv(input, &head, encoding).map_err(io_error)?;
                 let (h, s) = open_csv(text)?;
-                (h, s, Some(encoding))
+                (h, s, Some(encoding), None)
             }
-            ListFormat::Workbook => {
-                let (h, s) = open_workbook(bytes, sheet)?;
-                (h, s, None)
+            (ListFormat::Csv, _) | (ListFormat::Workbook, Content::Text | Content::Pdf) => {
+                return Err(mismatch())
+            }
+            (ListFormat::Workbook, Content::Binary) => {
+                return Err(ListError::Workbook(
+                    "it is damaged or not a workbook at all (its first bytes are neither a zip archive nor an Excel 97-2003 file)"
+                        .into(),
+                ))
+            }
+            (ListFormat::Workbook, Content::Compound) if is_xlsx(name) => {
+                // An .xlsx in a compound file is an encrypted one (or not an .xlsx at all).
+                let mut bytes = Vec::new();
+                input.read_to_end(&mut bytes).map_err(io_error)?;
+                return Err(match calamine::Xlsx::new(Cursor::new(bytes)) {
+                    Err(calamine::XlsxError::Password) => ListError::Encrypted,
+                    _ => mismatch(),
+                });
+            }
+            (ListFormat::Workbook, Content::Zip) if is_xlsx(name) => {
+                let (h, s, rows) = stream_xlsx(input, sheet)?;
+                (h, s, None, Some(rows))
+            }
+            (ListFormat::Workbook, _) => {
+                let (h, s) = open_workbook(input, sheet)?;
+                (h, s, None, None)
             }
         };
         check_headers(&headers)?;
@@ -158,6 +407,7 @@ impl ListReader {
             headers,
             source,
             encoding,
+            declared_rows,
         })
     }
 
@@ -171,48 +421,33 @@ impl ListReader {
         &self.headers
     }
 
+    /// Data rows an .xlsx sheet declares (its dimension), known before any row is read.
+    pub fn declared_rows(&self) -> Option<u64> {
+        self.declared_rows
+    }
+
     /// The next non-blank data row, or `None` at the end.
     pub fn next_row(&mut self) -> Option<Result<RawRow, RowError>> {
         loop {
             let row = match &mut self.source {
-                Source::Csv(reader, seen_byte, seen_line) => {
-                    let mut record = csv::StringRecord::new();
-                    let result = reader.read_record(&mut record);
-                    let start = match &result {
-                        Ok(_) => record.position().map(|p| p.byte()),
-                        Err(e) => e.position().map(|p| p.byte()),
-                    }
-                    .unwrap_or(*seen_byte);
-                    let body = reader.get_ref().get_ref();
-                    let from = (*seen_byte as usize).min(body.len());
-                    // The reported start may sit on the previous line's terminator or on
-                    // blank lines; the row starts at its first other byte.
-                    let mut to = (start as usize).clamp(from, body.len());
-                    while to < body.len() && matches!(body[to], b'\r' | b'\n') {
-                        to += 1;
-                    }
-                    *seen_line += body[from..to].iter().filter(|b| **b == b'\n').count() as u64;
-                    *seen_byte = to as u64;
-                    let line = *seen_line;
-                    match result {
-                        Ok(false) => return None,
-                        Ok(true) => RawRow {
-                            line,
-                            cells: record.iter().map(|c| c.trim().to_string()).collect(),
-                        },
-                        Err(e) => {
-                            let message = match e.kind() {
-                                csv::ErrorKind::Utf8 { .. } => {
-                                    "the row is not valid UTF-8 text".to_string()
-                                }
-                                _ => e.to_string(),
-                            };
-                            // A broken record cannot be resynchronised reliably in every case;
-                            // the reader moves on to the next record, which csv supports.
-                            return Some(Err(RowError { line, message }));
+                Source::Csv(csv) => match csv.next()? {
+                    Ok(row) => row,
+                    Err(e) => return Some(Err(e)),
+                },
+                Source::Streamed { rx, batch } => match batch.next() {
+                    Some(row) => row,
+                    None => match rx.recv() {
+                        Ok(Msg::Rows(rows)) => {
+                            *batch = rows.into_iter();
+                            continue;
                         }
-                    }
-                }
+                        Ok(Msg::Failed(message)) => {
+                            return Some(Err(RowError { line: 0, message }))
+                        }
+                        // The thread has finished (or is gone): the sheet ends here.
+                        Ok(_) | Err(_) => return None,
+                    },
+                },
                 Source::Sheet { range, next } => {
                     let height = range.height();
                     if *next >= height {
@@ -239,13 +474,68 @@ impl ListReader {
     }
 }
 
-fn open_csv(bytes: Vec<u8>) -> Result<(Vec<String>, Source), ListError> {
-    let delimiter = detect_delimiter(&bytes);
+impl CsvSource {
+    fn next(&mut self) -> Option<Result<RawRow, RowError>> {
+        let result = self.reader.read_record(&mut self.record);
+        let start = match &result {
+            Ok(_) => self.record.position().map(|p| p.byte()),
+            Err(e) => e.position().map(|p| p.byte()),
+        }
+        .unwrap_or(self.seen_byte);
+        let (to, lines) = self.reader.get_mut().lines_between(self.seen_byte, start);
+        self.seen_line += lines;
+        self.seen_byte = to;
+        let line = self.seen_line;
+        match result {
+            Ok(false) => None,
+            // A quote that is never closed makes the rest of the file one value: the
+            // record then has a line break in a value and too few values.
+            Ok(true)
+                if self.record.len() < self.width
+                    && self.record.iter().any(|c| c.contains(['\n', '\r'])) =>
+            {
+                Some(Err(RowError {
+                    line,
+                    message: "a quote (\") in this row is not closed, so the lines after it were read as one value; close the quote or remove it".into(),
+                }))
+            }
+            Ok(true) => Some(Ok(RawRow {
+                line,
+                cells: self.record.iter().map(|c| c.trim().to_string()).collect(),
+            })),
+            Err(e) => {
+                let message = match e.kind() {
+                    csv::ErrorKind::Utf8 { .. } => "the row holds characters that are not UTF-8 while the rest of the file is; save the list as CSV UTF-8".to_string(),
+                    csv::ErrorKind::Io(io) => format!("the file cannot be read: {io}"),
+                    _ => e.to_string(),
+                };
+                // The reader moves on to the next record after a broken one.
+                Some(Err(RowError { line, message }))
+            }
+        }
+    }
+}
+
+fn open_csv(text: Box<dyn Read + Send>) -> Result<(Vec<String>, Source), ListError> {
+    // The delimiter is judged on the header line, read ahead and then handed on.
+    let mut ahead = Vec::with_capacity(SNIFF_BYTES);
+    let mut text = text;
+    (&mut text)
+        .take(64 * 1024)
+        .read_to_end(&mut ahead)
+        .map_err(io_error)?;
+    let delimiter = detect_delimiter(&ahead);
+    let tap = Tap {
+        inner: Box::new(Cursor::new(ahead).chain(text)),
+        kept: Vec::with_capacity(128 * 1024),
+        base: 0,
+    };
     let mut reader = csv::ReaderBuilder::new()
         .delimiter(delimiter)
         .flexible(true)
         .has_headers(true)
-        .from_reader(Cursor::new(bytes));
+        .buffer_capacity(32 * 1024)
+        .from_reader(tap);
     let headers = reader
         .headers()
         .map_err(|e| ListError::Csv(e.to_string()))?
@@ -255,7 +545,14 @@ fn open_csv(bytes: Vec<u8>) -> Result<(Vec<String>, Source), ListError> {
     if headers.iter().all(|h| h.is_empty()) {
         return Err(ListError::Empty);
     }
-    Ok((headers, Source::Csv(reader, 0, 1)))
+    let source = CsvSource {
+        reader,
+        record: csv::StringRecord::new(),
+        seen_byte: 0,
+        seen_line: 1,
+        width: headers.len(),
+    };
+    Ok((headers, Source::Csv(source)))
 }
 
 /// Picks `,`, `;` or tab: whichever occurs most in the header line outside quotes.
@@ -276,24 +573,184 @@ fn detect_delimiter(body: &[u8]) -> u8 {
     [b',', b';', b'\t'][best]
 }
 
-fn open_workbook(bytes: Vec<u8>, sheet: Option<&str>) -> Result<(Vec<String>, Source), ListError> {
-    let mut book = calamine::open_workbook_auto_from_rs(Cursor::new(bytes))
-        .map_err(|e| ListError::Workbook(e.to_string()))?;
-    let name = match sheet {
-        Some(s) => book
-            .sheet_names()
+fn is_xlsx(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    lower.ends_with(".xlsx") || lower.ends_with(".xlsm")
+}
+
+/// A workbook error in the operator's terms.
+fn workbook_error(e: impl std::fmt::Display, password: bool) -> ListError {
+    if password {
+        ListError::Encrypted
+    } else {
+        ListError::Workbook(format!("it is damaged or incomplete ({e})"))
+    }
+}
+
+fn pick_sheet(names: Vec<String>, wanted: Option<&str>) -> Result<String, ListError> {
+    match wanted {
+        Some(s) => names
             .into_iter()
             .find(|n| n.trim().eq_ignore_ascii_case(s.trim()))
-            .ok_or_else(|| ListError::NoSuchSheet(s.to_string()))?,
-        None => book
-            .sheet_names()
+            .ok_or_else(|| ListError::NoSuchSheet(s.to_string())),
+        None => names
             .into_iter()
             .next()
-            .ok_or_else(|| ListError::Workbook("it has no sheets".into()))?,
+            .ok_or_else(|| ListError::Workbook("it has no sheets".into())),
+    }
+}
+
+/// Opens an .xlsx/.xlsm workbook and streams the sheet's cells from a thread of its own:
+/// only the shared strings and a few batches of rows are held in memory.
+fn stream_xlsx(
+    input: Box<dyn Input>,
+    sheet: Option<&str>,
+) -> Result<(Vec<String>, Source, u64), ListError> {
+    let book: calamine::Xlsx<_> =
+        calamine::Xlsx::new(std::io::BufReader::with_capacity(64 * 1024, input)).map_err(|e| {
+            let password = matches!(e, calamine::XlsxError::Password);
+            workbook_error(e, password)
+        })?;
+    let name = pick_sheet(book.sheet_names(), sheet)?;
+    let (tx, rx) = mpsc::sync_channel(4);
+    std::thread::Builder::new()
+        .name("xlsx-reader".into())
+        .spawn(move || read_xlsx_sheet(book, &name, &tx))
+        .map_err(|e| ListError::Workbook(format!("it cannot be read now ({e})")))?;
+    match rx.recv() {
+        Ok(Msg::Header {
+            headers,
+            declared_rows,
+        }) => Ok((
+            headers,
+            Source::Streamed {
+                rx,
+                batch: Vec::new().into_iter(),
+            },
+            declared_rows,
+        )),
+        Ok(Msg::Failed(m)) => Err(ListError::Workbook(m)),
+        Ok(Msg::Empty) | Ok(Msg::Rows(_)) | Err(_) => Err(ListError::Empty),
+    }
+}
+
+/// The reading thread: the first non-blank row is the header, and its columns are the
+/// list's columns; every later row is cut to them. Stops when the reader hangs up.
+fn read_xlsx_sheet<R: Read + Seek>(
+    mut book: calamine::Xlsx<R>,
+    name: &str,
+    tx: &mpsc::SyncSender<Msg>,
+) {
+    let mut cells = match book.worksheet_cells_reader(name) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = tx.send(Msg::Failed(format!("it is damaged or incomplete ({e})")));
+            return;
+        }
     };
-    let range = book
-        .worksheet_range(&name)
-        .map_err(|e| ListError::Workbook(e.to_string()))?;
+    let dims = cells.dimensions();
+    let declared_rows = u64::from(dims.end.0.saturating_sub(dims.start.0));
+    // Columns of the header: the first column and the header names.
+    let mut header: Option<(u32, usize)> = None;
+    let mut row_no: Option<u32> = None;
+    let mut row: Vec<(u32, String)> = Vec::new();
+    let mut batch = Vec::with_capacity(ROW_BATCH);
+    // Ends one sheet row; false when the reader has gone.
+    let mut end_row = |row_no: u32, row: &mut Vec<(u32, String)>, batch: &mut Vec<RawRow>| {
+        if row.is_empty() {
+            return true;
+        }
+        match header {
+            None => {
+                let first = row.iter().map(|(c, _)| *c).min().unwrap_or(0);
+                let last = row.iter().map(|(c, _)| *c).max().unwrap_or(0);
+                let mut names = vec![String::new(); (last - first + 1) as usize];
+                for (c, text) in row.drain(..) {
+                    names[(c - first) as usize] = text;
+                }
+                header = Some((first, names.len()));
+                tx.send(Msg::Header {
+                    headers: names,
+                    declared_rows,
+                })
+                .is_ok()
+            }
+            Some((first, width)) => {
+                let mut cells = vec![String::new(); width];
+                for (c, text) in row.drain(..) {
+                    if let Some(slot) = c.checked_sub(first).and_then(|i| cells.get_mut(i as usize)) {
+                        *slot = text;
+                    }
+                }
+                batch.push(RawRow {
+                    line: u64::from(row_no) + 1,
+                    cells,
+                });
+                batch.len() < ROW_BATCH || tx.send(Msg::Rows(std::mem::take(batch))).is_ok()
+            }
+        }
+    };
+    loop {
+        match cells.next_cell() {
+            Ok(Some(cell)) => {
+                let (r, c) = cell.get_position();
+                if row_no != Some(r) {
+                    if let Some(prev) = row_no {
+                        if !end_row(prev, &mut row, &mut batch) {
+                            return;
+                        }
+                    }
+                    row_no = Some(r);
+                }
+                let text = cell_text(&Data::from(cell.get_value().clone()));
+                if !text.is_empty() {
+                    row.push((c, text));
+                }
+            }
+            Ok(None) => {
+                if let Some(prev) = row_no {
+                    if !end_row(prev, &mut row, &mut batch) {
+                        return;
+                    }
+                }
+                let last = if header.is_none() {
+                    Msg::Empty
+                } else {
+                    Msg::Rows(batch)
+                };
+                let _ = tx.send(last);
+                return;
+            }
+            Err(e) => {
+                let _ = tx.send(Msg::Failed(format!(
+                    "the workbook is damaged after row {} ({e})",
+                    row_no.map(|r| r + 1).unwrap_or(0)
+                )));
+                return;
+            }
+        }
+    }
+}
+
+fn open_workbook(mut input: Box<dyn Input>, sheet: Option<&str>) -> Result<(Vec<String>, Source), ListError> {
+    let mut bytes = Vec::new();
+    input.read_to_end(&mut bytes).map_err(io_error)?;
+    let mut book = calamine::open_workbook_auto_from_rs(Cursor::new(bytes))
+        .map_err(|e| {
+            let password = matches!(
+                &e,
+                calamine::Error::Xlsx(calamine::XlsxError::Password)
+                    | calamine::Error::Xls(calamine::XlsError::Password)
+                    | calamine::Error::Xlsb(calamine::XlsbError::Password)
+                    | calamine::Error::Ods(calamine::OdsError::Password)
+            );
+            workbook_error(e, password)
+        })?;
+    let name = pick_sheet(book.sheet_names(), sheet)?;
+    let range = book.worksheet_range(&name).map_err(|e| {
+        let password = e.to_string().contains("password");
+        workbook_error(e, password)
+    })?;
     if range.is_empty() {
         return Err(ListError::Empty);
     }
@@ -316,6 +773,19 @@ fn check_headers(headers: &[String]) -> Result<(), ListError> {
         }
     }
     Ok(())
+}
+
+/// Reads a whole list held in memory, every row or row error, at most `max_rows` of them:
+/// what the fuzz target and the nasty-file corpus exercise.
+pub fn read_all(
+    name: &str,
+    bytes: Vec<u8>,
+    max_rows: usize,
+) -> Result<(Vec<String>, Vec<Result<RawRow, RowError>>), ListError> {
+    let mut reader = ListReader::open(name, bytes, None)?;
+    let headers = reader.headers().to_vec();
+    let rows = std::iter::from_fn(|| reader.next_row()).take(max_rows).collect();
+    Ok((headers, rows))
 }
 
 /// A cell as text the way the operator sees it in the spreadsheet.
@@ -381,6 +851,49 @@ mod tests {
     }
 
     #[test]
+    fn line_numbers_hold_across_a_long_streamed_file() {
+        // Every 7th row has a value over two lines; rows are read through many buffers.
+        let mut text = String::from("id,note\n");
+        let mut want = Vec::new();
+        let mut line = 2;
+        for i in 0..30_000u64 {
+            want.push(line);
+            if i % 7 == 0 {
+                text.push_str(&format!("{i},\"two\nlines\"\n"));
+                line += 2;
+            } else {
+                text.push_str(&format!("{i},one line of text\n"));
+                line += 1;
+            }
+        }
+        let mut r = ListReader::open("l.csv", text.into_bytes(), None).unwrap();
+        let got: Vec<u64> = rows(&mut r).iter().map(|r| r.line).collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn a_large_sheet_is_streamed_in_order() {
+        let mut book = rust_xlsxwriter::Workbook::new();
+        let ws = book.add_worksheet();
+        ws.write_string(0, 0, "id").unwrap();
+        ws.write_string(0, 1, "email").unwrap();
+        for i in 1..=2_000u32 {
+            ws.write_number(i, 0, f64::from(i)).unwrap();
+            if i % 3 != 0 {
+                ws.write_string(i, 1, format!("r{i}@example.org")).unwrap();
+            }
+        }
+        let bytes = book.save_to_buffer().unwrap();
+        let mut r = ListReader::open("big.xlsx", bytes, None).unwrap();
+        assert_eq!(r.declared_rows(), Some(2_000));
+        let got = rows(&mut r);
+        assert_eq!(got.len(), 2_000);
+        assert_eq!(got[2].cells, ["3", ""]);
+        assert_eq!(got[1_999].line, 2_001);
+        assert_eq!(got[1_999].cells, ["2000", "r2000@example.org"]);
+    }
+
+    #[test]
     fn detects_tab_and_comma_delimiters() {
         assert_eq!(detect_delimiter(b"a\tb\tc\n1,2\t3"), b'\t');
         assert_eq!(detect_delimiter(b"\"a;b\",c\n"), b',');
@@ -403,7 +916,7 @@ mod tests {
         );
         assert!(matches!(
             ListReader::open("a.xlsx", b"id,email\n".to_vec(), None),
-            Err(ListError::Workbook(_))
+            Err(ListError::NotWhatItSays { .. })
         ));
         assert_eq!(
             ListReader::open("a.pdf", b"x".to_vec(), None).err(),

@@ -32,6 +32,7 @@ pub mod codes {
     pub const MISSING_VALUE: &str = "missing_value";
     pub const RENDER_FAILED: &str = "render_failed";
     pub const UNREADABLE_ROW: &str = "unreadable_row";
+    pub const EXTRA_VALUES: &str = "extra_values";
     /// Not a problem with the row: its address is on the suppression list.
     pub const SUPPRESSED: &str = "suppressed";
     /// Not a problem with the row: its status code is one the dispatch excludes.
@@ -88,8 +89,14 @@ pub struct Validator<'a> {
     status_col: Option<usize>,
     consent_col: Option<usize>,
     region: phonenumber::country::Id,
-    seen_ids: HashSet<String>,
-    seen_addresses: HashSet<String>,
+    /// Fingerprints (128-bit hashes) of the ids and addresses seen: 16 bytes a row rather
+    /// than the strings, so a million-row list stays small.
+    seen_ids: HashSet<u128>,
+    seen_addresses: HashSet<u128>,
+}
+
+fn fingerprint(text: &str) -> u128 {
+    xxhash_rust::xxh3::xxh3_128(text.as_bytes())
 }
 
 /// A row's outcome.
@@ -99,6 +106,8 @@ pub struct Checked {
     pub problems: Vec<Problem>,
     /// False when the row cannot be keyed by its id (missing or repeated id).
     pub keyed_by_id: bool,
+    /// The length of a valid SMS row's message.
+    pub segments: Option<crate::sms::Segments>,
 }
 
 fn find(names: &[String], wanted: &str) -> Option<usize> {
@@ -211,6 +220,13 @@ impl<'a> Validator<'a> {
         }
     }
 
+    /// Makes room for `rows` more ids and addresses at once (from a sheet's declared size
+    /// or an estimate), so the sets do not grow by doubling with both copies in memory.
+    pub fn reserve(&mut self, rows: usize) {
+        self.seen_ids.reserve(rows);
+        self.seen_addresses.reserve(rows);
+    }
+
     /// A row that could not even be read still becomes an invalid recipient.
     pub fn unreadable(&self, line: u64, message: &str) -> Checked {
         let recipient = self.recipient(line, String::new(), None, None, BTreeMap::new());
@@ -274,6 +290,7 @@ impl<'a> Validator<'a> {
             recipient,
             problems,
             keyed_by_id,
+            segments: None,
         }
     }
 
@@ -307,7 +324,7 @@ impl<'a> Validator<'a> {
                 "the recipient id is empty".into()
             );
             keyed_by_id = false;
-        } else if !self.seen_ids.insert(id.clone()) {
+        } else if !self.seen_ids.insert(fingerprint(&id)) {
             problem!(
                 &cols.id,
                 codes::DUPLICATE_ID,
@@ -379,7 +396,7 @@ impl<'a> Validator<'a> {
         if let (Some(c), Some(a)) = (channel, &address) {
             if !self
                 .seen_addresses
-                .insert(format!("{c}:{}", a.to_lowercase()))
+                .insert(fingerprint(&format!("{c}:{}", a.to_lowercase())))
             {
                 problem!(
                     if c == Channel::Email {
@@ -415,11 +432,32 @@ impl<'a> Validator<'a> {
             }
         }
 
+        // A row with more values than the header has columns is usually one where an
+        // unquoted delimiter (a comma in a name) moved the values after it.
+        if let Some(extra) = row.cells.get(self.names.len()..) {
+            let filled = extra.iter().filter(|c| !c.is_empty()).count();
+            if filled > 0 {
+                problem!(
+                    "",
+                    codes::EXTRA_VALUES,
+                    format!(
+                        "the row has {} values after the last column ('{}'); a value with the delimiter in it must be quoted",
+                        filled,
+                        extra.iter().find(|c| !c.is_empty()).map(String::as_str).unwrap_or("")
+                    ),
+                );
+            }
+        }
+
         // Render once now so that rendering cannot fail at send time.
+        let mut segments = None;
         if problems.is_empty() {
             let rendered = match channel {
                 Some(Channel::Email) => self.template.render_email(&fields).map(|_| ()),
-                Some(Channel::Sms) => self.template.render_sms(&fields).map(|_| ()),
+                Some(Channel::Sms) => self
+                    .template
+                    .render_sms(&fields)
+                    .map(|m| segments = Some(crate::sms::segments(&m.text))),
                 None => Ok(()),
             };
             if let Err(e) = rendered {
@@ -474,6 +512,7 @@ impl<'a> Validator<'a> {
 
         let recipient = self.recipient(line, id.clone(), channel, address, fields);
         let mut checked = self.finish(recipient, problems, keyed_by_id);
+        checked.segments = segments.filter(|_| checked.problems.is_empty());
         if let (true, Some(p)) = (checked.problems.is_empty(), excluded) {
             checked.recipient.state = RecipientState::Excluded;
             checked.recipient.reason = Some(format!("{}: {}", p.code, p.message));
@@ -616,6 +655,31 @@ mod tests {
         let both = v.check(&row(6, &["5", "Ed", "12", "80", "no"]));
         assert_eq!(both.recipient.state, RecipientState::Invalid);
         assert!(both.problems.iter().all(|p| p.code == codes::INVALID_PHONE));
+    }
+
+    #[test]
+    fn shifted_rows_are_invalid_and_sms_rows_carry_their_segments() {
+        let (m, t) = (manifest(), template());
+        let h: Vec<String> = ["id", "name", "email", "phone", "channel", "town"]
+            .map(String::from)
+            .to_vec();
+        let mut v = Validator::new("d", &m, &t, &h, "DK").unwrap();
+        // "Smith, Ann" unquoted: every value after the name moves one column right.
+        let shifted = v.check(&row(
+            2,
+            &["1", "Smith", " Ann", "a@example.org", "", "email", "Oslo"],
+        ));
+        assert_eq!(shifted.recipient.state, RecipientState::Invalid);
+        assert!(shifted.problems.iter().any(|p| p.code == codes::EXTRA_VALUES
+            && p.message.contains("1 values after the last column ('Oslo')")));
+        // Empty values after the last column (trailing delimiters) are harmless.
+        let trailing = v.check(&row(3, &["2", "Bo", "", "20123402", "sms", "Oslo", "", ""]));
+        assert!(trailing.problems.is_empty(), "{:?}", trailing.problems);
+        let s = trailing.segments.expect("an SMS row has its segments");
+        assert_eq!((s.encoding, s.units, s.segments), (crate::sms::Encoding::Gsm7, 5, 1));
+        let email = v.check(&row(4, &["3", "Cy", "c@example.org", "", "email", "Oslo"]));
+        assert!(email.problems.is_empty());
+        assert_eq!(email.segments, None);
     }
 
     #[test]
