@@ -292,7 +292,8 @@ async fn run_dispatch(list_name: &str, list: Vec<u8>) {
         invalid.iter().map(|(l, c)| (*l, c.to_string())).collect();
     assert_eq!(reported, expected);
 
-    // The sample shows one rendered message per channel.
+    // The sample shows, per channel, the first valid recipient's message and three more
+    // chosen at random among the other valid ones, in list order.
     let (status, sample) = portal
         .get(&format!("/dispatches/{id}/sample"))
         .await
@@ -300,13 +301,43 @@ async fn run_dispatch(list_name: &str, list: Vec<u8>) {
     assert_eq!(status, 200);
     let sample: Value = serde_json::from_str(&sample).unwrap();
     assert_eq!(
-        sample["sms"]["message"]["text"],
+        sample["sms"][0]["message"]["text"],
         "Name0: water off in Århus on Monday"
     );
+    assert_eq!(sample["sms"][0]["chosen"], "first");
+    assert_eq!(sample["sms"][0]["segments"]["encoding"], "gsm7");
+    assert_eq!(sample["sms"][0]["segments"]["segments"], 1);
     assert_eq!(
-        sample["email"]["message"]["subject"],
+        sample["email"][0]["message"]["subject"],
         "Water outage in Odense"
     );
+    let by_id: BTreeMap<&str, &Row> = rows
+        .iter()
+        .filter(|r| !matches!(r.expect, Expect::Invalid { .. }))
+        .map(|r| (r.id.as_str(), r))
+        .collect();
+    for channel in ["email", "sms"] {
+        let list = sample[channel].as_array().unwrap();
+        assert_eq!(list.len(), 4, "{channel}: first + 3 random");
+        let lines: Vec<u64> = list.iter().map(|s| s["line"].as_u64().unwrap()).collect();
+        assert!(lines.windows(2).all(|w| w[0] < w[1]), "{lines:?}");
+        for s in &list[1..] {
+            assert_eq!(s["chosen"], "random");
+            // Every sampled message is the one that recipient will get.
+            let row = by_id[s["recipient_id"].as_str().unwrap()];
+            match &row.expect {
+                Expect::Email { to, subject, .. } => {
+                    assert_eq!(s["to"], to.as_str());
+                    assert_eq!(s["message"]["subject"], subject.as_str());
+                }
+                Expect::Sms { to, text } => {
+                    assert_eq!(s["to"], to.as_str());
+                    assert_eq!(s["message"]["text"], text.as_str());
+                }
+                Expect::Invalid { .. } => panic!("an invalid row was sampled: {s}"),
+            }
+        }
+    }
 
     // Nothing is sent before approval.
     assert!(local.emulator.sent_emails().await.unwrap().is_empty());
@@ -500,7 +531,7 @@ async fn package_problems_fail_validation_with_their_reasons_and_send_nothing() 
     let list =
         b"Recipient ID,First Name,E-mail,Mobile,Preferred Channel\n1,Ann,ann@example.net,,email\n"
             .to_vec();
-    upload_package(&local, "no-town", "list.csv", list).await;
+    upload_package(&local, "no-town", "list.csv", list.clone()).await;
     // The manifest itself is broken.
     local
         .upload(
@@ -543,9 +574,170 @@ async fn package_problems_fail_validation_with_their_reasons_and_send_nothing() 
     );
     let (status, _) = portal.post("/dispatches/nobody/approve").await.unwrap();
     assert_eq!(status, 404);
-
     assert!(local.emulator.sent_emails().await.unwrap().is_empty());
     assert!(local.emulator.sent_sms().await.unwrap().is_empty());
+
+    // A list whose content is not what its name says is refused as a whole.
+    upload_package(&local, "mislabelled", "people.xlsx", list.clone()).await;
+    let d = validation_failed(&portal, "mislabelled").await;
+    assert_eq!(
+        d["problems"],
+        serde_json::json!([
+            "'people.xlsx' is named as a recipient list of its kind but holds text (CSV); save it again in the format its name says"
+        ])
+    );
+
+    // The example file names the columns the list must have, as CSV and as XLSX.
+    let expected_columns = [
+        "recipient id",
+        "preferred channel",
+        "E_mail",
+        "mobile",
+        "first_name",
+        "town",
+    ];
+    let (status, example) = portal.get("/dispatches/no-town/example").await.unwrap();
+    assert_eq!(status, 200);
+    let header: Vec<String> =
+        shared::list::ListReader::open("example.csv", example.into_bytes(), None)
+            .unwrap()
+            .headers()
+            .to_vec();
+    assert_eq!(header, expected_columns);
+    let xlsx = reqwest::get(format!(
+        "{}/dispatches/no-town/example?format=xlsx",
+        local.system.api_url
+    ))
+    .await
+    .unwrap();
+    assert_eq!(xlsx.status(), 200);
+    let xlsx = xlsx.bytes().await.unwrap().to_vec();
+    let reader = shared::list::ListReader::open("example.xlsx", xlsx, None).unwrap();
+    assert_eq!(reader.headers(), expected_columns);
+    let (status, _) = portal
+        .get("/dispatches/no-town/example?format=pdf")
+        .await
+        .unwrap();
+    assert_eq!(status, 400);
+
+    // Repeat: a corrected list uploaded with the manifest again is validated again; the
+    // failed attempt stays in the dispatch's attempts.
+    let corrected = b"Recipient ID,First Name,E-mail,Mobile,Preferred Channel,Town\n\
+        1,Ann,ann@example.net,,email,Odense\n\
+        2,Bo,not-an-address,,email,Vejle\n\
+        3,Cy,cy@example.net,,email,Koge\n"
+        .to_vec();
+    upload_package(&local, "no-town", "list.csv", corrected).await;
+    let d = portal
+        .wait_for(
+            "no-town",
+            &["awaiting_approval"],
+            Duration::from_secs(60),
+            |_| {},
+        )
+        .await
+        .unwrap();
+    assert_eq!(d["attempt"], 2);
+    assert_eq!(d["counts"]["total"], 3);
+    assert_eq!(d["counts"]["invalid"], 1);
+    assert_eq!(d["attempts"][0]["attempt"], 1);
+    assert_eq!(d["attempts"][0]["state"], "validation_failed");
+    assert_eq!(
+        d["attempts"][0]["problems"],
+        serde_json::json!([
+            "the template uses merge fields that are not columns of the list: town"
+        ])
+    );
+    // And again, with the bad row mended and a recipient removed.
+    let again = b"Recipient ID,First Name,E-mail,Mobile,Preferred Channel,Town\n\
+        1,Ann,ann@example.net,,email,Odense\n\
+        2,Bo,bo@example.net,,email,Vejle\n"
+        .to_vec();
+    upload_package(&local, "no-town", "list.csv", again).await;
+    let d = portal
+        .wait_for(
+            "no-town",
+            &["awaiting_approval"],
+            Duration::from_secs(60),
+            |d| {
+                assert!(d["attempt"].as_u64().unwrap_or(0) <= 3, "{d}");
+            },
+        )
+        .await
+        .unwrap();
+    let d = if d["attempt"] == 3 {
+        d
+    } else {
+        // The second attempt's state was seen before the third started.
+        let mut d = d;
+        for _ in 0..120 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            d = portal.dispatch("no-town").await.unwrap().unwrap();
+            if d["attempt"] == 3 && d["state"] == "awaiting_approval" {
+                break;
+            }
+        }
+        d
+    };
+    assert_eq!(d["attempt"], 3, "{d}");
+    assert_eq!(d["state"], "awaiting_approval", "{d}");
+    assert_eq!(d["counts"]["total"], 2);
+    assert_eq!(d["counts"]["invalid"], 0);
+    let attempts = d["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2);
+    assert_eq!(attempts[1]["attempt"], 2);
+    assert_eq!(attempts[1]["state"], "awaiting_approval");
+    assert_eq!(attempts[1]["counts"]["invalid"], 1);
+    // The earlier attempt's report is kept; a file-level failure has none.
+    let (status, old_report) = portal
+        .get("/dispatches/no-town/attempts/2/report")
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        old_report.contains("3,2,E_mail,invalid_email,"),
+        "{old_report}"
+    );
+    let (status, _) = portal
+        .get("/dispatches/no-town/attempts/1/report")
+        .await
+        .unwrap();
+    assert_eq!(status, 404);
+    let (_, report) = portal.get("/dispatches/no-town/report").await.unwrap();
+    assert_eq!(report.lines().count(), 1, "only the header: {report}");
+    // Only the last list's recipients are stored: the earlier attempts' were deleted.
+    let store = shared::store::Store::from_config(&local.system.clients, &local.system.config);
+    let stored = store
+        .all_recipients("no-town", d["shards"].as_u64().unwrap() as u32)
+        .await
+        .unwrap();
+    let ids: Vec<&str> = stored.iter().map(|r| r.recipient_id.as_str()).collect();
+    assert_eq!(ids, ["1", "2"]);
+    // Approving sends to exactly those.
+    let (status, body) = portal.post("/dispatches/no-town/approve").await.unwrap();
+    assert_eq!(status, 202, "{body}");
+    portal
+        .wait_for("no-town", &["completed"], Duration::from_secs(60), |_| {})
+        .await
+        .unwrap();
+    let mut to: Vec<String> = local
+        .emulator
+        .sent_emails()
+        .await
+        .unwrap()
+        .into_iter()
+        .flat_map(|m| m.to)
+        .collect();
+    to.sort();
+    assert_eq!(to, ["ann@example.net", "bo@example.net"]);
+    // A dispatch past approval is not validated again.
+    upload_package(&local, "no-town", "list.csv", list).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let d = portal.dispatch("no-town").await.unwrap().unwrap();
+    assert_eq!(
+        (d["state"].as_str(), d["attempt"].as_u64()),
+        (Some("completed"), Some(3))
+    );
     local.system.stop().await;
 }
 

@@ -19,19 +19,60 @@ fn is_plain_number(rest: &str) -> bool {
             .all(|c| c.is_ascii_digit() || c == ' ' || c == '.')
 }
 
-/// A CSV document built in memory.
-pub struct CsvDoc {
-    writer: csv::Writer<Vec<u8>>,
+/// A CSV document, built in memory or written to a file.
+pub struct CsvDoc<W: std::io::Write = Vec<u8>> {
+    writer: csv::Writer<W>,
+    /// The first write error; a document that could not be written is not finished.
+    failed: Option<std::io::Error>,
 }
 
 impl CsvDoc {
     pub fn new(headers: &[&str]) -> CsvDoc {
-        let mut writer = csv::WriterBuilder::new()
-            .terminator(csv::Terminator::CRLF)
-            .from_writer(Vec::new());
+        CsvDoc::to_writer(Vec::new(), headers)
+    }
+
+    pub fn finish(self) -> Vec<u8> {
         // Writing to a Vec cannot fail.
-        let _ = writer.write_record(headers);
-        CsvDoc { writer }
+        self.writer.into_inner().unwrap_or_default()
+    }
+}
+
+/// A CSV document written to a temporary file, for documents that may be large.
+pub type CsvFile = CsvDoc<std::io::BufWriter<tempfile::NamedTempFile>>;
+
+impl CsvFile {
+    pub fn temporary(headers: &[&str]) -> std::io::Result<CsvFile> {
+        let file = tempfile::NamedTempFile::new()?;
+        Ok(CsvDoc::to_writer(
+            std::io::BufWriter::with_capacity(64 * 1024, file),
+            headers,
+        ))
+    }
+
+    /// The finished file, to upload from its path.
+    pub fn finish_file(self) -> std::io::Result<tempfile::NamedTempFile> {
+        if let Some(e) = self.failed {
+            return Err(e);
+        }
+        self.writer
+            .into_inner()
+            .map_err(|e| std::io::Error::other(e.to_string()))?
+            .into_inner()
+            .map_err(|e| e.into_error())
+    }
+}
+
+impl<W: std::io::Write> CsvDoc<W> {
+    pub fn to_writer(writer: W, headers: &[&str]) -> CsvDoc<W> {
+        let writer = csv::WriterBuilder::new()
+            .terminator(csv::Terminator::CRLF)
+            .from_writer(writer);
+        let mut doc = CsvDoc {
+            writer,
+            failed: None,
+        };
+        doc.row(headers);
+        doc
     }
 
     pub fn row<I, S>(&mut self, cells: I)
@@ -43,11 +84,9 @@ impl CsvDoc {
             .into_iter()
             .map(|c| neutralise(c.as_ref()).into_owned())
             .collect();
-        let _ = self.writer.write_record(&cells);
-    }
-
-    pub fn finish(self) -> Vec<u8> {
-        self.writer.into_inner().unwrap_or_default()
+        if let Err(e) = self.writer.write_record(&cells) {
+            self.failed.get_or_insert(e.into());
+        }
     }
 }
 

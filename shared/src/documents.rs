@@ -6,6 +6,14 @@ use crate::template::TemplateSource;
 use aws_sdk_s3::primitives::ByteStream;
 use serde::{Deserialize, Serialize};
 
+/// Characters escaped in a CopyObject source (everything but unreserved ones and `/`).
+const COPY_SOURCE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'/')
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
 /// What was validated and what will be sent: the manifest, the template texts and the
 /// hashes of the list and templates. Written once per validation and read by the senders.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,6 +46,31 @@ pub mod keys {
     pub fn history_summary(id: &str) -> String {
         format!("dispatches/{id}/history-summary.json")
     }
+    /// The header a list for this dispatch's templates must have, as CSV or XLSX.
+    pub fn example(id: &str, ext: &str) -> String {
+        format!("dispatches/{id}/example.{ext}")
+    }
+    /// Where an earlier validation attempt's document is kept.
+    pub fn attempt(id: &str, attempt: u32, document: &str) -> String {
+        format!("dispatches/{id}/attempts/{attempt}/{document}")
+    }
+}
+
+/// A list downloaded to local disk (the function's temporary storage), never held in memory.
+#[derive(Debug)]
+pub struct Downloaded {
+    pub file: std::fs::File,
+    pub size: u64,
+    /// SHA-256 of the bytes, in hex: the frozen package names the list by it.
+    pub sha256: String,
+}
+
+/// Outcome of downloading an object that may be missing.
+#[derive(Debug)]
+pub enum FetchedFile {
+    Found(Downloaded),
+    Missing,
+    TooLarge(u64),
 }
 
 /// Outcome of reading an object that may be missing.
@@ -101,6 +134,104 @@ impl Documents {
             .into_bytes()
             .to_vec();
         Ok(Fetched::Found(body))
+    }
+
+    /// Downloads an object to an anonymous temporary file (deleted when dropped), hashing it
+    /// on the way; an object larger than `max_bytes` is refused before its body is read.
+    pub async fn fetch_to_file(
+        &self,
+        bucket: &str,
+        key: &str,
+        max_bytes: u64,
+    ) -> Result<FetchedFile> {
+        use sha2::Digest;
+        use std::io::{Seek, Write};
+        let mut out = match self.s3.get_object().bucket(bucket).key(key).send().await {
+            Ok(o) => o,
+            Err(e) => {
+                if e.as_service_error().is_some_and(|s| s.is_no_such_key()) {
+                    return Ok(FetchedFile::Missing);
+                }
+                return Err(Error::aws("GetObject")(e));
+            }
+        };
+        let size = out.content_length().unwrap_or(0).max(0) as u64;
+        if size > max_bytes {
+            return Ok(FetchedFile::TooLarge(size));
+        }
+        let local = |e: std::io::Error| Error::Aws {
+            op: "GetObject to local disk",
+            source: Box::new(e),
+        };
+        let file = tempfile::tempfile().map_err(local)?;
+        let mut writer = std::io::BufWriter::with_capacity(256 * 1024, file);
+        let mut hash = sha2::Sha256::new();
+        let mut written = 0u64;
+        while let Some(chunk) = out
+            .body
+            .try_next()
+            .await
+            .map_err(Error::aws("GetObject body"))?
+        {
+            written += chunk.len() as u64;
+            if written > max_bytes {
+                return Ok(FetchedFile::TooLarge(written));
+            }
+            hash.update(&chunk);
+            writer.write_all(&chunk).map_err(local)?;
+        }
+        let mut file = writer.into_inner().map_err(|e| local(e.into_error()))?;
+        file.rewind().map_err(local)?;
+        Ok(FetchedFile::Found(Downloaded {
+            file,
+            size: written,
+            sha256: hex::encode(hash.finalize()),
+        }))
+    }
+
+    /// Uploads a local file to the reports bucket.
+    pub async fn put_report_file(
+        &self,
+        key: &str,
+        path: &std::path::Path,
+        content_type: &str,
+    ) -> Result<()> {
+        let body = ByteStream::from_path(path)
+            .await
+            .map_err(Error::aws("PutObject body"))?;
+        self.s3
+            .put_object()
+            .bucket(&self.reports_bucket)
+            .key(key)
+            .content_type(content_type)
+            .body(body)
+            .send()
+            .await
+            .map_err(Error::aws("PutObject"))?;
+        Ok(())
+    }
+
+    /// Copies a document of the reports bucket; a missing source is no error.
+    pub async fn copy_report_document(&self, from: &str, to: &str) -> Result<bool> {
+        let source = format!("{}/{}", self.reports_bucket, from);
+        match self
+            .s3
+            .copy_object()
+            .bucket(&self.reports_bucket)
+            .key(to)
+            .copy_source(percent_encoding::utf8_percent_encode(&source, COPY_SOURCE).to_string())
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.meta().code() == Some("NoSuchKey")) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(Error::aws("CopyObject")(e)),
+        }
     }
 
     /// Reads a document of the reports bucket; `None` when it does not exist.

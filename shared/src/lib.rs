@@ -24,6 +24,7 @@ pub mod config;
 pub mod csvout;
 pub mod documents;
 pub mod error;
+pub mod example;
 pub mod list;
 pub mod manifest;
 pub mod model;

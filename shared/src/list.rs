@@ -421,6 +421,14 @@ impl ListReader {
         &self.headers
     }
 
+    /// How far into a CSV list's text the reader has come, in bytes (`None` for workbooks).
+    pub fn progress(&self) -> Option<u64> {
+        match &self.source {
+            Source::Csv(c) => Some(c.seen_byte),
+            _ => None,
+        }
+    }
+
     /// Data rows an .xlsx sheet declares (its dimension), known before any row is read.
     pub fn declared_rows(&self) -> Option<u64> {
         self.declared_rows
@@ -678,7 +686,8 @@ fn read_xlsx_sheet<R: Read + Seek>(
             Some((first, width)) => {
                 let mut cells = vec![String::new(); width];
                 for (c, text) in row.drain(..) {
-                    if let Some(slot) = c.checked_sub(first).and_then(|i| cells.get_mut(i as usize)) {
+                    if let Some(slot) = c.checked_sub(first).and_then(|i| cells.get_mut(i as usize))
+                    {
                         *slot = text;
                     }
                 }
@@ -732,20 +741,22 @@ fn read_xlsx_sheet<R: Read + Seek>(
     }
 }
 
-fn open_workbook(mut input: Box<dyn Input>, sheet: Option<&str>) -> Result<(Vec<String>, Source), ListError> {
+fn open_workbook(
+    mut input: Box<dyn Input>,
+    sheet: Option<&str>,
+) -> Result<(Vec<String>, Source), ListError> {
     let mut bytes = Vec::new();
     input.read_to_end(&mut bytes).map_err(io_error)?;
-    let mut book = calamine::open_workbook_auto_from_rs(Cursor::new(bytes))
-        .map_err(|e| {
-            let password = matches!(
-                &e,
-                calamine::Error::Xlsx(calamine::XlsxError::Password)
-                    | calamine::Error::Xls(calamine::XlsError::Password)
-                    | calamine::Error::Xlsb(calamine::XlsbError::Password)
-                    | calamine::Error::Ods(calamine::OdsError::Password)
-            );
-            workbook_error(e, password)
-        })?;
+    let mut book = calamine::open_workbook_auto_from_rs(Cursor::new(bytes)).map_err(|e| {
+        let password = matches!(
+            &e,
+            calamine::Error::Xlsx(calamine::XlsxError::Password)
+                | calamine::Error::Xls(calamine::XlsError::Password)
+                | calamine::Error::Xlsb(calamine::XlsbError::Password)
+                | calamine::Error::Ods(calamine::OdsError::Password)
+        );
+        workbook_error(e, password)
+    })?;
     let name = pick_sheet(book.sheet_names(), sheet)?;
     let range = book.worksheet_range(&name).map_err(|e| {
         let password = e.to_string().contains("password");
@@ -775,16 +786,17 @@ fn check_headers(headers: &[String]) -> Result<(), ListError> {
     Ok(())
 }
 
+/// A list's header and its rows (or why a row could not be read).
+pub type ReadAll = (Vec<String>, Vec<Result<RawRow, RowError>>);
+
 /// Reads a whole list held in memory, every row or row error, at most `max_rows` of them:
 /// what the fuzz target and the nasty-file corpus exercise.
-pub fn read_all(
-    name: &str,
-    bytes: Vec<u8>,
-    max_rows: usize,
-) -> Result<(Vec<String>, Vec<Result<RawRow, RowError>>), ListError> {
+pub fn read_all(name: &str, bytes: Vec<u8>, max_rows: usize) -> Result<ReadAll, ListError> {
     let mut reader = ListReader::open(name, bytes, None)?;
     let headers = reader.headers().to_vec();
-    let rows = std::iter::from_fn(|| reader.next_row()).take(max_rows).collect();
+    let rows = std::iter::from_fn(|| reader.next_row())
+        .take(max_rows)
+        .collect();
     Ok((headers, rows))
 }
 

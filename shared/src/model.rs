@@ -109,6 +109,9 @@ impl DispatchState {
             (self, next),
             (Validating, ValidationFailed)
                 | (Validating, AwaitingApproval)
+                // Repeat: a corrected package uploaded before approval is validated again.
+                | (ValidationFailed, Validating)
+                | (AwaitingApproval, Validating)
                 | (AwaitingApproval, Approved)
                 | (AwaitingApproval, Rejected)
                 | (Approved, Sending)
@@ -124,12 +127,10 @@ impl DispatchState {
     }
 
     pub fn is_final(self) -> bool {
+        // A failed validation is not final: a corrected package may be uploaded (repeat).
         matches!(
             self,
-            DispatchState::ValidationFailed
-                | DispatchState::Completed
-                | DispatchState::Closed
-                | DispatchState::Rejected
+            DispatchState::Completed | DispatchState::Closed | DispatchState::Rejected
         )
     }
 
@@ -316,6 +317,35 @@ pub struct Dispatch {
     pub closed_by: Option<String>,
     #[serde(default)]
     pub closed_at: Option<String>,
+    /// Validation attempt: 1, then one more for every repeat with a corrected package.
+    #[serde(default = "first_attempt")]
+    pub attempt: u32,
+    /// When the package being validated was uploaded (the bucket notification's time);
+    /// a notification no newer than this is a repeat delivery, not a new upload.
+    #[serde(default)]
+    pub uploaded_at: Option<String>,
+    /// Earlier validation attempts, oldest first.
+    #[serde(default)]
+    pub attempts: Vec<Attempt>,
+}
+
+fn first_attempt() -> u32 {
+    1
+}
+
+/// The outcome of an earlier validation attempt, kept when a corrected package replaces it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub attempt: u32,
+    pub state: DispatchState,
+    pub uploaded_at: Option<String>,
+    pub finished_at: String,
+    pub counts: Counts,
+    pub problems: Vec<String>,
+    /// Copies of that attempt's report, summary and sample.
+    pub report_key: Option<String>,
+    pub summary_key: Option<String>,
+    pub sample_key: Option<String>,
 }
 
 impl Dispatch {
@@ -346,6 +376,9 @@ impl Dispatch {
             completion: None,
             closed_by: None,
             closed_at: None,
+            attempt: 1,
+            uploaded_at: None,
+            attempts: vec![],
         }
     }
 }
@@ -508,6 +541,11 @@ mod tests {
         // A few that must never happen.
         assert!(!Validating.can_become(Approved));
         assert!(!ValidationFailed.can_become(Approved));
+        // Repeat: before approval, a corrected package is validated again.
+        assert!(ValidationFailed.can_become(Validating));
+        assert!(AwaitingApproval.can_become(Validating));
+        assert!(!Approved.can_become(Validating));
+        assert!(!Sending.can_become(Validating));
         assert!(!Rejected.can_become(Approved));
         assert!(!Completed.can_become(Sending));
         assert!(!Sending.can_become(Rejected));

@@ -13,7 +13,9 @@ use crate::error::{Error, Result};
 use crate::model::{
     now_rfc3339, Channel, Counts, Dispatch, DispatchState, Receipt, Recipient, RecipientState,
 };
-use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, ReturnValue, Select, WriteRequest};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, DeleteRequest, PutRequest, ReturnValue, Select, WriteRequest,
+};
 use aws_sdk_dynamodb::Client;
 use futures::{stream, FutureExt, StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
@@ -154,7 +156,17 @@ fn dispatch_item(d: &Dispatch) -> Item {
     opt(&mut item, "completion", &d.completion);
     opt(&mut item, "closed_by", &d.closed_by);
     opt(&mut item, "closed_at", &d.closed_at);
+    opt(&mut item, "uploaded_at", &d.uploaded_at);
+    item.insert("attempt".into(), n(u64::from(d.attempt)));
+    if !d.attempts.is_empty() {
+        item.insert("attempts".into(), attempts_value(&d.attempts));
+    }
     item
+}
+
+/// Earlier attempts, stored as one JSON document.
+pub fn attempts_value(attempts: &[crate::model::Attempt]) -> AttributeValue {
+    s(serde_json::to_string(attempts).unwrap_or_else(|_| "[]".into()))
 }
 
 fn dispatch_from(item: &Item) -> Result<Dispatch> {
@@ -196,6 +208,13 @@ fn dispatch_from(item: &Item) -> Result<Dispatch> {
         completion: get_s(item, "completion"),
         closed_by: get_s(item, "closed_by"),
         closed_at: get_s(item, "closed_at"),
+        attempt: get_n(item, "attempt").max(1) as u32,
+        uploaded_at: get_s(item, "uploaded_at"),
+        attempts: get_s(item, "attempts")
+            .map(|j| serde_json::from_str(&j))
+            .transpose()
+            .map_err(|e| Error::Malformed(format!("attempts: {e}")))?
+            .unwrap_or_default(),
     })
 }
 
@@ -607,8 +626,56 @@ impl Store {
         Ok(())
     }
 
+    /// Deletes every recipient record of a dispatch (before a repeated validation writes
+    /// the corrected list's). Returns how many were deleted.
+    pub async fn delete_recipients(&self, dispatch_id: &str, shards: u32) -> Result<u64> {
+        let mut deleted = 0;
+        for shard in 0..shards {
+            let pk = shard_pk(dispatch_id, shard);
+            let mut after: Option<Item> = None;
+            loop {
+                let out = self
+                    .client
+                    .query()
+                    .table_name(&self.table)
+                    .key_condition_expression("pk = :pk")
+                    .expression_attribute_values(":pk", s(pk.clone()))
+                    .projection_expression("pk, sk")
+                    .set_exclusive_start_key(after.take())
+                    .limit(1000)
+                    .send()
+                    .await
+                    .map_err(Error::aws("Query"))?;
+                let keys: Vec<WriteRequest> = out
+                    .items()
+                    .iter()
+                    .map(|k| {
+                        DeleteRequest::builder()
+                            .set_key(Some(k.clone()))
+                            .build()
+                            .map(|d| WriteRequest::builder().delete_request(d).build())
+                            .map_err(|e| Error::Malformed(e.to_string()))
+                    })
+                    .collect::<Result<_>>()?;
+                deleted += keys.len() as u64;
+                let chunks: Vec<Vec<WriteRequest>> =
+                    keys.chunks(25).map(<[WriteRequest]>::to_vec).collect();
+                stream::iter(chunks)
+                    .map(|c| self.write_requests(c).boxed())
+                    .buffer_unordered(WRITE_CONCURRENCY)
+                    .try_collect::<Vec<()>>()
+                    .await?;
+                match out.last_evaluated_key() {
+                    Some(k) if !k.is_empty() => after = Some(k.clone()),
+                    _ => break,
+                }
+            }
+        }
+        Ok(deleted)
+    }
+
     async fn write_chunk(&self, chunk: &[(RecipientKey, Recipient)]) -> Result<()> {
-        let mut requests: Vec<WriteRequest> = chunk
+        let requests: Vec<WriteRequest> = chunk
             .iter()
             .map(|(k, r)| {
                 PutRequest::builder()
@@ -618,6 +685,12 @@ impl Store {
                     .map_err(|e| Error::Malformed(e.to_string()))
             })
             .collect::<Result<_>>()?;
+        self.write_requests(requests).await
+    }
+
+    /// One BatchWriteItem of at most 25 requests, retrying what the service leaves
+    /// unprocessed a bounded number of times.
+    async fn write_requests(&self, mut requests: Vec<WriteRequest>) -> Result<()> {
         for attempt in 0..UNPROCESSED_ATTEMPTS {
             let out = self
                 .client
@@ -981,6 +1054,19 @@ mod tests {
             completion: Some("manual".into()),
             closed_by: Some("ops-2".into()),
             closed_at: Some("2026-01-02T00:00:00Z".into()),
+            attempt: 2,
+            uploaded_at: Some("2026-01-01T00:00:00.000Z".into()),
+            attempts: vec![crate::model::Attempt {
+                attempt: 1,
+                state: DispatchState::ValidationFailed,
+                uploaded_at: None,
+                finished_at: "2025-12-31T00:00:00Z".into(),
+                counts: Counts::default(),
+                problems: vec!["the list has no 'email' column".into()],
+                report_key: None,
+                summary_key: Some("s".into()),
+                sample_key: None,
+            }],
         };
         assert_eq!(dispatch_from(&dispatch_item(&d)).unwrap(), d);
     }

@@ -670,13 +670,20 @@ mod tests {
             &["1", "Smith", " Ann", "a@example.org", "", "email", "Oslo"],
         ));
         assert_eq!(shifted.recipient.state, RecipientState::Invalid);
-        assert!(shifted.problems.iter().any(|p| p.code == codes::EXTRA_VALUES
-            && p.message.contains("1 values after the last column ('Oslo')")));
+        assert!(shifted
+            .problems
+            .iter()
+            .any(|p| p.code == codes::EXTRA_VALUES
+                && p.message
+                    .contains("1 values after the last column ('Oslo')")));
         // Empty values after the last column (trailing delimiters) are harmless.
         let trailing = v.check(&row(3, &["2", "Bo", "", "20123402", "sms", "Oslo", "", ""]));
         assert!(trailing.problems.is_empty(), "{:?}", trailing.problems);
         let s = trailing.segments.expect("an SMS row has its segments");
-        assert_eq!((s.encoding, s.units, s.segments), (crate::sms::Encoding::Gsm7, 5, 1));
+        assert_eq!(
+            (s.encoding, s.units, s.segments),
+            (crate::sms::Encoding::Gsm7, 5, 1)
+        );
         let email = v.check(&row(4, &["3", "Cy", "c@example.org", "", "email", "Oslo"]));
         assert!(email.problems.is_empty());
         assert_eq!(email.segments, None);

@@ -8,6 +8,8 @@
 //! | GET    | `/dispatches/{id}`              | one dispatch: state, counts, summary        |
 //! | GET    | `/dispatches/{id}/report`       | validation report (CSV)                     |
 //! | GET    | `/dispatches/{id}/sample`       | rendered sample messages (JSON)             |
+//! | GET    | `/dispatches/{id}/example?format=csv\|xlsx` | the header the list must have  |
+//! | GET    | `/dispatches/{id}/attempts/{n}/report` | an earlier validation attempt's report |
 //! | GET    | `/dispatches/{id}/history`      | history document (CSV), once complete       |
 //! | GET    | `/dispatches/{id}/history/summary` | counts, receipts and audit trail (JSON)  |
 //! | POST   | `/dispatches/{id}/approve`      | approve: fan-out starts                     |
@@ -59,6 +61,11 @@ pub fn router(deps: Arc<Deps>) -> Router {
         .route("/dispatches/{id}", get(get_dispatch))
         .route("/dispatches/{id}/report", get(get_report))
         .route("/dispatches/{id}/sample", get(get_sample))
+        .route("/dispatches/{id}/example", get(get_example))
+        .route(
+            "/dispatches/{id}/attempts/{n}/report",
+            get(get_attempt_report),
+        )
         .route("/dispatches/{id}/history", get(get_history))
         .route("/dispatches/{id}/history/summary", get(get_history_summary))
         .route("/dispatches/{id}/approve", post(approve))
@@ -242,6 +249,72 @@ async fn get_report(State(deps): State<AppState>, Path(id): Path<String>) -> Api
 async fn get_sample(State(deps): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
     let d = load(&deps, &id).await?;
     document(&deps, d.sample_key, "sample", "application/json").await
+}
+
+#[derive(Debug, Deserialize)]
+struct ExampleQuery {
+    format: Option<String>,
+}
+
+/// The example file: the header a list for this dispatch's templates must have.
+async fn get_example(
+    State(deps): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<ExampleQuery>,
+) -> ApiResult<Response> {
+    let d = load(&deps, &id).await?;
+    let (ext, content_type) = match q.format.as_deref().unwrap_or("csv") {
+        "csv" => ("csv", "text/csv; charset=utf-8"),
+        "xlsx" => (
+            "xlsx",
+            "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        ),
+        other => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("format '{other}' is not offered; use csv or xlsx"),
+            ))
+        }
+    };
+    let mut response = document(
+        &deps,
+        Some(keys::example(&d.id, ext)),
+        "example file",
+        content_type,
+    )
+    .await?;
+    if let Ok(v) = header::HeaderValue::from_str(&format!(
+        "attachment; filename=\"{}-example.{ext}\"",
+        d.id.replace(
+            |c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '_',
+            "_"
+        )
+    )) {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_DISPOSITION, v);
+    }
+    Ok(response)
+}
+
+/// The report of an earlier validation attempt, kept when a corrected package replaced it.
+async fn get_attempt_report(
+    State(deps): State<AppState>,
+    Path((id, n)): Path<(String, u32)>,
+) -> ApiResult<Response> {
+    let d = load(&deps, &id).await?;
+    let key = d
+        .attempts
+        .iter()
+        .find(|a| a.attempt == n)
+        .and_then(|a| a.report_key.clone());
+    document(
+        &deps,
+        key,
+        "report of that attempt",
+        "text/csv; charset=utf-8",
+    )
+    .await
 }
 
 async fn get_history(State(deps): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {

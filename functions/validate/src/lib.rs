@@ -8,11 +8,11 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use shared::config::Config;
-use shared::csvout::CsvDoc;
-use shared::documents::{keys, Documents, Fetched, Package};
+use shared::csvout::CsvFile;
+use shared::documents::{keys, Documents, Fetched, FetchedFile, Package};
 use shared::list::ListReader;
 use shared::manifest::{self, Manifest};
-use shared::model::{Channel, Counts, Dispatch, DispatchState, RecipientState};
+use shared::model::{Attempt, Channel, Counts, Dispatch, DispatchState, RecipientState};
 use shared::receipts::suppression_key;
 use shared::store::{self, recipient_key, Store};
 use shared::template::{
@@ -28,6 +28,42 @@ const MAX_TEMPLATE_BYTES: u64 = 1024 * 1024;
 const FLUSH_EVERY: usize = 1000;
 /// Problems shown in the summary (the report has them all).
 const SUMMARY_PROBLEMS: usize = 50;
+/// Rows after which a CSV list's row count is estimated from its size.
+const ESTIMATE_AFTER: u64 = 1000;
+/// Sample messages per channel besides the first valid recipient's, chosen at random.
+const RANDOM_SAMPLES: usize = 3;
+
+/// Writes the example file (the header the list must have) as CSV and XLSX.
+async fn write_example(
+    deps: &Deps,
+    id: &str,
+    m: &Manifest,
+    template: &MessageTemplate,
+) -> Result<()> {
+    let columns = shared::example::columns(m, template);
+    deps.docs
+        .put_report_document(
+            &keys::example(id, "csv"),
+            shared::example::csv(&columns),
+            "text/csv; charset=utf-8",
+        )
+        .await?;
+    match shared::example::xlsx(&columns) {
+        Ok(bytes) => {
+            deps.docs
+                .put_report_document(
+                    &keys::example(id, "xlsx"),
+                    bytes,
+                    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+                )
+                .await
+        }
+        Err(e) => {
+            tracing::error!(dispatch = %id, error = %e, "the example workbook could not be made");
+            Ok(())
+        }
+    }
+}
 
 pub struct Deps {
     pub config: Config,
@@ -77,7 +113,11 @@ async fn handle_body(deps: &Deps, body: &str) -> Result<()> {
     for rec in event.records {
         let key = decode_key(&rec.s3.object.key);
         let uploader = rec.user_identity.and_then(|u| u.principal_id);
-        validate_upload(deps, &rec.s3.bucket.name, &key, uploader.as_deref()).await?;
+        let upload = Upload {
+            uploader: uploader.as_deref(),
+            at: rec.event_time.as_deref(),
+        };
+        validate_upload(deps, &rec.s3.bucket.name, &key, upload).await?;
     }
     Ok(())
 }
@@ -96,6 +136,26 @@ struct NotificationRecord {
     /// Who uploaded the manifest (the IAM principal), when the emitter says.
     #[serde(rename = "userIdentity", default)]
     user_identity: Option<UserIdentity>,
+    /// When the manifest was uploaded.
+    #[serde(rename = "eventTime", default)]
+    event_time: Option<String>,
+}
+
+/// Who uploaded a package's manifest, and when.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Upload<'a> {
+    pub uploader: Option<&'a str>,
+    pub at: Option<&'a str>,
+}
+
+/// Whether an upload at `at` is newer than the one a dispatch was validated from. Without
+/// times to compare, it is taken as new.
+fn is_newer(at: Option<&str>, validated: Option<&str>) -> bool {
+    let parse = |t: &str| chrono::DateTime::parse_from_rfc3339(t).ok();
+    match (at.and_then(parse), validated.and_then(parse)) {
+        (Some(a), Some(v)) => a > v,
+        _ => true,
+    }
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -128,13 +188,16 @@ pub fn decode_key(raw: &str) -> String {
         .into_owned()
 }
 
-/// Validates the package whose manifest is at `key`.
+/// Validates the package whose manifest is at `key`. A package uploaded again to the folder
+/// of a dispatch that is not yet approved is a repeat: it is validated again and replaces the
+/// earlier attempt's results, which stay in the dispatch's `attempts`.
 pub async fn validate_upload(
     deps: &Deps,
     bucket: &str,
     key: &str,
-    uploader: Option<&str>,
+    upload: Upload<'_>,
 ) -> Result<()> {
+    let uploader = upload.uploader;
     let (id, prefix) = match manifest::dispatch_of_key(key) {
         Ok(x) => x,
         Err(why) => {
@@ -142,7 +205,8 @@ pub async fn validate_upload(
             return Ok(());
         }
     };
-    let dispatch = Dispatch::arrived(&id, &prefix, deps.config.key_shards);
+    let mut dispatch = Dispatch::arrived(&id, &prefix, deps.config.key_shards);
+    dispatch.uploaded_at = upload.at.map(str::to_string);
     let dispatch = match deps.store.create_dispatch(&dispatch).await {
         Ok(()) => dispatch,
         Err(Error::Conflict(_)) => {
@@ -151,26 +215,40 @@ pub async fn validate_upload(
                 .get_dispatch(&id)
                 .await?
                 .ok_or_else(|| Error::NotFound(id.clone()))?;
-            if existing.state != DispatchState::Validating {
-                tracing::error!(dispatch = %id, state = %existing.state,
-                    "a dispatch with this id exists already; upload the package to a new folder");
-                return Ok(());
+            match existing.state {
+                // A redelivered notification of a validation that did not finish: run it
+                // again. Records are keyed, so writing them again replaces them.
+                DispatchState::Validating => existing,
+                DispatchState::ValidationFailed | DispatchState::AwaitingApproval => {
+                    if !is_newer(upload.at, existing.uploaded_at.as_deref()) {
+                        tracing::info!(dispatch = %id, "notification of an upload already validated; nothing to do");
+                        return Ok(());
+                    }
+                    match begin_repeat(deps, &existing, upload).await? {
+                        Some(d) => d,
+                        None => return Ok(()),
+                    }
+                }
+                state => {
+                    tracing::error!(dispatch = %id, %state,
+                        "the dispatch is past approval and cannot be validated again; upload the package to a new folder");
+                    return Ok(());
+                }
             }
-            // A redelivered notification of a validation that did not finish: run it again.
-            // Records are keyed, so writing them again replaces them.
-            existing
         }
         Err(e) => return Err(e),
     };
-    tracing::info!(dispatch = %id, uploader = uploader.unwrap_or("unknown"), "validating");
-    deps.store
-        .audit_or_log(
-            &id,
-            uploader.unwrap_or("unknown uploader"),
-            "upload",
-            &format!("package at s3://{bucket}/{prefix}"),
-        )
-        .await;
+    tracing::info!(dispatch = %id, uploader = uploader.unwrap_or("unknown"), attempt = dispatch.attempt, "validating");
+    if dispatch.attempt == 1 {
+        deps.store
+            .audit_or_log(
+                &id,
+                uploader.unwrap_or("unknown uploader"),
+                "upload",
+                &format!("package at s3://{bucket}/{prefix}"),
+            )
+            .await;
+    }
     match check_package(deps, bucket, &dispatch).await? {
         Outcome::Failed { title, problems } => {
             tracing::warn!(dispatch = %id, ?problems, "validation failed");
@@ -235,6 +313,85 @@ pub async fn validate_upload(
         }
     }
     Ok(())
+}
+
+/// Starts validation attempt n+1 of a dispatch awaiting approval or failed: keeps the
+/// attempt's documents and outcome, moves the dispatch back to validating (a conditional
+/// write, so of two notifications only one starts it) and deletes the attempt's recipients.
+async fn begin_repeat(deps: &Deps, d: &Dispatch, upload: Upload<'_>) -> Result<Option<Dispatch>> {
+    let n = d.attempt;
+    let keep = |doc: &str| keys::attempt(&d.id, n, doc);
+    let mut kept = Vec::new();
+    for (from, doc) in [
+        (keys::report(&d.id), "validation-report.csv"),
+        (keys::summary(&d.id), "validation-summary.json"),
+        (keys::sample(&d.id), "sample.json"),
+    ] {
+        let to = keep(doc);
+        kept.push(
+            deps.docs
+                .copy_report_document(&from, &to)
+                .await?
+                .then_some(to),
+        );
+    }
+    let mut attempts = d.attempts.clone();
+    attempts.push(Attempt {
+        attempt: n,
+        state: d.state,
+        uploaded_at: d.uploaded_at.clone(),
+        finished_at: d.updated_at.clone(),
+        counts: d.counts,
+        problems: d.problems.clone(),
+        report_key: kept[0].clone(),
+        summary_key: kept[1].clone(),
+        sample_key: kept[2].clone(),
+    });
+    let moved = deps
+        .store
+        .transition(
+            &d.id,
+            d.state,
+            DispatchState::Validating,
+            &[
+                ("attempt", store::n(u64::from(n + 1))),
+                ("attempts", store::attempts_value(&attempts)),
+                ("uploaded_at", store::s(upload.at.unwrap_or_default())),
+                ("total", store::n(0)),
+                ("valid", store::n(0)),
+                ("invalid", store::n(0)),
+                ("excluded", store::n(0)),
+                ("problems", store::list(&[])),
+            ],
+        )
+        .await;
+    let moved = match moved {
+        Ok(m) => m,
+        Err(Error::Conflict(_)) => {
+            tracing::info!(dispatch = %d.id, "another notification started this repeat");
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    };
+    let deleted = deps.store.delete_recipients(&d.id, d.shards).await?;
+    tracing::info!(dispatch = %d.id, attempt = n + 1, deleted, "validating a corrected package");
+    deps.store
+        .audit_or_log(
+            &d.id,
+            upload.uploader.unwrap_or("unknown uploader"),
+            "repeat",
+            &format!(
+                "attempt {} replaces attempt {n} ({}: {} rows, {} valid, {} invalid, {} excluded)",
+                n + 1,
+                d.state,
+                d.counts.total,
+                d.counts.valid,
+                d.counts.invalid,
+                d.counts.excluded
+            ),
+        )
+        .await;
+    Ok(Some(moved))
 }
 
 enum Outcome {
@@ -345,20 +502,20 @@ async fn check_package(deps: &Deps, bucket: &str, d: &Dispatch) -> Result<Outcom
         }
     }
     let list_key = format!("{prefix}{}", m.list);
-    let list_bytes = match deps
+    let list = match deps
         .docs
-        .fetch(bucket, &list_key, deps.config.max_list_bytes)
+        .fetch_to_file(bucket, &list_key, deps.config.max_list_bytes)
         .await?
     {
-        Fetched::Found(b) => Some(b),
-        Fetched::Missing => {
+        FetchedFile::Found(b) => Some(b),
+        FetchedFile::Missing => {
             problems.push(format!(
                 "the package has no recipient list '{}'; upload it before manifest.json",
                 m.list
             ));
             None
         }
-        Fetched::TooLarge(size) => {
+        FetchedFile::TooLarge(size) => {
             problems.push(format!(
                 "the recipient list is {size} bytes; at most {} are accepted",
                 deps.config.max_list_bytes
@@ -369,7 +526,7 @@ async fn check_package(deps: &Deps, bucket: &str, d: &Dispatch) -> Result<Outcom
     if !problems.is_empty() {
         return Ok(Outcome::Failed { title, problems });
     }
-    let Some(list_bytes) = list_bytes else {
+    let Some(list) = list else {
         return Ok(Outcome::Failed { title, problems });
     };
     let source = TemplateSource { email, sms };
@@ -377,20 +534,31 @@ async fn check_package(deps: &Deps, bucket: &str, d: &Dispatch) -> Result<Outcom
         Ok(t) => t,
         Err(e) => return Ok(failed(&title, e.to_string())),
     };
-    let list_sha256 = hex::encode(Sha256::digest(&list_bytes));
+    write_example(deps, &d.id, &m, &template).await?;
+    let list_sha256 = list.sha256.clone();
     let template_sha256 = hex::encode(Sha256::digest(
         serde_json::to_vec(&source).map_err(|e| Error::Malformed(e.to_string()))?,
     ));
 
-    let mut reader = match ListReader::open_with(
+    let list_size = list.size;
+    let mut reader = match ListReader::open_input(
         &m.list,
-        list_bytes,
+        Box::new(list.file),
         m.sheet.as_deref(),
         m.encoding.as_deref().and_then(shared::list::encoding_for),
     ) {
         Ok(r) => r,
         Err(e) => return Ok(failed(&title, e.to_string())),
     };
+    if let Some(rows) = reader.declared_rows().filter(|r| *r > deps.config.max_rows) {
+        return Ok(failed(
+            &title,
+            format!(
+                "the sheet declares {rows} rows; at most {} are accepted",
+                deps.config.max_rows
+            ),
+        ));
+    }
     let headers = reader.headers().to_vec();
     let mut validator = match Validator::new(
         &d.id,
@@ -402,12 +570,23 @@ async fn check_package(deps: &Deps, bucket: &str, d: &Dispatch) -> Result<Outcom
         Ok(v) => v,
         Err(problems) => return Ok(Outcome::Failed { title, problems }),
     };
+    // Room for every row's id and address at once: a sheet says how many rows it has; a
+    // CSV file's size is divided by the length of its first rows below.
+    if let Some(rows) = reader.declared_rows() {
+        validator.reserve(rows as usize);
+    }
 
     let mut counts = Counts::default();
-    let mut report = CsvDoc::new(&["line", "recipient_id", "column", "code", "message"]);
+    let local = |e: std::io::Error| Error::Aws {
+        op: "writing the report to local disk",
+        source: Box::new(e),
+    };
+    let mut report = CsvFile::temporary(&["line", "recipient_id", "column", "code", "message"])
+        .map_err(local)?;
     let mut by_code: BTreeMap<&'static str, u64> = BTreeMap::new();
     let mut first_problems: Vec<Problem> = Vec::new();
-    let mut samples: BTreeMap<Channel, Sample> = BTreeMap::new();
+    let mut samples = Samples::default();
+    let mut sms = SmsLength::default();
     let mut buffer: Vec<Checked> = Vec::with_capacity(FLUSH_EVERY);
     let mut tally = Tally {
         counts: &mut counts,
@@ -415,7 +594,7 @@ async fn check_package(deps: &Deps, bucket: &str, d: &Dispatch) -> Result<Outcom
         by_code: &mut by_code,
         first_problems: &mut first_problems,
         samples: &mut samples,
-        template: &template,
+        sms: &mut sms,
     };
     while let Some(row) = reader.next_row() {
         tally.counts.total += 1;
@@ -427,6 +606,15 @@ async fn check_package(deps: &Deps, bucket: &str, d: &Dispatch) -> Result<Outcom
                     deps.config.max_rows
                 ),
             ));
+        }
+        if tally.counts.total == ESTIMATE_AFTER {
+            if let Some(read) = reader.progress().filter(|r| *r > 0) {
+                let estimate = list_size.saturating_mul(ESTIMATE_AFTER) / read;
+                let rest = estimate
+                    .min(deps.config.max_rows)
+                    .saturating_sub(ESTIMATE_AFTER);
+                validator.reserve(rest as usize);
+            }
         }
         let checked = match row {
             Ok(row) => validator.check(&row),
@@ -446,8 +634,9 @@ async fn check_package(deps: &Deps, bucket: &str, d: &Dispatch) -> Result<Outcom
     }
 
     let report_key = keys::report(&d.id);
+    let report_file = report.finish_file().map_err(local)?;
     deps.docs
-        .put_report_document(&report_key, report.finish(), "text/csv; charset=utf-8")
+        .put_report_file(&report_key, report_file.path(), "text/csv; charset=utf-8")
         .await?;
     let summary = Summary {
         dispatch_id: d.id.clone(),
@@ -459,10 +648,15 @@ async fn check_package(deps: &Deps, bucket: &str, d: &Dispatch) -> Result<Outcom
         problems_by_code: by_code,
         first_problems,
         merge_fields: template.all_fields().into_iter().collect(),
+        attempt: d.attempt,
+        encoding: reader.encoding().map(str::to_string),
+        sms,
     };
     deps.docs.put_json(&keys::summary(&d.id), &summary).await?;
     let sample_key = keys::sample(&d.id);
-    deps.docs.put_json(&sample_key, &samples).await?;
+    deps.docs
+        .put_json(&sample_key, &samples.render(&template))
+        .await?;
     let package_key = keys::package(&d.id);
     let package = Package {
         dispatch_id: d.id.clone(),
@@ -485,11 +679,11 @@ async fn check_package(deps: &Deps, bucket: &str, d: &Dispatch) -> Result<Outcom
 /// Where the results of checked rows go.
 struct Tally<'a> {
     counts: &'a mut Counts,
-    report: &'a mut CsvDoc,
+    report: &'a mut CsvFile,
     by_code: &'a mut BTreeMap<&'static str, u64>,
     first_problems: &'a mut Vec<Problem>,
-    samples: &'a mut BTreeMap<Channel, Sample>,
-    template: &'a MessageTemplate,
+    samples: &'a mut Samples,
+    sms: &'a mut SmsLength,
 }
 
 impl Tally<'_> {
@@ -512,16 +706,91 @@ impl Tally<'_> {
         match r.state {
             RecipientState::Pending => {
                 self.counts.valid += 1;
-                if let (Some(ch), Some(to)) = (r.channel, r.address.as_deref()) {
-                    if let std::collections::btree_map::Entry::Vacant(slot) = self.samples.entry(ch)
-                    {
-                        slot.insert(sample(self.template, ch, &r.recipient_id, to, &r.fields));
-                    }
+                self.samples.offer(r);
+                if let Some(s) = checked.segments {
+                    self.sms.add(s);
                 }
             }
             RecipientState::Excluded => self.counts.excluded += 1,
             _ => self.counts.invalid += 1,
         }
+    }
+}
+
+/// How long the SMS messages of the valid rows are, in segments (what providers charge).
+#[derive(Debug, Default, Serialize)]
+pub struct SmsLength {
+    pub messages: u64,
+    pub segments: u64,
+    pub max_segments: u64,
+    /// Messages that need UCS-2 (characters outside the GSM alphabet): 70 characters each.
+    pub ucs2_messages: u64,
+}
+
+impl SmsLength {
+    fn add(&mut self, s: shared::sms::Segments) {
+        self.messages += 1;
+        self.segments += s.segments as u64;
+        self.max_segments = self.max_segments.max(s.segments as u64);
+        if s.encoding == shared::sms::Encoding::Ucs2 {
+            self.ucs2_messages += 1;
+        }
+    }
+}
+
+/// The recipients whose messages are shown before approval: per channel the first valid one
+/// and a few others chosen uniformly at random among the rest (reservoir sampling, one pass).
+#[derive(Default)]
+struct Samples {
+    per_channel: BTreeMap<Channel, ChannelSamples>,
+}
+
+#[derive(Default)]
+struct ChannelSamples {
+    first: Option<shared::model::Recipient>,
+    others: Vec<shared::model::Recipient>,
+    /// Valid recipients after the first.
+    seen: usize,
+}
+
+impl Samples {
+    fn offer(&mut self, r: &shared::model::Recipient) {
+        use rand::Rng;
+        let Some(ch) = r.channel else { return };
+        let c = self.per_channel.entry(ch).or_default();
+        if c.first.is_none() {
+            c.first = Some(r.clone());
+            return;
+        }
+        c.seen += 1;
+        if c.others.len() < RANDOM_SAMPLES {
+            c.others.push(r.clone());
+        } else {
+            let slot = rand::rng().random_range(0..c.seen);
+            if let Some(s) = c.others.get_mut(slot) {
+                *s = r.clone();
+            }
+        }
+    }
+
+    /// The rendered messages, per channel: the first valid recipient's, then the others in
+    /// list order.
+    fn render(self, t: &MessageTemplate) -> BTreeMap<Channel, Vec<Sample>> {
+        self.per_channel
+            .into_iter()
+            .map(|(ch, c)| {
+                let mut others = c.others;
+                others.sort_by_key(|r| r.line);
+                let samples = c
+                    .first
+                    .into_iter()
+                    .map(|r| (true, r))
+                    .chain(others.into_iter().map(|r| (false, r)))
+                    .map(|(first, r)| sample(t, ch, first, &r))
+                    .collect();
+                (ch, samples)
+            })
+            .collect()
     }
 }
 
@@ -574,52 +843,60 @@ pub struct Summary {
     pub problems_by_code: BTreeMap<&'static str, u64>,
     pub first_problems: Vec<Problem>,
     pub merge_fields: Vec<String>,
+    /// Validation attempt (1, then one more per corrected package).
+    pub attempt: u32,
+    /// The text encoding a CSV list was read in.
+    pub encoding: Option<String>,
+    /// Length of the SMS messages of valid rows.
+    pub sms: SmsLength,
 }
 
 /// A rendered message for one valid recipient, shown to the approver.
 #[derive(Debug, Serialize)]
+struct Sample {
+    recipient_id: String,
+    line: u64,
+    to: String,
+    /// "first" (the first valid recipient) or "random".
+    chosen: &'static str,
+    #[serde(flatten)]
+    body: SampleBody,
+}
+
+#[derive(Debug, Serialize)]
 #[serde(untagged)]
-enum Sample {
+enum SampleBody {
     Email {
-        recipient_id: String,
-        to: String,
         message: RenderedEmail,
     },
     Sms {
-        recipient_id: String,
-        to: String,
         message: RenderedSms,
+        segments: shared::sms::Segments,
     },
     Unrenderable {
-        recipient_id: String,
         error: String,
     },
 }
 
-fn sample(
-    t: &MessageTemplate,
-    ch: Channel,
-    id: &str,
-    to: &str,
-    fields: &BTreeMap<String, String>,
-) -> Sample {
-    let (recipient_id, to) = (id.to_string(), to.to_string());
-    let rendered = match ch {
-        Channel::Email => t.render_email(fields).map(|message| Sample::Email {
-            recipient_id: recipient_id.clone(),
-            to,
-            message,
-        }),
-        Channel::Sms => t.render_sms(fields).map(|message| Sample::Sms {
-            recipient_id: recipient_id.clone(),
-            to,
+fn sample(t: &MessageTemplate, ch: Channel, first: bool, r: &shared::model::Recipient) -> Sample {
+    let body = match ch {
+        Channel::Email => t
+            .render_email(&r.fields)
+            .map(|message| SampleBody::Email { message }),
+        Channel::Sms => t.render_sms(&r.fields).map(|message| SampleBody::Sms {
+            segments: shared::sms::segments(&message.text),
             message,
         }),
     };
-    rendered.unwrap_or_else(|e| Sample::Unrenderable {
-        recipient_id,
-        error: e.to_string(),
-    })
+    Sample {
+        recipient_id: r.recipient_id.clone(),
+        line: r.line,
+        to: r.address.clone().unwrap_or_default(),
+        chosen: if first { "first" } else { "random" },
+        body: body.unwrap_or_else(|e| SampleBody::Unrenderable {
+            error: e.to_string(),
+        }),
+    }
 }
 
 #[cfg(test)]
