@@ -23,6 +23,7 @@ test: $(TOOLS)
 	cargo test --workspace -- --test-threads=1
 
 bench: $(TOOLS)
+	cargo bench --bench validation
 	cargo bench --bench dispatch
 
 venv: $(TOOLS)

@@ -125,6 +125,7 @@ enum Source {
     Streamed {
         rx: mpsc::Receiver<Msg>,
         batch: std::vec::IntoIter<RawRow>,
+        ended: bool,
     },
     /// An .xls, .xlsb or .ods sheet, loaded whole (the file size limit bounds it).
     Sheet {
@@ -198,6 +199,8 @@ enum Msg {
         declared_rows: u64,
     },
     Rows(Vec<RawRow>),
+    /// The sheet has been read to its end.
+    End,
     Empty,
     Failed(String),
 }
@@ -208,6 +211,8 @@ pub struct ListReader {
     source: Source,
     encoding: Option<&'static encoding_rs::Encoding>,
     declared_rows: Option<u64>,
+    /// Why the list could not be read to its end, once that has happened.
+    failure: Option<String>,
 }
 
 /// The text encoding a label names (WHATWG labels: `utf-8`, `windows-1252`, `latin1`,
@@ -388,17 +393,20 @@ impl ListReader {
                 // An .xlsx in a compound file is an encrypted one (or not an .xlsx at all).
                 let mut bytes = Vec::new();
                 input.read_to_end(&mut bytes).map_err(io_error)?;
-                return Err(match calamine::Xlsx::new(Cursor::new(bytes)) {
-                    Err(calamine::XlsxError::Password) => ListError::Encrypted,
-                    _ => mismatch(),
+                let opened: Result<(), ListError> = guarded(|| {
+                    match calamine::Xlsx::new(Cursor::new(bytes)) {
+                        Err(calamine::XlsxError::Password) => Err(ListError::Encrypted),
+                        _ => Err(mismatch()),
+                    }
                 });
+                return Err(opened.err().unwrap_or_else(mismatch));
             }
             (ListFormat::Workbook, Content::Zip) if is_xlsx(name) => {
-                let (h, s, rows) = stream_xlsx(input, sheet)?;
+                let (h, s, rows) = guarded(|| stream_xlsx(input, sheet))?;
                 (h, s, None, Some(rows))
             }
             (ListFormat::Workbook, _) => {
-                let (h, s) = open_workbook(input, sheet)?;
+                let (h, s) = guarded(|| open_workbook(input, sheet))?;
                 (h, s, None, None)
             }
         };
@@ -408,6 +416,7 @@ impl ListReader {
             source,
             encoding,
             declared_rows,
+            failure: None,
         })
     }
 
@@ -419,6 +428,12 @@ impl ListReader {
     /// Header names as written in the file.
     pub fn headers(&self) -> &[String] {
         &self.headers
+    }
+
+    /// Why the list could not be read to its end (a damaged workbook), after `next_row`
+    /// has returned `None`. Such a list fails as a whole.
+    pub fn failure(&self) -> Option<&str> {
+        self.failure.as_deref()
     }
 
     /// How far into a CSV list's text the reader has come, in bytes (`None` for workbooks).
@@ -442,18 +457,31 @@ impl ListReader {
                     Ok(row) => row,
                     Err(e) => return Some(Err(e)),
                 },
-                Source::Streamed { rx, batch } => match batch.next() {
+                Source::Streamed { rx, batch, ended } => match batch.next() {
                     Some(row) => row,
+                    None if *ended => return None,
                     None => match rx.recv() {
                         Ok(Msg::Rows(rows)) => {
                             *batch = rows.into_iter();
                             continue;
                         }
-                        Ok(Msg::Failed(message)) => {
-                            return Some(Err(RowError { line: 0, message }))
+                        Ok(Msg::End | Msg::Empty | Msg::Header { .. }) => {
+                            *ended = true;
+                            return None;
                         }
-                        // The thread has finished (or is gone): the sheet ends here.
-                        Ok(_) | Err(_) => return None,
+                        // The rest of the sheet cannot be read: the list as a whole fails
+                        // rather than end early.
+                        Ok(Msg::Failed(message)) => {
+                            *ended = true;
+                            self.failure = Some(message);
+                            return None;
+                        }
+                        Err(_) => {
+                            *ended = true;
+                            self.failure =
+                                Some("reading the workbook stopped before its end".into());
+                            return None;
+                        }
                     },
                 },
                 Source::Sheet { range, next } => {
@@ -586,6 +614,16 @@ fn is_xlsx(name: &str) -> bool {
     lower.ends_with(".xlsx") || lower.ends_with(".xlsm")
 }
 
+/// Runs a workbook reader on data it may not expect: a panic inside the reader (a damaged
+/// file it does not guard against) becomes a file-level error instead of ending the function.
+fn guarded<T>(f: impl FnOnce() -> Result<T, ListError>) -> Result<T, ListError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
+        Err(ListError::Workbook(
+            "it is damaged (its structure makes no sense to the reader)".into(),
+        ))
+    })
+}
+
 /// A workbook error in the operator's terms.
 fn workbook_error(e: impl std::fmt::Display, password: bool) -> ListError {
     if password {
@@ -634,11 +672,15 @@ fn stream_xlsx(
             Source::Streamed {
                 rx,
                 batch: Vec::new().into_iter(),
+                ended: false,
             },
             declared_rows,
         )),
         Ok(Msg::Failed(m)) => Err(ListError::Workbook(m)),
-        Ok(Msg::Empty) | Ok(Msg::Rows(_)) | Err(_) => Err(ListError::Empty),
+        Ok(Msg::Empty | Msg::Rows(_) | Msg::End) => Err(ListError::Empty),
+        Err(_) => Err(ListError::Workbook(
+            "reading the workbook stopped before its header".into(),
+        )),
     }
 }
 
@@ -722,12 +764,11 @@ fn read_xlsx_sheet<R: Read + Seek>(
                         return;
                     }
                 }
-                let last = if header.is_none() {
-                    Msg::Empty
-                } else {
-                    Msg::Rows(batch)
-                };
-                let _ = tx.send(last);
+                if header.is_none() {
+                    let _ = tx.send(Msg::Empty);
+                } else if tx.send(Msg::Rows(batch)).is_ok() {
+                    let _ = tx.send(Msg::End);
+                }
                 return;
             }
             Err(e) => {
@@ -797,7 +838,10 @@ pub fn read_all(name: &str, bytes: Vec<u8>, max_rows: usize) -> Result<ReadAll, 
     let rows = std::iter::from_fn(|| reader.next_row())
         .take(max_rows)
         .collect();
-    Ok((headers, rows))
+    match reader.failure() {
+        Some(why) => Err(ListError::Workbook(why.to_string())),
+        None => Ok((headers, rows)),
+    }
 }
 
 /// A cell as text the way the operator sees it in the spreadsheet.

@@ -32,10 +32,17 @@ impl FromStr for Channel {
     type Err = String;
     /// Accepts the words operators put in a "preferred delivery method" column.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "email" | "e-mail" | "mail" => Ok(Channel::Email),
-            "sms" | "text" | "phone" | "mobile" => Ok(Channel::Sms),
-            other => Err(format!("unknown channel '{other}' (expected email or sms)")),
+        let s = s.trim();
+        let is = |names: &[&str]| names.iter().any(|n| s.eq_ignore_ascii_case(n));
+        if is(&["email", "e-mail", "mail"]) {
+            Ok(Channel::Email)
+        } else if is(&["sms", "text", "phone", "mobile"]) {
+            Ok(Channel::Sms)
+        } else {
+            Err(format!(
+                "unknown channel '{}' (expected email or sms)",
+                s.to_lowercase()
+            ))
         }
     }
 }

@@ -3,7 +3,7 @@
 //! column names (`First Name` is `{{ first_name }}`).
 
 use crate::model::Channel;
-use minijinja::{Environment, UndefinedBehavior};
+use minijinja::{Environment, UndefinedBehavior, Value};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -147,11 +147,7 @@ impl MessageTemplate {
         f
     }
 
-    fn render(
-        &self,
-        name: &'static str,
-        fields: &BTreeMap<String, String>,
-    ) -> Result<String, TemplateError> {
+    fn render(&self, name: &'static str, fields: &Value) -> Result<String, TemplateError> {
         let t = self
             .env
             .get_template(name)
@@ -174,13 +170,15 @@ impl MessageTemplate {
             .email
             .as_ref()
             .ok_or(TemplateError::NoTemplate(Channel::Email))?;
-        let subject = self.render(EMAIL_SUBJECT, fields)?;
+        // The fields become a template value once for the three parts.
+        let fields = Value::from_serialize(fields);
+        let subject = self.render(EMAIL_SUBJECT, &fields)?;
         if subject.contains(['\r', '\n']) {
             return Err(TemplateError::SubjectLineBreak);
         }
-        let text = self.render(EMAIL_TEXT, fields)?;
+        let text = self.render(EMAIL_TEXT, &fields)?;
         let html = match src.html {
-            Some(_) => Some(self.render(EMAIL_HTML, fields)?),
+            Some(_) => Some(self.render(EMAIL_HTML, &fields)?),
             None => None,
         };
         Ok(RenderedEmail {
@@ -201,7 +199,10 @@ impl MessageTemplate {
             .as_ref()
             .ok_or(TemplateError::NoTemplate(Channel::Sms))?;
         Ok(RenderedSms {
-            text: self.render(SMS_TEXT, fields)?.trim().to_string(),
+            text: self
+                .render(SMS_TEXT, &Value::from_serialize(fields))?
+                .trim()
+                .to_string(),
             sender_id: src.sender_id.clone(),
         })
     }

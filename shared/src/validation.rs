@@ -89,14 +89,39 @@ pub struct Validator<'a> {
     status_col: Option<usize>,
     consent_col: Option<usize>,
     region: phonenumber::country::Id,
+    /// Merge fields each channel's template uses, with their columns (worked out once).
+    email_fields: Vec<(String, Option<usize>)>,
+    sms_fields: Vec<(String, Option<usize>)>,
     /// Fingerprints (128-bit hashes) of the ids and addresses seen: 16 bytes a row rather
     /// than the strings, so a million-row list stays small.
-    seen_ids: HashSet<u128>,
-    seen_addresses: HashSet<u128>,
+    seen_ids: Fingerprints,
+    seen_addresses: Fingerprints,
 }
 
 fn fingerprint(text: &str) -> u128 {
     xxhash_rust::xxh3::xxh3_128(text.as_bytes())
+}
+
+/// A set of fingerprints. They are hashes already, so the set uses their low bits as they
+/// are instead of hashing them again.
+type Fingerprints = HashSet<u128, std::hash::BuildHasherDefault<LowBits>>;
+
+#[derive(Default)]
+struct LowBits(u64);
+
+impl std::hash::Hasher for LowBits {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only u128 keys are hashed; other input is folded in all the same.
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u128(&mut self, n: u128) {
+        self.0 = n as u64;
+    }
 }
 
 /// A row's outcome.
@@ -108,6 +133,21 @@ pub struct Checked {
     pub keyed_by_id: bool,
     /// The length of a valid SMS row's message.
     pub segments: Option<crate::sms::Segments>,
+}
+
+fn columns_of(
+    template: &MessageTemplate,
+    channel: Channel,
+    names: &[String],
+) -> Vec<(String, Option<usize>)> {
+    template
+        .fields(channel)
+        .into_iter()
+        .map(|f| {
+            let col = names.iter().position(|n| *n == f);
+            (f, col)
+        })
+        .collect()
 }
 
 fn find(names: &[String], wanted: &str) -> Option<usize> {
@@ -205,7 +245,6 @@ impl<'a> Validator<'a> {
                 manifest,
                 template,
                 dispatch_id: dispatch_id.to_string(),
-                names,
                 id_col,
                 email_col,
                 phone_col,
@@ -213,8 +252,11 @@ impl<'a> Validator<'a> {
                 status_col,
                 consent_col,
                 region,
-                seen_ids: HashSet::new(),
-                seen_addresses: HashSet::new(),
+                email_fields: columns_of(template, Channel::Email, &names),
+                sms_fields: columns_of(template, Channel::Sms, &names),
+                names,
+                seen_ids: Fingerprints::default(),
+                seen_addresses: Fingerprints::default(),
             }),
             _ => Err(problems),
         }
@@ -413,22 +455,23 @@ impl<'a> Validator<'a> {
         // Merge fields: every field the channel's template uses must have a value.
         let mut fields = BTreeMap::new();
         if let Some(c) = channel.filter(|c| self.template.has(*c)) {
-            for f in self.template.fields(c) {
-                let v = self
-                    .names
-                    .iter()
-                    .position(|n| *n == f)
+            let used = match c {
+                Channel::Email => &self.email_fields,
+                Channel::Sms => &self.sms_fields,
+            };
+            for (f, col) in used {
+                let v = col
                     .and_then(|i| row.cells.get(i))
                     .cloned()
                     .unwrap_or_default();
                 if v.is_empty() {
                     problem!(
-                        &f,
+                        f,
                         codes::MISSING_VALUE,
                         format!("'{f}' is empty but the message uses it"),
                     );
                 }
-                fields.insert(f, v);
+                fields.insert(f.clone(), v);
             }
         }
 

@@ -626,6 +626,12 @@ async fn check_package(deps: &Deps, bucket: &str, d: &Dispatch) -> Result<Outcom
         }
     }
     flush(deps, d, &m.columns, &mut buffer, &mut tally).await?;
+    if let Some(why) = reader.failure() {
+        return Ok(failed(
+            &title,
+            format!("the workbook cannot be read: {why}"),
+        ));
+    }
     if counts.total == 0 {
         return Ok(failed(
             &title,

@@ -1,0 +1,326 @@
+//! Validation speed and memory: lists of 10,000, 100,000 and 1,000,000 rows with 10 columns,
+//! as CSV and as XLSX (written with shared strings, as Excel writes them), each checked row by
+//! row the way the validate function does it: reading (streamed), every rule, rendering each
+//! valid row's message, the report of problem rows written to a file. DynamoDB writes are not
+//! part of it (see the README for storing times).
+//!
+//! Each measurement runs in a child process of its own, so its peak resident memory (VmHWM)
+//! is its own. Beside each XLSX validation, calamine alone reads the same file: its cell
+//! reader (streaming, what validation uses) and its worksheet range (loading the sheet).
+//!
+//! `cargo bench --bench validation` (or `make bench`). BENCH_ROWS=10000,100000 picks sizes.
+//! Generated lists are kept in `target/bench-data`.
+
+use shared::list::{ListReader, RawRow};
+use shared::manifest::Manifest;
+use shared::template::{EmailSource, MessageTemplate, SmsSource, TemplateSource};
+use shared::validation::Validator;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+const CHILD: &str = "VALIDATION_BENCH_CHILD";
+const HEADERS: [&str; 10] = [
+    "Recipient ID",
+    "First Name",
+    "Last Name",
+    "Email",
+    "Mobile",
+    "Channel",
+    "Town",
+    "Status",
+    "Consent",
+    "Born",
+];
+const MANIFEST: &str = r#"{
+  "title": "Benchmark", "list": "LIST", "channel": "column",
+  "columns": {"id": "recipient id", "phone": "mobile"},
+  "email": {"from": "Notices <notices@example.org>", "subject": "Your notice, {{ first_name }} {{ last_name }}", "text": "email.txt"},
+  "sms": {"text": "sms.txt"},
+  "exclusions": {"status_column": "status", "excluded_codes": ["80", "90"], "consent_column": "consent"},
+  "phone_region": "DK"
+}"#;
+const TOWNS: [&str; 6] = ["Århus", "Odense", "Aalborg", "Køge", "Vejle", "København"];
+
+/// One generated row: 80% email, 20% SMS; one row in 50 has a problem or an exclusion.
+fn row(i: u64) -> [String; 10] {
+    let sms = i % 5 == 4;
+    let mut email = format!("person.{i}@example.net");
+    let mut status = "01".to_string();
+    match i % 50 {
+        7 => email = format!("person.{i}@@example"),
+        19 => status = "90".into(),
+        _ => {}
+    }
+    [
+        format!("{}", 1_000_000_000 + i),
+        format!("First{i}"),
+        format!("Lästname{}", i % 9973),
+        if sms { String::new() } else { email },
+        if sms {
+            format!("2{:07}", i % 10_000_000)
+        } else {
+            String::new()
+        },
+        if sms { "sms".into() } else { "email".into() },
+        TOWNS[(i % 6) as usize].into(),
+        status,
+        if i % 3 == 0 {
+            "yes".into()
+        } else {
+            "ja".into()
+        },
+        format!("19{:02}-{:02}-{:02}", 40 + i % 60, 1 + i % 12, 1 + i % 28),
+    ]
+}
+
+fn data_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-data");
+    std::fs::create_dir_all(&dir).expect("bench data folder");
+    dir
+}
+
+fn csv_list(rows: u64) -> PathBuf {
+    let path = data_dir().join(format!("list-{rows}.csv"));
+    if !path.exists() {
+        let tmp = path.with_extension("part");
+        let mut w = csv::Writer::from_path(&tmp).expect("csv");
+        w.write_record(HEADERS).expect("header");
+        for i in 0..rows {
+            w.write_record(row(i)).expect("row");
+        }
+        w.flush().expect("flush");
+        std::fs::rename(tmp, &path).expect("rename");
+    }
+    path
+}
+
+fn xlsx_list(rows: u64) -> PathBuf {
+    let path = data_dir().join(format!("list-{rows}.xlsx"));
+    if !path.exists() {
+        let mut book = rust_xlsxwriter::Workbook::new();
+        let ws = book.add_worksheet();
+        let date = rust_xlsxwriter::Format::new().set_num_format("yyyy-mm-dd");
+        for (c, h) in HEADERS.iter().enumerate() {
+            ws.write_string(0, c as u16, *h).expect("header");
+        }
+        for i in 0..rows {
+            let r = row(i);
+            let n = (i + 1) as u32;
+            // Ids and phone numbers typed as numbers, dates as dates, the rest as text.
+            ws.write_number(n, 0, (1_000_000_000 + i) as f64)
+                .expect("id");
+            for c in [1usize, 2, 3, 5, 6, 7, 8] {
+                if !r[c].is_empty() {
+                    ws.write_string(n, c as u16, &r[c]).expect("text");
+                }
+            }
+            if !r[4].is_empty() {
+                ws.write_number(n, 4, r[4].parse::<f64>().expect("phone"))
+                    .expect("phone");
+            }
+            let d = rust_xlsxwriter::ExcelDateTime::parse_from_str(&r[9]).expect("date");
+            ws.write_datetime_with_format(n, 9, &d, &date)
+                .expect("date");
+        }
+        let tmp = path.with_extension("part");
+        book.save(&tmp).expect("save");
+        std::fs::rename(tmp, &path).expect("rename");
+    }
+    path
+}
+
+fn peak_rss_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Validates a list as the validate function does, without the store; returns the rows.
+fn validate(path: &Path) -> u64 {
+    let name = path.file_name().unwrap().to_string_lossy().to_string();
+    let m = Manifest::parse(MANIFEST.replace("LIST", &name).as_bytes()).expect("manifest");
+    let t = MessageTemplate::compile(TemplateSource {
+        email: Some(EmailSource {
+            from: "Notices <notices@example.org>".into(),
+            subject: "Your notice, {{ first_name }} {{ last_name }}".into(),
+            text: "Dear {{ first_name }} {{ last_name }},\nthe water in {{ town }} is off on Monday.\n".into(),
+            html: Some("<p>Dear {{ first_name }} {{ last_name }},</p><p>the water in {{ town }} is off on Monday.</p>".into()),
+        }),
+        sms: Some(SmsSource {
+            text: "{{ first_name }}: water off in {{ town }} on Monday".into(),
+            sender_id: None,
+        }),
+    })
+    .expect("template");
+    let file = std::fs::File::open(path).expect("list");
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut reader = ListReader::open_input(&name, Box::new(file), None, None).expect("open");
+    let headers = reader.headers().to_vec();
+    let mut v = Validator::new("bench", &m, &t, &headers, "DK").expect("header");
+    if let Some(rows) = reader.declared_rows() {
+        v.reserve(rows as usize);
+    }
+    let mut report =
+        shared::csvout::CsvFile::temporary(&["line", "recipient_id", "column", "code", "message"])
+            .expect("report");
+    let (mut rows, mut problems) = (0u64, 0u64);
+    while let Some(row) = reader.next_row() {
+        rows += 1;
+        if rows == 1000 {
+            if let Some(read) = reader.progress().filter(|r| *r > 0) {
+                v.reserve((size * 1000 / read).saturating_sub(1000) as usize);
+            }
+        }
+        let checked = match row {
+            Ok(r) => v.check(&r),
+            Err(e) => v.unreadable(e.line, &e.message),
+        };
+        for p in &checked.problems {
+            problems += 1;
+            let line = p.line.to_string();
+            report.row([
+                line.as_str(),
+                &p.recipient_id,
+                &p.column,
+                p.code,
+                &p.message,
+            ]);
+        }
+        std::hint::black_box(&checked);
+    }
+    let file = report.finish_file().expect("report file");
+    assert!(problems > 0 && file.path().exists());
+    rows
+}
+
+/// calamine alone: every cell of the first sheet through the streaming cell reader.
+fn calamine_cells(path: &Path) -> u64 {
+    use calamine::Reader;
+    let mut book: calamine::Xlsx<_> = calamine::open_workbook(path).expect("workbook");
+    let name = book.sheet_names()[0].clone();
+    let mut cells = book.worksheet_cells_reader(&name).expect("sheet");
+    let mut rows = std::collections::HashSet::new();
+    let mut last = u32::MAX;
+    let mut n = 0u64;
+    while let Some(cell) = cells.next_cell().expect("cell") {
+        let (r, _) = cell.get_position();
+        if r != last {
+            n += 1;
+            last = r;
+        }
+        std::hint::black_box(cell.get_value());
+    }
+    rows.insert(n);
+    n.saturating_sub(1)
+}
+
+/// calamine alone: the sheet loaded as a range, then every cell touched.
+fn calamine_range(path: &Path) -> u64 {
+    use calamine::Reader;
+    let mut book: calamine::Xlsx<_> = calamine::open_workbook(path).expect("workbook");
+    let name = book.sheet_names()[0].clone();
+    let range = book.worksheet_range(&name).expect("sheet");
+    for row in range.rows() {
+        std::hint::black_box(row);
+    }
+    (range.height() as u64).saturating_sub(1)
+}
+
+fn child(spec: &str) {
+    let (what, path) = spec.split_once(':').expect("what:path");
+    let path = Path::new(path);
+    let start = Instant::now();
+    let rows = match what {
+        "validate" => validate(path),
+        "calamine-cells" => calamine_cells(path),
+        "calamine-range" => calamine_range(path),
+        other => panic!("unknown measurement {other}"),
+    };
+    let secs = start.elapsed().as_secs_f64();
+    println!("{rows} {secs} {}", peak_rss_kb());
+}
+
+struct Measured {
+    rows: u64,
+    secs: f64,
+    peak_mb: f64,
+}
+
+fn measure(what: &str, path: &Path) -> Measured {
+    let out = std::process::Command::new(std::env::current_exe().expect("exe"))
+        .env(CHILD, format!("{what}:{}", path.display()))
+        .output()
+        .expect("child");
+    assert!(
+        out.status.success(),
+        "{what} {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().last().expect("result line");
+    let mut f = line.split_whitespace();
+    let rows = f.next().unwrap().parse().unwrap();
+    let secs = f.next().unwrap().parse().unwrap();
+    let kb: f64 = f.next().unwrap().parse().unwrap();
+    Measured {
+        rows,
+        secs,
+        peak_mb: kb / 1024.0,
+    }
+}
+
+fn main() {
+    if let Ok(spec) = std::env::var(CHILD) {
+        child(&spec);
+        return;
+    }
+    let sizes: Vec<u64> = std::env::var("BENCH_ROWS")
+        .unwrap_or_else(|_| "10000,100000,1000000".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    println!("\nValidation: 10 columns, 80% email / 20% SMS rows, 1 row in 50 invalid or excluded; one process per line\n");
+    println!("| list | rows | file MB | what | seconds | rows/s | peak RSS MB |");
+    println!("|------|-----:|--------:|------|--------:|-------:|------------:|");
+    let mut ratios = Vec::new();
+    for &rows in &sizes {
+        for (kind, path) in [("CSV", csv_list(rows)), ("XLSX", xlsx_list(rows))] {
+            let mb = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0) as f64 / 1e6;
+            let mut whats = vec!["validate"];
+            if kind == "XLSX" {
+                whats.extend(["calamine-cells", "calamine-range"]);
+            }
+            let mut times = std::collections::BTreeMap::new();
+            for what in whats {
+                let m = measure(what, &path);
+                assert_eq!(m.rows, rows, "{what} read every row of {}", path.display());
+                println!(
+                    "| {kind} | {rows} | {mb:.1} | {what} | {:.2} | {:.0} | {:.0} |",
+                    m.secs,
+                    m.rows as f64 / m.secs,
+                    m.peak_mb
+                );
+                times.insert(what, m.secs);
+            }
+            if kind == "XLSX" {
+                ratios.push((
+                    rows,
+                    times["validate"] / times["calamine-cells"],
+                    times["validate"] / times["calamine-range"],
+                ));
+            }
+        }
+    }
+    println!("\n| rows | XLSX validation ÷ calamine cell reader | ÷ calamine range |");
+    println!("|-----:|------:|------:|");
+    for (rows, cells, range) in ratios {
+        println!("| {rows} | {cells:.2}× | {range:.2}× |");
+    }
+}
