@@ -11,7 +11,7 @@
 //! `cargo bench --bench validation` (or `make bench`). BENCH_ROWS=10000,100000 picks sizes.
 //! Generated lists are kept in `target/bench-data`.
 
-use shared::list::{ListReader, RawRow};
+use shared::list::ListReader;
 use shared::manifest::Manifest;
 use shared::template::{EmailSource, MessageTemplate, SmsSource, TemplateSource};
 use shared::validation::Validator;
