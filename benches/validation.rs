@@ -163,34 +163,20 @@ fn validate(path: &Path) -> u64 {
     let mut reader = ListReader::open_input(&name, Box::new(file), None, None).expect("open");
     let headers = reader.headers().to_vec();
     let mut v = Validator::new("bench", &m, &t, &headers, "DK").expect("header");
-    if let Some(rows) = reader.declared_rows() {
-        v.reserve(rows as usize);
-    }
     let mut report =
-        shared::csvout::CsvFile::temporary(&["line", "recipient_id", "column", "code", "message"])
-            .expect("report");
+        shared::csvout::CsvFile::temporary(&shared::validation::REPORT_COLUMNS).expect("report");
     let (mut rows, mut problems) = (0u64, 0u64);
-    while let Some(row) = reader.next_row() {
+    loop {
+        v.presize(&reader, size, rows, u64::MAX);
+        let Some(row) = reader.next_row() else { break };
         rows += 1;
-        if rows == 1000 {
-            if let Some(read) = reader.progress().filter(|r| *r > 0) {
-                v.reserve((size * 1000 / read).saturating_sub(1000) as usize);
-            }
-        }
         let checked = match row {
             Ok(r) => v.check(&r),
             Err(e) => v.unreadable(e.line, &e.message),
         };
         for p in &checked.problems {
             problems += 1;
-            let line = p.line.to_string();
-            report.row([
-                line.as_str(),
-                &p.recipient_id,
-                &p.column,
-                p.code,
-                &p.message,
-            ]);
+            p.report_to(&mut report);
         }
         std::hint::black_box(&checked);
     }

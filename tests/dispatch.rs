@@ -654,31 +654,15 @@ async fn package_problems_fail_validation_with_their_reasons_and_send_nothing() 
         2,Bo,bo@example.net,,email,Vejle\n"
         .to_vec();
     upload_package(&local, "no-town", "list.csv", again).await;
-    let d = portal
-        .wait_for(
-            "no-town",
-            &["awaiting_approval"],
-            Duration::from_secs(60),
-            |d| {
-                assert!(d["attempt"].as_u64().unwrap_or(0) <= 3, "{d}");
-            },
-        )
-        .await
-        .unwrap();
-    let d = if d["attempt"] == 3 {
-        d
-    } else {
-        // The second attempt's state was seen before the third started.
-        let mut d = d;
-        for _ in 0..120 {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            d = portal.dispatch("no-town").await.unwrap().unwrap();
-            if d["attempt"] == 3 && d["state"] == "awaiting_approval" {
-                break;
-            }
+    // Until the validator takes the upload, the dispatch still shows attempt 2.
+    let mut d = Value::Null;
+    for _ in 0..120 {
+        d = portal.dispatch("no-town").await.unwrap().unwrap();
+        if d["attempt"] == 3 && d["state"] == "awaiting_approval" {
+            break;
         }
-        d
-    };
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     assert_eq!(d["attempt"], 3, "{d}");
     assert_eq!(d["state"], "awaiting_approval", "{d}");
     assert_eq!(d["counts"]["total"], 2);

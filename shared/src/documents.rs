@@ -66,17 +66,12 @@ pub struct Downloaded {
 }
 
 /// Outcome of downloading an object that may be missing.
-#[derive(Debug)]
-pub enum FetchedFile {
-    Found(Downloaded),
-    Missing,
-    TooLarge(u64),
-}
+pub type FetchedFile = Fetched<Downloaded>;
 
-/// Outcome of reading an object that may be missing.
+/// Outcome of reading an object that may be missing: its bytes, or what was made of them.
 #[derive(Debug)]
-pub enum Fetched {
-    Found(Vec<u8>),
+pub enum Fetched<T = Vec<u8>> {
+    Found(T),
     Missing,
     /// Larger than the limit given; the size is reported.
     TooLarge(u64),
@@ -111,21 +106,34 @@ impl Documents {
         }
     }
 
-    /// Reads an object, refusing to load one larger than `max_bytes`.
-    pub async fn fetch(&self, bucket: &str, key: &str, max_bytes: u64) -> Result<Fetched> {
+    /// Starts reading an object: missing, larger than `max_bytes` (by its length), or its body.
+    async fn get(
+        &self,
+        bucket: &str,
+        key: &str,
+        max_bytes: u64,
+    ) -> Result<Fetched<aws_sdk_s3::operation::get_object::GetObjectOutput>> {
         let out = match self.s3.get_object().bucket(bucket).key(key).send().await {
             Ok(o) => o,
-            Err(e) => {
-                if e.as_service_error().is_some_and(|s| s.is_no_such_key()) {
-                    return Ok(Fetched::Missing);
-                }
-                return Err(Error::aws("GetObject")(e));
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
+                return Ok(Fetched::Missing)
             }
+            Err(e) => return Err(Error::aws("GetObject")(e)),
         };
         let size = out.content_length().unwrap_or(0).max(0) as u64;
         if size > max_bytes {
             return Ok(Fetched::TooLarge(size));
         }
+        Ok(Fetched::Found(out))
+    }
+
+    /// Reads an object, refusing to load one larger than `max_bytes`.
+    pub async fn fetch(&self, bucket: &str, key: &str, max_bytes: u64) -> Result<Fetched> {
+        let out = match self.get(bucket, key, max_bytes).await? {
+            Fetched::Found(o) => o,
+            Fetched::Missing => return Ok(Fetched::Missing),
+            Fetched::TooLarge(size) => return Ok(Fetched::TooLarge(size)),
+        };
         let body = out
             .body
             .collect()
@@ -146,19 +154,11 @@ impl Documents {
     ) -> Result<FetchedFile> {
         use sha2::Digest;
         use std::io::{Seek, Write};
-        let mut out = match self.s3.get_object().bucket(bucket).key(key).send().await {
-            Ok(o) => o,
-            Err(e) => {
-                if e.as_service_error().is_some_and(|s| s.is_no_such_key()) {
-                    return Ok(FetchedFile::Missing);
-                }
-                return Err(Error::aws("GetObject")(e));
-            }
+        let mut out = match self.get(bucket, key, max_bytes).await? {
+            Fetched::Found(o) => o,
+            Fetched::Missing => return Ok(Fetched::Missing),
+            Fetched::TooLarge(size) => return Ok(Fetched::TooLarge(size)),
         };
-        let size = out.content_length().unwrap_or(0).max(0) as u64;
-        if size > max_bytes {
-            return Ok(FetchedFile::TooLarge(size));
-        }
         let local = |e: std::io::Error| Error::Aws {
             op: "GetObject to local disk",
             source: Box::new(e),
@@ -175,14 +175,14 @@ impl Documents {
         {
             written += chunk.len() as u64;
             if written > max_bytes {
-                return Ok(FetchedFile::TooLarge(written));
+                return Ok(Fetched::TooLarge(written));
             }
             hash.update(&chunk);
             writer.write_all(&chunk).map_err(local)?;
         }
         let mut file = writer.into_inner().map_err(|e| local(e.into_error()))?;
         file.rewind().map_err(local)?;
-        Ok(FetchedFile::Found(Downloaded {
+        Ok(Fetched::Found(Downloaded {
             file,
             size: written,
             sha256: hex::encode(hash.finalize()),

@@ -753,7 +753,7 @@ fn read_xlsx_sheet<R: Read + Seek>(
                     }
                     row_no = Some(r);
                 }
-                let text = cell_text(&Data::from(cell.get_value().clone()));
+                let text = cell_ref_text(cell.get_value());
                 if !text.is_empty() {
                     row.push((c, text));
                 }
@@ -861,6 +861,16 @@ pub fn cell_text(cell: &Data) -> String {
         },
         Data::DateTimeIso(s) | Data::DurationIso(s) => s.clone(),
         Data::Error(e) => format!("#{e:?}"),
+    }
+}
+
+/// A streamed cell as text: strings are trimmed straight from the reader's buffer (one copy),
+/// other values read as [`cell_text`] reads them.
+fn cell_ref_text(cell: &calamine::DataRef<'_>) -> String {
+    match cell {
+        calamine::DataRef::SharedString(s) => s.trim().to_string(),
+        calamine::DataRef::String(s) => s.trim().to_string(),
+        other => cell_text(&Data::from(other.clone())),
     }
 }
 

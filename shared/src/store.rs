@@ -614,12 +614,28 @@ impl Store {
 
     /// Stores recipients with batched writes, a bounded number in flight.
     pub async fn put_recipients(&self, batch: &[(RecipientKey, Recipient)]) -> Result<()> {
-        // Indices rather than slices keep the future's type free of higher-ranked lifetimes.
-        stream::iter((0..batch.len()).step_by(25))
-            .map(|i| {
-                self.write_chunk(&batch[i..(i + 25).min(batch.len())])
-                    .boxed()
+        let requests: Vec<WriteRequest> = batch
+            .iter()
+            .map(|(k, r)| {
+                PutRequest::builder()
+                    .set_item(Some(recipient_item(r, k)))
+                    .build()
+                    .map(|p| WriteRequest::builder().put_request(p).build())
+                    .map_err(|e| Error::Malformed(e.to_string()))
             })
+            .collect::<Result<_>>()?;
+        self.write_all(requests).await
+    }
+
+    /// Writes requests 25 to a BatchWriteItem, `WRITE_CONCURRENCY` calls at a time.
+    async fn write_all(&self, mut requests: Vec<WriteRequest>) -> Result<()> {
+        let mut chunks = Vec::with_capacity(requests.len().div_ceil(25));
+        while !requests.is_empty() {
+            let rest = requests.split_off(requests.len().min(25));
+            chunks.push(std::mem::replace(&mut requests, rest));
+        }
+        stream::iter(chunks)
+            .map(|c| self.write_requests(c).boxed())
             .buffer_unordered(WRITE_CONCURRENCY)
             .try_collect::<Vec<()>>()
             .await?;
@@ -658,13 +674,7 @@ impl Store {
                     })
                     .collect::<Result<_>>()?;
                 deleted += keys.len() as u64;
-                let chunks: Vec<Vec<WriteRequest>> =
-                    keys.chunks(25).map(<[WriteRequest]>::to_vec).collect();
-                stream::iter(chunks)
-                    .map(|c| self.write_requests(c).boxed())
-                    .buffer_unordered(WRITE_CONCURRENCY)
-                    .try_collect::<Vec<()>>()
-                    .await?;
+                self.write_all(keys).await?;
                 match out.last_evaluated_key() {
                     Some(k) if !k.is_empty() => after = Some(k.clone()),
                     _ => break,
@@ -672,20 +682,6 @@ impl Store {
             }
         }
         Ok(deleted)
-    }
-
-    async fn write_chunk(&self, chunk: &[(RecipientKey, Recipient)]) -> Result<()> {
-        let requests: Vec<WriteRequest> = chunk
-            .iter()
-            .map(|(k, r)| {
-                PutRequest::builder()
-                    .set_item(Some(recipient_item(r, k)))
-                    .build()
-                    .map(|p| WriteRequest::builder().put_request(p).build())
-                    .map_err(|e| Error::Malformed(e.to_string()))
-            })
-            .collect::<Result<_>>()?;
-        self.write_requests(requests).await
     }
 
     /// One BatchWriteItem of at most 25 requests, retrying what the service leaves

@@ -1,7 +1,7 @@
 //! Row and header checks. Every row becomes a [`Recipient`]: pending when it can be sent,
 //! invalid with its problems otherwise. Nothing is dropped.
 
-use crate::list::{normalise_header, RawRow};
+use crate::list::{normalise_header, ListReader, RawRow};
 use crate::manifest::{ChannelMode, Manifest};
 use crate::model::{now_rfc3339, Channel, Recipient, RecipientState};
 use crate::template::MessageTemplate;
@@ -17,6 +17,25 @@ pub struct Problem {
     pub column: String,
     pub code: &'static str,
     pub message: String,
+}
+
+/// The validation report's columns: one line per problem.
+pub const REPORT_COLUMNS: [&str; 5] = ["line", "recipient_id", "column", "code", "message"];
+/// Rows after which a CSV list's row count is estimated from its size.
+pub const ESTIMATE_AFTER: u64 = 1000;
+
+impl Problem {
+    /// Writes the problem as a line of the report.
+    pub fn report_to<W: std::io::Write>(&self, report: &mut crate::csvout::CsvDoc<W>) {
+        let line = self.line.to_string();
+        report.row([
+            line.as_str(),
+            &self.recipient_id,
+            &self.column,
+            self.code,
+            &self.message,
+        ]);
+    }
 }
 
 /// Codes used in the report, one per rule.
@@ -262,11 +281,23 @@ impl<'a> Validator<'a> {
         }
     }
 
-    /// Makes room for `rows` more ids and addresses at once (from a sheet's declared size
-    /// or an estimate), so the sets do not grow by doubling with both copies in memory.
-    pub fn reserve(&mut self, rows: usize) {
-        self.seen_ids.reserve(rows);
-        self.seen_addresses.reserve(rows);
+    /// Makes room for the whole list's ids and addresses at once, so the sets do not grow by
+    /// doubling with both copies in memory: before the first row from the rows a sheet
+    /// declares, after `ESTIMATE_AFTER` rows of a CSV list from its size (`file_size`) and
+    /// how far those rows reached. Call it before checking row number `rows_read + 1`.
+    pub fn presize(&mut self, reader: &ListReader, file_size: u64, rows_read: u64, max_rows: u64) {
+        let rest = match (rows_read, reader.declared_rows(), reader.progress()) {
+            (0, Some(declared), _) => declared,
+            (ESTIMATE_AFTER, None, Some(read)) if read > 0 => file_size
+                .saturating_mul(ESTIMATE_AFTER)
+                .checked_div(read)
+                .unwrap_or(0)
+                .saturating_sub(ESTIMATE_AFTER),
+            _ => return,
+        };
+        let rest = rest.min(max_rows) as usize;
+        self.seen_ids.reserve(rest);
+        self.seen_addresses.reserve(rest);
     }
 
     /// A row that could not even be read still becomes an invalid recipient.

@@ -28,8 +28,6 @@ const MAX_TEMPLATE_BYTES: u64 = 1024 * 1024;
 const FLUSH_EVERY: usize = 1000;
 /// Problems shown in the summary (the report has them all).
 const SUMMARY_PROBLEMS: usize = 50;
-/// Rows after which a CSV list's row count is estimated from its size.
-const ESTIMATE_AFTER: u64 = 1000;
 /// Sample messages per channel besides the first valid recipient's, chosen at random.
 const RANDOM_SAMPLES: usize = 3;
 
@@ -570,19 +568,13 @@ async fn check_package(deps: &Deps, bucket: &str, d: &Dispatch) -> Result<Outcom
         Ok(v) => v,
         Err(problems) => return Ok(Outcome::Failed { title, problems }),
     };
-    // Room for every row's id and address at once: a sheet says how many rows it has; a
-    // CSV file's size is divided by the length of its first rows below.
-    if let Some(rows) = reader.declared_rows() {
-        validator.reserve(rows as usize);
-    }
 
     let mut counts = Counts::default();
     let local = |e: std::io::Error| Error::Aws {
         op: "writing the report to local disk",
         source: Box::new(e),
     };
-    let mut report = CsvFile::temporary(&["line", "recipient_id", "column", "code", "message"])
-        .map_err(local)?;
+    let mut report = CsvFile::temporary(&validation::REPORT_COLUMNS).map_err(local)?;
     let mut by_code: BTreeMap<&'static str, u64> = BTreeMap::new();
     let mut first_problems: Vec<Problem> = Vec::new();
     let mut samples = Samples::default();
@@ -596,7 +588,9 @@ async fn check_package(deps: &Deps, bucket: &str, d: &Dispatch) -> Result<Outcom
         samples: &mut samples,
         sms: &mut sms,
     };
-    while let Some(row) = reader.next_row() {
+    loop {
+        validator.presize(&reader, list_size, tally.counts.total, deps.config.max_rows);
+        let Some(row) = reader.next_row() else { break };
         tally.counts.total += 1;
         if tally.counts.total > deps.config.max_rows {
             return Ok(failed(
@@ -606,15 +600,6 @@ async fn check_package(deps: &Deps, bucket: &str, d: &Dispatch) -> Result<Outcom
                     deps.config.max_rows
                 ),
             ));
-        }
-        if tally.counts.total == ESTIMATE_AFTER {
-            if let Some(read) = reader.progress().filter(|r| *r > 0) {
-                let estimate = list_size.saturating_mul(ESTIMATE_AFTER) / read;
-                let rest = estimate
-                    .min(deps.config.max_rows)
-                    .saturating_sub(ESTIMATE_AFTER);
-                validator.reserve(rest as usize);
-            }
         }
         let checked = match row {
             Ok(row) => validator.check(&row),
@@ -696,14 +681,7 @@ impl Tally<'_> {
     fn add(&mut self, checked: &Checked) {
         for p in &checked.problems {
             *self.by_code.entry(p.code).or_default() += 1;
-            let line = p.line.to_string();
-            self.report.row([
-                line.as_str(),
-                &p.recipient_id,
-                &p.column,
-                p.code,
-                &p.message,
-            ]);
+            p.report_to(self.report);
             if self.first_problems.len() < SUMMARY_PROBLEMS {
                 self.first_problems.push(p.clone());
             }
