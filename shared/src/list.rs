@@ -7,6 +7,7 @@
 //! Western European Windows) when they are not.
 
 use calamine::{Data, Reader};
+use std::fmt::Write as _;
 use std::io::{Cursor, Read, Seek, SeekFrom};
 use std::sync::mpsc;
 
@@ -53,11 +54,46 @@ pub enum ListError {
     Encrypted,
 }
 
-/// One data row with its line (CSV) or row (sheet) number; the header is 1.
+/// One data row with its line (CSV) or row (sheet) number; the header is 1. The cells are
+/// kept in one buffer (a CSV record), so a row costs two allocations however wide it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawRow {
     pub line: u64,
-    pub cells: Vec<String>,
+    cells: csv::StringRecord,
+}
+
+impl RawRow {
+    pub fn new<I, S>(line: u64, cells: I) -> RawRow
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let mut record = csv::StringRecord::new();
+        for c in cells {
+            record.push_field(c.as_ref());
+        }
+        RawRow {
+            line,
+            cells: record,
+        }
+    }
+
+    /// The cell in column `i` (from 0), if the row has one.
+    pub fn cell(&self, i: usize) -> Option<&str> {
+        self.cells.get(i)
+    }
+
+    pub fn cells(&self) -> impl Iterator<Item = &str> {
+        self.cells.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.cells.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.cells.iter().all(str::is_empty)
+    }
 }
 
 /// A row that could not be read, with the line it sits on.
@@ -116,8 +152,9 @@ impl Content {
 
 /// The bytes a list's kind is judged by.
 const SNIFF_BYTES: usize = 8 * 1024;
-/// Rows a workbook's reading thread hands over at a time.
-const ROW_BATCH: usize = 256;
+/// Rows a workbook's reading thread hands over at a time (few hand-overs: waking a thread is
+/// not free).
+const ROW_BATCH: usize = 1024;
 
 enum Source {
     Csv(CsvSource),
@@ -493,16 +530,13 @@ impl ListReader {
                     *next += 1;
                     let width = range.width();
                     let start_row = range.start().map(|(r, _)| r as u64).unwrap_or(0);
-                    let cells = (0..width)
-                        .map(|c| range.get((idx, c)).map(cell_text).unwrap_or_default())
-                        .collect();
-                    RawRow {
-                        line: start_row + idx as u64 + 1,
-                        cells,
-                    }
+                    RawRow::new(
+                        start_row + idx as u64 + 1,
+                        (0..width).map(|c| range.get((idx, c)).map(cell_text).unwrap_or_default()),
+                    )
                 }
             };
-            if row.cells.iter().all(|c| c.is_empty()) {
+            if row.is_empty() {
                 continue;
             }
             return Some(Ok(row));
@@ -535,10 +569,16 @@ impl CsvSource {
                     message: "a quote (\") in this row is not closed, so the lines after it were read as one value; close the quote or remove it".into(),
                 }))
             }
-            Ok(true) => Some(Ok(RawRow {
-                line,
-                cells: self.record.iter().map(|c| c.trim().to_string()).collect(),
-            })),
+            Ok(true) => {
+                let mut cells = csv::StringRecord::with_capacity(
+                    self.record.as_slice().len(),
+                    self.record.len(),
+                );
+                for c in self.record.iter() {
+                    cells.push_field(c.trim());
+                }
+                Some(Ok(RawRow { line, cells }))
+            }
             Err(e) => {
                 let message = match e.kind() {
                     csv::ErrorKind::Utf8 { .. } => "the row holds characters that are not UTF-8 while the rest of the file is; save the list as CSV UTF-8".to_string(),
@@ -700,46 +740,57 @@ fn read_xlsx_sheet<R: Read + Seek>(
     };
     let dims = cells.dimensions();
     let declared_rows = u64::from(dims.end.0.saturating_sub(dims.start.0));
-    // Columns of the header: the first column and the header names.
+    // The header row's cells by column, until the header is known; then the header's first
+    // column and width, and the row being read, built in place as its cells come (in column
+    // order, as spreadsheet programs write them).
+    let mut header_cells: Vec<(u32, String)> = Vec::new();
     let mut header: Option<(u32, usize)> = None;
+    let mut record = csv::StringRecord::new();
+    let mut scratch = String::new();
+    let mut filled = false;
     let mut row_no: Option<u32> = None;
-    let mut row: Vec<(u32, String)> = Vec::new();
     let mut batch = Vec::with_capacity(ROW_BATCH);
     // Ends one sheet row; false when the reader has gone.
-    let mut end_row = |row_no: u32, row: &mut Vec<(u32, String)>, batch: &mut Vec<RawRow>| {
-        if row.is_empty() {
-            return true;
-        }
-        match header {
-            None => {
-                let first = row.iter().map(|(c, _)| *c).min().unwrap_or(0);
-                let last = row.iter().map(|(c, _)| *c).max().unwrap_or(0);
-                let mut names = vec![String::new(); (last - first + 1) as usize];
-                for (c, text) in row.drain(..) {
-                    names[(c - first) as usize] = text;
-                }
-                header = Some((first, names.len()));
-                tx.send(Msg::Header {
+    let end_row = |row_no: u32,
+                       header: &mut Option<(u32, usize)>,
+                       header_cells: &mut Vec<(u32, String)>,
+                       record: &mut csv::StringRecord,
+                       filled: &mut bool,
+                       batch: &mut Vec<RawRow>| {
+        if header.is_none() {
+            if header_cells.is_empty() {
+                return true;
+            }
+            let first = header_cells.iter().map(|(c, _)| *c).min().unwrap_or(0);
+            let last = header_cells.iter().map(|(c, _)| *c).max().unwrap_or(0);
+            let mut names = vec![String::new(); (last - first + 1) as usize];
+            for (c, text) in header_cells.drain(..) {
+                names[(c - first) as usize] = text;
+            }
+            *header = Some((first, names.len()));
+            return tx
+                .send(Msg::Header {
                     headers: names,
                     declared_rows,
                 })
-                .is_ok()
-            }
-            Some((first, width)) => {
-                let mut cells = vec![String::new(); width];
-                for (c, text) in row.drain(..) {
-                    if let Some(slot) = c.checked_sub(first).and_then(|i| cells.get_mut(i as usize))
-                    {
-                        *slot = text;
-                    }
-                }
-                batch.push(RawRow {
-                    line: u64::from(row_no) + 1,
-                    cells,
-                });
-                batch.len() < ROW_BATCH || tx.send(Msg::Rows(std::mem::take(batch))).is_ok()
-            }
+                .is_ok();
         }
+        let width = header.map_or(0, |(_, w)| w);
+        if !std::mem::take(filled) {
+            record.clear();
+            return true;
+        }
+        // The next row starts with room for one like this.
+        let room = record.as_slice().len() + 16;
+        let mut cells = std::mem::replace(record, csv::StringRecord::with_capacity(room, width));
+        while cells.len() < width {
+            cells.push_field("");
+        }
+        batch.push(RawRow {
+            line: u64::from(row_no) + 1,
+            cells,
+        });
+        batch.len() < ROW_BATCH || tx.send(Msg::Rows(std::mem::take(batch))).is_ok()
     };
     loop {
         match cells.next_cell() {
@@ -747,20 +798,62 @@ fn read_xlsx_sheet<R: Read + Seek>(
                 let (r, c) = cell.get_position();
                 if row_no != Some(r) {
                     if let Some(prev) = row_no {
-                        if !end_row(prev, &mut row, &mut batch) {
+                        if !end_row(
+                            prev,
+                            &mut header,
+                            &mut header_cells,
+                            &mut record,
+                            &mut filled,
+                            &mut batch,
+                        ) {
                             return;
                         }
                     }
                     row_no = Some(r);
                 }
-                let text = cell_ref_text(cell.get_value());
-                if !text.is_empty() {
-                    row.push((c, text));
+                match header {
+                    None => {
+                        let text = cell_ref_str(cell.get_value(), &mut scratch);
+                        if !text.is_empty() {
+                            header_cells.push((c, text.to_string()));
+                        }
+                    }
+                    // Cells outside the header's columns are not part of the list.
+                    Some((first, width)) => {
+                        let Some(i) = c
+                            .checked_sub(first)
+                            .map(|i| i as usize)
+                            .filter(|i| *i < width)
+                        else {
+                            continue;
+                        };
+                        let text = cell_ref_str(cell.get_value(), &mut scratch);
+                        filled |= !text.is_empty();
+                        if i >= record.len() {
+                            while record.len() < i {
+                                record.push_field("");
+                            }
+                            record.push_field(text);
+                        } else {
+                            // A cell out of column order: the row is put together again.
+                            let mut cells: Vec<String> =
+                                record.iter().map(str::to_string).collect();
+                            cells[i] = text.to_string();
+                            record = cells.iter().collect();
+                        }
+                    }
                 }
             }
             Ok(None) => {
                 if let Some(prev) = row_no {
-                    if !end_row(prev, &mut row, &mut batch) {
+                    if !end_row(
+                        prev,
+                        &mut header,
+                        &mut header_cells,
+                        &mut record,
+                        &mut filled,
+                        &mut batch,
+                    ) {
                         return;
                     }
                 }
@@ -864,19 +957,40 @@ pub fn cell_text(cell: &Data) -> String {
     }
 }
 
-/// A streamed cell as text: strings are trimmed straight from the reader's buffer (one copy),
-/// other values read as [`cell_text`] reads them.
-fn cell_ref_text(cell: &calamine::DataRef<'_>) -> String {
+/// A streamed cell as text: strings trimmed straight from the reader's buffer, other values
+/// written to `scratch` as [`cell_text`] writes them (whole numbers and dates without going
+/// through a new string).
+fn cell_ref_str<'a>(cell: &'a calamine::DataRef<'_>, scratch: &'a mut String) -> &'a str {
+    use chrono::Datelike;
+    scratch.clear();
     match cell {
-        calamine::DataRef::SharedString(s) => s.trim().to_string(),
-        calamine::DataRef::String(s) => s.trim().to_string(),
-        other => cell_text(&Data::from(other.clone())),
+        calamine::DataRef::SharedString(s) => return s.trim(),
+        calamine::DataRef::String(s) => return s.trim(),
+        calamine::DataRef::Empty => {}
+        calamine::DataRef::Float(f) if whole(*f) => {
+            let _ = write!(scratch, "{}", *f as i64);
+        }
+        calamine::DataRef::Int(i) => {
+            let _ = write!(scratch, "{i}");
+        }
+        calamine::DataRef::DateTime(dt) => match dt.as_datetime() {
+            Some(d) if d.time() == chrono::NaiveTime::MIN && (1000..=9999).contains(&d.year()) => {
+                let _ = write!(scratch, "{:04}-{:02}-{:02}", d.year(), d.month(), d.day());
+            }
+            _ => scratch.push_str(&cell_text(&Data::from(cell.clone()))),
+        },
+        other => scratch.push_str(&cell_text(&Data::from(other.clone()))),
     }
+    scratch
+}
+
+fn whole(f: f64) -> bool {
+    f.is_finite() && f.fract() == 0.0 && f.abs() < 1e17
 }
 
 /// Whole numbers print without a fraction or exponent (IDs and phone numbers typed as numbers).
 fn float_text(f: f64) -> String {
-    if f.is_finite() && f.fract() == 0.0 && f.abs() < 1e17 {
+    if whole(f) {
         format!("{}", f as i64)
     } else {
         format!("{f}")
@@ -911,9 +1025,9 @@ mod tests {
         let got = rows(&mut r);
         assert_eq!(got.len(), 2);
         assert_eq!(got[0].line, 2);
-        assert_eq!(got[0].cells, ["1", "Ann", "two\r\nlines"]);
+        assert_eq!(got[0].cells().collect::<Vec<_>>(), ["1", "Ann", "two\r\nlines"]);
         assert_eq!(got[1].line, 5);
-        assert_eq!(got[1].cells, ["2", "Bo", "x"]);
+        assert_eq!(got[1].cells().collect::<Vec<_>>(), ["2", "Bo", "x"]);
     }
 
     #[test]
@@ -954,9 +1068,9 @@ mod tests {
         assert_eq!(r.declared_rows(), Some(2_000));
         let got = rows(&mut r);
         assert_eq!(got.len(), 2_000);
-        assert_eq!(got[2].cells, ["3", ""]);
+        assert_eq!(got[2].cells().collect::<Vec<_>>(), ["3", ""]);
         assert_eq!(got[1_999].line, 2_001);
-        assert_eq!(got[1_999].cells, ["2000", "r2000@example.org"]);
+        assert_eq!(got[1_999].cells().collect::<Vec<_>>(), ["2000", "r2000@example.org"]);
     }
 
     #[test]
@@ -1011,13 +1125,13 @@ mod tests {
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].line, 2);
         assert_eq!(
-            got[0].cells,
+            got[0].cells().collect::<Vec<_>>(),
             ["0102031234", "4520123456", "1990-03-01", "2.5"]
         );
     }
 
     fn cells(r: &mut ListReader) -> Vec<Vec<String>> {
-        rows(r).into_iter().map(|row| row.cells).collect()
+        rows(r).into_iter().map(|row| row.cells().map(str::to_string).collect::<Vec<_>>()).collect()
     }
 
     #[test]

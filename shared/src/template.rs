@@ -3,9 +3,10 @@
 //! column names (`First Name` is `{{ first_name }}`).
 
 use crate::model::Channel;
-use minijinja::{Environment, UndefinedBehavior, Value};
+use minijinja::{Environment, HtmlEscape, UndefinedBehavior, Value};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
 
 const EMAIL_SUBJECT: &str = "email.subject.txt";
 const EMAIL_TEXT: &str = "email.text.txt";
@@ -63,6 +64,119 @@ pub enum TemplateError {
 pub struct MessageTemplate {
     env: Environment<'static>,
     source: TemplateSource,
+    /// Parts that are plain text with `{{ field }}` outputs, filled in without the engine.
+    plans: Vec<(&'static str, Plan)>,
+}
+
+/// What a template renders to, learnt from the engine itself: the template is rendered once
+/// with a marker for every field, and its output split at the markers. Only templates
+/// without statements (`{%`) whose outputs are all plain field names get a plan: their
+/// output is the same text around the fields for every row, so filling the fields in gives
+/// exactly what the engine would. Everything else goes through the engine.
+#[derive(Debug)]
+struct Plan {
+    pieces: Vec<Piece>,
+    /// Field values are HTML-escaped, as the engine does for `.html` templates.
+    html: bool,
+    text_len: usize,
+}
+
+#[derive(Debug)]
+enum Piece {
+    Text(String),
+    Field(String),
+}
+
+const MARK_OPEN: char = '\u{E000}';
+const MARK_CLOSE: char = '\u{E001}';
+
+fn is_plain_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !matches!(s, "true" | "false" | "none" | "True" | "False" | "None")
+}
+
+impl Plan {
+    fn learn(env: &Environment<'static>, name: &'static str, source: &str) -> Option<Plan> {
+        if source.contains("{%") || source.contains([MARK_OPEN, MARK_CLOSE]) {
+            return None;
+        }
+        // Every output must be a plain field name: no filters, operators or literals.
+        let mut names = Vec::new();
+        let mut rest = source;
+        while let Some(start) = rest.find("{{") {
+            let after = &rest[start + 2..];
+            let end = after.find("}}")?;
+            let inner = after[..end]
+                .trim_start_matches(['-', '+'])
+                .trim_end_matches(['-', '+'])
+                .trim();
+            if !is_plain_name(inner) {
+                return None;
+            }
+            names.push(inner.to_string());
+            rest = &after[end + 2..];
+        }
+        let marks: BTreeMap<&str, String> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.as_str(), format!("{MARK_OPEN}{i}{MARK_CLOSE}")))
+            .collect();
+        let out = env.get_template(name).ok()?.render(&marks).ok()?;
+        let mut pieces = Vec::new();
+        let mut chunks = out.split(MARK_OPEN);
+        let first = chunks.next().unwrap_or("");
+        if !first.is_empty() {
+            pieces.push(Piece::Text(first.to_string()));
+        }
+        for chunk in chunks {
+            let (index, text) = chunk.split_once(MARK_CLOSE)?;
+            let field = names.get(index.parse::<usize>().ok()?)?;
+            pieces.push(Piece::Field(field.clone()));
+            if !text.is_empty() {
+                pieces.push(Piece::Text(text.to_string()));
+            }
+        }
+        if pieces.iter().any(|p| matches!(p, Piece::Text(t) if t.contains(MARK_CLOSE))) {
+            return None;
+        }
+        let text_len = pieces
+            .iter()
+            .map(|p| match p {
+                Piece::Text(t) => t.len(),
+                Piece::Field(_) => 0,
+            })
+            .sum();
+        Some(Plan {
+            pieces,
+            html: name == EMAIL_HTML,
+            text_len,
+        })
+    }
+
+    /// The filled-in text, or `None` when a field is missing (the engine then gives the
+    /// error).
+    fn fill(&self, fields: &BTreeMap<String, String>) -> Option<String> {
+        let mut out = String::with_capacity(self.text_len + 16 * self.pieces.len());
+        for p in &self.pieces {
+            match p {
+                Piece::Text(t) => out.push_str(t),
+                Piece::Field(f) => {
+                    let v = fields.get(f)?;
+                    if self.html {
+                        // Writing to a String cannot fail.
+                        let _ = write!(out, "{}", HtmlEscape(v));
+                    } else {
+                        out.push_str(v);
+                    }
+                }
+            }
+        }
+        Some(out)
+    }
 }
 
 impl std::fmt::Debug for MessageTemplate {
@@ -104,7 +218,22 @@ impl MessageTemplate {
         if let Some(s) = &source.sms {
             add(SMS_TEXT, &s.text)?;
         }
-        Ok(MessageTemplate { env, source })
+        let mut parts: Vec<(&'static str, &str)> = Vec::new();
+        if let Some(e) = &source.email {
+            parts.push((EMAIL_SUBJECT, &e.subject));
+            parts.push((EMAIL_TEXT, &e.text));
+            if let Some(h) = &e.html {
+                parts.push((EMAIL_HTML, h));
+            }
+        }
+        if let Some(s) = &source.sms {
+            parts.push((SMS_TEXT, &s.text));
+        }
+        let plans = parts
+            .into_iter()
+            .filter_map(|(name, text)| Plan::learn(&env, name, text).map(|p| (name, p)))
+            .collect();
+        Ok(MessageTemplate { env, source, plans })
     }
 
     pub fn source(&self) -> &TemplateSource {
@@ -147,7 +276,25 @@ impl MessageTemplate {
         f
     }
 
-    fn render(&self, name: &'static str, fields: &Value) -> Result<String, TemplateError> {
+    /// Renders one part: by its plan when it has one and every field is there, else by the
+    /// engine.
+    fn render(
+        &self,
+        name: &'static str,
+        fields: &BTreeMap<String, String>,
+        value: &mut Option<Value>,
+    ) -> Result<String, TemplateError> {
+        if let Some((_, plan)) = self.plans.iter().find(|(n, _)| *n == name) {
+            if let Some(out) = plan.fill(fields) {
+                return Ok(out);
+            }
+        }
+        // The fields become a template value once for all parts of a message.
+        let value = value.get_or_insert_with(|| Value::from_serialize(fields));
+        self.render_by_engine(name, value)
+    }
+
+    fn render_by_engine(&self, name: &'static str, fields: &Value) -> Result<String, TemplateError> {
         let t = self
             .env
             .get_template(name)
@@ -170,20 +317,19 @@ impl MessageTemplate {
             .email
             .as_ref()
             .ok_or(TemplateError::NoTemplate(Channel::Email))?;
-        // The fields become a template value once for the three parts.
-        let fields = Value::from_serialize(fields);
-        let subject = self.render(EMAIL_SUBJECT, &fields)?;
+        let mut value = None;
+        let subject = self.render(EMAIL_SUBJECT, fields, &mut value)?;
         if subject.contains(['\r', '\n']) {
             return Err(TemplateError::SubjectLineBreak);
         }
-        let text = self.render(EMAIL_TEXT, &fields)?;
+        let text = self.render(EMAIL_TEXT, fields, &mut value)?;
         let html = match src.html {
-            Some(_) => Some(self.render(EMAIL_HTML, &fields)?),
+            Some(_) => Some(self.render(EMAIL_HTML, fields, &mut value)?),
             None => None,
         };
         Ok(RenderedEmail {
             from: src.from.clone(),
-            subject: subject.trim().to_string(),
+            subject: trimmed(subject),
             text,
             html,
         })
@@ -199,12 +345,18 @@ impl MessageTemplate {
             .as_ref()
             .ok_or(TemplateError::NoTemplate(Channel::Sms))?;
         Ok(RenderedSms {
-            text: self
-                .render(SMS_TEXT, &Value::from_serialize(fields))?
-                .trim()
-                .to_string(),
+            text: trimmed(self.render(SMS_TEXT, fields, &mut None)?),
             sender_id: src.sender_id.clone(),
         })
+    }
+}
+
+/// The text without surrounding white space, copied only when there is some.
+fn trimmed(text: String) -> String {
+    if text.trim().len() == text.len() {
+        text
+    } else {
+        text.trim().to_string()
     }
 }
 
@@ -312,6 +464,69 @@ mod tests {
             ),
             "{e}"
         );
+    }
+
+    #[test]
+    fn plans_fill_in_exactly_what_the_engine_renders() {
+        let plain = [
+            "Hello {{ name }}",
+            "{{name}}{{ name }}",
+            "  {{- name -}}  \n",
+            "A {{ a }} B {{ b }}\n\n",
+            "{# a comment {{ x }} #}{{ a }}",
+            "<p>{{ a }} &amp; {{ b }}</p>\n",
+            "no fields at all",
+            "",
+            "{{ a }}\r\n{{+ b +}}",
+        ];
+        let engine_only = [
+            "{% if a %}{{ a }}{% endif %}",
+            "{{ a | upper }}",
+            "{{ a ~ b }}",
+            "{{ 'x' }}",
+            "{{ true }}",
+            "{{ a }}\u{E000}",
+        ];
+        let values = [
+            "",
+            "<b>&\"'/</b>",
+            "Åse\nBcc: x@y.z",
+            "{{ a }}",
+            "\u{E000}0\u{E001}",
+            " spaced ",
+            "😀 ø",
+        ];
+        let compile = |t: &str| {
+            MessageTemplate::compile(TemplateSource {
+                email: Some(EmailSource {
+                    from: "a@example.org".into(),
+                    subject: "S {{ a }}".into(),
+                    text: t.into(),
+                    html: Some(t.into()),
+                }),
+                sms: Some(SmsSource {
+                    text: t.into(),
+                    sender_id: None,
+                }),
+            })
+            .unwrap()
+        };
+        for t in plain.iter().chain(&engine_only) {
+            let fast = compile(t);
+            let expected_plans = if plain.contains(t) { 4 } else { 1 };
+            assert_eq!(fast.plans.len(), expected_plans, "{t:?}");
+            let mut slow = compile(t);
+            slow.plans.clear();
+            for (i, a) in values.iter().enumerate() {
+                let b = values[(i + 3) % values.len()];
+                let f = fields(&[("a", a), ("b", b), ("name", a), ("x", b)]);
+                assert_eq!(fast.render_email(&f), slow.render_email(&f), "{t:?} {f:?}");
+                assert_eq!(fast.render_sms(&f), slow.render_sms(&f), "{t:?} {f:?}");
+            }
+            // A missing field is the engine's error, with or without a plan.
+            let f = fields(&[("a", "A")]);
+            assert_eq!(fast.render_email(&f), slow.render_email(&f), "{t:?}");
+        }
     }
 
     #[test]

@@ -20,7 +20,7 @@ fn outcome(name: &str, bytes: Vec<u8>) -> Value {
                 "headers": headers,
                 "rows": good.len(),
                 "lines": good.iter().map(|r| r.line).collect::<Vec<_>>(),
-                "first": good.first().map(|r| r.cells.clone()),
+                "first": good.first().map(|r| r.cells().collect::<Vec<_>>()),
                 "row_errors": bad.iter().map(|e| e.message.clone()).collect::<Vec<_>>(),
             })
         }

@@ -9,6 +9,7 @@ async fn main() -> Result<(), Error> {
     let config = shared::config::Config::from_env()?;
     let clients = shared::aws::Clients::new(&shared::aws::sdk_config().await);
     let deps = validate::Deps::new(config, &clients);
+    shared::validation::warm_up();
     run(service_fn(|event: LambdaEvent<SqsEvent>| async {
         validate::handle(&deps, event.payload)
             .await
