@@ -267,7 +267,11 @@ fn child(spec: &str) {
         other => panic!("unknown measurement {other}"),
     };
     let secs = start.elapsed().as_secs_f64();
-    println!("{rows} {secs} {} {}", peak_rss_kb(), cpu_secs() - cpu_before);
+    println!(
+        "{rows} {secs} {} {}",
+        peak_rss_kb(),
+        cpu_secs() - cpu_before
+    );
 }
 
 struct Measured {

@@ -752,11 +752,11 @@ fn read_xlsx_sheet<R: Read + Seek>(
     let mut batch = Vec::with_capacity(ROW_BATCH);
     // Ends one sheet row; false when the reader has gone.
     let end_row = |row_no: u32,
-                       header: &mut Option<(u32, usize)>,
-                       header_cells: &mut Vec<(u32, String)>,
-                       record: &mut csv::StringRecord,
-                       filled: &mut bool,
-                       batch: &mut Vec<RawRow>| {
+                   header: &mut Option<(u32, usize)>,
+                   header_cells: &mut Vec<(u32, String)>,
+                   record: &mut csv::StringRecord,
+                   filled: &mut bool,
+                   batch: &mut Vec<RawRow>| {
         if header.is_none() {
             if header_cells.is_empty() {
                 return true;
@@ -1025,7 +1025,10 @@ mod tests {
         let got = rows(&mut r);
         assert_eq!(got.len(), 2);
         assert_eq!(got[0].line, 2);
-        assert_eq!(got[0].cells().collect::<Vec<_>>(), ["1", "Ann", "two\r\nlines"]);
+        assert_eq!(
+            got[0].cells().collect::<Vec<_>>(),
+            ["1", "Ann", "two\r\nlines"]
+        );
         assert_eq!(got[1].line, 5);
         assert_eq!(got[1].cells().collect::<Vec<_>>(), ["2", "Bo", "x"]);
     }
@@ -1070,7 +1073,10 @@ mod tests {
         assert_eq!(got.len(), 2_000);
         assert_eq!(got[2].cells().collect::<Vec<_>>(), ["3", ""]);
         assert_eq!(got[1_999].line, 2_001);
-        assert_eq!(got[1_999].cells().collect::<Vec<_>>(), ["2000", "r2000@example.org"]);
+        assert_eq!(
+            got[1_999].cells().collect::<Vec<_>>(),
+            ["2000", "r2000@example.org"]
+        );
     }
 
     #[test]
@@ -1131,7 +1137,10 @@ mod tests {
     }
 
     fn cells(r: &mut ListReader) -> Vec<Vec<String>> {
-        rows(r).into_iter().map(|row| row.cells().map(str::to_string).collect::<Vec<_>>()).collect()
+        rows(r)
+            .into_iter()
+            .map(|row| row.cells().map(str::to_string).collect::<Vec<_>>())
+            .collect()
     }
 
     #[test]

@@ -140,7 +140,10 @@ impl Plan {
                 pieces.push(Piece::Text(text.to_string()));
             }
         }
-        if pieces.iter().any(|p| matches!(p, Piece::Text(t) if t.contains(MARK_CLOSE))) {
+        if pieces
+            .iter()
+            .any(|p| matches!(p, Piece::Text(t) if t.contains(MARK_CLOSE)))
+        {
             return None;
         }
         let text_len = pieces
@@ -294,7 +297,11 @@ impl MessageTemplate {
         self.render_by_engine(name, value)
     }
 
-    fn render_by_engine(&self, name: &'static str, fields: &Value) -> Result<String, TemplateError> {
+    fn render_by_engine(
+        &self,
+        name: &'static str,
+        fields: &Value,
+    ) -> Result<String, TemplateError> {
         let t = self
             .env
             .get_template(name)

@@ -386,9 +386,7 @@ impl<'a> Validator<'a> {
     }
 
     pub fn check(&mut self, row: &RawRow) -> Checked {
-        let cell = |i: Option<usize>| -> &str {
-            i.and_then(|i| row.cell(i)).unwrap_or("")
-        };
+        let cell = |i: Option<usize>| -> &str { i.and_then(|i| row.cell(i)).unwrap_or("") };
         let line = row.line;
         let id = cell(Some(self.id_col)).to_string();
         let mut problems = Vec::new();
@@ -681,7 +679,12 @@ mod tests {
     #[test]
     fn address_fingerprints_ignore_case_both_ways() {
         let long = format!("{}@Example.ORG", "A".repeat(200));
-        for a in ["Ann@Example.org", "ÅSE@example.dk", long.as_str(), "+4512345678"] {
+        for a in [
+            "Ann@Example.org",
+            "ÅSE@example.dk",
+            long.as_str(),
+            "+4512345678",
+        ] {
             assert_eq!(
                 address_fingerprint(Channel::Email, a),
                 fingerprint(&format!("email:{}", a.to_lowercase())),
