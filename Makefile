@@ -11,13 +11,19 @@ TOOLS := $(VENV)/tools.installed
 FUNCTIONS := $(notdir $(wildcard functions/*))
 CARGO_LAMBDA_VERSION := 1.9.2
 
-.PHONY: demo up test bench venv lint package clean
+.PHONY: demo up token test bench venv lint package clean
 
 demo: $(TOOLS)
 	cargo run --quiet -p local -- demo
 
 up: $(TOOLS)
 	cargo run --quiet -p local -- up $(PORT)
+
+# A token the API of `make up` accepts: make token AS=ann ROLES=MASSDISPATCH,MASSDISPATCHSEND
+token:
+	@cargo run --quiet -p local -- token $(or $(AS),operator) $(or $(ROLES),MASSDISPATCH$(comma)MASSDISPATCHSEND) $(MINUTES)
+
+comma := ,
 
 test: $(TOOLS)
 	cargo test --workspace -- --test-threads=1

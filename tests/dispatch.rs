@@ -604,14 +604,11 @@ async fn package_problems_fail_validation_with_their_reasons_and_send_nothing() 
             .headers()
             .to_vec();
     assert_eq!(header, expected_columns);
-    let xlsx = reqwest::get(format!(
-        "{}/dispatches/no-town/example?format=xlsx",
-        local.system.api_url
-    ))
-    .await
-    .unwrap();
-    assert_eq!(xlsx.status(), 200);
-    let xlsx = xlsx.bytes().await.unwrap().to_vec();
+    let (status, xlsx) = portal
+        .get_bytes("/dispatches/no-town/example?format=xlsx")
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
     let reader = shared::list::ListReader::open("example.xlsx", xlsx, None).unwrap();
     assert_eq!(reader.headers(), expected_columns);
     let (status, _) = portal

@@ -309,7 +309,7 @@ async fn receipts_are_recorded_suppress_addresses_and_refresh_the_history() {
         .collect();
     assert_eq!(
         actions,
-        ["upload", "validate", "approve", "completed"],
+        ["start", "upload", "validate", "approve", "completed"],
         "{summary}"
     );
 

@@ -49,6 +49,9 @@ pub struct Config {
     /// reports deliveries, bounces and complaints to the receipts function. Unset: no
     /// receipts for email.
     pub ses_configuration_set: Option<String>,
+    /// How the API reads its callers from the verified token's claims, and whether four
+    /// eyes apply.
+    pub identity: crate::identity::IdentityConfig,
 }
 
 /// Names of the variables, as set in the deployment template.
@@ -71,8 +74,11 @@ pub mod vars {
     pub const QUOTA_RECHECK_SECS: &str = "QUOTA_RECHECK_SECS";
     pub const MAX_RECEIVES: &str = "MAX_RECEIVES";
     pub const SES_CONFIGURATION_SET: &str = "SES_CONFIGURATION_SET";
+    pub const ID_CLAIM: &str = "ID_CLAIM";
+    pub const ROLES_CLAIM: &str = "ROLES_CLAIM";
+    pub const FOUR_EYES: &str = "FOUR_EYES";
     /// Every variable the configuration reads.
-    pub const ALL: [&str; 18] = [
+    pub const ALL: [&str; 21] = [
         TABLE_NAME,
         UPLOADS_BUCKET,
         REPORTS_BUCKET,
@@ -91,6 +97,9 @@ pub mod vars {
         QUOTA_RECHECK_SECS,
         MAX_RECEIVES,
         SES_CONFIGURATION_SET,
+        ID_CLAIM,
+        ROLES_CLAIM,
+        FOUR_EYES,
     ];
 }
 
@@ -143,6 +152,29 @@ impl<F: Fn(&str) -> Option<String>> Reader<'_, F> {
     }
 }
 
+impl<F: Fn(&str) -> Option<String>> Reader<'_, F> {
+    fn text(&mut self, name: &str, default: &str) -> String {
+        (self.lookup)(name)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| default.to_string())
+    }
+
+    fn flag(&mut self, name: &str, default: bool) -> bool {
+        match (self.lookup)(name).map(|v| v.trim().to_ascii_lowercase()) {
+            None => default,
+            Some(v) if v.is_empty() => default,
+            Some(v) if v == "true" => true,
+            Some(v) if v == "false" => false,
+            Some(v) => {
+                self.problems
+                    .push(format!("{name} must be true or false, got '{v}'"));
+                default
+            }
+        }
+    }
+}
+
 impl Config {
     pub fn from_env() -> Result<Config, ConfigError> {
         Config::from_lookup(&|k| std::env::var(k).ok())
@@ -186,6 +218,11 @@ impl Config {
             ses_configuration_set: (r.lookup)(vars::SES_CONFIGURATION_SET)
                 .map(|v| v.trim().to_string())
                 .filter(|v| !v.is_empty()),
+            identity: crate::identity::IdentityConfig {
+                id_claim: r.text(vars::ID_CLAIM, "sub"),
+                roles_claim: r.text(vars::ROLES_CLAIM, "roles"),
+                four_eyes: r.flag(vars::FOUR_EYES, true),
+            },
         };
         if r.problems.is_empty() {
             Ok(c)
@@ -219,6 +256,8 @@ mod tests {
         assert_eq!(c.default_phone_region, "DK");
         assert_eq!(c.recipients_per_message, 50);
         assert_eq!(c.email_rate_per_second, 14.0);
+        assert_eq!(c.identity, crate::identity::IdentityConfig::default());
+        assert!(c.identity.four_eyes, "four eyes unless switched off");
     }
 
     #[test]
@@ -227,8 +266,10 @@ mod tests {
         env.remove(vars::TABLE_NAME);
         env.insert(vars::KEY_SHARDS, "0");
         env.insert(vars::SMS_RATE_PER_SECOND, "fast");
+        env.insert(vars::FOUR_EYES, "maybe");
         let e = Config::from_lookup(&|k| env.get(k).map(|v| v.to_string())).unwrap_err();
-        assert_eq!(e.0.len(), 3, "{e}");
+        assert_eq!(e.0.len(), 4, "{e}");
+        assert!(e.to_string().contains("FOUR_EYES must be true or false"));
         assert!(e.to_string().contains("TABLE_NAME is not set"));
         assert!(e
             .to_string()

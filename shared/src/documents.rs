@@ -235,6 +235,38 @@ impl Documents {
     }
 
     /// Reads a document of the reports bucket; `None` when it does not exist.
+    /// Objects under `prefix` in the uploads bucket written after `since` (RFC 3339), with
+    /// their times: a package folder that changed after its validation.
+    pub async fn uploaded_after(&self, prefix: &str, since: &str) -> Result<Vec<(String, String)>> {
+        let since =
+            time::OffsetDateTime::parse(since, &time::format_description::well_known::Rfc3339)
+                .map_err(|e| Error::Malformed(format!("time '{since}': {e}")))?;
+        // S3 keeps whole seconds: an object of the same second as the upload is not newer.
+        let since = since.unix_timestamp();
+        let mut out = Vec::new();
+        let mut pages = self
+            .s3
+            .list_objects_v2()
+            .bucket(&self.uploads_bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(Error::aws("ListObjectsV2"))?;
+            for o in page.contents() {
+                if let (Some(key), Some(at)) = (o.key(), o.last_modified()) {
+                    if at.secs() > since {
+                        let when = at
+                            .fmt(aws_smithy_types::date_time::Format::DateTime)
+                            .unwrap_or_default();
+                        out.push((key.to_string(), when));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
     pub async fn report_document(&self, key: &str) -> Result<Option<Vec<u8>>> {
         match self.fetch(&self.reports_bucket, key, u64::MAX).await? {
             Fetched::Found(b) => Ok(Some(b)),

@@ -10,6 +10,7 @@
 //! - [`documents`] — S3 documents
 //! - [`receipts`] — provider delivery events, the suppression list
 //! - [`audit`] — who did what to a dispatch
+//! - [`identity`] — verified callers of the API and their permissions
 //! - [`queue`] — work queue messages
 //! - [`channels`] — SES and SNS delivery
 //! - [`csvout`] — safe CSV documents
@@ -25,6 +26,7 @@ pub mod csvout;
 pub mod documents;
 pub mod error;
 pub mod example;
+pub mod identity;
 pub mod list;
 pub mod manifest;
 pub mod model;

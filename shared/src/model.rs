@@ -52,6 +52,9 @@ impl FromStr for Channel {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DispatchState {
+    /// Started through the API by someone with the create permission; waiting for its
+    /// package to be uploaded.
+    AwaitingUpload,
     /// The package arrived and the list is being checked.
     Validating,
     /// The package or list cannot be sent; the reasons are recorded.
@@ -79,7 +82,8 @@ pub enum DispatchState {
 }
 
 impl DispatchState {
-    pub const ALL: [DispatchState; 11] = [
+    pub const ALL: [DispatchState; 12] = [
+        DispatchState::AwaitingUpload,
         DispatchState::Validating,
         DispatchState::ValidationFailed,
         DispatchState::AwaitingApproval,
@@ -95,6 +99,7 @@ impl DispatchState {
 
     pub fn as_str(self) -> &'static str {
         match self {
+            DispatchState::AwaitingUpload => "awaiting_upload",
             DispatchState::Validating => "validating",
             DispatchState::ValidationFailed => "validation_failed",
             DispatchState::AwaitingApproval => "awaiting_approval",
@@ -114,7 +119,8 @@ impl DispatchState {
         use DispatchState::*;
         matches!(
             (self, next),
-            (Validating, ValidationFailed)
+            (AwaitingUpload, Validating)
+                | (Validating, ValidationFailed)
                 | (Validating, AwaitingApproval)
                 // Repeat: a corrected package uploaded before approval is validated again.
                 | (ValidationFailed, Validating)
@@ -308,6 +314,23 @@ pub struct Dispatch {
     pub sample_key: Option<String>,
     pub package_key: Option<String>,
     pub history_key: Option<String>,
+    /// Who started the dispatch through the API (`POST /dispatches`), and when; none for a
+    /// package uploaded without being started there.
+    #[serde(default)]
+    pub started_by: Option<String>,
+    #[serde(default)]
+    pub started_at: Option<String>,
+    /// What was validated, and so what an approval approves: the SHA-256 of the list file and
+    /// of the templates (as in the frozen package).
+    #[serde(default)]
+    pub list_sha256: Option<String>,
+    #[serde(default)]
+    pub template_sha256: Option<String>,
+    /// The approver the approval was forwarded to: only they may approve.
+    #[serde(default)]
+    pub forwarded_to: Option<String>,
+    #[serde(default)]
+    pub forwarded_by: Option<String>,
     pub approved_by: Option<String>,
     pub approved_at: Option<String>,
     pub rejected_by: Option<String>,
@@ -373,6 +396,12 @@ impl Dispatch {
             sample_key: None,
             package_key: None,
             history_key: None,
+            started_by: None,
+            started_at: None,
+            list_sha256: None,
+            template_sha256: None,
+            forwarded_to: None,
+            forwarded_by: None,
             approved_by: None,
             approved_at: None,
             rejected_by: None,

@@ -146,6 +146,12 @@ fn dispatch_item(d: &Dispatch) -> Item {
     opt(&mut item, "sample_key", &d.sample_key);
     opt(&mut item, "package_key", &d.package_key);
     opt(&mut item, "history_key", &d.history_key);
+    opt(&mut item, "list_sha256", &d.list_sha256);
+    opt(&mut item, "template_sha256", &d.template_sha256);
+    opt(&mut item, "started_by", &d.started_by);
+    opt(&mut item, "started_at", &d.started_at);
+    opt(&mut item, "forwarded_to", &d.forwarded_to);
+    opt(&mut item, "forwarded_by", &d.forwarded_by);
     opt(&mut item, "approved_by", &d.approved_by);
     opt(&mut item, "approved_at", &d.approved_at);
     opt(&mut item, "rejected_by", &d.rejected_by);
@@ -198,6 +204,12 @@ fn dispatch_from(item: &Item) -> Result<Dispatch> {
         sample_key: get_s(item, "sample_key"),
         package_key: get_s(item, "package_key"),
         history_key: get_s(item, "history_key"),
+        list_sha256: get_s(item, "list_sha256"),
+        template_sha256: get_s(item, "template_sha256"),
+        started_by: get_s(item, "started_by"),
+        started_at: get_s(item, "started_at"),
+        forwarded_to: get_s(item, "forwarded_to"),
+        forwarded_by: get_s(item, "forwarded_by"),
         approved_by: get_s(item, "approved_by"),
         approved_at: get_s(item, "approved_at"),
         rejected_by: get_s(item, "rejected_by"),
@@ -410,6 +422,46 @@ impl Store {
                 "a dispatch cannot go from {from} to {to}"
             )));
         }
+        self.write_in_state(id, from, to, extra, &[]).await
+    }
+
+    /// A transition that happens only while the attributes in `unchanged` still have these
+    /// values (e.g. an approval of the package the approver saw).
+    pub async fn transition_if_unchanged(
+        &self,
+        id: &str,
+        from: DispatchState,
+        to: DispatchState,
+        extra: &[(&str, AttributeValue)],
+        unchanged: &[(&str, AttributeValue)],
+    ) -> Result<Dispatch> {
+        if !from.can_become(to) {
+            return Err(Error::Conflict(format!(
+                "a dispatch cannot go from {from} to {to}"
+            )));
+        }
+        self.write_in_state(id, from, to, extra, unchanged).await
+    }
+
+    /// Sets attributes of a dispatch that must still be in `state` (e.g. who an approval
+    /// is forwarded to, while it awaits approval).
+    pub async fn set_in_state(
+        &self,
+        id: &str,
+        state: DispatchState,
+        extra: &[(&str, AttributeValue)],
+    ) -> Result<Dispatch> {
+        self.write_in_state(id, state, state, extra, &[]).await
+    }
+
+    async fn write_in_state(
+        &self,
+        id: &str,
+        from: DispatchState,
+        to: DispatchState,
+        extra: &[(&str, AttributeValue)],
+        unchanged: &[(&str, AttributeValue)],
+    ) -> Result<Dispatch> {
         let now = now_rfc3339();
         let mut expr =
             String::from("SET #state = :to, updated_at = :now, gsi2pk = :to, gsi2sk = :gsi2sk");
@@ -425,6 +477,12 @@ impl Store {
             names.insert(format!("#x{i}"), k.to_string());
             values.insert(format!(":x{i}"), v.clone());
         }
+        let mut condition = String::from("#state = :from");
+        for (i, (k, v)) in unchanged.iter().enumerate() {
+            condition.push_str(&format!(" AND #c{i} = :c{i}"));
+            names.insert(format!("#c{i}"), k.to_string());
+            values.insert(format!(":c{i}"), v.clone());
+        }
         let out = self
             .client
             .update_item()
@@ -432,7 +490,7 @@ impl Store {
             .key("pk", s(dispatch_pk(id)))
             .key("sk", s(DISPATCH_SK))
             .update_expression(expr)
-            .condition_expression("#state = :from")
+            .condition_expression(condition)
             .set_expression_attribute_names(Some(names))
             .set_expression_attribute_values(Some(values))
             .return_values(ReturnValue::AllNew)
@@ -440,7 +498,11 @@ impl Store {
             .await
             .map_err(|e| {
                 if is_conditional_failure(&e) {
-                    Error::Conflict(format!("dispatch '{id}' is not {from}"))
+                    Error::Conflict(if unchanged.is_empty() {
+                        format!("dispatch '{id}' is not {from}")
+                    } else {
+                        format!("dispatch '{id}' is not {from}, or it changed meanwhile")
+                    })
                 } else {
                     Error::aws("UpdateItem")(e)
                 }
@@ -1040,6 +1102,12 @@ mod tests {
             sample_key: None,
             package_key: Some("p".into()),
             history_key: None,
+            list_sha256: Some("ab12".into()),
+            template_sha256: Some("cd34".into()),
+            started_by: Some("ops-1".into()),
+            started_at: Some("2025-12-31T00:00:00Z".into()),
+            forwarded_to: Some("boss-3".into()),
+            forwarded_by: Some("ops-2".into()),
             approved_by: None,
             approved_at: None,
             rejected_by: None,

@@ -1,33 +1,41 @@
 //! Api: the HTTP API the internal portal calls. One axum router, served by `lambda_http` in
 //! Lambda and directly on a local port by the local runtime.
 //!
+//! Every route but `/health` needs a verified caller (the claims of API Gateway's JWT
+//! authorizer) with one of the two permissions; the actions say which one they need.
+//!
 //! | method | path                            | what                                        |
 //! |--------|---------------------------------|---------------------------------------------|
 //! | GET    | `/health`                       | liveness                                    |
 //! | GET    | `/dispatches?state=&limit=`     | dispatches, newest first                    |
+//! | POST   | `/dispatches`                   | start a dispatch; its package is uploaded next (create) |
 //! | GET    | `/dispatches/{id}`              | one dispatch: state, counts, summary        |
 //! | GET    | `/dispatches/{id}/report`       | validation report (CSV)                     |
 //! | GET    | `/dispatches/{id}/sample`       | rendered sample messages (JSON)             |
 //! | GET    | `/dispatches/{id}/example?format=csv\|xlsx` | the header the list must have  |
 //! | GET    | `/dispatches/{id}/attempts/{n}/report` | an earlier validation attempt's report |
+//! | GET    | `/dispatches/{id}/audit`        | every action on the dispatch: actor, time, outcome |
 //! | GET    | `/dispatches/{id}/history`      | history document (CSV), once complete       |
 //! | GET    | `/dispatches/{id}/history/summary` | counts, receipts and audit trail (JSON)  |
-//! | POST   | `/dispatches/{id}/approve`      | approve: fan-out starts                     |
+//! | POST   | `/dispatches/{id}/forward`      | forward the approval to a named approver (send) |
+//! | POST   | `/dispatches/{id}/approve`      | approve: fan-out starts (send; four eyes)   |
 //! | POST   | `/dispatches/{id}/reject`       | reject: nothing is sent                     |
-//! | POST   | `/dispatches/{id}/pause`        | stop sending within about a second         |
+//! | POST   | `/dispatches/{id}/pause`        | stop sending within about 5 s               |
 //! | POST   | `/dispatches/{id}/resume`       | continue with the recipients not yet sent   |
 //! | POST   | `/dispatches/{id}/close`        | close a dispatch completed with errors      |
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, Extensions, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use shared::completion;
 use shared::config::Config;
 use shared::documents::{keys, Documents};
+use shared::identity::{Caller, Permission, CREATE_ROLE, SEND_ROLE};
 use shared::model::{now_rfc3339, Dispatch, DispatchState};
 use shared::queue::{self, FanOutAction};
 use shared::store::{self, Store};
@@ -55,9 +63,8 @@ type AppState = Arc<Deps>;
 
 /// The API's routes.
 pub fn router(deps: Arc<Deps>) -> Router {
-    Router::new()
-        .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
-        .route("/dispatches", get(list_dispatches))
+    let guarded = Router::new()
+        .route("/dispatches", get(list_dispatches).post(start_dispatch))
         .route("/dispatches/{id}", get(get_dispatch))
         .route("/dispatches/{id}/report", get(get_report))
         .route("/dispatches/{id}/sample", get(get_sample))
@@ -66,13 +73,19 @@ pub fn router(deps: Arc<Deps>) -> Router {
             "/dispatches/{id}/attempts/{n}/report",
             get(get_attempt_report),
         )
+        .route("/dispatches/{id}/audit", get(get_audit))
         .route("/dispatches/{id}/history", get(get_history))
         .route("/dispatches/{id}/history/summary", get(get_history_summary))
+        .route("/dispatches/{id}/forward", post(forward))
         .route("/dispatches/{id}/approve", post(approve))
         .route("/dispatches/{id}/reject", post(reject))
         .route("/dispatches/{id}/pause", post(pause))
         .route("/dispatches/{id}/resume", post(resume))
         .route("/dispatches/{id}/close", post(close))
+        .route_layer(middleware::from_fn_with_state(deps.clone(), identify));
+    Router::new()
+        .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
+        .merge(guarded)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .with_state(deps)
 }
@@ -134,18 +147,52 @@ impl From<shared::Error> for ApiError {
 
 type ApiResult<T> = Result<T, ApiError>;
 
-/// The caller's id from the claims API Gateway's JWT authorizer verified, when there is one.
-fn caller(ext: &Extensions) -> String {
+/// The claims API Gateway's JWT authorizer verified, when there are any.
+fn verified_claims(ext: &Extensions) -> Option<&std::collections::HashMap<String, String>> {
     use lambda_http::request::RequestContext;
     match ext.get::<RequestContext>() {
         Some(RequestContext::ApiGatewayV2(ctx)) => ctx
             .authorizer
             .as_ref()
             .and_then(|a| a.jwt.as_ref())
-            .and_then(|j| j.claims.get("sub").cloned()),
+            .map(|j| &j.claims),
         _ => None,
     }
-    .unwrap_or_else(|| "unauthenticated".to_string())
+}
+
+/// Middleware: every guarded route needs a verified caller who may read dispatches (either
+/// permission). The caller is handed to the handler, which checks what its action needs.
+async fn identify(State(deps): State<AppState>, mut req: Request, next: Next) -> Response {
+    let caller = verified_claims(req.extensions())
+        .and_then(|claims| Caller::from_claims(claims, &deps.config.identity));
+    let Some(caller) = caller else {
+        return ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "no verified identity: call the API with a token from the organisation's identity provider",
+        )
+        .into_response();
+    };
+    if !caller.may_read() {
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("this needs the {CREATE_ROLE} or the {SEND_ROLE} permission"),
+        )
+        .into_response();
+    }
+    req.extensions_mut().insert(caller);
+    next.run(req).await
+}
+
+/// The caller may do what needs `permission`, or the answer is 403.
+fn require(caller: &Caller, permission: Permission, doing: &str) -> ApiResult<()> {
+    if caller.may(permission) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("to {doing} you need the {permission} permission"),
+        ))
+    }
 }
 
 /// A dispatch as the portal shows it.
@@ -317,6 +364,13 @@ async fn get_attempt_report(
     .await
 }
 
+/// The dispatch's audit trail, oldest first.
+async fn get_audit(State(deps): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    load(&deps, &id).await?;
+    let entries = deps.store.audit_log(&id).await?;
+    Ok(Json(json!({ "audit": entries })))
+}
+
 async fn get_history(State(deps): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
     let d = load(&deps, &id).await?;
     document(
@@ -346,25 +400,70 @@ async fn get_history_summary(
 async fn close(
     State(deps): State<AppState>,
     Path(id): Path<String>,
-    ext: Extensions,
+    Extension(caller): Extension<Caller>,
 ) -> ApiResult<Json<DispatchView>> {
     load(&deps, &id).await?;
-    let by = caller(&ext);
+    require(&caller, Permission::Send, "close a dispatch")?;
+    let by = caller.id;
     let d = completion::close(&deps.store, &deps.docs, &id, &by).await?;
     tracing::info!(dispatch = %id, by = %by, "closed");
     Ok(Json(d.into()))
 }
 
+/// What the approver saw; each given value must still be the dispatch's.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApproveRequest {
+    list_sha256: Option<String>,
+    template_sha256: Option<String>,
+    valid: Option<u64>,
+}
+
 async fn approve(
     State(deps): State<AppState>,
     Path(id): Path<String>,
-    ext: Extensions,
+    Extension(caller): Extension<Caller>,
+    body: axum::body::Bytes,
 ) -> ApiResult<(StatusCode, Json<DispatchView>)> {
-    load(&deps, &id).await?;
-    let by = caller(&ext);
+    let d = load(&deps, &id).await?;
+    require(&caller, Permission::Send, "approve a dispatch")?;
+    let seen: ApproveRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        ApproveRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("the body must be empty or JSON with what was reviewed (list_sha256, template_sha256, valid): {e}"),
+            )
+        })?
+    };
+    let refused = match may_approve(&deps, &d, &caller) {
+        Ok(()) => still_as_validated(&deps, &d, &seen).await,
+        Err(e) => Err(e),
+    };
+    if let Err(refusal) = refused {
+        deps.store
+            .audit_or_log(
+                &id,
+                &caller.id,
+                "approve",
+                &format!("refused: {}", refusal.detail),
+            )
+            .await;
+        return Err(refusal);
+    }
+    let by = caller.id;
+    // The approval is of this validation: it holds only while the hashes are unchanged.
+    let unchanged: Vec<(&str, aws_sdk_dynamodb::types::AttributeValue)> = [
+        ("list_sha256", d.list_sha256.clone()),
+        ("template_sha256", d.template_sha256.clone()),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| v.map(|v| (k, store::s(v))))
+    .collect();
     let d = deps
         .store
-        .transition(
+        .transition_if_unchanged(
             &id,
             DispatchState::AwaitingApproval,
             DispatchState::Approved,
@@ -372,6 +471,7 @@ async fn approve(
                 ("approved_by", store::s(by.clone())),
                 ("approved_at", store::s(now_rfc3339())),
             ],
+            &unchanged,
         )
         .await?;
     tracing::info!(dispatch = %id, by = %by, "approved");
@@ -401,10 +501,11 @@ async fn send_pending(deps: &Deps, d: &Dispatch) {
 async fn reject(
     State(deps): State<AppState>,
     Path(id): Path<String>,
-    ext: Extensions,
+    Extension(caller): Extension<Caller>,
 ) -> ApiResult<Json<DispatchView>> {
     load(&deps, &id).await?;
-    let by = caller(&ext);
+    require(&caller, Permission::Send, "reject a dispatch")?;
+    let by = caller.id;
     let d = deps
         .store
         .transition(
@@ -434,10 +535,11 @@ async fn reject(
 async fn pause(
     State(deps): State<AppState>,
     Path(id): Path<String>,
-    ext: Extensions,
+    Extension(caller): Extension<Caller>,
 ) -> ApiResult<Json<DispatchView>> {
     let d = load(&deps, &id).await?;
-    let by = caller(&ext);
+    require(&caller, Permission::Send, "pause a dispatch")?;
+    let by = caller.id;
     let extra = [
         ("paused_by", store::s(by.clone())),
         ("paused_at", store::s(now_rfc3339())),
@@ -460,10 +562,11 @@ async fn pause(
 async fn resume(
     State(deps): State<AppState>,
     Path(id): Path<String>,
-    ext: Extensions,
+    Extension(caller): Extension<Caller>,
 ) -> ApiResult<(StatusCode, Json<DispatchView>)> {
     load(&deps, &id).await?;
-    let by = caller(&ext);
+    require(&caller, Permission::Send, "resume a dispatch")?;
+    let by = caller.id;
     let d = deps
         .store
         .transition(
@@ -481,4 +584,169 @@ async fn resume(
     // once the dispatch has been quiet for a while.
     send_pending(&deps, &d).await;
     Ok((StatusCode::ACCEPTED, Json(d.into())))
+}
+
+/// Four eyes and forwarding: whether `caller` may approve `d`.
+fn may_approve(deps: &Deps, d: &Dispatch, caller: &Caller) -> ApiResult<()> {
+    if deps.config.identity.four_eyes {
+        match d.started_by.as_deref() {
+            None => {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "four eyes: this dispatch was not started through the API (POST /dispatches), so who started it is not known and it cannot be approved; start it there and upload its package again",
+                ))
+            }
+            Some(starter) if starter == caller.id => {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "four eyes: the person who started a dispatch cannot approve it; forward it to another approver",
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    match d.forwarded_to.as_deref() {
+        Some(to) if to != caller.id => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("the approval was forwarded to {to}; only they can approve it"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct StartRequest {
+    id: String,
+    title: Option<String>,
+}
+
+/// Starts a dispatch: records who started it (for four eyes) and where its package goes.
+/// Validation begins when the package's `manifest.json` arrives there.
+async fn start_dispatch(
+    State(deps): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    body: axum::body::Bytes,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    require(&caller, Permission::Create, "start a dispatch")?;
+    let req: StartRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "the body must be JSON like {{\"id\": \"winter-notice\", \"title\": \"…\"}}: {e}"
+            ),
+        )
+    })?;
+    shared::manifest::check_dispatch_id(&req.id)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
+    let prefix = format!("{}{}/", shared::manifest::INCOMING_PREFIX, req.id);
+    let mut d = Dispatch::arrived(&req.id, &prefix, deps.config.key_shards);
+    d.state = DispatchState::AwaitingUpload;
+    d.title = req
+        .title
+        .filter(|t| !t.trim().is_empty())
+        .unwrap_or(req.id.clone());
+    d.started_by = Some(caller.id.clone());
+    d.started_at = Some(d.created_at.clone());
+    deps.store.create_dispatch(&d).await?;
+    tracing::info!(dispatch = %d.id, by = %caller.id, "started");
+    deps.store
+        .audit_or_log(&d.id, &caller.id, "start", d.state.as_str())
+        .await;
+    let upload_to = format!("s3://{}/{prefix}", deps.config.uploads_bucket);
+    let mut view = serde_json::to_value(DispatchView::from(d)).unwrap_or(Value::Null);
+    view["upload_to"] = Value::String(upload_to);
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+#[derive(Debug, Deserialize)]
+struct ForwardRequest {
+    to: String,
+}
+
+/// Forwards an approval to a named approver: from then on only they may approve.
+async fn forward(
+    State(deps): State<AppState>,
+    Path(id): Path<String>,
+    Extension(caller): Extension<Caller>,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<DispatchView>> {
+    let d = load(&deps, &id).await?;
+    require(&caller, Permission::Send, "forward an approval")?;
+    let req: ForwardRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("the body must be JSON like {{\"to\": \"approver-id\"}}: {e}"),
+        )
+    })?;
+    let to = req.to.trim().to_string();
+    if to.is_empty() {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "'to' is empty"));
+    }
+    if deps.config.identity.four_eyes && d.started_by.as_deref() == Some(to.as_str()) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("four eyes: {to} started this dispatch and cannot approve it"),
+        ));
+    }
+    let d = deps
+        .store
+        .set_in_state(
+            &id,
+            DispatchState::AwaitingApproval,
+            &[
+                ("forwarded_to", store::s(to.clone())),
+                ("forwarded_by", store::s(caller.id.clone())),
+            ],
+        )
+        .await?;
+    tracing::info!(dispatch = %id, by = %caller.id, to = %to, "approval forwarded");
+    deps.store
+        .audit_or_log(&id, &caller.id, "forward", &format!("to {to}"))
+        .await;
+    Ok(Json(d.into()))
+}
+
+/// An approval is of the version that was validated: what the approver saw must still be the
+/// dispatch's, and nothing in its package folder may have changed since it was validated.
+async fn still_as_validated(deps: &Deps, d: &Dispatch, seen: &ApproveRequest) -> ApiResult<()> {
+    let stale = |what: &str, now: &str| {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            format!("the package changed after you reviewed it ({what} is now {now}); review the new validation and approve again"),
+        )
+    };
+    if let Some(list) = &seen.list_sha256 {
+        if d.list_sha256.as_deref() != Some(list.as_str()) {
+            return Err(stale(
+                "the list's SHA-256",
+                d.list_sha256.as_deref().unwrap_or("unknown"),
+            ));
+        }
+    }
+    if let Some(t) = &seen.template_sha256 {
+        if d.template_sha256.as_deref() != Some(t.as_str()) {
+            return Err(stale(
+                "the templates' SHA-256",
+                d.template_sha256.as_deref().unwrap_or("unknown"),
+            ));
+        }
+    }
+    if let Some(valid) = seen.valid {
+        if d.counts.valid != valid {
+            return Err(stale(
+                "the number of valid recipients",
+                &d.counts.valid.to_string(),
+            ));
+        }
+    }
+    if let Some(uploaded) = &d.uploaded_at {
+        let changed = deps.docs.uploaded_after(&d.source_prefix, uploaded).await?;
+        if let Some((key, at)) = changed.first() {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!("the package changed after it was validated ({key} was written at {at}); upload manifest.json again to validate the change, then approve"),
+            ));
+        }
+    }
+    Ok(())
 }

@@ -214,6 +214,32 @@ pub async fn validate_upload(
                 .await?
                 .ok_or_else(|| Error::NotFound(id.clone()))?;
             match existing.state {
+                // Started through the API: its package has arrived.
+                DispatchState::AwaitingUpload => {
+                    let at: Vec<(&str, aws_sdk_dynamodb::types::AttributeValue)> = upload
+                        .at
+                        .map(|t| ("uploaded_at", store::s(t)))
+                        .into_iter()
+                        .collect();
+                    match deps
+                        .store
+                        .transition(
+                            &id,
+                            DispatchState::AwaitingUpload,
+                            DispatchState::Validating,
+                            &at,
+                        )
+                        .await
+                    {
+                        Ok(d) => d,
+                        // Another delivery of the same notification began it already.
+                        Err(Error::Conflict(_)) => {
+                            tracing::info!(dispatch = %id, "validation of this upload has begun already");
+                            return Ok(());
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
                 // A redelivered notification of a validation that did not finish: run it
                 // again. Records are keyed, so writing them again replaces them.
                 DispatchState::Validating => existing,
@@ -272,6 +298,8 @@ pub async fn validate_upload(
             report_key,
             sample_key,
             package_key,
+            list_sha256,
+            template_sha256,
         } => {
             let (to, problems) = if counts.valid == 0 {
                 (
@@ -295,6 +323,8 @@ pub async fn validate_upload(
                         ("report_key", store::s(report_key)),
                         ("sample_key", store::s(sample_key)),
                         ("package_key", store::s(package_key)),
+                        ("list_sha256", store::s(list_sha256)),
+                        ("template_sha256", store::s(template_sha256)),
                         ("problems", store::list(&problems)),
                     ],
                 )
@@ -405,6 +435,8 @@ enum Outcome {
         report_key: String,
         sample_key: String,
         package_key: String,
+        list_sha256: String,
+        template_sha256: String,
     },
 }
 
@@ -664,6 +696,8 @@ async fn check_package(deps: &Deps, bucket: &str, d: &Dispatch) -> Result<Outcom
         report_key,
         sample_key,
         package_key,
+        list_sha256: package.list_sha256,
+        template_sha256: package.template_sha256,
     })
 }
 

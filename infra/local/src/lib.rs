@@ -1,6 +1,7 @@
 //! The local environment: the AWS emulator, the stack deployed into it from the template,
 //! and the functions run in-process the way AWS would run them.
 
+pub mod auth;
 pub mod deploy;
 pub mod emulator;
 pub mod portal;
@@ -8,6 +9,11 @@ pub mod runtime;
 
 use anyhow::{Context, Result};
 use std::path::Path;
+
+/// Who the local helpers act as: the operator starts and uploads dispatches, the approver
+/// approves them (four eyes).
+pub const OPERATOR: &str = "operator";
+pub const APPROVER: &str = "approver";
 
 /// Everything running: the emulator and the system deployed on it.
 pub struct Local {
@@ -63,8 +69,19 @@ impl Local {
         Ok(())
     }
 
-    /// Uploads one file of a package.
+    /// Uploads one file of a package. Before the manifest (which starts validation), the
+    /// operator starts the dispatch through the API, as the portal does; a dispatch that
+    /// exists already (a repeat) stays as it is.
     pub async fn upload(&self, dispatch_id: &str, name: &str, body: Vec<u8>) -> Result<()> {
+        if name == shared::manifest::MANIFEST_FILE {
+            let (status, answer) = self
+                .operator()
+                .post_json("/dispatches", &serde_json::json!({ "id": dispatch_id }))
+                .await?;
+            if !matches!(status, 201 | 409) {
+                tracing::warn!(dispatch = dispatch_id, status, %answer, "dispatch not started through the API");
+            }
+        }
         self.system
             .clients
             .s3
@@ -81,7 +98,27 @@ impl Local {
         Ok(())
     }
 
+    /// The API as an approver (`approver`, with the send permission) calls it.
     pub fn portal(&self) -> portal::Portal {
+        self.portal_as(APPROVER, &[shared::identity::SEND_ROLE])
+    }
+
+    /// The API as an operator (`operator`, with the create permission) calls it.
+    pub fn operator(&self) -> portal::Portal {
+        self.portal_as(OPERATOR, &[shared::identity::CREATE_ROLE])
+    }
+
+    /// The API as `user` with `roles` calls it, with a token valid for an hour.
+    pub fn portal_as(&self, user: &str, roles: &[&str]) -> portal::Portal {
+        portal::Portal::new(&self.system.api_url).with_token(&self.system.issuer.mint(
+            user,
+            roles,
+            std::time::Duration::from_secs(3600),
+        ))
+    }
+
+    /// The API without a token.
+    pub fn anonymous(&self) -> portal::Portal {
         portal::Portal::new(&self.system.api_url)
     }
 }

@@ -1,5 +1,6 @@
 //! `local demo`: a whole dispatch end to end on the emulator.
 //! `local up`: the system running locally until Ctrl-C, for trying it by hand.
+//! `local token <user> [roles] [minutes]`: a token the API of `local up` accepts.
 
 use anyhow::{bail, Context, Result};
 use local::{
@@ -17,8 +18,9 @@ async fn main() -> Result<()> {
     match args.first().map(String::as_str) {
         Some("demo") => demo().await,
         Some("up") => up(args.get(1).and_then(|p| p.parse().ok()).unwrap_or(8080)).await,
+        Some("token") if args.len() >= 2 => token(&args[1..]),
         _ => {
-            eprintln!("usage: local demo | local up [api-port]");
+            eprintln!("usage: local demo | local up [api-port] | local token <user> [ROLE,ROLE] [minutes]");
             std::process::exit(2)
         }
     }
@@ -200,9 +202,39 @@ async fn demo() -> Result<()> {
     Ok(())
 }
 
+/// The signing key of `local up` and `local token`, kept in `.local/` (not committed).
+fn key_file() -> std::path::PathBuf {
+    repo_root().join(".local").join("signing-key")
+}
+
+/// Prints a token for a user and roles (comma-separated; default both permissions).
+fn token(args: &[String]) -> Result<()> {
+    let user = &args[0];
+    let roles: Vec<&str> = args
+        .get(1)
+        .map(|r| {
+            r.split(',')
+                .map(str::trim)
+                .filter(|r| !r.is_empty())
+                .collect()
+        })
+        .unwrap_or_else(|| vec![shared::identity::CREATE_ROLE, shared::identity::SEND_ROLE]);
+    let minutes: u64 = match args.get(2) {
+        Some(m) => m.parse().context("minutes must be a number")?,
+        None => 60,
+    };
+    let issuer = local::auth::LocalIssuer::from_file(&key_file())?;
+    println!(
+        "{}",
+        issuer.mint(user, &roles, Duration::from_secs(minutes * 60))
+    );
+    Ok(())
+}
+
 async fn up(port: u16) -> Result<()> {
     let options = Options {
         api_port: port,
+        issuer: local::auth::LocalIssuer::from_file(&key_file())?,
         ..Options::default()
     };
     let local = Local::on(Emulator::from_env_or_start().await?, options).await?;
@@ -216,6 +248,15 @@ async fn up(port: u16) -> Result<()> {
     println!(
         "reports:      s3://{}/dispatches/<dispatch-id>/",
         c.reports_bucket
+    );
+    println!("A token (for 12 hours) for `curl -H \"Authorization: Bearer $TOKEN\"`, user 'operator' with both permissions; `make token AS=<user> ROLES=<ROLE,ROLE>` mints others:");
+    println!(
+        "  export TOKEN={}",
+        local.system.issuer.mint(
+            "operator",
+            &[shared::identity::CREATE_ROLE, shared::identity::SEND_ROLE],
+            Duration::from_secs(12 * 3600)
+        )
     );
     println!("For the AWS CLI:");
     for (k, v) in local.emulator.env() {

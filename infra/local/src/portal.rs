@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 pub struct Portal {
     base: String,
     http: reqwest::Client,
+    token: Option<String>,
 }
 
 impl Portal {
@@ -15,18 +16,45 @@ impl Portal {
         Portal {
             base: base.trim_end_matches('/').to_string(),
             http: reqwest::Client::new(),
+            token: None,
+        }
+    }
+
+    /// The same portal, calling with this bearer token.
+    pub fn with_token(mut self, token: &str) -> Portal {
+        self.token = Some(token.to_string());
+        self
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let r = self.http.request(method, format!("{}{path}", self.base));
+        match &self.token {
+            Some(t) => r.bearer_auth(t),
+            None => r,
         }
     }
 
     pub async fn get(&self, path: &str) -> Result<(u16, String)> {
-        let r = self.http.get(format!("{}{path}", self.base)).send().await?;
+        let r = self.request(reqwest::Method::GET, path).send().await?;
         Ok((r.status().as_u16(), r.text().await?))
     }
 
+    pub async fn get_bytes(&self, path: &str) -> Result<(u16, Vec<u8>)> {
+        let r = self.request(reqwest::Method::GET, path).send().await?;
+        Ok((r.status().as_u16(), r.bytes().await?.to_vec()))
+    }
+
     pub async fn post(&self, path: &str) -> Result<(u16, Value)> {
+        let r = self.request(reqwest::Method::POST, path).send().await?;
+        let status = r.status().as_u16();
+        Ok((status, r.json().await.unwrap_or(Value::Null)))
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> Result<(u16, Value)> {
         let r = self
-            .http
-            .post(format!("{}{path}", self.base))
+            .request(reqwest::Method::POST, path)
+            .header("content-type", "application/json")
+            .body(body.to_string())
             .send()
             .await?;
         let status = r.status().as_u16();

@@ -34,6 +34,8 @@ pub struct Options {
     pub overrides: Vec<(&'static str, String)>,
     /// Endpoint the functions call instead of the emulator's (e.g. a fault-injection proxy).
     pub endpoint: Option<String>,
+    /// Signs and verifies the API's tokens (API Gateway's JWT authorizer in AWS).
+    pub issuer: crate::auth::LocalIssuer,
 }
 
 impl Default for Options {
@@ -45,6 +47,7 @@ impl Default for Options {
             senders: 2,
             overrides: vec![],
             endpoint: None,
+            issuer: crate::auth::LocalIssuer::random(),
         }
     }
 }
@@ -54,6 +57,7 @@ pub struct System {
     pub config: Config,
     pub clients: Clients,
     pub api_url: String,
+    pub issuer: crate::auth::LocalIssuer,
     pub stack: Stack,
     tasks: JoinSet<()>,
 }
@@ -143,7 +147,11 @@ pub async fn start(sdk: &aws_config::SdkConfig, stack: Stack, opts: Options) -> 
         .await
         .context("cannot bind the API port")?;
     let api_url = format!("http://{}", listener.local_addr()?);
-    let router = api::router(api);
+    // Every request passes the token check first, as behind API Gateway's JWT authorizer.
+    let router = api::router(api).layer(axum::middleware::from_fn_with_state(
+        opts.issuer.clone(),
+        crate::auth::authorize,
+    ));
     tasks.spawn(async move {
         if let Err(e) = axum::serve(listener, router).await {
             tracing::error!(error = %e, "API server stopped");
@@ -153,6 +161,7 @@ pub async fn start(sdk: &aws_config::SdkConfig, stack: Stack, opts: Options) -> 
         config,
         clients,
         api_url,
+        issuer: opts.issuer.clone(),
         stack,
         tasks,
     })

@@ -1,0 +1,310 @@
+//! Identity, permissions and four eyes over real HTTP with real signed tokens, against the
+//! emulator: the local runtime checks tokens as API Gateway's JWT authorizer does, and the
+//! API function reads its caller from the verified claims.
+
+use local::auth::{LocalIssuer, AUDIENCE, ISSUER};
+use local::Local;
+use serde_json::{json, Value};
+use shared::identity::{CREATE_ROLE, SEND_ROLE};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+const MANIFEST: &str = r#"{
+  "title": "Approval test",
+  "list": "list.csv",
+  "channel": "email",
+  "email": {"from": "Town <notices@example.org>", "subject": "Hello {{ name }}", "text": "email.txt"}
+}"#;
+
+const LIST: &str = "recipient_id,name,email\n1,Ann,ann@example.net\n2,Bo,bo@example.net\n";
+
+/// Uploads a package straight to the bucket, as a tool without the portal would.
+async fn put(local: &Local, id: &str, name: &str, body: &[u8]) {
+    local
+        .system
+        .clients
+        .s3
+        .put_object()
+        .bucket(&local.system.config.uploads_bucket)
+        .key(format!("incoming/{id}/{name}"))
+        .body(body.to_vec().into())
+        .send()
+        .await
+        .unwrap();
+}
+
+async fn put_package(local: &Local, id: &str) {
+    put(local, id, "list.csv", LIST.as_bytes()).await;
+    put(local, id, "email.txt", b"Dear {{ name }}").await;
+    put(local, id, "manifest.json", MANIFEST.as_bytes()).await;
+}
+
+async fn awaiting_approval(local: &Local, id: &str) -> Value {
+    local
+        .portal()
+        .wait_for(id, &["awaiting_approval"], Duration::from_secs(60), |_| {})
+        .await
+        .unwrap()
+}
+
+fn detail(body: &Value) -> &str {
+    body["detail"].as_str().unwrap_or_default()
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_verified_callers_with_the_right_permission_act_and_four_eyes_hold() {
+    let local = Local::start(Default::default())
+        .await
+        .expect("local environment");
+
+    // 401: no token, a token signed with another key, an expired token. The function is not
+    // reached; the answer is API Gateway's.
+    let (status, body) = local.anonymous().get("/dispatches").await.unwrap();
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body, r#"{"message":"Unauthorized"}"#);
+    let forged = LocalIssuer::random().mint("mallory", &[SEND_ROLE], Duration::from_secs(600));
+    let (status, _) = local
+        .anonymous()
+        .with_token(&forged)
+        .get("/dispatches")
+        .await
+        .unwrap();
+    assert_eq!(status, 401, "a token signed with another key");
+    let expired = local.system.issuer.sign(&json!({
+        "iss": ISSUER, "aud": AUDIENCE, "sub": "ann", "roles": [SEND_ROLE],
+        "iat": now() - 7200, "exp": now() - 3600,
+    }));
+    let (status, _) = local
+        .anonymous()
+        .with_token(&expired)
+        .get("/dispatches")
+        .await
+        .unwrap();
+    assert_eq!(status, 401, "an expired token");
+    let (status, _) = local
+        .anonymous()
+        .with_token(&format!(
+            "{}x",
+            local
+                .system
+                .issuer
+                .mint("ann", &[SEND_ROLE], Duration::from_secs(600))
+        ))
+        .get("/dispatches")
+        .await
+        .unwrap();
+    assert_eq!(status, 401, "a token whose signature was tampered with");
+
+    // 403: a verified caller without either permission, and with the wrong one.
+    let (status, body) = local
+        .portal_as("nobody", &[])
+        .get("/dispatches")
+        .await
+        .unwrap();
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = local
+        .portal_as("bo", &[SEND_ROLE])
+        .post_json("/dispatches", &json!({"id": "four-eyes"}))
+        .await
+        .unwrap();
+    assert_eq!(status, 403, "{body}");
+    assert!(detail(&body).contains(CREATE_ROLE), "{body}");
+
+    // Ann starts a dispatch (create permission); starting it again is a conflict.
+    let ann = local.portal_as("ann", &[CREATE_ROLE, SEND_ROLE]);
+    let (status, body) = ann
+        .post_json(
+            "/dispatches",
+            &json!({"id": "four-eyes", "title": "Water off"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["state"], "awaiting_upload");
+    assert_eq!(body["started_by"], "ann");
+    assert_eq!(body["title"], "Water off");
+    assert!(
+        body["upload_to"]
+            .as_str()
+            .unwrap()
+            .ends_with("/incoming/four-eyes/"),
+        "{body}"
+    );
+    let (status, _) = ann
+        .post_json("/dispatches", &json!({"id": "four-eyes"}))
+        .await
+        .unwrap();
+    assert_eq!(status, 409);
+    let (status, _) = ann
+        .post_json("/dispatches", &json!({"id": "no/slashes"}))
+        .await
+        .unwrap();
+    assert_eq!(status, 400);
+
+    // Her package arrives and is validated; who started it stays recorded.
+    put_package(&local, "four-eyes").await;
+    let d = awaiting_approval(&local, "four-eyes").await;
+    assert_eq!(d["started_by"], "ann");
+    assert_eq!(d["counts"]["valid"], 2);
+
+    // The operator with only the create permission cannot approve; Ann cannot approve her
+    // own dispatch.
+    let (status, body) = local
+        .portal_as("cy", &[CREATE_ROLE])
+        .post("/dispatches/four-eyes/approve")
+        .await
+        .unwrap();
+    assert_eq!(status, 403, "{body}");
+    assert!(detail(&body).contains(SEND_ROLE), "{body}");
+    let (status, body) = ann.post("/dispatches/four-eyes/approve").await.unwrap();
+    assert_eq!(status, 403, "{body}");
+    assert!(detail(&body).contains("four eyes"), "{body}");
+
+    // Ann forwards the approval to Carl: Bo may no longer approve, Carl may, once.
+    let (status, body) = ann
+        .post_json("/dispatches/four-eyes/forward", &json!({"to": "ann"}))
+        .await
+        .unwrap();
+    assert_eq!(status, 400, "not to the person who started it: {body}");
+    let (status, body) = ann
+        .post_json("/dispatches/four-eyes/forward", &json!({"to": "carl"}))
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["forwarded_to"], "carl");
+    let (status, body) = local
+        .portal_as("bo", &[SEND_ROLE])
+        .post("/dispatches/four-eyes/approve")
+        .await
+        .unwrap();
+    assert_eq!(status, 403, "{body}");
+    assert!(detail(&body).contains("forwarded to carl"), "{body}");
+    let carl = local.portal_as("carl", &[SEND_ROLE]);
+    // Carl approves what he reviewed: a list other than the validated one is stale (409).
+    let list_sha = d["list_sha256"]
+        .as_str()
+        .expect("the validated list's hash")
+        .to_string();
+    let template_sha = d["template_sha256"]
+        .as_str()
+        .expect("the templates' hash")
+        .to_string();
+    assert_eq!(list_sha.len(), 64);
+    let (status, body) = carl
+        .post_json(
+            "/dispatches/four-eyes/approve",
+            &json!({"list_sha256": "0".repeat(64), "template_sha256": template_sha, "valid": 2}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        detail(&body).contains("review the new validation"),
+        "{body}"
+    );
+    let (status, body) = carl
+        .post_json(
+            "/dispatches/four-eyes/approve",
+            &json!({"list_sha256": list_sha, "template_sha256": template_sha, "valid": 3}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 409, "other counts than validated: {body}");
+    let (status, body) = carl
+        .post_json(
+            "/dispatches/four-eyes/approve",
+            &json!({"list_sha256": list_sha, "template_sha256": template_sha, "valid": 2}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["approved_by"], "carl");
+    let (status, _) = carl.post("/dispatches/four-eyes/approve").await.unwrap();
+    assert_eq!(status, 409, "approved already");
+
+    // Every action is in the audit trail, refusals included, with its actor.
+    let (status, body) = carl.get("/dispatches/four-eyes/audit").await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    let audit: Value = serde_json::from_str(&body).unwrap();
+    let entries: Vec<(String, String, String)> = audit["audit"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["actor"].as_str().unwrap().to_string(),
+                e["action"].as_str().unwrap().to_string(),
+                e["outcome"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let has = |actor: &str, action: &str, outcome: &str| {
+        entries
+            .iter()
+            .any(|(a, x, o)| a == actor && x == action && o.contains(outcome))
+    };
+    assert!(has("ann", "start", "awaiting_upload"), "{entries:?}");
+    assert!(has("ann", "approve", "refused: four eyes"), "{entries:?}");
+    assert!(has("ann", "forward", "to carl"), "{entries:?}");
+    assert!(has("bo", "approve", "refused"), "{entries:?}");
+    assert!(has("carl", "approve", "approved"), "{entries:?}");
+
+    // A package folder that changed after validation cannot be approved until the change is
+    // validated (the manifest uploaded again).
+    let (status, _) = ann
+        .post_json("/dispatches", &json!({"id": "changed"}))
+        .await
+        .unwrap();
+    assert_eq!(status, 201);
+    put_package(&local, "changed").await;
+    awaiting_approval(&local, "changed").await;
+    // S3 keeps whole seconds.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    put(
+        &local,
+        "changed",
+        "list.csv",
+        b"recipient_id,name,email\n1,Ann,ann@example.net\n",
+    )
+    .await;
+    let (status, body) = carl.post("/dispatches/changed/approve").await.unwrap();
+    assert_eq!(status, 409, "{body}");
+    assert!(detail(&body).contains("list.csv"), "{body}");
+    put(&local, "changed", "manifest.json", MANIFEST.as_bytes()).await;
+    // The second attempt's validation, once it has run.
+    let mut d = Value::Null;
+    for _ in 0..240 {
+        d = local.portal().dispatch("changed").await.unwrap().unwrap();
+        if d["attempt"] == 2 && d["state"] == "awaiting_approval" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(d["attempt"], 2, "{d}");
+    assert_eq!(d["counts"]["valid"], 1, "{d}");
+    let (status, body) = carl.post("/dispatches/changed/approve").await.unwrap();
+    assert_eq!(status, 202, "{body}");
+
+    // A package uploaded without being started through the API validates, but under four
+    // eyes nobody can approve it: who started it is not known.
+    put_package(&local, "direct").await;
+    let d = awaiting_approval(&local, "direct").await;
+    assert_eq!(d["started_by"], Value::Null);
+    let (status, body) = local
+        .portal()
+        .post("/dispatches/direct/approve")
+        .await
+        .unwrap();
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        detail(&body).contains("not started through the API"),
+        "{body}"
+    );
+    local.system.stop().await;
+}
