@@ -308,3 +308,132 @@ async fn only_verified_callers_with_the_right_permission_act_and_four_eyes_hold(
     );
     local.system.stop().await;
 }
+
+/// Every recipient of a dispatch, through the recipients endpoint, page by page.
+async fn recipients(portal: &local::portal::Portal, id: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/dispatches/{id}/recipients?limit=7&cursor={c}"),
+            None => format!("/dispatches/{id}/recipients?limit=7"),
+        };
+        let (status, body) = portal.get(&path).await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        let page: Value = serde_json::from_str(&body).unwrap();
+        let got = page["recipients"].as_array().unwrap();
+        assert!(got.len() <= 7);
+        out.extend(got.iter().cloned());
+        match page["next"].as_str() {
+            Some(next) => cursor = Some(next.to_string()),
+            None => return out,
+        }
+    }
+}
+
+fn count(recipients: &[Value], state: &str) -> usize {
+    recipients.iter().filter(|r| r["state"] == state).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejecting_while_sending_keeps_the_sent_and_rejects_the_rest() {
+    let local = Local::start(local::runtime::Options {
+        overrides: vec![(shared::config::vars::EMAIL_RATE_PER_SECOND, "4".into())],
+        senders: 1,
+        ..Default::default()
+    })
+    .await
+    .expect("local environment");
+    let id = "stopped";
+    let mut list = String::from("recipient_id,name,email\n");
+    for i in 0..30 {
+        list.push_str(&format!("{i},Name{i},r{i}@example.net\n"));
+    }
+    local
+        .upload(id, "list.csv", list.into_bytes())
+        .await
+        .unwrap();
+    local
+        .upload(id, "email.txt", b"Dear {{ name }}".to_vec())
+        .await
+        .unwrap();
+    local
+        .upload(id, "manifest.json", MANIFEST.as_bytes().to_vec())
+        .await
+        .unwrap();
+    let portal = local.portal();
+    awaiting_approval(&local, id).await;
+
+    // Paging: every row exactly once, whatever the page size and shard layout.
+    let all = recipients(&portal, id).await;
+    assert_eq!(all.len(), 30);
+    assert_eq!(count(&all, "pending"), 30);
+    let (status, _) = portal
+        .get(&format!("/dispatches/{id}/recipients?state=nonsense"))
+        .await
+        .unwrap();
+    assert_eq!(status, 400);
+    let (status, _) = portal
+        .get(&format!("/dispatches/{id}/recipients?cursor=zz"))
+        .await
+        .unwrap();
+    assert_eq!(status, 400);
+
+    let (status, body) = portal
+        .post(&format!("/dispatches/{id}/approve"))
+        .await
+        .unwrap();
+    assert_eq!(status, 202, "{body}");
+    // At 4 emails a second, reject once a few have gone.
+    portal
+        .wait_for(id, &["sending"], Duration::from_secs(30), |_| {})
+        .await
+        .unwrap();
+    for _ in 0..200 {
+        let d = portal.dispatch(id).await.unwrap().unwrap();
+        if d["counts"]["sent"].as_u64().unwrap() >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, body) = portal
+        .post(&format!("/dispatches/{id}/reject"))
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["state"], "rejected");
+    assert_eq!(body["rejected_by"], local::APPROVER);
+
+    // Soon nobody is pending or being sent to: who was sent to stays sent, the rest are
+    // rejected, and the provider got exactly the sent ones.
+    let mut settled = Vec::new();
+    for _ in 0..120 {
+        settled = recipients(&portal, id).await;
+        if count(&settled, "pending") + count(&settled, "sending") == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let sent = count(&settled, "sent");
+    let rejected = count(&settled, "rejected");
+    assert!(sent >= 3, "sent {sent}");
+    assert!(rejected >= 1, "rejected {rejected}");
+    assert_eq!(sent + rejected, 30, "{settled:?}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mails = local.emulator.sent_emails().await.unwrap();
+    assert_eq!(mails.len(), sent, "nothing is sent after the rejection");
+    let (status, body) = portal
+        .get(&format!(
+            "/dispatches/{id}/recipients?state=rejected&limit=1000"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    let only: Value = serde_json::from_str(&body).unwrap();
+    let only = only["recipients"].as_array().unwrap();
+    assert_eq!(only.len(), rejected);
+    assert!(only
+        .iter()
+        .all(|r| r["state"] == "rejected" && r["reason"].as_str().unwrap().contains("rejected")));
+    local.system.stop().await;
+}

@@ -127,6 +127,12 @@ impl DispatchState {
                 | (AwaitingApproval, Validating)
                 | (AwaitingApproval, Approved)
                 | (AwaitingApproval, Rejected)
+                // Rejecting while sending stops it: who was sent to stays sent, the rest
+                // are rejected.
+                | (Approved, Rejected)
+                | (Sending, Rejected)
+                | (WaitingForContinuation, Rejected)
+                | (Paused, Rejected)
                 | (Approved, Sending)
                 | (Sending, WaitingForContinuation)
                 | (WaitingForContinuation, Sending)

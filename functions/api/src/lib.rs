@@ -19,7 +19,8 @@
 //! | GET    | `/dispatches/{id}/history/summary` | counts, receipts and audit trail (JSON)  |
 //! | POST   | `/dispatches/{id}/forward`      | forward the approval to a named approver (send) |
 //! | POST   | `/dispatches/{id}/approve`      | approve: fan-out starts (send; four eyes)   |
-//! | POST   | `/dispatches/{id}/reject`       | reject: nothing is sent                     |
+//! | POST   | `/dispatches/{id}/reject`       | reject: nothing (more) is sent (send)       |
+//! | GET    | `/dispatches/{id}/recipients?state=&limit=&cursor=` | recipients, a page at a time |
 //! | POST   | `/dispatches/{id}/pause`        | stop sending within about 5 s               |
 //! | POST   | `/dispatches/{id}/resume`       | continue with the recipients not yet sent   |
 //! | POST   | `/dispatches/{id}/close`        | close a dispatch completed with errors      |
@@ -74,6 +75,7 @@ pub fn router(deps: Arc<Deps>) -> Router {
             get(get_attempt_report),
         )
         .route("/dispatches/{id}/audit", get(get_audit))
+        .route("/dispatches/{id}/recipients", get(get_recipients))
         .route("/dispatches/{id}/history", get(get_history))
         .route("/dispatches/{id}/history/summary", get(get_history_summary))
         .route("/dispatches/{id}/forward", post(forward))
@@ -364,6 +366,88 @@ async fn get_attempt_report(
     .await
 }
 
+#[derive(Debug, Deserialize)]
+struct RecipientsQuery {
+    state: Option<String>,
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+/// Queries one request makes at most; a sparse filter continues with the cursor.
+const RECIPIENT_QUERIES_PER_REQUEST: usize = 50;
+
+/// A dispatch's recipients, optionally in one state, a page at a time. They are spread over
+/// key shards; the cursor (opaque) says where the next page starts.
+async fn get_recipients(
+    State(deps): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<RecipientsQuery>,
+) -> ApiResult<Json<Value>> {
+    let d = load(&deps, &id).await?;
+    let state = q
+        .state
+        .as_deref()
+        .map(str::parse::<shared::model::RecipientState>)
+        .transpose()
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "limit must be from 1 to 1000",
+        ));
+    }
+    let bad_cursor = || {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "the cursor is not one this API gave",
+        )
+    };
+    let (mut shard, mut after) = match q.cursor.as_deref() {
+        None => (0, None),
+        Some(c) => {
+            let text = hex::decode(c)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .ok_or_else(bad_cursor)?;
+            let (shard, sk) = text.split_once(':').ok_or_else(bad_cursor)?;
+            let shard: u32 = shard.parse().map_err(|_| bad_cursor())?;
+            if shard >= d.shards {
+                return Err(bad_cursor());
+            }
+            (shard, (!sk.is_empty()).then(|| sk.to_string()))
+        }
+    };
+    let mut out = Vec::new();
+    let mut queries = 0;
+    let next = loop {
+        if shard >= d.shards {
+            break None;
+        }
+        if out.len() >= limit || queries >= RECIPIENT_QUERIES_PER_REQUEST {
+            break Some(format!("{shard}:{}", after.clone().unwrap_or_default()));
+        }
+        let want = i32::try_from(limit - out.len()).unwrap_or(1000);
+        let page = deps
+            .store
+            .query_shard(&id, shard, state, after.clone(), want)
+            .await?;
+        queries += 1;
+        out.extend(page.recipients.into_iter().map(|(_, r)| r));
+        match page.next {
+            Some(n) => after = Some(n),
+            None => {
+                shard += 1;
+                after = None;
+            }
+        }
+    };
+    Ok(Json(json!({
+        "recipients": out,
+        "next": next.map(|n| hex::encode(n.as_bytes())),
+    })))
+}
+
 /// The dispatch's audit trail, oldest first.
 async fn get_audit(State(deps): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     load(&deps, &id).await?;
@@ -503,14 +587,23 @@ async fn reject(
     Path(id): Path<String>,
     Extension(caller): Extension<Caller>,
 ) -> ApiResult<Json<DispatchView>> {
-    load(&deps, &id).await?;
+    let current = load(&deps, &id).await?;
     require(&caller, Permission::Send, "reject a dispatch")?;
     let by = caller.id;
+    // Before approval, or while sending (paused or waiting included): recipients sent to
+    // stay sent, the others are rejected.
+    let from = match current.state {
+        DispatchState::Approved
+        | DispatchState::Sending
+        | DispatchState::WaitingForContinuation
+        | DispatchState::Paused => current.state,
+        _ => DispatchState::AwaitingApproval,
+    };
     let d = deps
         .store
         .transition(
             &id,
-            DispatchState::AwaitingApproval,
+            from,
             DispatchState::Rejected,
             &[
                 ("rejected_by", store::s(by.clone())),

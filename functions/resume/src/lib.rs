@@ -9,6 +9,8 @@
 //!   completes when nothing is outstanding.
 //! - An approved dispatch that fan-out never picked up (the enqueue after approval failed) is
 //!   fanned out again; sending is idempotent, so a second fan-out sends nothing twice.
+//! - A dispatch rejected while sending has its rejection handed out again for as long as a
+//!   claim could still be given back (`CLAIM_EXPIRY_SECS`), so no recipient stays pending.
 //! - A completed dispatch without its history document gets it.
 //! - A finished dispatch whose recipients got receipts after its history was written gets
 //!   its history written again.
@@ -55,6 +57,8 @@ pub struct Report {
     /// Recipients whose claim expired without a result, by dispatch.
     pub expired_claims: Vec<(String, u64)>,
     pub fanned_out_again: Vec<String>,
+    /// Dispatches rejected lately, whose rejection was handed out again.
+    pub rejections_handed_out: Vec<String>,
     pub histories_written: Vec<String>,
     /// Finished dispatches whose history was written again after receipts arrived.
     pub histories_refreshed: Vec<String>,
@@ -114,6 +118,28 @@ pub async fn handle(
             match hand_out(deps, &d).await {
                 Ok(()) => report.fanned_out_again.push(d.id.clone()),
                 Err(e) => tracing::error!(dispatch = %d.id, error = %e, "fan-out not re-issued"),
+            }
+        }
+    }
+    // A dispatch rejected while sending: a claim given back after the rejection leaves its
+    // recipient pending, so the rejection is handed out again (only pending recipients
+    // change) until no claim can come back any more.
+    for d in deps
+        .store
+        .list_dispatches(Some(DispatchState::Rejected), PER_STATE)
+        .await?
+    {
+        if age_secs(&d.updated_at) <= deps.config.claim_expiry_secs as i64 + REFAN_AFTER_SECS {
+            match queue::fan_out_all(
+                &deps.sqs,
+                &deps.config.fanout_queue_url,
+                &d,
+                FanOutAction::Reject,
+            )
+            .await
+            {
+                Ok(()) => report.rejections_handed_out.push(d.id.clone()),
+                Err(e) => tracing::error!(dispatch = %d.id, error = %e, "rejection not re-issued"),
             }
         }
     }
