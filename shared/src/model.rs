@@ -590,7 +590,22 @@ mod tests {
         assert!(!Sending.can_become(Validating));
         assert!(!Rejected.can_become(Approved));
         assert!(!Completed.can_become(Sending));
-        assert!(!Sending.can_become(Rejected));
+        // Rejecting stops a dispatch before or while it sends, not after.
+        for from in [
+            AwaitingApproval,
+            Approved,
+            Sending,
+            WaitingForContinuation,
+            Paused,
+        ] {
+            assert!(from.can_become(Rejected), "{from}");
+        }
+        assert!(!CompletedWithErrors.can_become(Rejected));
+        assert!(!ValidationFailed.can_become(Rejected));
+        // Started through the API: only its package's arrival moves it on.
+        assert!(AwaitingUpload.can_become(Validating));
+        assert!(!AwaitingUpload.can_become(AwaitingApproval));
+        assert!(!AwaitingUpload.can_become(Approved));
         assert!(!Approved.can_become(Approved));
         // Every final state is a dead end.
         for from in DispatchState::ALL.into_iter().filter(|s| s.is_final()) {
