@@ -437,3 +437,151 @@ async fn rejecting_while_sending_keeps_the_sent_and_rejects_the_rest() {
         .all(|r| r["state"] == "rejected" && r["reason"].as_str().unwrap().contains("rejected")));
     local.system.stop().await;
 }
+
+fn ids(list: &Value) -> Vec<String> {
+    list["dispatches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dispatches_are_listed_searched_sorted_paged_cancelled_and_archived() {
+    let local = Local::start(Default::default())
+        .await
+        .expect("local environment");
+    let ann = local.portal_as("ann", &[CREATE_ROLE]);
+    for (id, title) in [
+        ("alpha-water", "Water off in Alpha"),
+        ("beta-roads", "Roads closed"),
+        ("gamma-water", "Water back"),
+    ] {
+        let (status, body) = ann
+            .post_json("/dispatches", &json!({"id": id, "title": title}))
+            .await
+            .unwrap();
+        assert_eq!(status, 201, "{body}");
+    }
+    let list = |query: &str| {
+        let portal = local.portal();
+        let path = format!("/dispatches{query}");
+        async move {
+            let (status, body) = portal.get(&path).await.unwrap();
+            (
+                status,
+                serde_json::from_str::<Value>(&body).unwrap_or(Value::Null),
+            )
+        }
+    };
+    let (status, all) = list("").await;
+    assert_eq!(status, 200);
+    assert_eq!(all["total"], 3);
+    assert_eq!(
+        ids(&all),
+        ["gamma-water", "beta-roads", "alpha-water"],
+        "newest first"
+    );
+    let (_, by_name) = list("?sort=name").await;
+    assert_eq!(ids(&by_name), ["beta-roads", "gamma-water", "alpha-water"]);
+    let (_, by_name_desc) = list("?sort=name&order=desc").await;
+    assert_eq!(
+        ids(&by_name_desc),
+        ["alpha-water", "gamma-water", "beta-roads"]
+    );
+    let (_, water) = list("?q=WATER").await;
+    assert_eq!(ids(&water), ["gamma-water", "alpha-water"]);
+    let (_, both_words) = list("?q=water%20alpha").await;
+    assert_eq!(ids(&both_words), ["alpha-water"]);
+
+    // Pages of two, following the cursor.
+    let (_, first) = list("?limit=2&sort=name").await;
+    assert_eq!(ids(&first), ["beta-roads", "gamma-water"]);
+    let next = first["next"].as_str().expect("a next page").to_string();
+    let (_, second) = list(&format!("?limit=2&sort=name&cursor={next}")).await;
+    assert_eq!(ids(&second), ["alpha-water"]);
+    assert_eq!(second["next"], Value::Null);
+    for bad in [
+        "?sort=size",
+        "?order=up",
+        "?state=nonsense",
+        "?cursor=zz",
+        "?limit=0",
+    ] {
+        assert_eq!(list(bad).await.0, 400, "{bad}");
+    }
+
+    // Cancel needs the create permission, and only before approval.
+    let (status, _) = local
+        .portal()
+        .post("/dispatches/beta-roads/cancel")
+        .await
+        .unwrap();
+    assert_eq!(status, 403);
+    let (status, body) = ann.post("/dispatches/beta-roads/cancel").await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["state"], "cancelled");
+    assert_eq!(body["cancelled_by"], "ann");
+    let (status, _) = ann.post("/dispatches/beta-roads/cancel").await.unwrap();
+    assert_eq!(status, 409);
+    let (_, states) = list("?state=cancelled,awaiting_upload&sort=name").await;
+    assert_eq!(ids(&states), ["beta-roads", "gamma-water", "alpha-water"]);
+    let (_, cancelled) = list("?state=cancelled").await;
+    assert_eq!(ids(&cancelled), ["beta-roads"]);
+
+    // Archiving: only what is over; the default list leaves it out.
+    let (status, _) = local
+        .portal()
+        .post("/dispatches/alpha-water/archive")
+        .await
+        .unwrap();
+    assert_eq!(status, 409, "not over yet");
+    let (status, body) = local
+        .portal()
+        .post("/dispatches/beta-roads/archive")
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["archived_by"], local::APPROVER);
+    let (status, _) = local
+        .portal()
+        .post("/dispatches/beta-roads/archive")
+        .await
+        .unwrap();
+    assert_eq!(status, 409, "archived already");
+    assert_eq!(ids(&list("").await.1), ["gamma-water", "alpha-water"]);
+    assert_eq!(ids(&list("?archived=only").await.1), ["beta-roads"]);
+    assert_eq!(list("?archived=true").await.1["total"], 3);
+
+    // Cancelling a validated dispatch: its recipients are rejected, nothing is sent.
+    let (status, _) = ann
+        .post_json("/dispatches", &json!({"id": "delta"}))
+        .await
+        .unwrap();
+    assert_eq!(status, 201);
+    put_package(&local, "delta").await;
+    awaiting_approval(&local, "delta").await;
+    let (status, body) = ann.post("/dispatches/delta/cancel").await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    let mut settled = Vec::new();
+    for _ in 0..120 {
+        settled = recipients(&local.portal(), "delta").await;
+        if count(&settled, "rejected") == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(count(&settled, "rejected"), 2, "{settled:?}");
+    assert!(settled
+        .iter()
+        .all(|r| r["reason"].as_str().unwrap().contains("cancelled")));
+    let (status, _) = local
+        .portal()
+        .post("/dispatches/delta/approve")
+        .await
+        .unwrap();
+    assert_eq!(status, 409, "a cancelled dispatch cannot be approved");
+    assert!(local.emulator.sent_emails().await.unwrap().is_empty());
+    local.system.stop().await;
+}

@@ -77,12 +77,14 @@ pub enum DispatchState {
     CompletedWithErrors,
     /// An operator closed a dispatch that completed with errors ("closed (manual)").
     Closed,
-    /// The approver refused the dispatch; nothing was sent.
+    /// The approver refused the dispatch; nothing (more) was sent.
     Rejected,
+    /// Withdrawn before approval by someone with the create permission; nothing was sent.
+    Cancelled,
 }
 
 impl DispatchState {
-    pub const ALL: [DispatchState; 12] = [
+    pub const ALL: [DispatchState; 13] = [
         DispatchState::AwaitingUpload,
         DispatchState::Validating,
         DispatchState::ValidationFailed,
@@ -95,6 +97,7 @@ impl DispatchState {
         DispatchState::CompletedWithErrors,
         DispatchState::Closed,
         DispatchState::Rejected,
+        DispatchState::Cancelled,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -111,6 +114,7 @@ impl DispatchState {
             DispatchState::CompletedWithErrors => "completed_with_errors",
             DispatchState::Closed => "closed",
             DispatchState::Rejected => "rejected",
+            DispatchState::Cancelled => "cancelled",
         }
     }
 
@@ -142,6 +146,10 @@ impl DispatchState {
                 | (Sending, Completed)
                 | (Sending, CompletedWithErrors)
                 | (CompletedWithErrors, Closed)
+                // Withdrawn before approval.
+                | (AwaitingUpload, Cancelled)
+                | (ValidationFailed, Cancelled)
+                | (AwaitingApproval, Cancelled)
         )
     }
 
@@ -149,7 +157,10 @@ impl DispatchState {
         // A failed validation is not final: a corrected package may be uploaded (repeat).
         matches!(
             self,
-            DispatchState::Completed | DispatchState::Closed | DispatchState::Rejected
+            DispatchState::Completed
+                | DispatchState::Closed
+                | DispatchState::Rejected
+                | DispatchState::Cancelled
         )
     }
 
@@ -332,6 +343,15 @@ pub struct Dispatch {
     pub list_sha256: Option<String>,
     #[serde(default)]
     pub template_sha256: Option<String>,
+    /// Archived: kept, but left out of the dispatch list unless asked for.
+    #[serde(default)]
+    pub archived_by: Option<String>,
+    #[serde(default)]
+    pub archived_at: Option<String>,
+    #[serde(default)]
+    pub cancelled_by: Option<String>,
+    #[serde(default)]
+    pub cancelled_at: Option<String>,
     /// The approver the approval was forwarded to: only they may approve.
     #[serde(default)]
     pub forwarded_to: Option<String>,
@@ -406,6 +426,10 @@ impl Dispatch {
             started_at: None,
             list_sha256: None,
             template_sha256: None,
+            archived_by: None,
+            archived_at: None,
+            cancelled_by: None,
+            cancelled_at: None,
             forwarded_to: None,
             forwarded_by: None,
             approved_by: None,
@@ -606,6 +630,13 @@ mod tests {
         assert!(AwaitingUpload.can_become(Validating));
         assert!(!AwaitingUpload.can_become(AwaitingApproval));
         assert!(!AwaitingUpload.can_become(Approved));
+        // Cancelling withdraws a dispatch before approval only.
+        for from in [AwaitingUpload, ValidationFailed, AwaitingApproval] {
+            assert!(from.can_become(Cancelled), "{from}");
+        }
+        for from in [Validating, Approved, Sending, Paused, Completed] {
+            assert!(!from.can_become(Cancelled), "{from}");
+        }
         assert!(!Approved.can_become(Approved));
         // Every final state is a dead end.
         for from in DispatchState::ALL.into_iter().filter(|s| s.is_final()) {

@@ -146,6 +146,10 @@ fn dispatch_item(d: &Dispatch) -> Item {
     opt(&mut item, "sample_key", &d.sample_key);
     opt(&mut item, "package_key", &d.package_key);
     opt(&mut item, "history_key", &d.history_key);
+    opt(&mut item, "archived_by", &d.archived_by);
+    opt(&mut item, "archived_at", &d.archived_at);
+    opt(&mut item, "cancelled_by", &d.cancelled_by);
+    opt(&mut item, "cancelled_at", &d.cancelled_at);
     opt(&mut item, "list_sha256", &d.list_sha256);
     opt(&mut item, "template_sha256", &d.template_sha256);
     opt(&mut item, "started_by", &d.started_by);
@@ -204,6 +208,10 @@ fn dispatch_from(item: &Item) -> Result<Dispatch> {
         sample_key: get_s(item, "sample_key"),
         package_key: get_s(item, "package_key"),
         history_key: get_s(item, "history_key"),
+        archived_by: get_s(item, "archived_by"),
+        archived_at: get_s(item, "archived_at"),
+        cancelled_by: get_s(item, "cancelled_by"),
+        cancelled_at: get_s(item, "cancelled_at"),
         list_sha256: get_s(item, "list_sha256"),
         template_sha256: get_s(item, "template_sha256"),
         started_by: get_s(item, "started_by"),
@@ -406,6 +414,39 @@ impl Store {
         };
         let out = q.send().await.map_err(Error::aws("Query"))?;
         out.items().iter().map(dispatch_from).collect()
+    }
+
+    /// Every dispatch in one of `states` (all of them when `states` is empty), read page by
+    /// page from the index. Dispatches are few (one per mailing), so the API filters, sorts
+    /// and pages this list itself.
+    pub async fn all_dispatches(&self, states: &[DispatchState]) -> Result<Vec<Dispatch>> {
+        let queries: Vec<(&str, &str, &str)> = if states.is_empty() {
+            vec![(INDEX_BY_CREATED, "gsi1pk", ALL_DISPATCHES)]
+        } else {
+            states
+                .iter()
+                .map(|st| (INDEX_BY_STATE, "gsi2pk", st.as_str()))
+                .collect()
+        };
+        let mut out = Vec::new();
+        for (index, key, value) in queries {
+            let mut pages = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(index)
+                .key_condition_expression(format!("{key} = :p"))
+                .expression_attribute_values(":p", s(value))
+                .into_paginator()
+                .send();
+            while let Some(page) = pages.next().await {
+                let page = page.map_err(Error::aws("Query"))?;
+                for item in page.items() {
+                    out.push(dispatch_from(item)?);
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Moves a dispatch from `from` to `to`, setting `extra` attributes too. Enforced by a
@@ -1001,8 +1042,14 @@ impl Store {
         .await
     }
 
-    /// Marks a recipient that was not sent to as rejected with the dispatch.
-    pub async fn reject_pending(&self, dispatch_id: &str, key: &RecipientKey) -> Result<bool> {
+    /// Marks a recipient that was not sent to as rejected with the dispatch (`how`:
+    /// "rejected" or "cancelled").
+    pub async fn reject_pending(
+        &self,
+        dispatch_id: &str,
+        key: &RecipientKey,
+        how: &str,
+    ) -> Result<bool> {
         self.set_recipient_state(
             dispatch_id,
             key,
@@ -1010,7 +1057,7 @@ impl Store {
             RecipientState::Rejected,
             &[(
                 "reason",
-                "the dispatch was rejected before this recipient was sent to".to_string(),
+                format!("the dispatch was {how} before this recipient was sent to"),
             )],
         )
         .await
@@ -1102,6 +1149,10 @@ mod tests {
             sample_key: None,
             package_key: Some("p".into()),
             history_key: None,
+            archived_by: None,
+            archived_at: None,
+            cancelled_by: Some("ops-1".into()),
+            cancelled_at: Some("2026-01-03T00:00:00Z".into()),
             list_sha256: Some("ab12".into()),
             template_sha256: Some("cd34".into()),
             started_by: Some("ops-1".into()),

@@ -7,7 +7,7 @@
 //! | method | path                            | what                                        |
 //! |--------|---------------------------------|---------------------------------------------|
 //! | GET    | `/health`                       | liveness                                    |
-//! | GET    | `/dispatches?state=&limit=`     | dispatches, newest first                    |
+//! | GET    | `/dispatches?state=&q=&sort=&order=&limit=&cursor=` | dispatches: filter, search, sort, pages |
 //! | POST   | `/dispatches`                   | start a dispatch; its package is uploaded next (create) |
 //! | GET    | `/dispatches/{id}`              | one dispatch: state, counts, summary        |
 //! | GET    | `/dispatches/{id}/report`       | validation report (CSV)                     |
@@ -24,6 +24,8 @@
 //! | POST   | `/dispatches/{id}/pause`        | stop sending within about 5 s               |
 //! | POST   | `/dispatches/{id}/resume`       | continue with the recipients not yet sent   |
 //! | POST   | `/dispatches/{id}/close`        | close a dispatch completed with errors      |
+//! | POST   | `/dispatches/{id}/cancel`       | withdraw before approval (create)           |
+//! | POST   | `/dispatches/{id}/archive`      | archive a dispatch that is over             |
 
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, Extensions, StatusCode};
@@ -84,6 +86,8 @@ pub fn router(deps: Arc<Deps>) -> Router {
         .route("/dispatches/{id}/pause", post(pause))
         .route("/dispatches/{id}/resume", post(resume))
         .route("/dispatches/{id}/close", post(close))
+        .route("/dispatches/{id}/cancel", post(cancel))
+        .route("/dispatches/{id}/archive", post(archive))
         .route_layer(middleware::from_fn_with_state(deps.clone(), identify));
     Router::new()
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
@@ -218,30 +222,137 @@ impl From<Dispatch> for DispatchView {
 
 #[derive(Debug, Deserialize)]
 struct ListQuery {
+    /// One or more states, comma-separated.
     state: Option<String>,
-    limit: Option<i32>,
+    /// Words that must all appear in the title or id (any case).
+    q: Option<String>,
+    /// `created` (default) or `name`.
+    sort: Option<String>,
+    /// `desc` (default for `created`) or `asc` (default for `name`).
+    order: Option<String>,
+    /// `false` (default): without archived dispatches; `true`: with them; `only`.
+    archived: Option<String>,
+    limit: Option<usize>,
+    cursor: Option<String>,
 }
 
+enum Archived {
+    Without,
+    With,
+    Only,
+}
+
+/// Dispatches: filtered by states and search words, sorted by creation time or name, a page
+/// at a time. Archived dispatches are left out unless asked for.
 async fn list_dispatches(
     State(deps): State<AppState>,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<Value>> {
-    let state = q
+    let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, m);
+    let states = q
         .state
         .as_deref()
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
         .map(str::parse::<DispatchState>)
-        .transpose()
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(bad)?;
     let limit = q.limit.unwrap_or(50);
     if !(1..=500).contains(&limit) {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "limit must be from 1 to 500",
-        ));
+        return Err(bad("limit must be from 1 to 500".into()));
     }
-    let list = deps.store.list_dispatches(state, limit).await?;
-    let views: Vec<DispatchView> = list.into_iter().map(DispatchView::from).collect();
-    Ok(Json(json!({ "dispatches": views })))
+    let by_name = match q.sort.as_deref().unwrap_or("created") {
+        "created" => false,
+        "name" => true,
+        other => {
+            return Err(bad(format!(
+                "sort '{other}' is not offered; use created or name"
+            )))
+        }
+    };
+    let descending = match q.order.as_deref() {
+        None => !by_name,
+        Some("desc") => true,
+        Some("asc") => false,
+        Some(other) => {
+            return Err(bad(format!(
+                "order '{other}' is not offered; use asc or desc"
+            )))
+        }
+    };
+    let offset = match q.cursor.as_deref() {
+        None => 0,
+        Some(c) => hex::decode(c)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .and_then(|t| {
+                t.strip_prefix("offset:")
+                    .and_then(|n| n.parse::<usize>().ok())
+            })
+            .ok_or_else(|| bad("the cursor is not one this API gave".into()))?,
+    };
+    let archived = match q.archived.as_deref().unwrap_or("false") {
+        "false" => Archived::Without,
+        "true" => Archived::With,
+        "only" => Archived::Only,
+        other => {
+            return Err(bad(format!(
+                "archived '{other}' is not offered; use false, true or only"
+            )))
+        }
+    };
+    let words: Vec<String> =
+        q.q.as_deref()
+            .unwrap_or("")
+            .split_whitespace()
+            .map(str::to_lowercase)
+            .collect();
+    let mut list: Vec<Dispatch> = deps
+        .store
+        .all_dispatches(&states)
+        .await?
+        .into_iter()
+        .filter(|d| match archived {
+            Archived::Without => d.archived_at.is_none(),
+            Archived::With => true,
+            Archived::Only => d.archived_at.is_some(),
+        })
+        .filter(|d| {
+            let hay = format!("{} {}", d.title, d.id).to_lowercase();
+            words.iter().all(|w| hay.contains(w.as_str()))
+        })
+        .collect();
+    list.sort_by(|a, b| {
+        let order = if by_name {
+            a.title
+                .to_lowercase()
+                .cmp(&b.title.to_lowercase())
+                .then_with(|| a.id.cmp(&b.id))
+        } else {
+            a.created_at
+                .cmp(&b.created_at)
+                .then_with(|| a.id.cmp(&b.id))
+        };
+        if descending {
+            order.reverse()
+        } else {
+            order
+        }
+    });
+    let total = list.len();
+    let page: Vec<DispatchView> = list
+        .into_iter()
+        .skip(offset)
+        .take(limit)
+        .map(DispatchView::from)
+        .collect();
+    let next = (offset + page.len() < total)
+        .then(|| hex::encode(format!("offset:{}", offset + page.len())));
+    Ok(Json(
+        json!({ "dispatches": page, "total": total, "next": next }),
+    ))
 }
 
 async fn load(deps: &Deps, id: &str) -> ApiResult<Dispatch> {
@@ -842,4 +953,85 @@ async fn still_as_validated(deps: &Deps, d: &Dispatch, seen: &ApproveRequest) ->
         }
     }
     Ok(())
+}
+
+/// Withdraws a dispatch before approval: nothing is sent, and its valid recipients become
+/// rejected ("cancelled").
+async fn cancel(
+    State(deps): State<AppState>,
+    Path(id): Path<String>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Json<DispatchView>> {
+    let current = load(&deps, &id).await?;
+    require(&caller, Permission::Create, "cancel a dispatch")?;
+    let from = match current.state {
+        DispatchState::AwaitingUpload | DispatchState::ValidationFailed => current.state,
+        _ => DispatchState::AwaitingApproval,
+    };
+    let d = deps
+        .store
+        .transition(
+            &id,
+            from,
+            DispatchState::Cancelled,
+            &[
+                ("cancelled_by", store::s(caller.id.clone())),
+                ("cancelled_at", store::s(now_rfc3339())),
+            ],
+        )
+        .await?;
+    tracing::info!(dispatch = %id, by = %caller.id, "cancelled");
+    deps.store
+        .audit_or_log(&id, &caller.id, "cancel", d.state.as_str())
+        .await;
+    if from == DispatchState::AwaitingApproval {
+        queue::fan_out_all(
+            &deps.sqs,
+            &deps.config.fanout_queue_url,
+            &d,
+            FanOutAction::Reject,
+        )
+        .await?;
+    }
+    Ok(Json(d.into()))
+}
+
+/// Archives a dispatch that is over (or whose validation failed): it stays readable but
+/// leaves the default list.
+async fn archive(
+    State(deps): State<AppState>,
+    Path(id): Path<String>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Json<DispatchView>> {
+    let d = load(&deps, &id).await?;
+    if !(d.state.is_final() || d.state == DispatchState::ValidationFailed) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "a dispatch that is {} cannot be archived; only one that is over",
+                d.state
+            ),
+        ));
+    }
+    if d.archived_at.is_some() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "the dispatch is archived already",
+        ));
+    }
+    let d = deps
+        .store
+        .set_in_state(
+            &id,
+            d.state,
+            &[
+                ("archived_by", store::s(caller.id.clone())),
+                ("archived_at", store::s(now_rfc3339())),
+            ],
+        )
+        .await?;
+    deps.store
+        .audit_or_log(&id, &caller.id, "archive", d.state.as_str())
+        .await;
+    Ok(Json(d.into()))
 }

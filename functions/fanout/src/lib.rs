@@ -68,7 +68,7 @@ pub async fn fan_out(deps: &Deps, work: &FanOut) -> Result<()> {
             }
         }
         (FanOutAction::Send, DispatchState::Sending)
-        | (FanOutAction::Reject, DispatchState::Rejected) => {}
+        | (FanOutAction::Reject, DispatchState::Rejected | DispatchState::Cancelled) => {}
         (action, state) => {
             tracing::info!(dispatch = %d.id, ?action, %state, "nothing to fan out in this state");
             return Ok(());
@@ -96,7 +96,7 @@ pub async fn fan_out(deps: &Deps, work: &FanOut) -> Result<()> {
         };
         match work.action {
             FanOutAction::Send => enqueue(deps, &d.id, page.recipients).await?,
-            FanOutAction::Reject => reject(deps, &d.id, page.recipients).await?,
+            FanOutAction::Reject => reject(deps, &d, page.recipients).await?,
         }
         match page.next {
             Some(next) => after = Some(next),
@@ -144,11 +144,13 @@ async fn enqueue(
 
 async fn reject(
     deps: &Deps,
-    dispatch_id: &str,
+    d: &shared::model::Dispatch,
     recipients: Vec<(shared::store::RecipientKey, shared::model::Recipient)>,
 ) -> Result<()> {
+    let how = d.state.as_str();
+    let id = d.id.as_str();
     stream::iter(recipients)
-        .map(|(key, _)| async move { deps.store.reject_pending(dispatch_id, &key).await }.boxed())
+        .map(|(key, _)| async move { deps.store.reject_pending(id, &key, how).await }.boxed())
         .buffer_unordered(8)
         .try_collect::<Vec<bool>>()
         .await?;
