@@ -216,15 +216,18 @@ async fn only_verified_callers_with_the_right_permission_act_and_four_eyes_hold(
         .await
         .unwrap();
     assert_eq!(status, 409, "other counts than validated: {body}");
-    let (status, body) = carl
-        .post_json(
-            "/dispatches/four-eyes/approve",
-            &json!({"list_sha256": list_sha, "template_sha256": template_sha, "valid": 2}),
-        )
-        .await
-        .unwrap();
-    assert_eq!(status, 202, "{body}");
-    assert_eq!(body["approved_by"], "carl");
+    // Two approvals at the same moment: one is taken, the other refused.
+    let reviewed = json!({"list_sha256": list_sha, "template_sha256": template_sha, "valid": 2});
+    let (a, b) = tokio::join!(
+        carl.post_json("/dispatches/four-eyes/approve", &reviewed),
+        carl.post_json("/dispatches/four-eyes/approve", &reviewed)
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let mut statuses = [a.0, b.0];
+    statuses.sort();
+    assert_eq!(statuses, [202, 409], "{a:?} {b:?}");
+    let approved = if a.0 == 202 { &a.1 } else { &b.1 };
+    assert_eq!(approved["approved_by"], "carl");
     let (status, _) = carl.post("/dispatches/four-eyes/approve").await.unwrap();
     assert_eq!(status, 409, "approved already");
 
