@@ -49,6 +49,9 @@ pub struct Config {
     /// reports deliveries, bounces and complaints to the receipts function. Unset: no
     /// receipts for email.
     pub ses_configuration_set: Option<String>,
+    /// SNS topic operators subscribe to for notifications (validation finished, approval
+    /// requested, waiting for continuation, completed). Unset: notifications are only logged.
+    pub operator_topic_arn: Option<String>,
     /// How the API reads its callers from the verified token's claims, and whether four
     /// eyes apply.
     pub identity: crate::identity::IdentityConfig,
@@ -77,8 +80,9 @@ pub mod vars {
     pub const ID_CLAIM: &str = "ID_CLAIM";
     pub const ROLES_CLAIM: &str = "ROLES_CLAIM";
     pub const FOUR_EYES: &str = "FOUR_EYES";
+    pub const OPERATOR_TOPIC_ARN: &str = "OPERATOR_TOPIC_ARN";
     /// Every variable the configuration reads.
-    pub const ALL: [&str; 21] = [
+    pub const ALL: [&str; 22] = [
         TABLE_NAME,
         UPLOADS_BUCKET,
         REPORTS_BUCKET,
@@ -100,6 +104,7 @@ pub mod vars {
         ID_CLAIM,
         ROLES_CLAIM,
         FOUR_EYES,
+        OPERATOR_TOPIC_ARN,
     ];
 }
 
@@ -216,6 +221,9 @@ impl Config {
             quota_recheck_secs: r.number(vars::QUOTA_RECHECK_SECS, 3600, 1, 86_400),
             max_receives: r.number(vars::MAX_RECEIVES, 5, 1, 1000),
             ses_configuration_set: (r.lookup)(vars::SES_CONFIGURATION_SET)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty()),
+            operator_topic_arn: (r.lookup)(vars::OPERATOR_TOPIC_ARN)
                 .map(|v| v.trim().to_string())
                 .filter(|v| !v.is_empty()),
             identity: crate::identity::IdentityConfig {

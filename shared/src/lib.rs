@@ -10,6 +10,7 @@
 //! - [`documents`] — S3 documents
 //! - [`receipts`] — provider delivery events, the suppression list
 //! - [`audit`] — who did what to a dispatch
+//! - [`notify`] — operator notifications on an SNS topic
 //! - [`identity`] — verified callers of the API and their permissions
 //! - [`queue`] — work queue messages
 //! - [`channels`] — SES and SNS delivery
@@ -30,6 +31,7 @@ pub mod identity;
 pub mod list;
 pub mod manifest;
 pub mod model;
+pub mod notify;
 pub mod pacing;
 pub mod queue;
 pub mod receipts;

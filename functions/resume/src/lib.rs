@@ -35,6 +35,7 @@ pub struct Deps {
     pub store: Store,
     pub docs: Documents,
     pub sqs: aws_sdk_sqs::Client,
+    pub notifier: shared::notify::Notifier,
 }
 
 impl Deps {
@@ -43,6 +44,7 @@ impl Deps {
             store: Store::from_config(clients, &config),
             docs: Documents::from_config(clients, &config),
             sqs: clients.sqs.clone(),
+            notifier: shared::notify::Notifier::from_config(clients, &config),
             config,
         }
     }
@@ -230,10 +232,14 @@ async fn settle_sending(deps: &Deps, d: &Dispatch, report: &mut Report) -> Resul
             }
         }
     }
-    if completion::complete_if_done(&deps.store, &deps.docs, &d)
-        .await?
-        .is_some()
-    {
+    if let Some(done) = completion::complete_if_done(&deps.store, &deps.docs, &d).await? {
+        deps.notifier
+            .notify(
+                shared::notify::Event::Completed,
+                &done,
+                done.completion.as_deref(),
+            )
+            .await;
         report.completed.push(d.id.clone());
     }
     Ok(())

@@ -43,6 +43,7 @@ pub struct Deps {
     pub docs: Documents,
     pub mailer: Mailer,
     pub sms: SmsSender,
+    pub notifier: shared::notify::Notifier,
     email_rate: SharedRate,
     sms_rate: SharedRate,
     /// Compiled templates by dispatch; a dispatch's package does not change after approval.
@@ -79,6 +80,7 @@ impl Deps {
             docs: Documents::from_config(clients, &config),
             mailer: Mailer::new(clients.sesv2.clone(), config.ses_configuration_set.clone()),
             sms: SmsSender::new(clients.sns.clone()),
+            notifier: shared::notify::Notifier::from_config(clients, &config),
             templates: Mutex::new(HashMap::new()),
             live: Mutex::new(HashMap::new()),
             quota: Mutex::new(QuotaState::default()),
@@ -320,11 +322,21 @@ pub async fn handle(deps: &Deps, event: SqsEvent) -> Result<SqsBatchResponse, Er
         }
         // The counters moved with the records; one read tells whether the dispatch is done.
         match deps.store.get_dispatch(&dispatch_id).await {
-            Ok(Some(d)) => {
-                if let Err(e) = completion::complete_if_done(&deps.store, &deps.docs, &d).await {
-                    tracing::error!(dispatch = %dispatch_id, error = %e, "completion left to the schedule");
+            Ok(Some(d)) => match completion::complete_if_done(&deps.store, &deps.docs, &d).await {
+                Ok(Some(done)) => {
+                    deps.notifier
+                        .notify(
+                            shared::notify::Event::Completed,
+                            &done,
+                            done.completion.as_deref(),
+                        )
+                        .await
                 }
-            }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(dispatch = %dispatch_id, error = %e, "completion left to the schedule")
+                }
+            },
             Ok(None) => {}
             Err(e) => {
                 tracing::error!(dispatch = %dispatch_id, error = %e, "completion left to the schedule")
@@ -360,8 +372,16 @@ async fn pause(deps: &Deps, dispatch_id: &str, reason: &str, secs: u64) {
         )
         .await
     {
-        Ok(_) => {
-            tracing::warn!(dispatch = %dispatch_id, %reason, resume_at = %rfc3339(until), "throttled; waiting for continuation")
+        Ok(d) => {
+            tracing::warn!(dispatch = %dispatch_id, %reason, resume_at = %rfc3339(until), "throttled; waiting for continuation");
+            let detail = format!("{reason}; sending continues at {}", rfc3339(until));
+            deps.notifier
+                .notify(
+                    shared::notify::Event::WaitingForContinuation,
+                    &d,
+                    Some(&detail),
+                )
+                .await;
         }
         Err(Error::Conflict(_)) => {}
         Err(e) => {

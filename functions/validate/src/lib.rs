@@ -13,6 +13,7 @@ use shared::documents::{keys, Documents, Fetched, FetchedFile, Package};
 use shared::list::ListReader;
 use shared::manifest::{self, Manifest};
 use shared::model::{Attempt, Channel, Counts, Dispatch, DispatchState, RecipientState};
+use shared::notify::Event;
 use shared::receipts::suppression_key;
 use shared::store::{self, recipient_key, Store};
 use shared::template::{
@@ -67,6 +68,7 @@ pub struct Deps {
     pub config: Config,
     pub store: Store,
     pub docs: Documents,
+    pub notifier: shared::notify::Notifier,
 }
 
 impl Deps {
@@ -74,6 +76,7 @@ impl Deps {
         Deps {
             store: Store::from_config(clients, &config),
             docs: Documents::from_config(clients, &config),
+            notifier: shared::notify::Notifier::from_config(clients, &config),
             config,
         }
     }
@@ -276,7 +279,8 @@ pub async fn validate_upload(
     match check_package(deps, bucket, &dispatch).await? {
         Outcome::Failed { title, problems } => {
             tracing::warn!(dispatch = %id, ?problems, "validation failed");
-            deps.store
+            let failed = deps
+                .store
                 .transition(
                     &id,
                     DispatchState::Validating,
@@ -290,6 +294,9 @@ pub async fn validate_upload(
             let outcome = format!("validation_failed: {}", problems.join("; "));
             deps.store
                 .audit_or_log(&id, shared::audit::SYSTEM, "validate", &outcome)
+                .await;
+            deps.notifier
+                .notify(Event::ValidationFailed, &failed, Some(&problems.join("; ")))
                 .await;
         }
         Outcome::Checked {
@@ -309,7 +316,8 @@ pub async fn validate_upload(
             } else {
                 (DispatchState::AwaitingApproval, vec![])
             };
-            deps.store
+            let validated = deps
+                .store
                 .transition(
                     &id,
                     DispatchState::Validating,
@@ -338,6 +346,22 @@ pub async fn validate_upload(
             deps.store
                 .audit_or_log(&id, shared::audit::SYSTEM, "validate", &outcome)
                 .await;
+            if to == DispatchState::AwaitingApproval {
+                deps.notifier
+                    .notify(Event::ValidationPassed, &validated, Some(&outcome))
+                    .await;
+                deps.notifier
+                    .notify(Event::ApprovalRequested, &validated, None)
+                    .await;
+            } else {
+                deps.notifier
+                    .notify(
+                        Event::ValidationFailed,
+                        &validated,
+                        Some(&problems.join("; ")),
+                    )
+                    .await;
+            }
         }
     }
     Ok(())
