@@ -589,86 +589,12 @@ async fn dispatches_are_listed_searched_sorted_paged_cancelled_and_archived() {
     local.system.stop().await;
 }
 
-/// Every notification on the operators' topic, through a queue subscribed to it:
-/// (dispatch, event, subject).
-async fn notifications(local: &Local, queue_url: &str) -> Vec<(String, String, String)> {
-    let sqs = &local.system.clients.sqs;
-    let mut out = Vec::new();
-    loop {
-        let got = sqs
-            .receive_message()
-            .queue_url(queue_url)
-            .max_number_of_messages(10)
-            .wait_time_seconds(1)
-            .send()
-            .await
-            .unwrap();
-        let messages = got.messages();
-        if messages.is_empty() {
-            return out;
-        }
-        for m in messages {
-            let envelope: Value = serde_json::from_str(m.body().unwrap()).unwrap();
-            let notice: Value =
-                serde_json::from_str(envelope["Message"].as_str().unwrap()).unwrap();
-            assert_eq!(
-                envelope["MessageAttributes"]["event"]["Value"], notice["event"],
-                "the event is a message attribute too: {envelope}"
-            );
-            out.push((
-                notice["dispatch_id"].as_str().unwrap().to_string(),
-                notice["event"].as_str().unwrap().to_string(),
-                envelope["Subject"].as_str().unwrap_or_default().to_string(),
-            ));
-            sqs.delete_message()
-                .queue_url(queue_url)
-                .receipt_handle(m.receipt_handle().unwrap())
-                .send()
-                .await
-                .unwrap();
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operators_are_notified_when_validation_ends_approval_is_asked_and_sending_completes() {
     let local = Local::start(Default::default())
         .await
         .expect("local environment");
-    let topic = local
-        .system
-        .config
-        .operator_topic_arn
-        .clone()
-        .expect("the stack's operator topic");
-    let sqs = &local.system.clients.sqs;
-    let queue_url = sqs
-        .create_queue()
-        .queue_name("operator-inbox")
-        .send()
-        .await
-        .unwrap()
-        .queue_url()
-        .unwrap()
-        .to_string();
-    let queue_arn = sqs
-        .get_queue_attributes()
-        .queue_url(&queue_url)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap()
-        .attributes()
-        .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
-        .clone();
-    let sns = &local.system.clients.sns;
-    sns.subscribe()
-        .topic_arn(&topic)
-        .protocol("sqs")
-        .endpoint(queue_arn)
-        .send()
-        .await
-        .unwrap();
+    let inbox = local.operator_inbox("operator-inbox").await.unwrap();
 
     // One dispatch goes all the way; another fails validation (its list is missing). The
     // manifest's title replaces the one given at the start.
@@ -708,7 +634,13 @@ async fn operators_are_notified_when_validation_ends_approval_is_asked_and_sendi
 
     let mut seen = Vec::new();
     for _ in 0..20 {
-        seen.extend(notifications(&local, &queue_url).await);
+        for (dispatch, event, subject, envelope) in local.operator_notices(&inbox).await.unwrap() {
+            assert_eq!(
+                envelope["MessageAttributes"]["event"]["Value"], event,
+                "the event is a message attribute too: {envelope}"
+            );
+            seen.push((dispatch, event, subject));
+        }
         if seen.len() >= 4 {
             break;
         }

@@ -220,12 +220,13 @@ async fn a_throttling_storm_pauses_the_dispatch_and_it_continues_by_itself() {
     );
     // SNS throttles 10 SMS after the first 5 (it answers 400 with code Throttling).
     let sms_storm = proxy.add(
-        |s| s.is_sns_publish(),
+        |s| s.is_sms_publish(),
         Fault::Throttle("Throttling"),
         5,
         Some(10),
     );
     let portal = local.portal();
+    let inbox = local.operator_inbox("storm-inbox").await.unwrap();
     let addresses = upload(&local, "storm", 120).await;
     approve(&local, "storm").await;
 
@@ -266,6 +267,38 @@ async fn a_throttling_storm_pauses_the_dispatch_and_it_continues_by_itself() {
     assert_eq!(d["counts"]["sent"], addresses.len() as u64);
     assert_eq!(d["counts"]["failed"], 0, "a throttle fails nobody");
     assert_eq!(delivered(&local.emulator).await, once_each(&addresses));
+    // The operators heard of the wait, with the provider's words, and of the completion.
+    // The completion is announced just after the state changes: look a few times.
+    let mut notices = Vec::new();
+    for _ in 0..20 {
+        notices.extend(local.operator_notices(&inbox).await.unwrap());
+        if notices
+            .iter()
+            .any(|(id, e, _, _)| id == "storm" && e == "completed")
+        {
+            break;
+        }
+    }
+    let waits: Vec<_> = notices
+        .iter()
+        .filter(|(id, e, _, _)| id == "storm" && e == "waiting_for_continuation")
+        .collect();
+    assert!(!waits.is_empty(), "{notices:?}");
+    let detail: serde_json::Value =
+        serde_json::from_str(waits[0].3["Message"].as_str().unwrap()).unwrap();
+    assert!(
+        detail["detail"]
+            .as_str()
+            .unwrap()
+            .contains("sending continues at"),
+        "{detail}"
+    );
+    assert!(
+        notices
+            .iter()
+            .any(|(id, e, _, _)| id == "storm" && e == "completed"),
+        "{notices:?}"
+    );
     local.system.stop().await;
 }
 

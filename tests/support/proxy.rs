@@ -38,6 +38,11 @@ impl Seen {
         self.body.contains("Action=Publish")
     }
 
+    /// An SNS publish of an SMS (to a phone number), not to a topic.
+    pub fn is_sms_publish(&self) -> bool {
+        self.is_sns_publish() && self.body.contains("PhoneNumber=")
+    }
+
     /// A DynamoDB operation, e.g. `UpdateItem`.
     pub fn is_dynamodb(&self, op: &str) -> bool {
         self.target == format!("DynamoDB_20120810.{op}")

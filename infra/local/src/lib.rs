@@ -117,6 +117,88 @@ impl Local {
         ))
     }
 
+    /// A queue subscribed to the operators' topic, as an operator's inbox.
+    pub async fn operator_inbox(&self, name: &str) -> Result<String> {
+        let topic = self
+            .system
+            .config
+            .operator_topic_arn
+            .clone()
+            .context("the stack has no operator topic")?;
+        let sqs = &self.system.clients.sqs;
+        let url = sqs
+            .create_queue()
+            .queue_name(name)
+            .send()
+            .await?
+            .queue_url()
+            .context("no queue url")?
+            .to_string();
+        let arn_name = aws_sdk_sqs::types::QueueAttributeName::QueueArn;
+        let arn = sqs
+            .get_queue_attributes()
+            .queue_url(&url)
+            .attribute_names(arn_name.clone())
+            .send()
+            .await?
+            .attributes()
+            .and_then(|a| a.get(&arn_name).cloned())
+            .context("no queue arn")?;
+        self.system
+            .clients
+            .sns
+            .subscribe()
+            .topic_arn(topic)
+            .protocol("sqs")
+            .endpoint(arn)
+            .send()
+            .await?;
+        Ok(url)
+    }
+
+    /// The notifications waiting in an inbox, taken out: (dispatch, event, subject, the
+    /// SNS envelope).
+    pub async fn operator_notices(
+        &self,
+        inbox: &str,
+    ) -> Result<Vec<(String, String, String, serde_json::Value)>> {
+        let sqs = &self.system.clients.sqs;
+        let mut out = Vec::new();
+        loop {
+            let got = sqs
+                .receive_message()
+                .queue_url(inbox)
+                .max_number_of_messages(10)
+                .wait_time_seconds(1)
+                .send()
+                .await?;
+            let messages = got.messages();
+            if messages.is_empty() {
+                return Ok(out);
+            }
+            for m in messages {
+                let envelope: serde_json::Value =
+                    serde_json::from_str(m.body().unwrap_or_default())?;
+                let notice: serde_json::Value =
+                    serde_json::from_str(envelope["Message"].as_str().unwrap_or_default())?;
+                let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+                out.push((
+                    text(&notice["dispatch_id"]),
+                    text(&notice["event"]),
+                    text(&envelope["Subject"]),
+                    envelope.clone(),
+                ));
+                if let Some(handle) = m.receipt_handle() {
+                    sqs.delete_message()
+                        .queue_url(inbox)
+                        .receipt_handle(handle)
+                        .send()
+                        .await?;
+                }
+            }
+        }
+    }
+
     /// The API without a token.
     pub fn anonymous(&self) -> portal::Portal {
         portal::Portal::new(&self.system.api_url)
