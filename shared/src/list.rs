@@ -724,6 +724,111 @@ fn stream_xlsx(
     }
 }
 
+/// Rows of a sheet being put together from its cells: the header row's cells by column until
+/// the header is known, then the header's first column and width, and the row being read,
+/// built in place as its cells come (in column order, as spreadsheet programs write them).
+struct SheetRows<'a> {
+    tx: &'a mpsc::SyncSender<Msg>,
+    declared_rows: u64,
+    header_cells: Vec<(u32, String)>,
+    header: Option<(u32, usize)>,
+    record: csv::StringRecord,
+    scratch: String,
+    filled: bool,
+    batch: Vec<RawRow>,
+}
+
+impl SheetRows<'_> {
+    /// Takes one cell of the current row.
+    fn cell(&mut self, column: u32, value: &calamine::DataRef<'_>) {
+        match self.header {
+            None => {
+                let text = cell_ref_str(value, &mut self.scratch);
+                if !text.is_empty() {
+                    self.header_cells.push((column, text.to_string()));
+                }
+            }
+            Some((first, width)) => {
+                // Cells outside the header's columns are not part of the list.
+                let Some(i) = column
+                    .checked_sub(first)
+                    .map(|i| i as usize)
+                    .filter(|i| *i < width)
+                else {
+                    return;
+                };
+                let text = cell_ref_str(value, &mut self.scratch);
+                self.filled |= !text.is_empty();
+                if i >= self.record.len() {
+                    while self.record.len() < i {
+                        self.record.push_field("");
+                    }
+                    self.record.push_field(text);
+                } else {
+                    // A cell out of column order: the row is put together again.
+                    let mut cells: Vec<String> = self.record.iter().map(str::to_string).collect();
+                    cells[i] = text.to_string();
+                    self.record = cells.iter().collect();
+                }
+            }
+        }
+    }
+
+    /// Ends sheet row `row_no`; false when the reader has gone.
+    fn end_row(&mut self, row_no: u32) -> bool {
+        let Some((_, width)) = self.header else {
+            if self.header_cells.is_empty() {
+                return true;
+            }
+            let first = self.header_cells.iter().map(|(c, _)| *c).min().unwrap_or(0);
+            let last = self.header_cells.iter().map(|(c, _)| *c).max().unwrap_or(0);
+            let mut names = vec![String::new(); (last - first + 1) as usize];
+            for (c, text) in self.header_cells.drain(..) {
+                names[(c - first) as usize] = text;
+            }
+            self.header = Some((first, names.len()));
+            return self
+                .tx
+                .send(Msg::Header {
+                    headers: names,
+                    declared_rows: self.declared_rows,
+                })
+                .is_ok();
+        };
+        if !std::mem::take(&mut self.filled) {
+            self.record.clear();
+            return true;
+        }
+        // The next row starts with room for one like this.
+        let room = self.record.as_slice().len() + 16;
+        let mut cells = std::mem::replace(
+            &mut self.record,
+            csv::StringRecord::with_capacity(room, width),
+        );
+        while cells.len() < width {
+            cells.push_field("");
+        }
+        self.batch.push(RawRow {
+            line: u64::from(row_no) + 1,
+            cells,
+        });
+        self.batch.len() < ROW_BATCH
+            || self
+                .tx
+                .send(Msg::Rows(std::mem::take(&mut self.batch)))
+                .is_ok()
+    }
+
+    /// The sheet has no more cells.
+    fn finish(self) {
+        if self.header.is_none() {
+            let _ = self.tx.send(Msg::Empty);
+        } else if self.tx.send(Msg::Rows(self.batch)).is_ok() {
+            let _ = self.tx.send(Msg::End);
+        }
+    }
+}
+
 /// The reading thread: the first non-blank row is the header, and its columns are the
 /// list's columns; every later row is cut to them. Stops when the reader hangs up.
 fn read_xlsx_sheet<R: Read + Seek>(
@@ -739,129 +844,38 @@ fn read_xlsx_sheet<R: Read + Seek>(
         }
     };
     let dims = cells.dimensions();
-    let declared_rows = u64::from(dims.end.0.saturating_sub(dims.start.0));
-    // The header row's cells by column, until the header is known; then the header's first
-    // column and width, and the row being read, built in place as its cells come (in column
-    // order, as spreadsheet programs write them).
-    let mut header_cells: Vec<(u32, String)> = Vec::new();
-    let mut header: Option<(u32, usize)> = None;
-    let mut record = csv::StringRecord::new();
-    let mut scratch = String::new();
-    let mut filled = false;
-    let mut row_no: Option<u32> = None;
-    let mut batch = Vec::with_capacity(ROW_BATCH);
-    // Ends one sheet row; false when the reader has gone.
-    let end_row = |row_no: u32,
-                   header: &mut Option<(u32, usize)>,
-                   header_cells: &mut Vec<(u32, String)>,
-                   record: &mut csv::StringRecord,
-                   filled: &mut bool,
-                   batch: &mut Vec<RawRow>| {
-        if header.is_none() {
-            if header_cells.is_empty() {
-                return true;
-            }
-            let first = header_cells.iter().map(|(c, _)| *c).min().unwrap_or(0);
-            let last = header_cells.iter().map(|(c, _)| *c).max().unwrap_or(0);
-            let mut names = vec![String::new(); (last - first + 1) as usize];
-            for (c, text) in header_cells.drain(..) {
-                names[(c - first) as usize] = text;
-            }
-            *header = Some((first, names.len()));
-            return tx
-                .send(Msg::Header {
-                    headers: names,
-                    declared_rows,
-                })
-                .is_ok();
-        }
-        let width = header.map_or(0, |(_, w)| w);
-        if !std::mem::take(filled) {
-            record.clear();
-            return true;
-        }
-        // The next row starts with room for one like this.
-        let room = record.as_slice().len() + 16;
-        let mut cells = std::mem::replace(record, csv::StringRecord::with_capacity(room, width));
-        while cells.len() < width {
-            cells.push_field("");
-        }
-        batch.push(RawRow {
-            line: u64::from(row_no) + 1,
-            cells,
-        });
-        batch.len() < ROW_BATCH || tx.send(Msg::Rows(std::mem::take(batch))).is_ok()
+    let mut rows = SheetRows {
+        tx,
+        declared_rows: u64::from(dims.end.0.saturating_sub(dims.start.0)),
+        header_cells: Vec::new(),
+        header: None,
+        record: csv::StringRecord::new(),
+        scratch: String::new(),
+        filled: false,
+        batch: Vec::with_capacity(ROW_BATCH),
     };
+    let mut row_no: Option<u32> = None;
     loop {
         match cells.next_cell() {
             Ok(Some(cell)) => {
                 let (r, c) = cell.get_position();
                 if row_no != Some(r) {
                     if let Some(prev) = row_no {
-                        if !end_row(
-                            prev,
-                            &mut header,
-                            &mut header_cells,
-                            &mut record,
-                            &mut filled,
-                            &mut batch,
-                        ) {
+                        if !rows.end_row(prev) {
                             return;
                         }
                     }
                     row_no = Some(r);
                 }
-                match header {
-                    None => {
-                        let text = cell_ref_str(cell.get_value(), &mut scratch);
-                        if !text.is_empty() {
-                            header_cells.push((c, text.to_string()));
-                        }
-                    }
-                    // Cells outside the header's columns are not part of the list.
-                    Some((first, width)) => {
-                        let Some(i) = c
-                            .checked_sub(first)
-                            .map(|i| i as usize)
-                            .filter(|i| *i < width)
-                        else {
-                            continue;
-                        };
-                        let text = cell_ref_str(cell.get_value(), &mut scratch);
-                        filled |= !text.is_empty();
-                        if i >= record.len() {
-                            while record.len() < i {
-                                record.push_field("");
-                            }
-                            record.push_field(text);
-                        } else {
-                            // A cell out of column order: the row is put together again.
-                            let mut cells: Vec<String> =
-                                record.iter().map(str::to_string).collect();
-                            cells[i] = text.to_string();
-                            record = cells.iter().collect();
-                        }
-                    }
-                }
+                rows.cell(c, cell.get_value());
             }
             Ok(None) => {
                 if let Some(prev) = row_no {
-                    if !end_row(
-                        prev,
-                        &mut header,
-                        &mut header_cells,
-                        &mut record,
-                        &mut filled,
-                        &mut batch,
-                    ) {
+                    if !rows.end_row(prev) {
                         return;
                     }
                 }
-                if header.is_none() {
-                    let _ = tx.send(Msg::Empty);
-                } else if tx.send(Msg::Rows(batch)).is_ok() {
-                    let _ = tx.send(Msg::End);
-                }
+                rows.finish();
                 return;
             }
             Err(e) => {

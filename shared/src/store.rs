@@ -458,12 +458,7 @@ impl Store {
         to: DispatchState,
         extra: &[(&str, AttributeValue)],
     ) -> Result<Dispatch> {
-        if !from.can_become(to) {
-            return Err(Error::Conflict(format!(
-                "a dispatch cannot go from {from} to {to}"
-            )));
-        }
-        self.write_in_state(id, from, to, extra, &[]).await
+        self.transition_if_unchanged(id, from, to, extra, &[]).await
     }
 
     /// A transition that happens only while the attributes in `unchanged` still have these

@@ -634,7 +634,7 @@ async fn approve(
     };
     let refused = match may_approve(&deps, &d, &caller) {
         Ok(()) => still_as_validated(&deps, &d, &seen).await,
-        Err(e) => Err(e),
+        refusal => refusal,
     };
     if let Err(refusal) = refused {
         deps.store
@@ -669,13 +669,27 @@ async fn approve(
             &unchanged,
         )
         .await?;
-    tracing::info!(dispatch = %id, by = %by, "approved");
-    deps.store
-        .audit_or_log(&id, &by, "approve", d.state.as_str())
-        .await;
+    record(&deps, &id, &by, "approve", d.state.as_str()).await;
     // If this enqueue fails, the scheduled resume function fans the approved dispatch out.
     send_pending(&deps, &d).await;
     Ok((StatusCode::ACCEPTED, Json(d.into())))
+}
+
+/// Logs an action a caller took and writes it to the dispatch's audit trail.
+async fn record(deps: &Deps, id: &str, by: &str, action: &str, outcome: &str) {
+    tracing::info!(dispatch = %id, by = %by, action, outcome, "done");
+    deps.store.audit_or_log(id, by, action, outcome).await;
+}
+
+/// Queues the rejection of a dispatch's recipients not yet sent to.
+async fn reject_unsent(deps: &Deps, d: &Dispatch) -> shared::Result<()> {
+    queue::fan_out_all(
+        &deps.sqs,
+        &deps.config.fanout_queue_url,
+        d,
+        FanOutAction::Reject,
+    )
+    .await
 }
 
 /// Queues fan-out of a dispatch's pending recipients; a failure is logged and left to the
@@ -722,17 +736,8 @@ async fn reject(
             ],
         )
         .await?;
-    tracing::info!(dispatch = %id, by = %by, "rejected");
-    deps.store
-        .audit_or_log(&id, &by, "reject", d.state.as_str())
-        .await;
-    queue::fan_out_all(
-        &deps.sqs,
-        &deps.config.fanout_queue_url,
-        &d,
-        FanOutAction::Reject,
-    )
-    .await?;
+    record(&deps, &id, &by, "reject", d.state.as_str()).await;
+    reject_unsent(&deps, &d).await?;
     Ok(Json(d.into()))
 }
 
@@ -756,10 +761,7 @@ async fn pause(
         .store
         .transition(&id, from, DispatchState::Paused, &extra)
         .await?;
-    tracing::info!(dispatch = %id, by = %by, "paused");
-    deps.store
-        .audit_or_log(&id, &by, "pause", d.state.as_str())
-        .await;
+    record(&deps, &id, &by, "pause", d.state.as_str()).await;
     Ok(Json(d.into()))
 }
 
@@ -780,10 +782,7 @@ async fn resume(
             &[("resumed_by", store::s(by.clone()))],
         )
         .await?;
-    tracing::info!(dispatch = %id, by = %by, "resumed");
-    deps.store
-        .audit_or_log(&id, &by, "resume", d.state.as_str())
-        .await;
+    record(&deps, &id, &by, "resume", d.state.as_str()).await;
     // If this enqueue fails, the scheduled resume function hands the pending recipients out
     // once the dispatch has been quiet for a while.
     send_pending(&deps, &d).await;
@@ -852,10 +851,7 @@ async fn start_dispatch(
     d.started_by = Some(caller.id.clone());
     d.started_at = Some(d.created_at.clone());
     deps.store.create_dispatch(&d).await?;
-    tracing::info!(dispatch = %d.id, by = %caller.id, "started");
-    deps.store
-        .audit_or_log(&d.id, &caller.id, "start", d.state.as_str())
-        .await;
+    record(&deps, &d.id, &caller.id, "start", d.state.as_str()).await;
     let upload_to = format!("s3://{}/{prefix}", deps.config.uploads_bucket);
     let mut view = serde_json::to_value(DispatchView::from(d)).unwrap_or(Value::Null);
     view["upload_to"] = Value::String(upload_to);
@@ -903,10 +899,7 @@ async fn forward(
             ],
         )
         .await?;
-    tracing::info!(dispatch = %id, by = %caller.id, to = %to, "approval forwarded");
-    deps.store
-        .audit_or_log(&id, &caller.id, "forward", &format!("to {to}"))
-        .await;
+    record(&deps, &id, &caller.id, "forward", &format!("to {to}")).await;
     Ok(Json(d.into()))
 }
 
@@ -980,18 +973,9 @@ async fn cancel(
             ],
         )
         .await?;
-    tracing::info!(dispatch = %id, by = %caller.id, "cancelled");
-    deps.store
-        .audit_or_log(&id, &caller.id, "cancel", d.state.as_str())
-        .await;
+    record(&deps, &id, &caller.id, "cancel", d.state.as_str()).await;
     if from == DispatchState::AwaitingApproval {
-        queue::fan_out_all(
-            &deps.sqs,
-            &deps.config.fanout_queue_url,
-            &d,
-            FanOutAction::Reject,
-        )
-        .await?;
+        reject_unsent(&deps, &d).await?;
     }
     Ok(Json(d.into()))
 }
@@ -1030,8 +1014,6 @@ async fn archive(
             ],
         )
         .await?;
-    deps.store
-        .audit_or_log(&id, &caller.id, "archive", d.state.as_str())
-        .await;
+    record(&deps, &id, &caller.id, "archive", d.state.as_str()).await;
     Ok(Json(d.into()))
 }
