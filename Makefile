@@ -19,9 +19,9 @@ demo: $(TOOLS)
 up: $(TOOLS)
 	cargo run --quiet -p local -- up $(PORT)
 
-# A token the API of `make up` accepts: make token AS=ann ROLES=MASSDISPATCH,MASSDISPATCHSEND
+# A token the API of `make up` accepts: make token WHO=ann ROLES=MASSDISPATCH,MASSDISPATCHSEND
 token:
-	@cargo run --quiet -p local -- token $(or $(AS),operator) $(or $(ROLES),MASSDISPATCH$(comma)MASSDISPATCHSEND) $(MINUTES)
+	@cargo run --quiet -p local -- token $(or $(WHO),operator) $(or $(ROLES),MASSDISPATCH$(comma)MASSDISPATCHSEND) $(MINUTES)
 
 comma := ,
 

@@ -249,7 +249,7 @@ async fn up(port: u16) -> Result<()> {
         "reports:      s3://{}/dispatches/<dispatch-id>/",
         c.reports_bucket
     );
-    println!("A token (for 12 hours) for `curl -H \"Authorization: Bearer $TOKEN\"`, user 'operator' with both permissions; `make token AS=<user> ROLES=<ROLE,ROLE>` mints others:");
+    println!("A token (for 12 hours) for `curl -H \"Authorization: Bearer $TOKEN\"`, user 'operator' with both permissions; `make token WHO=<user> ROLES=<ROLE,ROLE>` mints others:");
     println!(
         "  export TOKEN={}",
         local.system.issuer.mint(
