@@ -127,6 +127,18 @@ impl Store {
         }
     }
 
+    /// One transaction: `None` when it was applied, else each item's cancellation code
+    /// (`None` for an item that did not fail).
+    pub(crate) async fn transact_items(
+        &self,
+        items: Vec<TransactWriteItem>,
+    ) -> Result<Option<Vec<Option<String>>>> {
+        Ok(match self.transact(items).await? {
+            Attempt::Done => None,
+            Attempt::Cancelled(reasons) => Some(reasons.into_iter().map(|(c, _)| c).collect()),
+        })
+    }
+
     fn recipient_update(
         &self,
         dispatch_id: &str,
@@ -397,7 +409,7 @@ impl Store {
     }
 }
 
-fn backoff(attempt: usize) -> Duration {
+pub(crate) fn backoff(attempt: usize) -> Duration {
     let base = 25u64 << attempt.min(6);
     // Spread retries of colliding senders apart.
     let jitter = (uuid::Uuid::new_v4().as_u128() % base as u128) as u64;

@@ -18,8 +18,12 @@ use crate::store::{self, RecipientKey, Store};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
-/// Columns of the history document, one row per row of the list. After the recipient's id,
-/// line, channel and address come the columns an archive of dispatches expects:
+/// Columns of the history document: one `recipient` row per row of the list, in list order,
+/// then one `audit` row per entry of the dispatch's audit trail, oldest first. The `record`
+/// column says which a row is.
+///
+/// After the recipient's id, line, channel and address come the columns an archive of
+/// dispatches expects:
 ///
 /// - `reachable`: whether the recipient could be reached on its channel: `yes` when the
 ///   address was usable and nothing reported it unreachable, `no` when the row was invalid
@@ -31,7 +35,12 @@ use std::collections::BTreeMap;
 /// - `receipt`: the receipt (delivered, bounced, complained, ...);
 /// - `shipment_state`: the receipt where there is one, else the recipient's state;
 /// - `shipment_error`: why it was not sent or not delivered.
-pub const HISTORY_COLUMNS: [&str; 14] = [
+///
+/// Then the recipient's `state`, its `send_attempt` (1, or the resend it was last sent in)
+/// and `updated_at`. An audit row fills only `record`, `updated_at` (when the action was
+/// taken), `actor`, `action` and `outcome`.
+pub const HISTORY_COLUMNS: [&str; 19] = [
+    "record",
     "recipient_id",
     "line",
     "channel",
@@ -45,7 +54,11 @@ pub const HISTORY_COLUMNS: [&str; 14] = [
     "shipment_state",
     "shipment_error",
     "state",
+    "send_attempt",
     "updated_at",
+    "actor",
+    "action",
+    "outcome",
 ];
 
 /// Whether a recipient could be reached on its channel.
@@ -70,7 +83,7 @@ pub fn shipment_state(r: &Recipient) -> &'static str {
 }
 
 /// Why a recipient was not sent to or not delivered.
-fn shipment_error(r: &Recipient) -> Option<&str> {
+pub fn shipment_error(r: &Recipient) -> Option<&str> {
     match r.receipt {
         Some(x) if !x.reached() && x != crate::model::Receipt::Delayed => {
             r.receipt_detail.as_deref().or(Some(x.as_str()))
@@ -79,15 +92,17 @@ fn shipment_error(r: &Recipient) -> Option<&str> {
     }
 }
 
-/// The history CSV of a dispatch, in list order.
-pub fn history_csv(recipients: &[(RecipientKey, Recipient)]) -> Vec<u8> {
+/// The history CSV of a dispatch: its recipients in list order, then its audit trail.
+pub fn history_csv(recipients: &[(RecipientKey, Recipient)], audit: &[AuditEntry]) -> Vec<u8> {
     let mut rows: Vec<&(RecipientKey, Recipient)> = recipients.iter().collect();
     rows.sort_by_key(|(_, r)| r.line);
     let mut doc = CsvDoc::new(&HISTORY_COLUMNS);
     for (key, r) in rows {
         let line = r.line.to_string();
         let record_key = format!("{}/{}", key.shard, key.sk);
+        let attempt = r.send_attempt.to_string();
         doc.row([
+            "recipient",
             r.recipient_id.as_str(),
             line.as_str(),
             r.channel.map(|c| c.as_str()).unwrap_or(""),
@@ -101,8 +116,21 @@ pub fn history_csv(recipients: &[(RecipientKey, Recipient)]) -> Vec<u8> {
             shipment_state(r),
             shipment_error(r).unwrap_or(""),
             r.state.as_str(),
+            attempt.as_str(),
             r.updated_at.as_str(),
+            "",
+            "",
+            "",
         ]);
+    }
+    for e in audit {
+        let mut row = [""; HISTORY_COLUMNS.len()];
+        row[0] = "audit";
+        row[15] = e.at.as_str();
+        row[16] = e.actor.as_str();
+        row[17] = e.action.as_str();
+        row[18] = e.outcome.as_str();
+        doc.row(row);
     }
     doc.finish()
 }
@@ -266,9 +294,13 @@ async fn write_history_of(
     recipients: &[(RecipientKey, Recipient)],
 ) -> Result<Dispatch> {
     let key = keys::history(&d.id);
-    docs.put_report_document(&key, history_csv(recipients), "text/csv; charset=utf-8")
-        .await?;
     let audit = store.audit_log(&d.id).await?;
+    docs.put_report_document(
+        &key,
+        history_csv(recipients, &audit),
+        "text/csv; charset=utf-8",
+    )
+    .await?;
     docs.put_json(
         &keys::history_summary(&d.id),
         &history_summary(d, recipients, audit),
@@ -326,6 +358,8 @@ mod tests {
             receipt: None,
             receipt_at: None,
             receipt_detail: None,
+            send_attempt: 1,
+            previous_reason: None,
         };
         let key = RecipientKey {
             shard: 3,
@@ -345,22 +379,45 @@ mod tests {
         invalid.1.message_id = None;
         invalid.1.sent_at = None;
         invalid.1.reason = Some("invalid_phone: too short".into());
-        let text = String::from_utf8(history_csv(&[invalid, bounced, sent("7", 2)])).unwrap();
+        let audit = [
+            AuditEntry {
+                at: "2026-01-01T00:00:00Z".into(),
+                actor: "ann".into(),
+                action: "approve".into(),
+                outcome: "approved".into(),
+            },
+            AuditEntry {
+                at: "2026-01-01T00:00:09Z".into(),
+                actor: "=evil".into(),
+                action: "resend".into(),
+                outcome: "1 recipient, send attempt 2".into(),
+            },
+        ];
+        let text =
+            String::from_utf8(history_csv(&[invalid, bounced, sent("7", 2)], &audit)).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], HISTORY_COLUMNS.join(","));
         assert_eq!(
             lines[1],
-            "7,2,sms,+4520123456,yes,3/R#7,m-1,2026-01-01T00:00:00Z,,,sent,,sent,2026-01-01T00:00:01Z"
+            "recipient,7,2,sms,+4520123456,yes,3/R#7,m-1,2026-01-01T00:00:00Z,,,sent,,sent,1,2026-01-01T00:00:01Z,,,"
         );
         assert_eq!(
             lines[2],
-            "'=cmd,3,sms,+4520123456,no,3/R#=cmd,m-1,2026-01-01T00:00:00Z,2026-01-01T00:00:05Z,bounced,bounced,Permanent/General: 550 user unknown,sent,2026-01-01T00:00:01Z"
+            "recipient,'=cmd,3,sms,+4520123456,no,3/R#=cmd,m-1,2026-01-01T00:00:00Z,2026-01-01T00:00:05Z,bounced,bounced,Permanent/General: 550 user unknown,sent,1,2026-01-01T00:00:01Z,,,"
         );
         assert_eq!(
             lines[3],
-            "9,4,sms,+4520123456,no,3/R#9,,,,,invalid,invalid_phone: too short,invalid,2026-01-01T00:00:01Z"
+            "recipient,9,4,sms,+4520123456,no,3/R#9,,,,,invalid,invalid_phone: too short,invalid,1,2026-01-01T00:00:01Z,,,"
         );
-        assert_eq!(lines.len(), 4);
+        assert_eq!(
+            lines[4],
+            "audit,,,,,,,,,,,,,,,2026-01-01T00:00:00Z,ann,approve,approved"
+        );
+        assert_eq!(
+            lines[5],
+            "audit,,,,,,,,,,,,,,,2026-01-01T00:00:09Z,'=evil,resend,\"1 recipient, send attempt 2\""
+        );
+        assert_eq!(lines.len(), 6);
     }
 
     #[test]

@@ -43,6 +43,10 @@ pub mod keys {
     pub fn history(id: &str) -> String {
         format!("dispatches/{id}/history.csv")
     }
+    /// The list with each recipient's status, as last downloaded.
+    pub fn download(id: &str, ext: &str) -> String {
+        format!("dispatches/{id}/download.{ext}")
+    }
     pub fn history_summary(id: &str) -> String {
         format!("dispatches/{id}/history-summary.json")
     }
@@ -234,7 +238,6 @@ impl Documents {
         }
     }
 
-    /// Reads a document of the reports bucket; `None` when it does not exist.
     /// Objects under `prefix` in the uploads bucket written after `since` (RFC 3339), with
     /// their times: a package folder that changed after its validation.
     pub async fn uploaded_after(&self, prefix: &str, since: &str) -> Result<Vec<(String, String)>> {
@@ -267,6 +270,7 @@ impl Documents {
         Ok(out)
     }
 
+    /// Reads a document of the reports bucket; `None` when it does not exist.
     pub async fn report_document(&self, key: &str) -> Result<Option<Vec<u8>>> {
         match self.fetch(&self.reports_bucket, key, u64::MAX).await? {
             Fetched::Found(b) => Ok(Some(b)),
@@ -296,6 +300,65 @@ impl Documents {
         let body = serde_json::to_vec_pretty(value).map_err(|e| Error::Malformed(e.to_string()))?;
         self.put_report_document(key, body, "application/json")
             .await
+    }
+
+    /// A link to a document of the reports bucket that works without credentials for
+    /// `valid_for`, offered to the browser as a file named `filename`.
+    pub async fn report_link(
+        &self,
+        key: &str,
+        filename: &str,
+        valid_for: std::time::Duration,
+    ) -> Result<String> {
+        let config = aws_sdk_s3::presigning::PresigningConfig::expires_in(valid_for)
+            .map_err(|e| Error::Malformed(format!("link lifetime: {e}")))?;
+        let request = self
+            .s3
+            .get_object()
+            .bucket(&self.reports_bucket)
+            .key(key)
+            .response_content_disposition(format!("attachment; filename=\"{filename}\""))
+            .presigned(config)
+            .await
+            .map_err(Error::aws("GetObject presign"))?;
+        Ok(request.uri().to_string())
+    }
+
+    /// Writes an object of the uploads bucket again with the same content, so that its
+    /// upload notification comes again (the repeat of a validation). False when the object
+    /// does not exist.
+    pub async fn upload_again(&self, key: &str) -> Result<bool> {
+        let head = match self
+            .s3
+            .head_object()
+            .bucket(&self.uploads_bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(h) => h,
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => return Ok(false),
+            Err(e) => return Err(Error::aws("HeadObject")(e)),
+        };
+        let source = percent_encoding::utf8_percent_encode(
+            &format!("{}/{key}", self.uploads_bucket),
+            COPY_SOURCE,
+        )
+        .to_string();
+        // A copy onto itself must change something: the metadata, which says when.
+        self.s3
+            .copy_object()
+            .bucket(&self.uploads_bucket)
+            .key(key)
+            .copy_source(source)
+            .metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace)
+            .set_content_type(head.content_type().map(str::to_string))
+            .set_metadata(head.metadata().cloned())
+            .metadata("repeated-at", crate::model::now_rfc3339())
+            .send()
+            .await
+            .map_err(Error::aws("CopyObject"))?;
+        Ok(true)
     }
 
     pub async fn package(&self, dispatch_id: &str) -> Result<Package> {

@@ -7,7 +7,9 @@
 //! - [`template`] — message templates
 //! - [`store`] — DynamoDB
 //! - [`claims`] — batched claims and results of recipients being sent to
+//! - [`amend`] — an operator's resend and removal of recipients
 //! - [`documents`] — S3 documents
+//! - [`download`] — the list with each recipient's status, as CSV or XLSX
 //! - [`receipts`] — provider delivery events, the suppression list
 //! - [`audit`] — who did what to a dispatch
 //! - [`notify`] — operator notifications on an SNS topic
@@ -17,6 +19,7 @@
 //! - [`csvout`] — safe CSV documents
 //! - [`config`], [`aws`], [`error`] — start-up and errors
 
+pub mod amend;
 pub mod audit;
 pub mod aws;
 pub mod channels;
@@ -25,6 +28,7 @@ pub mod completion;
 pub mod config;
 pub mod csvout;
 pub mod documents;
+pub mod download;
 pub mod error;
 pub mod example;
 pub mod identity;

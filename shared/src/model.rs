@@ -242,17 +242,28 @@ impl RecipientState {
 
     /// The legal transitions of a recipient. `Sending -> Pending` is the release of a claim
     /// after a throttle or a transient fault, when the provider did not take the message.
+    /// `Failed`/`Unknown -> Pending` is an operator's resend, the one way out of a final
+    /// state; `Pending -> Excluded` an operator's removal before approval.
     pub fn can_become(self, next: RecipientState) -> bool {
         use RecipientState::*;
         matches!(
             (self, next),
             (Pending, Sending)
                 | (Pending, Rejected)
+                | (Pending, Excluded)
                 | (Sending, Sent)
                 | (Sending, Failed)
                 | (Sending, Unknown)
                 | (Sending, Pending)
+                | (Failed, Pending)
+                | (Unknown, Pending)
         )
+    }
+
+    /// Whether an operator may send to the recipient again: the provider refused the
+    /// message, or never said whether it took it.
+    pub fn may_be_resent(self) -> bool {
+        matches!(self, RecipientState::Failed | RecipientState::Unknown)
     }
 
     pub fn is_final(self) -> bool {
@@ -383,6 +394,9 @@ pub struct Dispatch {
     /// Earlier validation attempts, oldest first.
     #[serde(default)]
     pub attempts: Vec<Attempt>,
+    /// Send attempt: 1, then one more for every resend of failed recipients.
+    #[serde(default = "first_attempt")]
+    pub send_attempt: u32,
 }
 
 fn first_attempt() -> u32 {
@@ -445,6 +459,7 @@ impl Dispatch {
             attempt: 1,
             uploaded_at: None,
             attempts: vec![],
+            send_attempt: 1,
         }
     }
 }
@@ -478,6 +493,13 @@ pub struct Recipient {
     /// The provider's words: bounce type and diagnostic, complaint type, carrier status.
     #[serde(default)]
     pub receipt_detail: Option<String>,
+    /// The dispatch's send attempt this recipient was last handed out in: 1, or the attempt
+    /// of the resend that gave it back to the senders.
+    #[serde(default = "first_attempt")]
+    pub send_attempt: u32,
+    /// Why the attempt before the last one did not reach the recipient (after a resend).
+    #[serde(default)]
+    pub previous_reason: Option<String>,
 }
 
 /// A delivery event from the provider, recorded on a recipient that was sent to. A later
@@ -658,11 +680,17 @@ mod tests {
             "a send always goes through a claim"
         );
         assert!(!Invalid.can_become(Pending));
+        // Only an operator's resend leads out of a final state, and only back to pending.
         for from in RecipientState::ALL.into_iter().filter(|s| s.is_final()) {
             for to in RecipientState::ALL {
-                assert!(!from.can_become(to), "{from} -> {to} must be refused");
+                let resend = from.may_be_resent() && to == Pending;
+                assert_eq!(from.can_become(to), resend, "{from} -> {to}");
             }
         }
+        assert!(Failed.may_be_resent() && Unknown.may_be_resent());
+        assert!(!Sent.may_be_resent() && !Rejected.may_be_resent() && !Invalid.may_be_resent());
+        assert!(Pending.can_become(Excluded), "removed before approval");
+        assert!(!Sent.can_become(Excluded));
     }
 
     #[test]

@@ -168,6 +168,7 @@ fn dispatch_item(d: &Dispatch) -> Item {
     opt(&mut item, "closed_at", &d.closed_at);
     opt(&mut item, "uploaded_at", &d.uploaded_at);
     item.insert("attempt".into(), n(u64::from(d.attempt)));
+    item.insert("send_attempt".into(), n(u64::from(d.send_attempt)));
     if !d.attempts.is_empty() {
         item.insert("attempts".into(), attempts_value(&d.attempts));
     }
@@ -229,6 +230,7 @@ fn dispatch_from(item: &Item) -> Result<Dispatch> {
         closed_by: get_s(item, "closed_by"),
         closed_at: get_s(item, "closed_at"),
         attempt: get_n(item, "attempt").max(1) as u32,
+        send_attempt: get_n(item, "send_attempt").max(1) as u32,
         uploaded_at: get_s(item, "uploaded_at"),
         attempts: get_s(item, "attempts")
             .map(|j| serde_json::from_str(&j))
@@ -262,6 +264,10 @@ fn recipient_item(r: &Recipient, key: &RecipientKey) -> Item {
     }
     opt(&mut item, "receipt_at", &r.receipt_at);
     opt(&mut item, "receipt_detail", &r.receipt_detail);
+    if r.send_attempt > 1 {
+        item.insert("send_attempt".into(), n(u64::from(r.send_attempt)));
+    }
+    opt(&mut item, "previous_reason", &r.previous_reason);
     if !r.fields.is_empty() {
         item.insert(
             "fields".into(),
@@ -276,7 +282,7 @@ fn recipient_item(r: &Recipient, key: &RecipientKey) -> Item {
     item
 }
 
-fn recipient_from(item: &Item) -> Result<(RecipientKey, Recipient)> {
+pub(crate) fn recipient_from(item: &Item) -> Result<(RecipientKey, Recipient)> {
     let pk = req_s(item, "pk")?;
     let shard = pk
         .rsplit_once("#S#")
@@ -317,6 +323,8 @@ fn recipient_from(item: &Item) -> Result<(RecipientKey, Recipient)> {
             .map_err(Error::Malformed)?,
         receipt_at: get_s(item, "receipt_at"),
         receipt_detail: get_s(item, "receipt_detail"),
+        send_attempt: get_n(item, "send_attempt").max(1) as u32,
+        previous_reason: get_s(item, "previous_reason"),
     };
     Ok((key, r))
 }
@@ -1092,6 +1100,8 @@ mod tests {
             receipt: Some(Receipt::Delivered),
             receipt_at: Some("2026-01-01T00:00:09Z".into()),
             receipt_detail: Some("250 ok".into()),
+            send_attempt: 2,
+            previous_reason: Some("MessageRejected: refused".into()),
         }
     }
 
@@ -1177,6 +1187,7 @@ mod tests {
                 summary_key: Some("s".into()),
                 sample_key: None,
             }],
+            send_attempt: 3,
         };
         assert_eq!(dispatch_from(&dispatch_item(&d)).unwrap(), d);
     }

@@ -358,6 +358,8 @@ impl<'a> Validator<'a> {
             receipt: None,
             receipt_at: None,
             receipt_detail: None,
+            send_attempt: 1,
+            previous_reason: None,
         }
     }
 
