@@ -477,30 +477,41 @@ async fn run_dispatch(list_name: &str, list: Vec<u8>) {
         shared::completion::HISTORY_COLUMNS
     );
     let lines: Vec<csv::StringRecord> = reader.records().map(|r| r.unwrap()).collect();
+    let (lines, audit): (Vec<_>, Vec<_>) = lines.into_iter().partition(|r| &r[0] == "recipient");
     assert_eq!(lines.len(), 230);
+    // After the recipients, the audit trail: the approval and the completion among it.
+    assert!(audit.iter().all(|r| &r[0] == "audit"));
+    for action in ["approve", "completed"] {
+        assert!(
+            audit
+                .iter()
+                .any(|r| &r[17] == action && !r[15].is_empty() && !r[16].is_empty()),
+            "the history's audit rows have the {action}"
+        );
+    }
     for (i, rec) in lines.iter().enumerate() {
         match rows[i].expect {
             Expect::Invalid { code } => {
-                assert_eq!(&rec[12], "invalid");
-                assert_eq!(&rec[4], "no", "an invalid row is not reachable");
+                assert_eq!(&rec[13], "invalid");
+                assert_eq!(&rec[5], "no", "an invalid row is not reachable");
                 assert!(
-                    rec[11].starts_with(code),
+                    rec[12].starts_with(code),
                     "history line {}: {}",
                     i + 2,
-                    &rec[11]
+                    &rec[12]
                 );
             }
             _ => {
-                assert_eq!(&rec[12], "sent");
-                assert_eq!(&rec[10], "sent", "no receipt yet");
-                assert_eq!(&rec[4], "yes");
+                assert_eq!(&rec[13], "sent");
+                assert_eq!(&rec[11], "sent", "no receipt yet");
+                assert_eq!(&rec[5], "yes");
                 assert!(
-                    provider_ids.contains(&rec[6]),
+                    provider_ids.contains(&rec[7]),
                     "history line {} has the provider's id",
                     i + 2
                 );
                 assert!(
-                    !rec[7].is_empty(),
+                    !rec[8].is_empty(),
                     "history line {} has the send time",
                     i + 2
                 );

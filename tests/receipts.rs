@@ -173,8 +173,9 @@ async fn history(local: &Local, id: &str) -> BTreeMap<String, BTreeMap<String, S
     );
     reader
         .records()
+        .map(|r| r.unwrap())
+        .filter(|r| &r[0] == "recipient")
         .map(|r| {
-            let r = r.unwrap();
             let row: BTreeMap<String, String> = headers
                 .iter()
                 .zip(r.iter())

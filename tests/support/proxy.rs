@@ -55,6 +55,9 @@ pub enum Fault {
     Throttle(&'static str),
     /// 500 InternalFailure.
     ServerError,
+    /// 400 with the given error code: the provider refuses the request for good (SES's
+    /// `MessageRejected`).
+    Refuse(&'static str),
     /// Answer after a pause (the request is forwarded).
     Delay(Duration),
     /// Answer with this JSON body instead of the emulator (an operation it lacks).
@@ -308,6 +311,17 @@ async fn answer(
                     StatusCode::TOO_MANY_REQUESTS,
                     code,
                     "Maximum sending rate exceeded.",
+                ),
+                0,
+                false,
+            ))
+        }
+        Some(Fault::Refuse(code)) => {
+            return Ok((
+                error(
+                    StatusCode::BAD_REQUEST,
+                    code,
+                    "Email address is not verified.",
                 ),
                 0,
                 false,

@@ -26,6 +26,10 @@
 //! | POST   | `/dispatches/{id}/close`        | close a dispatch completed with errors      |
 //! | POST   | `/dispatches/{id}/cancel`       | withdraw before approval (create)           |
 //! | POST   | `/dispatches/{id}/archive`      | archive a dispatch that is over             |
+//! | POST   | `/dispatches/{id}/repeat`       | validate the package again (create)         |
+//! | POST   | `/dispatches/{id}/remove`       | remove recipients before approval (create)  |
+//! | POST   | `/dispatches/{id}/resend`       | send again to failed recipients, a new attempt (send) |
+//! | GET    | `/dispatches/{id}/download?format=csv\|xlsx` | the list with each recipient's status (303 to the file) |
 
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, Extensions, StatusCode};
@@ -39,7 +43,7 @@ use shared::completion;
 use shared::config::Config;
 use shared::documents::{keys, Documents};
 use shared::identity::{Caller, Permission, CREATE_ROLE, SEND_ROLE};
-use shared::model::{now_rfc3339, Dispatch, DispatchState};
+use shared::model::{now_rfc3339, Dispatch, DispatchState, RecipientState};
 use shared::queue::{self, FanOutAction};
 use shared::store::{self, Store};
 use std::sync::Arc;
@@ -88,6 +92,10 @@ pub fn router(deps: Arc<Deps>) -> Router {
         .route("/dispatches/{id}/close", post(close))
         .route("/dispatches/{id}/cancel", post(cancel))
         .route("/dispatches/{id}/archive", post(archive))
+        .route("/dispatches/{id}/repeat", post(repeat))
+        .route("/dispatches/{id}/remove", post(remove))
+        .route("/dispatches/{id}/resend", post(resend))
+        .route("/dispatches/{id}/download", get(download))
         .route_layer(middleware::from_fn_with_state(deps.clone(), identify));
     Router::new()
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
@@ -1015,5 +1023,450 @@ async fn archive(
         )
         .await?;
     record(&deps, &id, &caller.id, "archive", d.state.as_str()).await;
+    if d.history_key.is_some() {
+        // The history's audit rows gain the archive when the schedule writes it again.
+        if let Err(e) = deps.store.mark_history_stale(&id, &now_rfc3339()).await {
+            tracing::error!(dispatch = %id, error = %e, "history not marked for rewriting");
+        }
+    }
     Ok(Json(d.into()))
+}
+
+/// Validates the package again, as when its `manifest.json` is uploaded again: before
+/// approval, after the operator corrected the list or the templates ("Repeat").
+async fn repeat(
+    State(deps): State<AppState>,
+    Path(id): Path<String>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<(StatusCode, Json<DispatchView>)> {
+    let d = load(&deps, &id).await?;
+    require(&caller, Permission::Create, "repeat a validation")?;
+    let done = repeat_checked(&deps, &d).await;
+    let done = audit_refusal(&deps, &id, &caller.id, "repeat", done).await?;
+    record(&deps, &id, &caller.id, "repeat", "validation requested").await;
+    Ok((StatusCode::ACCEPTED, Json(done.into())))
+}
+
+/// Audits an action refused after the caller's permission was checked, then answers.
+async fn audit_refusal<T>(
+    deps: &Deps,
+    id: &str,
+    by: &str,
+    action: &str,
+    result: ApiResult<T>,
+) -> ApiResult<T> {
+    if let Err(e) = &result {
+        deps.store
+            .audit_or_log(id, by, action, &format!("refused: {}", e.detail))
+            .await;
+    }
+    result
+}
+
+async fn repeat_checked(deps: &Deps, d: &Dispatch) -> ApiResult<Dispatch> {
+    if !d.state.can_become(DispatchState::Validating) || d.state == DispatchState::AwaitingUpload {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "a dispatch that is {} cannot be validated again; only one whose validation failed or that awaits approval",
+                d.state
+            ),
+        ));
+    }
+    let manifest = format!("{}{}", d.source_prefix, shared::manifest::MANIFEST_FILE);
+    if !deps.docs.upload_again(&manifest).await? {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("the package has no {manifest}; upload the package again"),
+        ));
+    }
+    Ok(d.clone())
+}
+
+/// Recipients an action names by their ids.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChosenRecipients {
+    recipient_ids: Option<Vec<String>>,
+    /// Resend only: which states to resend when no ids are named (default: failed).
+    states: Option<Vec<String>>,
+}
+
+/// Recipients named in an action: at most this many per request.
+const MAX_CHOSEN: usize = 1000;
+
+fn chosen_body(body: &[u8], example: &str) -> ApiResult<ChosenRecipients> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(ChosenRecipients::default());
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("the body must be JSON like {example}: {e}"),
+        )
+    })
+}
+
+/// Looks up the named recipients; each must exist and be in a state `fits` accepts.
+async fn named_recipients(
+    deps: &Deps,
+    d: &Dispatch,
+    ids: Vec<String>,
+    fits: impl Fn(RecipientState) -> bool,
+    needs: &str,
+) -> ApiResult<Vec<(store::RecipientKey, shared::model::Recipient)>> {
+    let mut seen = std::collections::HashSet::new();
+    let ids: Vec<String> = ids
+        .into_iter()
+        .map(|i| i.trim().to_string())
+        .filter(|i| seen.insert(i.clone()))
+        .collect();
+    if ids.is_empty() || ids.len() > MAX_CHOSEN {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("name from 1 to {MAX_CHOSEN} recipient ids"),
+        ));
+    }
+    if let Some(bad) = ids.iter().find(|i| i.is_empty()) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("a recipient id is empty ('{bad}')"),
+        ));
+    }
+    let found = deps.store.recipients_by_id(d, &ids).await?;
+    let missing: Vec<&str> = ids
+        .iter()
+        .zip(&found)
+        .filter(|(_, f)| f.is_none())
+        .map(|(i, _)| i.as_str())
+        .collect();
+    if !missing.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("the dispatch has no recipient {}", few(&missing)),
+        ));
+    }
+    let found: Vec<_> = found.into_iter().flatten().collect();
+    let unfit: Vec<String> = found
+        .iter()
+        .filter(|(_, r)| !fits(r.state))
+        .map(|(_, r)| format!("{} ({})", r.recipient_id, r.state))
+        .collect();
+    if !unfit.is_empty() {
+        let unfit: Vec<&str> = unfit.iter().map(String::as_str).collect();
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("only {needs} recipients can be chosen; not {}", few(&unfit)),
+        ));
+    }
+    Ok(found)
+}
+
+/// A few names for a message: the first ten, then how many more.
+fn few(names: &[&str]) -> String {
+    let shown = names
+        .iter()
+        .take(10)
+        .copied()
+        .collect::<Vec<_>>()
+        .join(", ");
+    match names.len() {
+        n if n > 10 => format!("{shown} and {} more", n - 10),
+        _ => shown,
+    }
+}
+
+/// Removes recipients from a dispatch awaiting approval: they become excluded ("removed
+/// from the list by …") and are never sent to. The counts change, so an approval of what
+/// was reviewed before is refused as stale.
+async fn remove(
+    State(deps): State<AppState>,
+    Path(id): Path<String>,
+    Extension(caller): Extension<Caller>,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<Value>> {
+    let d = load(&deps, &id).await?;
+    require(&caller, Permission::Create, "remove recipients")?;
+    let done = remove_checked(&deps, &d, &caller, &body).await;
+    let done = audit_refusal(&deps, &id, &caller.id, "remove", done).await?;
+    let ids: Vec<&str> = done.done.iter().map(String::as_str).collect();
+    record(
+        &deps,
+        &id,
+        &caller.id,
+        "remove",
+        &format!("{} removed: {}", ids.len(), few(&ids)),
+    )
+    .await;
+    let d = load(&deps, &id).await?;
+    Ok(Json(json!({
+        "dispatch": DispatchView::from(d),
+        "removed": done.done,
+        "skipped": done.skipped,
+    })))
+}
+
+async fn remove_checked(
+    deps: &Deps,
+    d: &Dispatch,
+    caller: &Caller,
+    body: &[u8],
+) -> ApiResult<shared::amend::Amended> {
+    let req = chosen_body(body, r#"{"recipient_ids": ["1042", "1043"]}"#)?;
+    if req.states.is_some() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "removal names its recipients by id; 'states' is for resend",
+        ));
+    }
+    if d.state != DispatchState::AwaitingApproval {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "recipients can be removed only while the dispatch awaits approval; it is {}",
+                d.state
+            ),
+        ));
+    }
+    let ids = req.recipient_ids.unwrap_or_default();
+    let chosen = named_recipients(
+        deps,
+        d,
+        ids,
+        |s| s == RecipientState::Pending,
+        "valid, unsent",
+    )
+    .await?;
+    let done = deps.store.remove_pending(d, &chosen, &caller.id).await?;
+    if done.done.is_empty() {
+        let why = if done.dispatch_moved {
+            "the dispatch no longer awaits approval"
+        } else {
+            "the recipients changed meanwhile"
+        };
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("nothing was removed: {why}"),
+        ));
+    }
+    Ok(done)
+}
+
+/// Sends again to recipients of a dispatch that completed with errors: by default every
+/// recipient the provider refused (`failed`); `states` may add `unknown` (the provider never
+/// said whether it took the message, so a resend may deliver twice: the operator decides);
+/// or name the recipients. It is a new send attempt, audited; the dispatch sends again.
+async fn resend(
+    State(deps): State<AppState>,
+    Path(id): Path<String>,
+    Extension(caller): Extension<Caller>,
+    body: axum::body::Bytes,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let d = load(&deps, &id).await?;
+    require(&caller, Permission::Send, "resend")?;
+    let done = resend_checked(&deps, &d, &caller, &body).await;
+    let done = audit_refusal(&deps, &id, &caller.id, "resend", done).await?;
+    let ids: Vec<&str> = done.done.iter().map(String::as_str).collect();
+    let mut outcome = format!(
+        "send attempt {}: {} sent again: {}",
+        d.send_attempt + 1,
+        ids.len(),
+        few(&ids)
+    );
+    if done.dispatch_moved {
+        outcome.push_str("; the dispatch moved on before the rest");
+    }
+    record(&deps, &id, &caller.id, "resend", &outcome).await;
+    let d = load(&deps, &id).await?;
+    // If this enqueue fails, the scheduled resume function hands the pending recipients out.
+    send_pending(&deps, &d).await;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({
+            "dispatch": DispatchView::from(d),
+            "resent": done.done,
+            "skipped": done.skipped,
+        })),
+    ))
+}
+
+async fn resend_checked(
+    deps: &Deps,
+    d: &Dispatch,
+    caller: &Caller,
+    body: &[u8],
+) -> ApiResult<shared::amend::Amended> {
+    let req = chosen_body(
+        body,
+        r#"{"recipient_ids": ["1042"]} or {"states": ["failed", "unknown"]}"#,
+    )?;
+    if d.state != DispatchState::CompletedWithErrors {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "only a dispatch that completed with errors can resend; it is {}",
+                d.state
+            ),
+        ));
+    }
+    let chosen = match (req.recipient_ids, req.states) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "name either recipient_ids or states, not both",
+            ))
+        }
+        (Some(ids), None) => {
+            named_recipients(
+                deps,
+                d,
+                ids,
+                RecipientState::may_be_resent,
+                "failed or unknown",
+            )
+            .await?
+        }
+        (None, states) => {
+            let states = states
+                .unwrap_or_else(|| vec![RecipientState::Failed.as_str().to_string()])
+                .iter()
+                .map(|s| match s.parse::<RecipientState>() {
+                    Ok(st) if st.may_be_resent() => Ok(st),
+                    _ => Err(ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        format!("'{s}' cannot be resent; states may be failed and unknown"),
+                    )),
+                })
+                .collect::<ApiResult<Vec<_>>>()?;
+            deps.store.recipients_in(d, &states).await?
+        }
+    };
+    if chosen.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "there is nobody to resend to: no recipient is in the states asked for",
+        ));
+    }
+    let done = deps.store.resend(d, &chosen, &caller.id).await?;
+    if done.done.is_empty() {
+        let why = if done.dispatch_moved {
+            format!(
+                "the dispatch is no longer {}",
+                DispatchState::CompletedWithErrors
+            )
+        } else {
+            "the recipients changed meanwhile".to_string()
+        };
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("nothing was resent: {why}"),
+        ));
+    }
+    Ok(done)
+}
+
+#[derive(Debug, Deserialize)]
+struct DownloadQuery {
+    format: Option<String>,
+}
+
+/// How long a download link works.
+const DOWNLOAD_LINK_SECS: u64 = 15 * 60;
+
+/// The validated list with each recipient's status appended, as CSV or XLSX. The file is
+/// written to the reports bucket and the answer is a redirect (303) to a short-lived link:
+/// a large list does not fit in an API answer.
+async fn download(
+    State(deps): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<DownloadQuery>,
+) -> ApiResult<Response> {
+    use shared::download::{self, Format};
+    let d = load(&deps, &id).await?;
+    let format = match q.format.as_deref().unwrap_or("csv") {
+        "csv" => Format::Csv,
+        "xlsx" => Format::Xlsx,
+        other => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("format '{other}' is not offered; use csv or xlsx"),
+            ))
+        }
+    };
+    if d.package_key.is_none() || d.list_sha256.is_none() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "there is no validated list to download yet",
+        ));
+    }
+    let package = deps.docs.package(&id).await?;
+    let list = match deps
+        .docs
+        .fetch_to_file(
+            &deps.docs.uploads_bucket,
+            &package.list_key,
+            deps.config.max_list_bytes,
+        )
+        .await?
+    {
+        shared::documents::Fetched::Found(f) => f,
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!(
+                    "the validated list {} is no longer in the package folder",
+                    package.list_key
+                ),
+            ))
+        }
+    };
+    if Some(&list.sha256) != d.list_sha256.as_ref() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "the list in the package folder is not the one validated; repeat the validation first",
+        ));
+    }
+    let recipients = deps.store.all_recipients(&id, d.shards).await?;
+    let statuses = download::statuses(&recipients);
+    drop(recipients);
+    let m = package.manifest;
+    let written = tokio::task::spawn_blocking(move || {
+        let mut reader = shared::list::ListReader::open_input(
+            &m.list,
+            Box::new(list.file),
+            m.sheet.as_deref(),
+            m.encoding.as_deref().and_then(shared::list::encoding_for),
+        )
+        .map_err(|e| download::DownloadError::Read(e.to_string()))?;
+        download::write(&mut reader, &statuses, format)
+    })
+    .await
+    .map_err(|e| {
+        tracing::error!(dispatch = %id, error = %e, "download writer stopped");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+    })?
+    .map_err(|e| {
+        tracing::error!(dispatch = %id, error = %e, "download not written");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the download could not be written",
+        )
+    })?;
+    if written.unmatched > 0 {
+        tracing::warn!(dispatch = %id, unmatched = written.unmatched, "rows without a recorded recipient");
+    }
+    let key = keys::download(&id, format.extension());
+    deps.docs
+        .put_report_file(&key, written.file.path(), format.content_type())
+        .await?;
+    let filename = format!("{id}-status.{}", format.extension());
+    let link = deps
+        .docs
+        .report_link(
+            &key,
+            &filename,
+            std::time::Duration::from_secs(DOWNLOAD_LINK_SECS),
+        )
+        .await?;
+    Ok((StatusCode::SEE_OTHER, [(header::LOCATION, link)]).into_response())
 }

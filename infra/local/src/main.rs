@@ -192,7 +192,10 @@ async fn demo() -> Result<()> {
         local.system.config.reports_bucket,
         d["history_key"].as_str().unwrap_or(""),
         out.join("history.csv").display(),
-        history.lines().count().saturating_sub(1)
+        history
+            .lines()
+            .filter(|l| l.starts_with("recipient,"))
+            .count()
     );
     println!(
         "    history summary with the audit trail: {}",
