@@ -251,6 +251,12 @@ async fn resend_sends_again_only_to_the_failed_recipients_as_a_new_audited_attem
     let d = wait(&local, id, &["completed", "completed_with_errors"]).await;
     assert_eq!(d["counts"]["sent"], 4, "{d}");
     assert_eq!(d["counts"]["failed"], 0, "{d}");
+    assert_eq!(
+        d["recipient_states"],
+        json!({"invalid": 1, "excluded": 0, "pending": 0, "sent": 4, "failed": 0, "unknown": 0}),
+        "{d}"
+    );
+    assert_eq!(d["progress"], "4 of 4 sent");
     let after = mail_count(&local).await;
     assert_eq!(after.get("bo@example.net"), Some(&1), "{after:?}");
     assert_eq!(after.get("di@example.net"), Some(&1), "{after:?}");
@@ -381,6 +387,11 @@ async fn removed_recipients_are_never_sent_and_the_download_shows_every_status()
     assert_eq!(body["removed"], json!(["2"]));
     assert_eq!(body["dispatch"]["counts"]["valid"], 3, "{body}");
     assert_eq!(body["dispatch"]["counts"]["excluded"], 1, "{body}");
+    assert_eq!(
+        body["dispatch"]["recipient_states"],
+        json!({"invalid": 1, "excluded": 1, "pending": 3, "sent": 0, "failed": 0, "unknown": 0}),
+        "{body}"
+    );
     let (status, body) = operator
         .post_json(&remove, &json!({"recipient_ids": ["2"]}))
         .await
