@@ -27,15 +27,14 @@ const LIST: &str = "recipient_id,name,email,note\n\
 
 async fn upload_package(local: &Local, id: &str) {
     local
-        .upload(id, "list.csv", LIST.as_bytes().to_vec())
-        .await
-        .unwrap();
-    local
-        .upload(id, "email.txt", b"Dear {{ name }}".to_vec())
-        .await
-        .unwrap();
-    local
-        .upload(id, "manifest.json", MANIFEST.as_bytes().to_vec())
+        .upload_files(
+            id,
+            &[
+                ("list.csv", LIST.as_bytes()),
+                ("email.txt", b"Dear {{ name }}"),
+                ("manifest.json", MANIFEST.as_bytes()),
+            ],
+        )
         .await
         .unwrap();
 }

@@ -353,15 +353,14 @@ async fn rejecting_while_sending_keeps_the_sent_and_rejects_the_rest() {
         list.push_str(&format!("{i},Name{i},r{i}@example.net\n"));
     }
     local
-        .upload(id, "list.csv", list.into_bytes())
-        .await
-        .unwrap();
-    local
-        .upload(id, "email.txt", b"Dear {{ name }}".to_vec())
-        .await
-        .unwrap();
-    local
-        .upload(id, "manifest.json", MANIFEST.as_bytes().to_vec())
+        .upload_files(
+            id,
+            &[
+                ("list.csv", list.as_bytes()),
+                ("email.txt", b"Dear {{ name }}"),
+                ("manifest.json", MANIFEST.as_bytes()),
+            ],
+        )
         .await
         .unwrap();
     let portal = local.portal();

@@ -41,17 +41,16 @@ fn list(n: u32) -> (Vec<u8>, Vec<String>) {
 
 async fn upload(local: &Local, id: &str, n: u32) -> Vec<String> {
     let (csv, addresses) = list(n);
-    local.upload(id, "list.csv", csv).await.unwrap();
     local
-        .upload(id, "email.txt", b"Dear {{ name }}".to_vec())
-        .await
-        .unwrap();
-    local
-        .upload(id, "sms.txt", b"Hi {{ name }}".to_vec())
-        .await
-        .unwrap();
-    local
-        .upload(id, "manifest.json", MANIFEST.as_bytes().to_vec())
+        .upload_files(
+            id,
+            &[
+                ("list.csv", &csv),
+                ("email.txt", b"Dear {{ name }}"),
+                ("sms.txt", b"Hi {{ name }}"),
+                ("manifest.json", MANIFEST.as_bytes()),
+            ],
+        )
         .await
         .unwrap();
     addresses

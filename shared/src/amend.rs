@@ -15,7 +15,7 @@
 use crate::claims::MAX_RECIPIENTS_PER_WRITE;
 use crate::error::{Error, Result};
 use crate::model::{now_rfc3339, Dispatch, DispatchState, Recipient, RecipientState};
-use crate::store::{dispatch_pk, s, shard_pk, RecipientKey, Store, DISPATCH_SK};
+use crate::store::{s, shard_pk, RecipientKey, Store};
 use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem, Update};
 use futures::{FutureExt, StreamExt, TryStreamExt};
 use std::collections::HashMap;
@@ -152,10 +152,7 @@ impl Store {
                     "#state = :sending AND send_attempt = :attempt",
                 )
             };
-            Update::builder()
-                .table_name(&self.table)
-                .key("pk", s(dispatch_pk(&d.id)))
-                .key("sk", s(DISPATCH_SK))
+            self.dispatch_update(&d.id)
                 .update_expression(format!("{set} ADD #failed :f, #unknown :u"))
                 .condition_expression(condition)
                 .expression_attribute_names("#state", "state")
@@ -165,10 +162,7 @@ impl Store {
                 .build()
         };
         let recipient = |(key, r): &(RecipientKey, Recipient)| {
-            Update::builder()
-                .table_name(&self.table)
-                .key("pk", s(shard_pk(&d.id, key.shard)))
-                .key("sk", s(key.sk.clone()))
+            self.recipient_update(&d.id, key)
                 .update_expression(
                     "SET #state = :pending, send_attempt = :attempt, previous_reason = if_not_exists(reason, :none), updated_at = :now REMOVE reason, claim, claimed_at, stuck_at",
                 )
@@ -196,10 +190,7 @@ impl Store {
         let now = now_rfc3339();
         let dispatch = |_first: bool, rs: &[&(RecipientKey, Recipient)]| {
             let k = rs.len() as i64;
-            Update::builder()
-                .table_name(&self.table)
-                .key("pk", s(dispatch_pk(&d.id)))
-                .key("sk", s(DISPATCH_SK))
+            self.dispatch_update(&d.id)
                 .update_expression("SET updated_at = :now ADD #valid :minus, #excluded :plus")
                 .condition_expression("#state = :awaiting")
                 .expression_attribute_names("#state", "state")
@@ -216,10 +207,7 @@ impl Store {
         };
         let reason = format!("removed from the list by {by} before approval");
         let recipient = |(key, _): &(RecipientKey, Recipient)| {
-            Update::builder()
-                .table_name(&self.table)
-                .key("pk", s(shard_pk(&d.id, key.shard)))
-                .key("sk", s(key.sk.clone()))
+            self.recipient_update(&d.id, key)
                 .update_expression("SET #state = :excluded, reason = :reason, updated_at = :now")
                 .condition_expression("#state = :pending")
                 .expression_attribute_names("#state", "state")

@@ -139,7 +139,19 @@ impl Store {
         })
     }
 
-    fn recipient_update(
+    /// A transaction's update of a dispatch.
+    pub(crate) fn dispatch_update(
+        &self,
+        dispatch_id: &str,
+    ) -> aws_sdk_dynamodb::types::builders::UpdateBuilder {
+        Update::builder()
+            .table_name(&self.table)
+            .key("pk", s(dispatch_pk(dispatch_id)))
+            .key("sk", s(DISPATCH_SK))
+    }
+
+    /// A transaction's update of a recipient.
+    pub(crate) fn recipient_update(
         &self,
         dispatch_id: &str,
         key: &RecipientKey,
@@ -338,10 +350,7 @@ impl Store {
                 items.push(
                     TransactWriteItem::builder()
                         .update(build(
-                            Update::builder()
-                                .table_name(&self.table)
-                                .key("pk", s(dispatch_pk(dispatch_id)))
-                                .key("sk", s(DISPATCH_SK))
+                            self.dispatch_update(dispatch_id)
                                 .update_expression(
                                     "ADD #sent :s, #failed :f, #unknown :u SET updated_at = :now",
                                 )

@@ -69,6 +69,16 @@ impl Local {
         Ok(())
     }
 
+    /// Uploads the files of a package, `manifest.json` last whatever the order given.
+    pub async fn upload_files(&self, dispatch_id: &str, files: &[(&str, &[u8])]) -> Result<()> {
+        let mut files = files.to_vec();
+        files.sort_by_key(|(name, _)| *name == shared::manifest::MANIFEST_FILE);
+        for (name, body) in files {
+            self.upload(dispatch_id, name, body.to_vec()).await?;
+        }
+        Ok(())
+    }
+
     /// Uploads one file of a package. Before the manifest (which starts validation), the
     /// operator starts the dispatch through the API, as the portal does; a dispatch that
     /// exists already (a repeat) stays as it is.
