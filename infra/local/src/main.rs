@@ -162,7 +162,21 @@ async fn demo() -> Result<()> {
             bail!("closing answered {status}: {body}");
         }
         d = body;
+        // Closing writes the history again, with the close in its audit rows.
+        let (status, body) = portal.get(&format!("/dispatches/{id}/history")).await?;
+        if status == 200 {
+            history = body;
+            std::fs::write(out.join("history.csv"), &history).context("cannot save the history")?;
+        }
     }
+    // The list as uploaded, with each recipient's status appended (a link to the file).
+    let (status, list) = portal
+        .get_bytes(&format!("/dispatches/{id}/download?format=xlsx"))
+        .await?;
+    if status != 200 {
+        bail!("the download answered {status}");
+    }
+    std::fs::write(out.join("list-with-status.xlsx"), &list)?;
     let (_, summary) = portal
         .get(&format!("/dispatches/{id}/history/summary"))
         .await?;
@@ -200,6 +214,10 @@ async fn demo() -> Result<()> {
     println!(
         "    history summary with the audit trail: {}",
         out.join("history-summary.json").display()
+    );
+    println!(
+        "    the list with each recipient's status: {}",
+        out.join("list-with-status.xlsx").display()
     );
     local.system.stop().await;
     Ok(())
