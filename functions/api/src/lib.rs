@@ -1480,9 +1480,22 @@ async fn download(
             "the list in the package folder is not the one validated; repeat the validation first",
         ));
     }
-    let recipients = deps.store.all_recipients(&id, d.shards).await?;
-    let statuses = download::statuses(&recipients);
-    drop(recipients);
+    // Page by page: only the statuses are kept, not the records.
+    let mut statuses = std::collections::HashMap::new();
+    for shard in 0..d.shards {
+        let mut after = None;
+        loop {
+            let page = deps
+                .store
+                .query_shard(&id, shard, None, after, 1000)
+                .await?;
+            statuses.extend(download::statuses(page.recipients.iter().map(|(_, r)| r)));
+            match page.next {
+                Some(n) => after = Some(n),
+                None => break,
+            }
+        }
+    }
     let m = package.manifest;
     let written = tokio::task::spawn_blocking(move || {
         let mut reader = shared::list::ListReader::open_input(
