@@ -46,6 +46,46 @@ async fn awaiting_approval(local: &Local, id: &str) -> Value {
         .unwrap()
 }
 
+/// A dispatch's audit trail as (actor, action, outcome).
+struct Audit(Vec<(String, String, String)>);
+
+impl Audit {
+    async fn of(local: &Local, id: &str) -> Audit {
+        let (status, body) = local
+            .portal()
+            .get(&format!("/dispatches/{id}/audit"))
+            .await
+            .unwrap();
+        assert_eq!(status, 200, "{body}");
+        let audit: Value = serde_json::from_str(&body).unwrap();
+        Audit(
+            audit["audit"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| {
+                    (
+                        e["actor"].as_str().unwrap().to_string(),
+                        e["action"].as_str().unwrap().to_string(),
+                        e["outcome"].as_str().unwrap().to_string(),
+                    )
+                })
+                .collect(),
+        )
+    }
+
+    /// The trail has an entry of `actor` doing `action` whose outcome contains `outcome`.
+    fn has(&self, actor: &str, action: &str, outcome: &str) {
+        assert!(
+            self.0
+                .iter()
+                .any(|(a, x, o)| a == actor && x == action && o.contains(outcome)),
+            "no {actor} {action} '{outcome}' in {:?}",
+            self.0
+        );
+    }
+}
+
 fn detail(body: &Value) -> &str {
     body["detail"].as_str().unwrap_or_default()
 }
@@ -232,31 +272,17 @@ async fn only_verified_callers_with_the_right_permission_act_and_four_eyes_hold(
     assert_eq!(status, 409, "approved already");
 
     // Every action is in the audit trail, refusals included, with its actor.
-    let (status, body) = carl.get("/dispatches/four-eyes/audit").await.unwrap();
-    assert_eq!(status, 200, "{body}");
-    let audit: Value = serde_json::from_str(&body).unwrap();
-    let entries: Vec<(String, String, String)> = audit["audit"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            (
-                e["actor"].as_str().unwrap().to_string(),
-                e["action"].as_str().unwrap().to_string(),
-                e["outcome"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
-    let has = |actor: &str, action: &str, outcome: &str| {
-        entries
-            .iter()
-            .any(|(a, x, o)| a == actor && x == action && o.contains(outcome))
-    };
-    assert!(has("ann", "start", "awaiting_upload"), "{entries:?}");
-    assert!(has("ann", "approve", "refused: four eyes"), "{entries:?}");
-    assert!(has("ann", "forward", "to carl"), "{entries:?}");
-    assert!(has("bo", "approve", "refused"), "{entries:?}");
-    assert!(has("carl", "approve", "approved"), "{entries:?}");
+    let audit = Audit::of(&local, "four-eyes").await;
+    audit.has("ann", "start", "awaiting_upload");
+    audit.has("ann", "approve", "refused: four eyes");
+    audit.has("ann", "forward", "to carl");
+    audit.has("bo", "approve", "refused");
+    audit.has("carl", "approve", "approved");
+    audit.has(
+        "carl",
+        "approve",
+        "refused: dispatch 'four-eyes' is not awaiting_approval",
+    );
 
     // A package folder that changed after validation cannot be approved until the change is
     // validated (the manifest uploaded again).
@@ -398,6 +424,19 @@ async fn rejecting_while_sending_keeps_the_sent_and_rejects_the_rest() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // A pause and a resume on the way; then the rejection.
+    let (status, body) = portal
+        .post(&format!("/dispatches/{id}/pause"))
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["state"], "paused");
+    let (status, body) = portal
+        .post(&format!("/dispatches/{id}/resume"))
+        .await
+        .unwrap();
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["state"], "sending");
     let (status, body) = portal
         .post(&format!("/dispatches/{id}/reject"))
         .await
@@ -405,6 +444,21 @@ async fn rejecting_while_sending_keeps_the_sent_and_rejects_the_rest() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["state"], "rejected");
     assert_eq!(body["rejected_by"], local::APPROVER);
+    let (status, _) = portal
+        .post(&format!("/dispatches/{id}/pause"))
+        .await
+        .unwrap();
+    assert_eq!(status, 409, "a rejected dispatch cannot be paused");
+    let audit = Audit::of(&local, id).await;
+    audit.has(local::APPROVER, "approve", "approved");
+    audit.has(local::APPROVER, "pause", "paused");
+    audit.has(local::APPROVER, "resume", "sending");
+    audit.has(local::APPROVER, "reject", "rejected");
+    audit.has(
+        local::APPROVER,
+        "pause",
+        "refused: dispatch 'stopped' is not sending",
+    );
 
     // Soon nobody is pending or being sent to: who was sent to stays sent, the rest are
     // rejected, and the provider got exactly the sent ones.
@@ -553,6 +607,20 @@ async fn dispatches_are_listed_searched_sorted_paged_cancelled_and_archived() {
         .unwrap();
     assert_eq!(status, 409, "archived already");
     assert_eq!(ids(&list("").await.1), ["gamma-water", "alpha-water"]);
+    let audit = Audit::of(&local, "beta-roads").await;
+    audit.has("ann", "cancel", "cancelled");
+    audit.has("ann", "cancel", "refused");
+    audit.has(local::APPROVER, "archive", "cancelled");
+    audit.has(
+        local::APPROVER,
+        "archive",
+        "refused: the dispatch is archived already",
+    );
+    Audit::of(&local, "alpha-water").await.has(
+        local::APPROVER,
+        "archive",
+        "refused: a dispatch that is awaiting_upload cannot be archived",
+    );
     assert_eq!(ids(&list("?archived=only").await.1), ["beta-roads"]);
     assert_eq!(list("?archived=true").await.1["total"], 3);
 

@@ -662,7 +662,8 @@ async fn close(
     load(&deps, &id).await?;
     require(&caller, Permission::Send, "close a dispatch")?;
     let by = caller.id;
-    let d = completion::close(&deps.store, &deps.docs, &id, &by).await?;
+    let closed = completion::close(&deps.store, &deps.docs, &id, &by).await;
+    let d = audit_refusal(&deps, &id, &by, "closed", closed).await?;
     tracing::info!(dispatch = %id, by = %by, "closed");
     Ok(Json(d.into()))
 }
@@ -694,22 +695,22 @@ async fn approve(
             )
         })?
     };
-    let refused = match may_approve(&deps, &d, &caller) {
-        Ok(()) => still_as_validated(&deps, &d, &seen).await,
-        refusal => refusal,
-    };
-    if let Err(refusal) = refused {
-        deps.store
-            .audit_or_log(
-                &id,
-                &caller.id,
-                "approve",
-                &format!("refused: {}", refusal.detail),
-            )
-            .await;
-        return Err(refusal);
+    let approved = async {
+        may_approve(&deps, &d, &caller)?;
+        still_as_validated(&deps, &d, &seen).await?;
+        approve_validated(&deps, &d, &caller.id).await
     }
-    let by = caller.id;
+    .await;
+    let d = audit_refusal(&deps, &id, &caller.id, "approve", approved).await?;
+    record(&deps, &id, &caller.id, "approve", d.state.as_str()).await;
+    // If this enqueue fails, the scheduled resume function fans the approved dispatch out.
+    send_pending(&deps, &d).await;
+    Ok((StatusCode::ACCEPTED, Json(d.into())))
+}
+
+/// The approval's write: it holds only while the dispatch still awaits approval with the
+/// hashes that were validated.
+async fn approve_validated(deps: &Deps, d: &Dispatch, by: &str) -> ApiResult<Dispatch> {
     // The approval is of this validation: it holds only while the hashes are unchanged.
     let unchanged: Vec<(&str, aws_sdk_dynamodb::types::AttributeValue)> = [
         ("list_sha256", d.list_sha256.clone()),
@@ -718,23 +719,19 @@ async fn approve(
     .into_iter()
     .filter_map(|(k, v)| v.map(|v| (k, store::s(v))))
     .collect();
-    let d = deps
+    Ok(deps
         .store
         .transition_if_unchanged(
-            &id,
+            &d.id,
             DispatchState::AwaitingApproval,
             DispatchState::Approved,
             &[
-                ("approved_by", store::s(by.clone())),
+                ("approved_by", store::s(by)),
                 ("approved_at", store::s(now_rfc3339())),
             ],
             &unchanged,
         )
-        .await?;
-    record(&deps, &id, &by, "approve", d.state.as_str()).await;
-    // If this enqueue fails, the scheduled resume function fans the approved dispatch out.
-    send_pending(&deps, &d).await;
-    Ok((StatusCode::ACCEPTED, Json(d.into())))
+        .await?)
 }
 
 /// Logs an action a caller took and writes it to the dispatch's audit trail.
@@ -786,7 +783,7 @@ async fn reject(
         | DispatchState::Paused => current.state,
         _ => DispatchState::AwaitingApproval,
     };
-    let d = deps
+    let changed = deps
         .store
         .transition(
             &id,
@@ -797,7 +794,8 @@ async fn reject(
                 ("rejected_at", store::s(now_rfc3339())),
             ],
         )
-        .await?;
+        .await;
+    let d = audit_refusal(&deps, &id, &by, "reject", changed).await?;
     record(&deps, &id, &by, "reject", d.state.as_str()).await;
     reject_unsent(&deps, &d).await?;
     Ok(Json(d.into()))
@@ -819,10 +817,11 @@ async fn pause(
         DispatchState::WaitingForContinuation => DispatchState::WaitingForContinuation,
         _ => DispatchState::Sending,
     };
-    let d = deps
+    let changed = deps
         .store
         .transition(&id, from, DispatchState::Paused, &extra)
-        .await?;
+        .await;
+    let d = audit_refusal(&deps, &id, &by, "pause", changed).await?;
     record(&deps, &id, &by, "pause", d.state.as_str()).await;
     Ok(Json(d.into()))
 }
@@ -835,7 +834,7 @@ async fn resume(
     load(&deps, &id).await?;
     require(&caller, Permission::Send, "resume a dispatch")?;
     let by = caller.id;
-    let d = deps
+    let changed = deps
         .store
         .transition(
             &id,
@@ -843,7 +842,8 @@ async fn resume(
             DispatchState::Sending,
             &[("resumed_by", store::s(by.clone()))],
         )
-        .await?;
+        .await;
+    let d = audit_refusal(&deps, &id, &by, "resume", changed).await?;
     record(&deps, &id, &by, "resume", d.state.as_str()).await;
     // If this enqueue fails, the scheduled resume function hands the pending recipients out
     // once the dispatch has been quiet for a while.
@@ -934,33 +934,38 @@ async fn forward(
 ) -> ApiResult<Json<DispatchView>> {
     let d = load(&deps, &id).await?;
     require(&caller, Permission::Send, "forward an approval")?;
-    let req: ForwardRequest = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!("the body must be JSON like {{\"to\": \"approver-id\"}}: {e}"),
-        )
-    })?;
-    let to = req.to.trim().to_string();
-    if to.is_empty() {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "'to' is empty"));
+    let changed: ApiResult<Dispatch> = async {
+        let req: ForwardRequest = serde_json::from_slice(&body).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("the body must be JSON like {{\"to\": \"approver-id\"}}: {e}"),
+            )
+        })?;
+        let to = req.to.trim().to_string();
+        if to.is_empty() {
+            return Err(ApiError::new(StatusCode::BAD_REQUEST, "'to' is empty"));
+        }
+        if deps.config.identity.four_eyes && d.started_by.as_deref() == Some(to.as_str()) {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("four eyes: {to} started this dispatch and cannot approve it"),
+            ));
+        }
+        Ok(deps
+            .store
+            .set_in_state(
+                &id,
+                DispatchState::AwaitingApproval,
+                &[
+                    ("forwarded_to", store::s(to.clone())),
+                    ("forwarded_by", store::s(caller.id.clone())),
+                ],
+            )
+            .await?)
     }
-    if deps.config.identity.four_eyes && d.started_by.as_deref() == Some(to.as_str()) {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!("four eyes: {to} started this dispatch and cannot approve it"),
-        ));
-    }
-    let d = deps
-        .store
-        .set_in_state(
-            &id,
-            DispatchState::AwaitingApproval,
-            &[
-                ("forwarded_to", store::s(to.clone())),
-                ("forwarded_by", store::s(caller.id.clone())),
-            ],
-        )
-        .await?;
+    .await;
+    let d = audit_refusal(&deps, &id, &caller.id, "forward", changed).await?;
+    let to = d.forwarded_to.as_deref().unwrap_or_default();
     record(&deps, &id, &caller.id, "forward", &format!("to {to}")).await;
     Ok(Json(d.into()))
 }
@@ -1023,7 +1028,7 @@ async fn cancel(
         DispatchState::AwaitingUpload | DispatchState::ValidationFailed => current.state,
         _ => DispatchState::AwaitingApproval,
     };
-    let d = deps
+    let changed = deps
         .store
         .transition(
             &id,
@@ -1034,7 +1039,8 @@ async fn cancel(
                 ("cancelled_at", store::s(now_rfc3339())),
             ],
         )
-        .await?;
+        .await;
+    let d = audit_refusal(&deps, &id, &caller.id, "cancel", changed).await?;
     record(&deps, &id, &caller.id, "cancel", d.state.as_str()).await;
     if from == DispatchState::AwaitingApproval {
         reject_unsent(&deps, &d).await?;
@@ -1050,32 +1056,36 @@ async fn archive(
     Extension(caller): Extension<Caller>,
 ) -> ApiResult<Json<DispatchView>> {
     let d = load(&deps, &id).await?;
-    if !(d.state.is_final() || d.state == DispatchState::ValidationFailed) {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            format!(
-                "a dispatch that is {} cannot be archived; only one that is over",
-                d.state
-            ),
-        ));
+    let changed: ApiResult<Dispatch> = async {
+        if !(d.state.is_final() || d.state == DispatchState::ValidationFailed) {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!(
+                    "a dispatch that is {} cannot be archived; only one that is over",
+                    d.state
+                ),
+            ));
+        }
+        if d.archived_at.is_some() {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "the dispatch is archived already",
+            ));
+        }
+        Ok(deps
+            .store
+            .set_in_state(
+                &id,
+                d.state,
+                &[
+                    ("archived_by", store::s(caller.id.clone())),
+                    ("archived_at", store::s(now_rfc3339())),
+                ],
+            )
+            .await?)
     }
-    if d.archived_at.is_some() {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "the dispatch is archived already",
-        ));
-    }
-    let d = deps
-        .store
-        .set_in_state(
-            &id,
-            d.state,
-            &[
-                ("archived_by", store::s(caller.id.clone())),
-                ("archived_at", store::s(now_rfc3339())),
-            ],
-        )
-        .await?;
+    .await;
+    let d = audit_refusal(&deps, &id, &caller.id, "archive", changed).await?;
     record(&deps, &id, &caller.id, "archive", d.state.as_str()).await;
     if d.history_key.is_some() {
         // The history's audit rows gain the archive when the schedule writes it again.
@@ -1102,13 +1112,14 @@ async fn repeat(
 }
 
 /// Audits an action refused after the caller's permission was checked, then answers.
-async fn audit_refusal<T>(
+async fn audit_refusal<T, E: Into<ApiError>>(
     deps: &Deps,
     id: &str,
     by: &str,
     action: &str,
-    result: ApiResult<T>,
+    result: Result<T, E>,
 ) -> ApiResult<T> {
+    let result = result.map_err(Into::into);
     if let Err(e) = &result {
         deps.store
             .audit_or_log(id, by, action, &format!("refused: {}", e.detail))
