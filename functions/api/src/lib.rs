@@ -1129,7 +1129,10 @@ async fn audit_refusal<T, E: Into<ApiError>>(
 }
 
 async fn repeat_checked(deps: &Deps, d: &Dispatch) -> ApiResult<Dispatch> {
-    if !d.state.can_become(DispatchState::Validating) || d.state == DispatchState::AwaitingUpload {
+    if !matches!(
+        d.state,
+        DispatchState::ValidationFailed | DispatchState::AwaitingApproval
+    ) {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             format!(
