@@ -17,11 +17,7 @@ use crate::error::{Error, Result};
 use crate::model::{now_rfc3339, Dispatch, DispatchState, Recipient, RecipientState};
 use crate::store::{s, shard_pk, RecipientKey, Store};
 use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem, Update};
-use futures::{FutureExt, StreamExt, TryStreamExt};
 use std::collections::HashMap;
-
-/// Recipient lookups in flight at once.
-const LOOKUP_CONCURRENCY: usize = 8;
 
 /// What an amendment did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -44,8 +40,9 @@ fn build<T, E: std::fmt::Display>(r: std::result::Result<T, E>) -> Result<T> {
 }
 
 impl Store {
-    /// Recipients by their ids (the list's id column). Only a row with a usable, unique id
-    /// can be pending, failed or unknown, and such a row is stored under its id.
+    /// Recipients by their ids (the list's id column), in the order asked. Only a row with
+    /// a usable, unique id can be pending, failed or unknown, and such a row is stored under
+    /// its id.
     pub async fn recipients_by_id(
         &self,
         d: &Dispatch,
@@ -58,31 +55,24 @@ impl Store {
                 sk: format!("R#{id}"),
             })
             .collect();
-        let dispatch_id = d.id.as_str();
-        futures::stream::iter(keys)
-            .map(|key| async move { self.get_recipient(dispatch_id, &key).await }.boxed())
-            .buffered(LOOKUP_CONCURRENCY)
-            .try_collect()
-            .await
-    }
-
-    /// One recipient by its storage key.
-    pub async fn get_recipient(
-        &self,
-        dispatch_id: &str,
-        key: &RecipientKey,
-    ) -> Result<Option<(RecipientKey, Recipient)>> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("pk", s(shard_pk(dispatch_id, key.shard)))
-            .key("sk", s(key.sk.clone()))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(Error::aws("GetItem"))?;
-        out.item().map(crate::store::recipient_from).transpose()
+        let items = self
+            .batch_get(
+                keys.iter()
+                    .map(|k| {
+                        HashMap::from([
+                            ("pk".to_string(), s(shard_pk(&d.id, k.shard))),
+                            ("sk".to_string(), s(k.sk.clone())),
+                        ])
+                    })
+                    .collect(),
+                true,
+            )
+            .await?;
+        let mut found: HashMap<RecipientKey, Recipient> = items
+            .iter()
+            .map(crate::store::recipient_from)
+            .collect::<Result<_>>()?;
+        Ok(keys.into_iter().map(|k| found.remove_entry(&k)).collect())
     }
 
     /// Every recipient of a dispatch in one of `states`.
@@ -94,17 +84,7 @@ impl Store {
         let mut out = Vec::new();
         for &state in states {
             for shard in 0..d.shards {
-                let mut after = None;
-                loop {
-                    let page = self
-                        .query_shard(&d.id, shard, Some(state), after, 1000)
-                        .await?;
-                    out.extend(page.recipients);
-                    match page.next {
-                        Some(n) => after = Some(n),
-                        None => break,
-                    }
-                }
+                out.extend(self.shard_recipients(&d.id, shard, Some(state)).await?);
             }
         }
         out.sort_by_key(|(_, r)| r.line);

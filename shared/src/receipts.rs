@@ -20,10 +20,8 @@
 
 use crate::error::{Error, Result};
 use crate::model::{rfc3339, Receipt};
-use crate::store::{
-    get_s, n, s, unprocessed_wait, Item, RecipientKey, Store, UNPROCESSED_ATTEMPTS,
-};
-use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
+use crate::store::{get_s, n, s, Item, RecipientKey, Store};
+use aws_sdk_dynamodb::types::AttributeValue;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -32,8 +30,6 @@ use std::collections::HashMap;
 pub const INDEX_BY_MESSAGE: &str = "by-message";
 const SUPPRESSED_SK: &str = "SUPPRESSED";
 const STALE_PK: &str = "HISTORY#STALE";
-/// Keys of one BatchGetItem call: the service's limit.
-const MAX_BATCH_GET: usize = 100;
 
 /// One provider event about one message.
 #[derive(Debug, Clone, PartialEq)]
@@ -382,67 +378,32 @@ impl Store {
         let mut keys: Vec<String> = addresses.iter().map(|a| suppression_key(a)).collect();
         keys.sort();
         keys.dedup();
+        let items = self
+            .batch_get(
+                keys.iter()
+                    .map(|a| {
+                        HashMap::from([
+                            ("pk".to_string(), s(suppression_pk(a))),
+                            ("sk".to_string(), s(SUPPRESSED_SK)),
+                        ])
+                    })
+                    .collect(),
+                false,
+            )
+            .await?;
         let mut found = HashMap::new();
-        for chunk in keys.chunks(MAX_BATCH_GET) {
-            let mut request = Some(
-                KeysAndAttributes::builder()
-                    .set_keys(Some(
-                        chunk
-                            .iter()
-                            .map(|a| {
-                                HashMap::from([
-                                    ("pk".to_string(), s(suppression_pk(a))),
-                                    ("sk".to_string(), s(SUPPRESSED_SK)),
-                                ])
-                            })
-                            .collect(),
-                    ))
-                    .build()
-                    .map_err(|e| Error::Malformed(e.to_string()))?,
-            );
-            for attempt in 0..UNPROCESSED_ATTEMPTS {
-                let Some(req) = request.take() else { break };
-                let out = self
-                    .client
-                    .batch_get_item()
-                    .request_items(&self.table, req)
-                    .send()
-                    .await
-                    .map_err(Error::aws("BatchGetItem suppression"))?;
-                for item in out
-                    .responses()
-                    .and_then(|r| r.get(&self.table))
-                    .into_iter()
-                    .flatten()
-                {
-                    if let Some(address) = get_s(item, "address") {
-                        found.insert(
-                            address.clone(),
-                            Suppression {
-                                address,
-                                reason: get_s(item, "reason").unwrap_or_default(),
-                                detail: get_s(item, "detail"),
-                                at: get_s(item, "at").unwrap_or_default(),
-                                message_id: get_s(item, "source_message_id").unwrap_or_default(),
-                            },
-                        );
-                    }
-                }
-                request = out
-                    .unprocessed_keys()
-                    .and_then(|u| u.get(&self.table))
-                    .filter(|k| !k.keys().is_empty())
-                    .cloned();
-                if request.is_some() {
-                    tokio::time::sleep(unprocessed_wait(attempt)).await;
-                }
-            }
-            if let Some(left) = request {
-                return Err(Error::Aws {
-                    op: "BatchGetItem",
-                    source: format!("{} suppression keys stayed unprocessed", left.keys().len())
-                        .into(),
-                });
+        for item in items {
+            if let Some(address) = get_s(&item, "address") {
+                found.insert(
+                    address.clone(),
+                    Suppression {
+                        address,
+                        reason: get_s(&item, "reason").unwrap_or_default(),
+                        detail: get_s(&item, "detail"),
+                        at: get_s(&item, "at").unwrap_or_default(),
+                        message_id: get_s(&item, "source_message_id").unwrap_or_default(),
+                    },
+                );
             }
         }
         Ok(found)

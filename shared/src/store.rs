@@ -14,7 +14,7 @@ use crate::model::{
     now_rfc3339, Channel, Counts, Dispatch, DispatchState, Receipt, Recipient, RecipientState,
 };
 use aws_sdk_dynamodb::types::{
-    AttributeValue, DeleteRequest, PutRequest, ReturnValue, Select, WriteRequest,
+    AttributeValue, DeleteRequest, KeysAndAttributes, PutRequest, ReturnValue, Select, WriteRequest,
 };
 use aws_sdk_dynamodb::Client;
 use futures::{stream, FutureExt, StreamExt, TryStreamExt};
@@ -37,6 +37,9 @@ pub(crate) const UNPROCESSED_ATTEMPTS: u32 = 8;
 pub(crate) fn unprocessed_wait(attempt: u32) -> Duration {
     (Duration::from_millis(50) * 2u32.pow(attempt.min(6))).min(Duration::from_secs(2))
 }
+
+/// Keys of one BatchGetItem call: the service's limit.
+const MAX_BATCH_GET: usize = 100;
 
 /// BatchWriteItem calls in flight at once while storing a list.
 const WRITE_CONCURRENCY: usize = 8;
@@ -912,29 +915,77 @@ impl Store {
         shards: u32,
     ) -> Result<Vec<(RecipientKey, Recipient)>> {
         let per_shard = stream::iter(0..shards)
-            .map(|shard| {
-                async move {
-                    let mut out = Vec::new();
-                    let mut after = None;
-                    loop {
-                        let page = self
-                            .query_shard(dispatch_id, shard, None, after, 1000)
-                            .await?;
-                        out.extend(page.recipients);
-                        match page.next {
-                            Some(n) => after = Some(n),
-                            None => return Ok::<_, Error>(out),
-                        }
-                    }
-                }
-                .boxed()
-            })
+            .map(|shard| self.shard_recipients(dispatch_id, shard, None).boxed())
             .buffer_unordered(WRITE_CONCURRENCY)
             .try_collect::<Vec<_>>()
             .await?;
         let mut all: Vec<(RecipientKey, Recipient)> = per_shard.into_iter().flatten().collect();
         all.sort_by_key(|(_, r)| r.line);
         Ok(all)
+    }
+
+    /// The items of the given keys that exist, in no particular order: BatchGetItem, 100
+    /// keys a call, repeating what the service leaves unprocessed.
+    pub(crate) async fn batch_get(&self, keys: Vec<Item>, consistent: bool) -> Result<Vec<Item>> {
+        let mut found = Vec::new();
+        for chunk in keys.chunks(MAX_BATCH_GET) {
+            let mut request = Some(
+                KeysAndAttributes::builder()
+                    .set_keys(Some(chunk.to_vec()))
+                    .consistent_read(consistent)
+                    .build()
+                    .map_err(|e| Error::Malformed(e.to_string()))?,
+            );
+            for attempt in 0..UNPROCESSED_ATTEMPTS {
+                let Some(req) = request.take() else { break };
+                let out = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, req)
+                    .send()
+                    .await
+                    .map_err(Error::aws("BatchGetItem"))?;
+                if let Some(items) = out.responses().and_then(|r| r.get(&self.table)) {
+                    found.extend(items.iter().cloned());
+                }
+                request = out
+                    .unprocessed_keys()
+                    .and_then(|u| u.get(&self.table))
+                    .filter(|k| !k.keys().is_empty())
+                    .cloned();
+                if request.is_some() {
+                    tokio::time::sleep(unprocessed_wait(attempt)).await;
+                }
+            }
+            if let Some(left) = request {
+                return Err(Error::Aws {
+                    op: "BatchGetItem",
+                    source: format!("{} keys stayed unprocessed", left.keys().len()).into(),
+                });
+            }
+        }
+        Ok(found)
+    }
+
+    /// Every recipient of one shard, optionally only those in `state`, page by page.
+    pub async fn shard_recipients(
+        &self,
+        dispatch_id: &str,
+        shard: u32,
+        state: Option<RecipientState>,
+    ) -> Result<Vec<(RecipientKey, Recipient)>> {
+        let mut out = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self
+                .query_shard(dispatch_id, shard, state, after, 1000)
+                .await?;
+            out.extend(page.recipients);
+            match page.next {
+                Some(n) => after = Some(n),
+                None => return Ok(out),
+            }
+        }
     }
 
     async fn set_recipient_state(

@@ -701,8 +701,7 @@ async fn approve(
         approve_validated(&deps, &d, &caller.id).await
     }
     .await;
-    let d = audit_refusal(&deps, &id, &caller.id, "approve", approved).await?;
-    record(&deps, &id, &caller.id, "approve", d.state.as_str()).await;
+    let d = settle(&deps, &id, &caller.id, "approve", approved).await?;
     // If this enqueue fails, the scheduled resume function fans the approved dispatch out.
     send_pending(&deps, &d).await;
     Ok((StatusCode::ACCEPTED, Json(d.into())))
@@ -795,8 +794,7 @@ async fn reject(
             ],
         )
         .await;
-    let d = audit_refusal(&deps, &id, &by, "reject", changed).await?;
-    record(&deps, &id, &by, "reject", d.state.as_str()).await;
+    let d = settle(&deps, &id, &by, "reject", changed).await?;
     reject_unsent(&deps, &d).await?;
     Ok(Json(d.into()))
 }
@@ -821,8 +819,7 @@ async fn pause(
         .store
         .transition(&id, from, DispatchState::Paused, &extra)
         .await;
-    let d = audit_refusal(&deps, &id, &by, "pause", changed).await?;
-    record(&deps, &id, &by, "pause", d.state.as_str()).await;
+    let d = settle(&deps, &id, &by, "pause", changed).await?;
     Ok(Json(d.into()))
 }
 
@@ -843,8 +840,7 @@ async fn resume(
             &[("resumed_by", store::s(by.clone()))],
         )
         .await;
-    let d = audit_refusal(&deps, &id, &by, "resume", changed).await?;
-    record(&deps, &id, &by, "resume", d.state.as_str()).await;
+    let d = settle(&deps, &id, &by, "resume", changed).await?;
     // If this enqueue fails, the scheduled resume function hands the pending recipients out
     // once the dispatch has been quiet for a while.
     send_pending(&deps, &d).await;
@@ -1040,8 +1036,7 @@ async fn cancel(
             ],
         )
         .await;
-    let d = audit_refusal(&deps, &id, &caller.id, "cancel", changed).await?;
-    record(&deps, &id, &caller.id, "cancel", d.state.as_str()).await;
+    let d = settle(&deps, &id, &caller.id, "cancel", changed).await?;
     if from == DispatchState::AwaitingApproval {
         reject_unsent(&deps, &d).await?;
     }
@@ -1085,8 +1080,7 @@ async fn archive(
             .await?)
     }
     .await;
-    let d = audit_refusal(&deps, &id, &caller.id, "archive", changed).await?;
-    record(&deps, &id, &caller.id, "archive", d.state.as_str()).await;
+    let d = settle(&deps, &id, &caller.id, "archive", changed).await?;
     if d.history_key.is_some() {
         // The history's audit rows gain the archive when the schedule writes it again.
         if let Err(e) = deps.store.mark_history_stale(&id, &now_rfc3339()).await {
@@ -1109,6 +1103,20 @@ async fn repeat(
     let done = audit_refusal(&deps, &id, &caller.id, "repeat", done).await?;
     record(&deps, &id, &caller.id, "repeat", "validation requested").await;
     Ok((StatusCode::ACCEPTED, Json(done.into())))
+}
+
+/// The end of an action that changes a dispatch: its new state is audited as the outcome,
+/// or its refusal is.
+async fn settle<E: Into<ApiError>>(
+    deps: &Deps,
+    id: &str,
+    by: &str,
+    action: &str,
+    result: Result<Dispatch, E>,
+) -> ApiResult<Dispatch> {
+    let d = audit_refusal(deps, id, by, action, result).await?;
+    record(deps, id, by, action, d.state.as_str()).await;
+    Ok(d)
 }
 
 /// Audits an action refused after the caller's permission was checked, then answers.
@@ -1494,21 +1502,11 @@ async fn download(
             "the list in the package folder is not the one validated; repeat the validation first",
         ));
     }
-    // Page by page: only the statuses are kept, not the records.
+    // A shard at a time: only the statuses are kept, not the records.
     let mut statuses = std::collections::HashMap::new();
     for shard in 0..d.shards {
-        let mut after = None;
-        loop {
-            let page = deps
-                .store
-                .query_shard(&id, shard, None, after, 1000)
-                .await?;
-            statuses.extend(download::statuses(page.recipients.iter().map(|(_, r)| r)));
-            match page.next {
-                Some(n) => after = Some(n),
-                None => break,
-            }
-        }
+        let records = deps.store.shard_recipients(&id, shard, None).await?;
+        statuses.extend(download::statuses(records.iter().map(|(_, r)| r)));
     }
     let m = package.manifest;
     let written = tokio::task::spawn_blocking(move || {
