@@ -2,7 +2,7 @@
 //! and concurrent delivery, a throttling storm that pauses the dispatch and continues it by
 //! itself, and a sender that dies between the provider's acceptance and the status write.
 
-use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use local::emulator::Emulator;
 use local::runtime::Options;
 use local::Local;
@@ -120,6 +120,25 @@ fn once_each(addresses: &[String]) -> BTreeMap<String, usize> {
     addresses.iter().map(|a| (a.clone(), 1)).collect()
 }
 
+/// The ids of the messages a delivery gave back; each is one of the event's.
+fn failed_ids(event: &SqsEvent, response: SqsBatchResponse) -> Vec<String> {
+    let ids: Vec<String> = response
+        .batch_item_failures
+        .into_iter()
+        .map(|f| f.item_identifier)
+        .collect();
+    for id in &ids {
+        assert!(
+            event
+                .records
+                .iter()
+                .any(|r| r.message_id.as_ref() == Some(id)),
+            "{id} is not a message of the delivery"
+        );
+    }
+    ids
+}
+
 fn fast(extra: &[(&'static str, &str)]) -> Options {
     let mut overrides = vec![
         (vars::EMAIL_RATE_PER_SECOND, "200".to_string()),
@@ -189,10 +208,29 @@ async fn every_message_delivered_twice_and_concurrently_still_sends_each_recipie
         send::handle(&deps, event.clone()),
         send::handle(&deps, event.clone())
     );
-    assert!(a.unwrap().batch_item_failures.is_empty());
-    assert!(b.unwrap().batch_item_failures.is_empty());
-    let c = send::handle(&deps, event).await.unwrap();
-    assert!(c.batch_item_failures.is_empty());
+    // A delivery may give a message back (its claims released) when a call on the way to the
+    // emulator fails; SQS then delivers that message again. The third delivery of every
+    // message, and any the test makes of messages given back, play that part.
+    let mut given_back = Vec::new();
+    for r in [a, b] {
+        given_back.extend(failed_ids(&event, r.unwrap()));
+    }
+    if !given_back.is_empty() {
+        println!("concurrent deliveries gave back {given_back:?}; they come again");
+    }
+    let mut next = event;
+    for delivery in 3.. {
+        let back = failed_ids(&next, send::handle(&deps, next.clone()).await.unwrap());
+        if back.is_empty() {
+            break;
+        }
+        assert!(
+            delivery < 8,
+            "messages {back:?} still given back after {delivery} deliveries"
+        );
+        next.records
+            .retain(|r| r.message_id.as_ref().is_some_and(|id| back.contains(id)));
+    }
 
     let d = portal
         .wait_for("twice", &["completed"], Duration::from_secs(60), |_| {})
