@@ -807,3 +807,63 @@ async fn slow_answers_and_dropped_connections_neither_lose_nor_double_anything()
     assert_eq!(delivered(&local.emulator).await, once_each(&addresses));
     local.system.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn send_slots_are_had_by_every_sender_when_the_store_answers_slower_than_a_slot_lasts() {
+    // 150 senders ask at once for single slots 5 ms apart while every DynamoDB answer takes
+    // 30 ms more: the schedule is behind the clock by the time many answers arrive. Each
+    // sender must still get its slots, and no two runs may overlap.
+    let (local, proxy) = behind_proxy(Options {
+        senders: 0,
+        ..fast(&[])
+    })
+    .await;
+    proxy.add(
+        |s| s.target.starts_with("DynamoDB"),
+        Fault::Delay(Duration::from_millis(30)),
+        0,
+        None,
+    );
+    let store = shared::store::Store::from_config(&local.system.clients, &local.system.config);
+    let every = Duration::from_millis(5);
+    let tasks: Vec<_> = (0..150)
+        .map(|_| {
+            let rate = shared::pacing::SharedRate::new(store.clone(), "email");
+            tokio::spawn(async move {
+                let mut runs = Vec::new();
+                for _ in 0..3 {
+                    let asked = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
+                    let start = rate.take(1, every).await?;
+                    assert!(start as i128 >= asked, "slot at {start}, asked at {asked}");
+                    runs.push((start, start + 5));
+                }
+                Ok::<Vec<(i64, i64)>, shared::Error>(runs)
+            })
+        })
+        .collect();
+    let mut runs = Vec::new();
+    let mut refused = Vec::new();
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(r) => runs.extend(r),
+            Err(e) => refused.push(e.to_string()),
+        }
+    }
+    assert!(
+        refused.is_empty(),
+        "{} senders got no slot: {:?}",
+        refused.len(),
+        refused.first()
+    );
+    runs.sort();
+    assert_eq!(runs.len(), 450);
+    for pair in runs.windows(2) {
+        assert!(
+            pair[1].0 >= pair[0].1,
+            "runs overlap: {:?} and {:?}",
+            pair[0],
+            pair[1]
+        );
+    }
+    local.system.stop().await;
+}

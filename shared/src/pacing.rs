@@ -62,41 +62,54 @@ impl SharedRate {
     }
 
     /// Takes `count` consecutive slots `interval` apart and returns when the first one is, as
-    /// milliseconds since the Unix epoch (now or later).
+    /// milliseconds since the Unix epoch: no earlier than the moment it asked.
     ///
-    /// One atomic addition to the schedule places the run after every run taken before it,
-    /// however many senders ask at once. When the schedule has fallen behind the clock (nobody
-    /// sent for a while), the run would lie in the past: the schedule then starts again from
-    /// now with a write conditional on its still being behind; a sender that finds it no
-    /// longer behind asks again and lands after the new start.
+    /// While the schedule is ahead of the clock, one conditional addition places the run
+    /// after every run taken before it, however many senders ask at once. When the schedule
+    /// has fallen behind the clock (nobody sent for a while), the run starts now instead,
+    /// with a write conditional on the schedule's still being behind that moment. Both
+    /// conditions compare with the time taken before the request, so a slow answer does not
+    /// make a sender find the schedule behind again; a sender loses a round only to another
+    /// that moved the schedule meanwhile, and after two lost rounds it waits a moment
+    /// (growing, with jitter) before the next.
     pub async fn take(&self, count: u32, interval: Duration) -> crate::Result<i64> {
         let span = (interval.as_nanos() as u64 * count as u64).div_ceil(1_000_000) as i64;
-        for _ in 0..16 {
-            let out = self
+        for round in 0..16 {
+            if round > 1 {
+                // Lost twice in a row to other senders: let the crowd thin out.
+                tokio::time::sleep(crate::claims::backoff(round - 2)).await;
+            }
+            let now = unix_ms();
+            let ahead = self
                 .update()
                 .update_expression("ADD next_at :span")
+                .condition_expression("next_at >= :now")
                 .expression_attribute_values(":span", AttributeValue::N(span.to_string()))
+                .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
                 .return_values(ReturnValue::UpdatedNew)
                 .send()
-                .await
-                .map_err(crate::Error::aws("UpdateItem"))?;
-            let end = out
-                .attributes()
-                .and_then(|a| a.get("next_at"))
-                .and_then(|v| v.as_n().ok())
-                .and_then(|v| v.parse::<i64>().ok())
-                .ok_or_else(|| crate::Error::Malformed(format!("{}: no next_at", self.pk)))?;
-            let start = end - span;
-            let now = unix_ms();
-            if start >= now {
-                return Ok(start);
+                .await;
+            match ahead {
+                Ok(out) => {
+                    let end = out
+                        .attributes()
+                        .and_then(|a| a.get("next_at"))
+                        .and_then(|v| v.as_n().ok())
+                        .and_then(|v| v.parse::<i64>().ok())
+                        .ok_or_else(|| {
+                            crate::Error::Malformed(format!("{}: no next_at", self.pk))
+                        })?;
+                    return Ok(end - span);
+                }
+                Err(e) if crate::store::is_conditional_failure(&e) => {}
+                Err(e) => return Err(crate::Error::aws("UpdateItem")(e)),
             }
-            // Behind the clock: start the schedule again from now, unless it no longer is behind
-            // (every run in it ends by `next_at`, so a run from now overlaps none of them).
-            let res = self
+            // Behind the clock, or no schedule yet: start it again from now. Every run taken
+            // so far ends by `next_at`, so a run from a later moment overlaps none of them.
+            let restart = self
                 .update()
                 .update_expression("SET next_at = :restart")
-                .condition_expression("next_at < :now")
+                .condition_expression("attribute_not_exists(next_at) OR next_at < :now")
                 .expression_attribute_values(
                     ":restart",
                     AttributeValue::N((now + span).to_string()),
@@ -104,7 +117,7 @@ impl SharedRate {
                 .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
                 .send()
                 .await;
-            match res {
+            match restart {
                 Ok(_) => return Ok(now),
                 Err(e) if crate::store::is_conditional_failure(&e) => continue,
                 Err(e) => return Err(crate::Error::aws("UpdateItem")(e)),
