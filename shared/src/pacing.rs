@@ -37,6 +37,11 @@ pub fn slot_interval(rate: f64) -> Duration {
     Duration::from_nanos(interval_nanos(rate * RATE_HEADROOM))
 }
 
+/// How far ahead of the moment it asks a sender's run must start: about one answer of the
+/// store, so that the run has not begun by the time the answer arrives and its first sends
+/// are not late.
+pub const LEAD: Duration = Duration::from_millis(25);
+
 fn unix_ms() -> i64 {
     (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
@@ -62,12 +67,12 @@ impl SharedRate {
     }
 
     /// Takes `count` consecutive slots `interval` apart and returns when the first one is, as
-    /// milliseconds since the Unix epoch: no earlier than the moment it asked.
+    /// milliseconds since the Unix epoch: at least [`LEAD`] after the moment it asked.
     ///
-    /// While the schedule is ahead of the clock, one conditional addition places the run
-    /// after every run taken before it, however many senders ask at once. When the schedule
-    /// has fallen behind the clock (nobody sent for a while), the run starts now instead,
-    /// with a write conditional on the schedule's still being behind that moment. Both
+    /// While the schedule is ahead of that earliest start, one conditional addition places the
+    /// run after every run taken before it, however many senders ask at once. When the
+    /// schedule has fallen behind (nobody sent for a while), the run starts at the earliest
+    /// start instead, with a write conditional on the schedule's still being behind it. Both
     /// conditions compare with the time taken before the request, so a slow answer does not
     /// make a sender find the schedule behind again; a sender loses a round only to another
     /// that moved the schedule meanwhile, and after two lost rounds it waits a moment
@@ -79,13 +84,14 @@ impl SharedRate {
                 // Lost twice in a row to other senders: let the crowd thin out.
                 tokio::time::sleep(crate::claims::backoff(round - 2)).await;
             }
-            let now = unix_ms();
+            // The earliest start that is not in the past once the answer is here.
+            let earliest = unix_ms() + LEAD.as_millis() as i64;
             let ahead = self
                 .update()
                 .update_expression("ADD next_at :span")
-                .condition_expression("next_at >= :now")
+                .condition_expression("next_at >= :earliest")
                 .expression_attribute_values(":span", AttributeValue::N(span.to_string()))
-                .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
+                .expression_attribute_values(":earliest", AttributeValue::N(earliest.to_string()))
                 .return_values(ReturnValue::UpdatedNew)
                 .send()
                 .await;
@@ -104,21 +110,23 @@ impl SharedRate {
                 Err(e) if crate::store::is_conditional_failure(&e) => {}
                 Err(e) => return Err(crate::Error::aws("UpdateItem")(e)),
             }
-            // Behind the clock, or no schedule yet: start it again from now. Every run taken
-            // so far ends by `next_at`, so a run from a later moment overlaps none of them.
+            // Behind, or no schedule yet: start it again from the earliest start, taken anew
+            // so that the answer just waited for does not put the run in the past. Every run
+            // taken so far ends by `next_at`, so a run from a later moment overlaps none of them.
+            let earliest = unix_ms() + LEAD.as_millis() as i64;
             let restart = self
                 .update()
                 .update_expression("SET next_at = :restart")
-                .condition_expression("attribute_not_exists(next_at) OR next_at < :now")
+                .condition_expression("attribute_not_exists(next_at) OR next_at < :earliest")
                 .expression_attribute_values(
                     ":restart",
-                    AttributeValue::N((now + span).to_string()),
+                    AttributeValue::N((earliest + span).to_string()),
                 )
-                .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
+                .expression_attribute_values(":earliest", AttributeValue::N(earliest.to_string()))
                 .send()
                 .await;
             match restart {
-                Ok(_) => return Ok(now),
+                Ok(_) => return Ok(earliest),
                 Err(e) if crate::store::is_conditional_failure(&e) => continue,
                 Err(e) => return Err(crate::Error::aws("UpdateItem")(e)),
             }
