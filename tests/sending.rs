@@ -139,6 +139,21 @@ fn failed_ids(event: &SqsEvent, response: SqsBatchResponse) -> Vec<String> {
     ids
 }
 
+/// Runs of send slots (start, end) in order of start, after checking that none overlaps the
+/// next.
+fn never_overlapping(mut runs: Vec<(i64, i64)>) -> Vec<(i64, i64)> {
+    runs.sort();
+    for pair in runs.windows(2) {
+        assert!(
+            pair[1].0 >= pair[0].1,
+            "runs overlap: {:?} and {:?}",
+            pair[0],
+            pair[1]
+        );
+    }
+    runs
+}
+
 fn fast(extra: &[(&'static str, &str)]) -> Options {
     let mut overrides = vec![
         (vars::EMAIL_RATE_PER_SECOND, "200".to_string()),
@@ -642,16 +657,8 @@ async fn runs_of_send_slots_taken_by_many_senders_at_once_never_overlap() {
     for t in tasks {
         runs.extend(t.await.unwrap());
     }
-    runs.sort();
     assert_eq!(runs.len(), 30);
-    for pair in runs.windows(2) {
-        assert!(
-            pair[1].0 >= pair[0].1,
-            "runs overlap: {:?} and {:?}",
-            pair[0],
-            pair[1]
-        );
-    }
+    let runs = never_overlapping(runs);
     // Taken back to back: 30 runs of 200 ms make a schedule of six seconds, give or take
     // the gaps while nobody was asking.
     let span = runs.last().unwrap().1 - runs[0].0;
@@ -855,15 +862,7 @@ async fn send_slots_are_had_by_every_sender_when_the_store_answers_slower_than_a
         refused.len(),
         refused.first()
     );
-    runs.sort();
     assert_eq!(runs.len(), 450);
-    for pair in runs.windows(2) {
-        assert!(
-            pair[1].0 >= pair[0].1,
-            "runs overlap: {:?} and {:?}",
-            pair[0],
-            pair[1]
-        );
-    }
+    never_overlapping(runs);
     local.system.stop().await;
 }
