@@ -46,6 +46,12 @@ fn unix_ms() -> i64 {
     (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
+/// The earliest start of a run asked for now: [`LEAD`] from now, so not in the past once the
+/// answer is here.
+fn earliest_start() -> i64 {
+    unix_ms() + LEAD.as_millis() as i64
+}
+
 impl SharedRate {
     /// The shared rate called `name` (one per channel).
     pub fn new(store: crate::store::Store, name: &str) -> SharedRate {
@@ -84,8 +90,7 @@ impl SharedRate {
                 // Lost twice in a row to other senders: let the crowd thin out.
                 tokio::time::sleep(crate::claims::backoff(round - 2)).await;
             }
-            // The earliest start that is not in the past once the answer is here.
-            let earliest = unix_ms() + LEAD.as_millis() as i64;
+            let earliest = earliest_start();
             let ahead = self
                 .update()
                 .update_expression("ADD next_at :span")
@@ -113,7 +118,7 @@ impl SharedRate {
             // Behind, or no schedule yet: start it again from the earliest start, taken anew
             // so that the answer just waited for does not put the run in the past. Every run
             // taken so far ends by `next_at`, so a run from a later moment overlaps none of them.
-            let earliest = unix_ms() + LEAD.as_millis() as i64;
+            let earliest = earliest_start();
             let restart = self
                 .update()
                 .update_expression("SET next_at = :restart")
