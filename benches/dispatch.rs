@@ -9,11 +9,11 @@
 //! `cargo bench --bench dispatch` (or `make bench`). Settings: BENCH_RECIPIENTS (default 3000),
 //! BENCH_RATE (emails per second, default 50), BENCH_SENDERS (sender instances, default 4).
 
+use domain::config::vars;
 use local::emulator::Emulator;
 use local::runtime::Options;
 use local::Local;
 use mass_dispatch::proxy::{FaultProxy, Logged};
-use shared::config::vars;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -86,7 +86,7 @@ async fn run() {
     let local = Local::on(emulator, options).await.expect("local system");
     let portal = local.portal();
     // The bench watches the dispatch straight from the emulator, past the proxy.
-    let store = shared::store::Store::new(
+    let store = adapters::dynamodb::Store::new(
         aws_sdk_dynamodb::Client::new(&local.sdk),
         &local.system.config.table_name,
     );
@@ -143,10 +143,10 @@ async fn run() {
 }
 
 async fn wait(
-    store: &shared::store::Store,
+    store: &adapters::dynamodb::Store,
     state: &str,
     limit: Duration,
-) -> shared::model::Dispatch {
+) -> domain::model::Dispatch {
     let deadline = Instant::now() + limit;
     loop {
         if let Ok(Some(d)) = store.get_dispatch("bench").await {

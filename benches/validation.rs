@@ -16,10 +16,10 @@
 //! checked on one thread, a workbook is read on a second thread beside the checks.
 //! Generated lists are kept in `target/bench-data`.
 
-use shared::list::ListReader;
-use shared::manifest::Manifest;
-use shared::template::{EmailSource, MessageTemplate, SmsSource, TemplateSource};
-use shared::validation::Validator;
+use domain::manifest::Manifest;
+use intake::list::ListReader;
+use intake::template::{EmailSource, MessageTemplate, SmsSource, TemplateSource};
+use intake::validation::Validator;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -185,7 +185,7 @@ fn validate(path: &Path) -> u64 {
     let headers = reader.headers().to_vec();
     let mut v = Validator::new("bench", &m, &t, &headers, "DK").expect("header");
     let mut report =
-        shared::csvout::CsvFile::temporary(&shared::validation::REPORT_COLUMNS).expect("report");
+        documents::csvout::CsvFile::temporary(&documents::report::REPORT_COLUMNS).expect("report");
     let (mut rows, mut problems) = (0u64, 0u64);
     loop {
         v.presize(&reader, size, rows, u64::MAX);
@@ -197,7 +197,7 @@ fn validate(path: &Path) -> u64 {
         };
         for p in &checked.problems {
             problems += 1;
-            p.report_to(&mut report);
+            documents::report::report_line(&mut report, p);
         }
         std::hint::black_box(&checked);
     }
@@ -255,7 +255,7 @@ fn child(spec: &str) {
     let path = Path::new(path);
     if what == "validate" {
         // Done once per process at the validate function's init, as there.
-        shared::validation::warm_up();
+        intake::validation::warm_up();
     }
     let cpu_before = cpu_secs();
     let start = Instant::now();
@@ -324,7 +324,7 @@ fn main() {
         .max(1);
     println!("\nValidation: 10 columns, 80% email / 20% SMS rows, 1 row in 50 invalid or excluded; one process per run; {runs} rounds, the measurements of a list taking turns; the median run shown, with the fastest and slowest\n");
     let warm = Instant::now();
-    shared::validation::warm_up();
+    intake::validation::warm_up();
     println!(
         "The phone number metadata is loaded once per process, at the validate function's init: {:.3} s here, not part of the times below.\n",
         warm.elapsed().as_secs_f64()

@@ -471,7 +471,7 @@ async fn removed_recipients_are_never_sent_and_the_download_shows_every_status()
         .await
         .unwrap();
     assert_eq!(status, 200);
-    let mut sheet = shared::list::ListReader::open("download.xlsx", bytes, None).unwrap();
+    let mut sheet = intake::list::ListReader::open("download.xlsx", bytes, None).unwrap();
     assert_eq!(
         sheet.headers(),
         [

@@ -2,10 +2,10 @@
 //! emulator: the local runtime checks tokens as API Gateway's JWT authorizer does, and the
 //! API function reads its caller from the verified claims.
 
+use domain::identity::{CREATE_ROLE, SEND_ROLE};
 use local::auth::{LocalIssuer, AUDIENCE, ISSUER};
 use local::Local;
 use serde_json::{json, Value};
-use shared::identity::{CREATE_ROLE, SEND_ROLE};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const MANIFEST: &str = r#"{
@@ -367,7 +367,7 @@ fn count(recipients: &[Value], state: &str) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejecting_while_sending_keeps_the_sent_and_rejects_the_rest() {
     let local = Local::start(local::runtime::Options {
-        overrides: vec![(shared::config::vars::EMAIL_RATE_PER_SECOND, "4".into())],
+        overrides: vec![(domain::config::vars::EMAIL_RATE_PER_SECOND, "4".into())],
         senders: 1,
         ..Default::default()
     })

@@ -102,7 +102,8 @@ async fn every_function_binary_boots_and_answers_a_sample_event() {
             .force_path_style(true)
             .build(),
     );
-    let store = shared::store::Store::new(aws_sdk_dynamodb::Client::new(&sdk), &config.table_name);
+    let store =
+        adapters::dynamodb::Store::new(aws_sdk_dynamodb::Client::new(&sdk), &config.table_name);
 
     // The package the sample notification names.
     let package = repo_root().join("examples/winter-notice");
@@ -144,7 +145,7 @@ async fn every_function_binary_boots_and_answers_a_sample_event() {
         .await
         .expect("read")
         .expect("dispatch stored");
-    assert_eq!(d.state, shared::model::DispatchState::AwaitingApproval);
+    assert_eq!(d.state, domain::model::DispatchState::AwaitingApproval);
     assert_eq!(d.counts.total, 320);
 
     // fanout: the dispatch is not approved, so nothing is handed to the senders.
@@ -165,7 +166,7 @@ async fn every_function_binary_boots_and_answers_a_sample_event() {
         .await
         .expect("read")
         .expect("dispatch");
-    assert_eq!(d.state, shared::model::DispatchState::AwaitingApproval);
+    assert_eq!(d.state, domain::model::DispatchState::AwaitingApproval);
 
     // send: refuses to send for a dispatch that is not sending, and hands the message back.
     let v = json(

@@ -2,9 +2,9 @@
 //! never opened may be tried again; one that broke after the request went out leaves the
 //! outcome unknown (the provider may have taken the message).
 
+use adapters::channels::{Mailer, SendError};
 use aws_sdk_sesv2::config::{BehaviorVersion, Credentials, Region};
-use shared::channels::{Mailer, SendError};
-use shared::template::RenderedEmail;
+use intake::template::RenderedEmail;
 use tokio::io::AsyncReadExt;
 
 fn mailer(port: u16) -> Mailer {

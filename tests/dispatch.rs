@@ -2,10 +2,10 @@
 //! complete. Every claim is checked against what the emulator itself holds: the mail SES
 //! accepted, the SMS SNS accepted, the stored recipient records and the S3 documents.
 
+use domain::model::RecipientState;
 use local::runtime::Options;
 use local::Local;
 use serde_json::Value;
-use shared::model::RecipientState;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
@@ -204,8 +204,8 @@ fn xlsx_bytes(rows: &[Row]) -> Vec<u8> {
 fn fast() -> Options {
     Options {
         overrides: vec![
-            (shared::config::vars::EMAIL_RATE_PER_SECOND, "200".into()),
-            (shared::config::vars::SMS_RATE_PER_SECOND, "200".into()),
+            (domain::config::vars::EMAIL_RATE_PER_SECOND, "200".into()),
+            (domain::config::vars::SMS_RATE_PER_SECOND, "200".into()),
         ],
         senders: 3,
         ..Options::default()
@@ -421,7 +421,7 @@ async fn run_dispatch(list_name: &str, list: Vec<u8>) {
     assert_eq!(got_sms, want_sms);
 
     // Every row is stored in exactly one final state; sent ones carry the provider's id.
-    let store = shared::store::Store::new(
+    let store = adapters::dynamodb::Store::new(
         aws_sdk_dynamodb::Client::new(&local.sdk),
         &local.system.config.table_name,
     );
@@ -474,7 +474,7 @@ async fn run_dispatch(list_name: &str, list: Vec<u8>) {
     let mut reader = csv::Reader::from_reader(history.as_bytes());
     assert_eq!(
         reader.headers().unwrap().iter().collect::<Vec<_>>(),
-        shared::completion::HISTORY_COLUMNS
+        documents::history::HISTORY_COLUMNS
     );
     let lines: Vec<csv::StringRecord> = reader.records().map(|r| r.unwrap()).collect();
     let (lines, audit): (Vec<_>, Vec<_>) = lines.into_iter().partition(|r| &r[0] == "recipient");
@@ -610,7 +610,7 @@ async fn package_problems_fail_validation_with_their_reasons_and_send_nothing() 
     let (status, example) = portal.get("/dispatches/no-town/example").await.unwrap();
     assert_eq!(status, 200);
     let header: Vec<String> =
-        shared::list::ListReader::open("example.csv", example.into_bytes(), None)
+        intake::list::ListReader::open("example.csv", example.into_bytes(), None)
             .unwrap()
             .headers()
             .to_vec();
@@ -620,7 +620,7 @@ async fn package_problems_fail_validation_with_their_reasons_and_send_nothing() 
         .await
         .unwrap();
     assert_eq!(status, 200);
-    let reader = shared::list::ListReader::open("example.xlsx", xlsx, None).unwrap();
+    let reader = intake::list::ListReader::open("example.xlsx", xlsx, None).unwrap();
     assert_eq!(reader.headers(), expected_columns);
     let (status, _) = portal
         .get("/dispatches/no-town/example?format=pdf")
@@ -698,7 +698,7 @@ async fn package_problems_fail_validation_with_their_reasons_and_send_nothing() 
     let (_, report) = portal.get("/dispatches/no-town/report").await.unwrap();
     assert_eq!(report.lines().count(), 1, "only the header: {report}");
     // Only the last list's recipients are stored: the earlier attempts' were deleted.
-    let store = shared::store::Store::from_config(&local.system.clients, &local.system.config);
+    let store = adapters::dynamodb::Store::from_config(&local.system.clients, &local.system.config);
     let stored = store
         .all_recipients("no-town", d["shards"].as_u64().unwrap() as u32)
         .await
@@ -752,7 +752,7 @@ async fn a_rejected_dispatch_sends_nothing_and_records_why_for_every_recipient()
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["state"], "rejected");
 
-    let store = shared::store::Store::new(
+    let store = adapters::dynamodb::Store::new(
         aws_sdk_dynamodb::Client::new(&local.sdk),
         &local.system.config.table_name,
     );

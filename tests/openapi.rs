@@ -2,9 +2,9 @@
 //! the same paths and methods, every documented operation answered by its route (not the
 //! fallback, not 405) with a status the document lists, and every other method refused.
 
+use domain::identity::{CREATE_ROLE, SEND_ROLE};
 use local::Local;
 use serde_json::{json, Value};
-use shared::identity::{CREATE_ROLE, SEND_ROLE};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 

@@ -4,12 +4,12 @@
 //! and opt-outs on the suppression list that the next dispatch's validation applies, and
 //! refresh the history of a dispatch that has already completed.
 
+use adapters::dynamodb::Store;
+use domain::config::vars;
+use domain::model::{Receipt, Recipient, RecipientState};
 use local::runtime::Options;
 use local::Local;
 use serde_json::{json, Value};
-use shared::config::vars;
-use shared::model::{Receipt, Recipient, RecipientState};
-use shared::store::Store;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -169,7 +169,7 @@ async fn history(local: &Local, id: &str) -> BTreeMap<String, BTreeMap<String, S
     let headers = reader.headers().unwrap().clone();
     assert_eq!(
         headers.iter().collect::<Vec<_>>(),
-        shared::completion::HISTORY_COLUMNS
+        documents::history::HISTORY_COLUMNS
     );
     reader
         .records()

@@ -3,12 +3,12 @@
 //! itself, and a sender that dies between the provider's acceptance and the status write.
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use domain::config::vars;
+use domain::model::RecipientState;
 use local::emulator::Emulator;
 use local::runtime::Options;
 use local::Local;
 use mass_dispatch::proxy::{Fault, FaultProxy};
-use shared::config::vars;
-use shared::model::RecipientState;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -201,7 +201,7 @@ async fn every_message_delivered_twice_and_concurrently_still_sends_each_recipie
             .await
             .unwrap();
         for m in out.messages() {
-            let batch: shared::queue::SendBatch = serde_json::from_str(m.body().unwrap()).unwrap();
+            let batch: domain::queue::SendBatch = serde_json::from_str(m.body().unwrap()).unwrap();
             items += batch.items.len();
             let mut r = SqsMessage::default();
             r.message_id = m.message_id.clone();
@@ -386,7 +386,7 @@ async fn a_sender_that_cannot_record_after_the_provider_accepted_leaves_that_rec
     assert_eq!(d["counts"]["sent"], addresses.len() as u64 - unknown);
     let mut unknown_records = 0;
 
-    let store = shared::store::Store::new(
+    let store = adapters::dynamodb::Store::new(
         aws_sdk_dynamodb::Client::new(&local.sdk),
         &local.system.config.table_name,
     );
@@ -635,14 +635,14 @@ async fn runs_of_send_slots_taken_by_many_senders_at_once_never_overlap() {
     })
     .await
     .unwrap();
-    let store = shared::store::Store::new(
+    let store = adapters::dynamodb::Store::new(
         aws_sdk_dynamodb::Client::new(&local.sdk),
         &local.system.config.table_name,
     );
     let every = Duration::from_millis(20);
     let tasks: Vec<_> = (0..6)
         .map(|_| {
-            let rate = shared::pacing::SharedRate::new(store.clone(), "email");
+            let rate = adapters::dynamodb::rates::SharedRate::new(store.clone(), "email");
             tokio::spawn(async move {
                 let mut runs = Vec::new();
                 for _ in 0..5 {
@@ -701,7 +701,7 @@ async fn recipients_of_dead_lettered_messages_are_counted_as_stuck_and_stay_pend
     assert_eq!(d["state"], "sending", "{d}");
     assert_eq!(d["counts"]["sent"], 0);
     assert!(delivered(&local.emulator).await.is_empty());
-    let store = shared::store::Store::new(
+    let store = adapters::dynamodb::Store::new(
         aws_sdk_dynamodb::Client::new(&local.sdk),
         &local.system.config.table_name,
     );
@@ -785,7 +785,7 @@ async fn slow_answers_and_dropped_connections_neither_lose_nor_double_anything()
     assert_eq!(d["state"], "completed_with_errors", "{d}");
     assert_eq!(d["counts"]["unknown"], 1, "{d}");
     assert_eq!(d["counts"]["sent"], addresses.len() as u64 - 1, "{d}");
-    let store = shared::store::Store::new(
+    let store = adapters::dynamodb::Store::new(
         aws_sdk_dynamodb::Client::new(&local.sdk),
         &local.system.config.table_name,
     );
@@ -831,11 +831,11 @@ async fn send_slots_are_had_by_every_sender_when_the_store_answers_slower_than_a
         0,
         None,
     );
-    let store = shared::store::Store::from_config(&local.system.clients, &local.system.config);
+    let store = adapters::dynamodb::Store::from_config(&local.system.clients, &local.system.config);
     let every = Duration::from_millis(5);
     let tasks: Vec<_> = (0..150)
         .map(|_| {
-            let rate = shared::pacing::SharedRate::new(store.clone(), "email");
+            let rate = adapters::dynamodb::rates::SharedRate::new(store.clone(), "email");
             tokio::spawn(async move {
                 let mut runs = Vec::new();
                 for _ in 0..3 {
@@ -844,7 +844,7 @@ async fn send_slots_are_had_by_every_sender_when_the_store_answers_slower_than_a
                     assert!(start as i128 >= asked, "slot at {start}, asked at {asked}");
                     runs.push((start, start + 5));
                 }
-                Ok::<Vec<(i64, i64)>, shared::Error>(runs)
+                Ok::<Vec<(i64, i64)>, domain::Error>(runs)
             })
         })
         .collect();

@@ -5,9 +5,9 @@
 //! function's timeout, every trigger reports partial batch failures under a concurrency cap,
 //! and only what the emulator cannot run is left out locally.
 
+use domain::config::vars;
 use local::emulator::repo_root;
 use serde_json::Value;
-use shared::config::vars;
 use std::collections::BTreeSet;
 
 fn template() -> Value {

@@ -18,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let name = NAMES[*first as usize % NAMES.len()];
-    if let Ok((headers, rows)) = shared::list::read_all(name, rest.to_vec(), 100_000) {
+    if let Ok((headers, rows)) = intake::list::read_all(name, rest.to_vec(), 100_000) {
         // Row numbers only grow.
         let lines: Vec<u64> = rows
             .iter()

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use shared::template::{EmailSource, MessageTemplate, SmsSource, TemplateSource};
+use intake::template::{EmailSource, MessageTemplate, SmsSource, TemplateSource};
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
@@ -35,6 +35,6 @@ fuzz_target!(|data: &[u8]| {
         assert!(!email.subject.contains(['\r', '\n']));
     }
     if let Ok(sms) = t.render_sms(&fields) {
-        let _ = shared::sms::segments(&sms.text);
+        let _ = intake::sms::segments(&sms.text);
     }
 });

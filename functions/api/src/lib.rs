@@ -31,21 +31,23 @@
 //! | POST   | `/dispatches/{id}/resend`       | send again to failed recipients, a new attempt (send) |
 //! | GET    | `/dispatches/{id}/download?format=csv\|xlsx` | the list with each recipient's status (303 to the file) |
 
+use adapters::completion;
+use adapters::dynamodb::{self, Store};
+use adapters::s3::Documents;
+use adapters::sqs;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, Extensions, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
+use documents::keys;
+use domain::config::Config;
+use domain::identity::{Caller, Permission, CREATE_ROLE, SEND_ROLE};
+use domain::model::{now_rfc3339, Dispatch, DispatchState, RecipientState};
+use domain::queue::FanOutAction;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use shared::completion;
-use shared::config::Config;
-use shared::documents::{keys, Documents};
-use shared::identity::{Caller, Permission, CREATE_ROLE, SEND_ROLE};
-use shared::model::{now_rfc3339, Dispatch, DispatchState, RecipientState};
-use shared::queue::{self, FanOutAction};
-use shared::store::{self, Store};
 use std::sync::Arc;
 
 pub struct Deps {
@@ -56,7 +58,7 @@ pub struct Deps {
 }
 
 impl Deps {
-    pub fn new(config: Config, clients: &shared::aws::Clients) -> Deps {
+    pub fn new(config: Config, clients: &adapters::clients::Clients) -> Deps {
         Deps {
             store: Store::from_config(clients, &config),
             docs: Documents::from_config(clients, &config),
@@ -137,21 +139,21 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<shared::Error> for ApiError {
-    fn from(e: shared::Error) -> ApiError {
+impl From<domain::Error> for ApiError {
+    fn from(e: domain::Error) -> ApiError {
         match e {
-            shared::Error::NotFound(what) => {
+            domain::Error::NotFound(what) => {
                 ApiError::new(StatusCode::NOT_FOUND, format!("{what} does not exist"))
             }
-            shared::Error::Conflict(why) => ApiError::new(StatusCode::CONFLICT, why),
-            e @ shared::Error::Aws { .. } => {
+            domain::Error::Conflict(why) => ApiError::new(StatusCode::CONFLICT, why),
+            e @ domain::Error::Aws { .. } => {
                 tracing::error!(error = %e, "backing service failed");
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "a backing service did not answer; try again",
                 )
             }
-            e @ shared::Error::Malformed(_) => {
+            e @ domain::Error::Malformed(_) => {
                 tracing::error!(error = %e, "stored data is malformed");
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
             }
@@ -262,7 +264,7 @@ mod tests {
     fn recipient_states_add_up_to_the_list() {
         let mut d = Dispatch::arrived("d", "incoming/d/", 1);
         d.state = DispatchState::Sending;
-        d.counts = shared::model::Counts {
+        d.counts = domain::model::Counts {
             total: 10,
             valid: 7,
             invalid: 2,
@@ -418,7 +420,7 @@ async fn list_dispatches(
 }
 
 async fn load(deps: &Deps, id: &str) -> ApiResult<Dispatch> {
-    shared::manifest::check_dispatch_id(id)
+    domain::manifest::check_dispatch_id(id)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
     deps.store.get_dispatch(id).await?.ok_or_else(|| {
         ApiError::new(
@@ -560,7 +562,7 @@ async fn get_recipients(
     let state = q
         .state
         .as_deref()
-        .map(str::parse::<shared::model::RecipientState>)
+        .map(str::parse::<domain::model::RecipientState>)
         .transpose()
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
     let limit = q.limit.unwrap_or(100);
@@ -716,7 +718,7 @@ async fn approve_validated(deps: &Deps, d: &Dispatch, by: &str) -> ApiResult<Dis
         ("template_sha256", d.template_sha256.clone()),
     ]
     .into_iter()
-    .filter_map(|(k, v)| v.map(|v| (k, store::s(v))))
+    .filter_map(|(k, v)| v.map(|v| (k, dynamodb::s(v))))
     .collect();
     Ok(deps
         .store
@@ -725,8 +727,8 @@ async fn approve_validated(deps: &Deps, d: &Dispatch, by: &str) -> ApiResult<Dis
             DispatchState::AwaitingApproval,
             DispatchState::Approved,
             &[
-                ("approved_by", store::s(by)),
-                ("approved_at", store::s(now_rfc3339())),
+                ("approved_by", dynamodb::s(by)),
+                ("approved_at", dynamodb::s(now_rfc3339())),
             ],
             &unchanged,
         )
@@ -740,8 +742,8 @@ async fn record(deps: &Deps, id: &str, by: &str, action: &str, outcome: &str) {
 }
 
 /// Queues the rejection of a dispatch's recipients not yet sent to.
-async fn reject_unsent(deps: &Deps, d: &Dispatch) -> shared::Result<()> {
-    queue::fan_out_all(
+async fn reject_unsent(deps: &Deps, d: &Dispatch) -> domain::Result<()> {
+    sqs::fan_out_all(
         &deps.sqs,
         &deps.config.fanout_queue_url,
         d,
@@ -753,7 +755,7 @@ async fn reject_unsent(deps: &Deps, d: &Dispatch) -> shared::Result<()> {
 /// Queues fan-out of a dispatch's pending recipients; a failure is logged and left to the
 /// schedule.
 async fn send_pending(deps: &Deps, d: &Dispatch) {
-    if let Err(e) = queue::fan_out_all(
+    if let Err(e) = sqs::fan_out_all(
         &deps.sqs,
         &deps.config.fanout_queue_url,
         d,
@@ -789,8 +791,8 @@ async fn reject(
             from,
             DispatchState::Rejected,
             &[
-                ("rejected_by", store::s(by.clone())),
-                ("rejected_at", store::s(now_rfc3339())),
+                ("rejected_by", dynamodb::s(by.clone())),
+                ("rejected_at", dynamodb::s(now_rfc3339())),
             ],
         )
         .await;
@@ -808,8 +810,8 @@ async fn pause(
     require(&caller, Permission::Send, "pause a dispatch")?;
     let by = caller.id;
     let extra = [
-        ("paused_by", store::s(by.clone())),
-        ("paused_at", store::s(now_rfc3339())),
+        ("paused_by", dynamodb::s(by.clone())),
+        ("paused_at", dynamodb::s(now_rfc3339())),
     ];
     let from = match d.state {
         DispatchState::WaitingForContinuation => DispatchState::WaitingForContinuation,
@@ -837,7 +839,7 @@ async fn resume(
             &id,
             DispatchState::Paused,
             DispatchState::Sending,
-            &[("resumed_by", store::s(by.clone()))],
+            &[("resumed_by", dynamodb::s(by.clone()))],
         )
         .await;
     let d = settle(&deps, &id, &by, "resume", changed).await?;
@@ -897,9 +899,9 @@ async fn start_dispatch(
             ),
         )
     })?;
-    shared::manifest::check_dispatch_id(&req.id)
+    domain::manifest::check_dispatch_id(&req.id)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
-    let prefix = format!("{}{}/", shared::manifest::INCOMING_PREFIX, req.id);
+    let prefix = format!("{}{}/", domain::manifest::INCOMING_PREFIX, req.id);
     let mut d = Dispatch::arrived(&req.id, &prefix, deps.config.key_shards);
     d.state = DispatchState::AwaitingUpload;
     d.title = req
@@ -953,8 +955,8 @@ async fn forward(
                 &id,
                 DispatchState::AwaitingApproval,
                 &[
-                    ("forwarded_to", store::s(to.clone())),
-                    ("forwarded_by", store::s(caller.id.clone())),
+                    ("forwarded_to", dynamodb::s(to.clone())),
+                    ("forwarded_by", dynamodb::s(caller.id.clone())),
                 ],
             )
             .await?)
@@ -1031,8 +1033,8 @@ async fn cancel(
             from,
             DispatchState::Cancelled,
             &[
-                ("cancelled_by", store::s(caller.id.clone())),
-                ("cancelled_at", store::s(now_rfc3339())),
+                ("cancelled_by", dynamodb::s(caller.id.clone())),
+                ("cancelled_at", dynamodb::s(now_rfc3339())),
             ],
         )
         .await;
@@ -1073,8 +1075,8 @@ async fn archive(
                 &id,
                 d.state,
                 &[
-                    ("archived_by", store::s(caller.id.clone())),
-                    ("archived_at", store::s(now_rfc3339())),
+                    ("archived_by", dynamodb::s(caller.id.clone())),
+                    ("archived_at", dynamodb::s(now_rfc3339())),
                 ],
             )
             .await?)
@@ -1149,7 +1151,7 @@ async fn repeat_checked(deps: &Deps, d: &Dispatch) -> ApiResult<Dispatch> {
             ),
         ));
     }
-    let manifest = format!("{}{}", d.source_prefix, shared::manifest::MANIFEST_FILE);
+    let manifest = format!("{}{}", d.source_prefix, domain::manifest::MANIFEST_FILE);
     if !deps.docs.upload_again(&manifest).await? {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -1190,7 +1192,7 @@ async fn named_recipients(
     ids: Vec<String>,
     fits: impl Fn(RecipientState) -> bool,
     needs: &str,
-) -> ApiResult<Vec<(store::RecipientKey, shared::model::Recipient)>> {
+) -> ApiResult<Vec<(domain::keys::RecipientKey, domain::model::Recipient)>> {
     let mut seen = std::collections::HashSet::new();
     let ids: Vec<String> = ids
         .into_iter()
@@ -1287,7 +1289,7 @@ async fn remove_checked(
     d: &Dispatch,
     caller: &Caller,
     body: &[u8],
-) -> ApiResult<shared::amend::Amended> {
+) -> ApiResult<adapters::dynamodb::amend::Amended> {
     let req = chosen_body(body, r#"{"recipient_ids": ["1042", "1043"]}"#)?;
     if req.states.is_some() {
         return Err(ApiError::new(
@@ -1371,7 +1373,7 @@ async fn resend_checked(
     d: &Dispatch,
     caller: &Caller,
     body: &[u8],
-) -> ApiResult<shared::amend::Amended> {
+) -> ApiResult<adapters::dynamodb::amend::Amended> {
     let req = chosen_body(
         body,
         r#"{"recipient_ids": ["1042"]} or {"states": ["failed", "unknown"]}"#,
@@ -1457,7 +1459,7 @@ async fn download(
     Path(id): Path<String>,
     Query(q): Query<DownloadQuery>,
 ) -> ApiResult<Response> {
-    use shared::download::{self, Format};
+    use documents::download::{self, Format};
     let d = load(&deps, &id).await?;
     let format = match q.format.as_deref().unwrap_or("csv") {
         "csv" => Format::Csv,
@@ -1485,7 +1487,7 @@ async fn download(
         )
         .await?
     {
-        shared::documents::Fetched::Found(f) => f,
+        adapters::s3::Fetched::Found(f) => f,
         _ => {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
@@ -1510,11 +1512,13 @@ async fn download(
     }
     let m = package.manifest;
     let written = tokio::task::spawn_blocking(move || {
-        let mut reader = shared::list::ListReader::open_input(
+        let mut reader = intake::list::ListReader::open_input(
             &m.list,
             Box::new(list.file),
             m.sheet.as_deref(),
-            m.encoding.as_deref().and_then(shared::list::encoding_for),
+            m.encoding
+                .as_deref()
+                .and_then(domain::manifest::encoding_for),
         )
         .map_err(|e| download::DownloadError::Read(e.to_string()))?;
         download::write(&mut reader, &statuses, format)

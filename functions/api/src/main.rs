@@ -4,9 +4,9 @@ use std::sync::Arc;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    shared::aws::init_tracing();
-    let config = shared::config::Config::from_env()?;
-    let clients = shared::aws::Clients::new(&shared::aws::sdk_config().await);
+    adapters::clients::init_tracing();
+    let config = domain::config::Config::from_env()?;
+    let clients = adapters::clients::Clients::new(&adapters::clients::sdk_config().await);
     let deps = Arc::new(api::Deps::new(config, &clients));
     lambda_http::run(api::router(deps)).await
 }

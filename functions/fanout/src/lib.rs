@@ -3,13 +3,14 @@
 //! Works in bounded pages and hands the rest of a shard to a continuation message. Also
 //! applies a rejection to the recipients not yet sent.
 
+use adapters::dynamodb::Store;
+use adapters::sqs;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use domain::config::Config;
+use domain::model::{DispatchState, RecipientState};
+use domain::queue::{FanOut, FanOutAction, SendBatch, SendItem};
+use domain::{Error, Result};
 use futures::{stream, FutureExt, StreamExt, TryStreamExt};
-use shared::config::Config;
-use shared::model::{DispatchState, RecipientState};
-use shared::queue::{self, FanOut, FanOutAction, SendBatch, SendItem};
-use shared::store::Store;
-use shared::{Error, Result};
 
 /// Pages of a shard handled by one message before continuing in a new one.
 pub const PAGES_PER_MESSAGE: usize = 10;
@@ -23,7 +24,7 @@ pub struct Deps {
 }
 
 impl Deps {
-    pub fn new(config: Config, clients: &shared::aws::Clients) -> Deps {
+    pub fn new(config: Config, clients: &adapters::clients::Clients) -> Deps {
         Deps {
             store: Store::from_config(clients, &config),
             sqs: clients.sqs.clone(),
@@ -47,7 +48,7 @@ pub async fn handle(deps: &Deps, event: SqsEvent) -> Result<SqsBatchResponse, Er
             failures.push(id);
         }
     }
-    Ok(queue::batch_response(failures))
+    Ok(sqs::batch_response(failures))
 }
 
 pub async fn fan_out(deps: &Deps, work: &FanOut) -> Result<()> {
@@ -109,13 +110,13 @@ pub async fn fan_out(deps: &Deps, work: &FanOut) -> Result<()> {
         ..work.clone()
     };
     let body = serde_json::to_string(&rest).map_err(|e| Error::Malformed(e.to_string()))?;
-    queue::send_all(&deps.sqs, &deps.config.fanout_queue_url, vec![body]).await
+    sqs::send_all(&deps.sqs, &deps.config.fanout_queue_url, vec![body]).await
 }
 
 async fn enqueue(
     deps: &Deps,
     dispatch_id: &str,
-    recipients: Vec<(shared::store::RecipientKey, shared::model::Recipient)>,
+    recipients: Vec<(domain::keys::RecipientKey, domain::model::Recipient)>,
 ) -> Result<()> {
     let items: Vec<SendItem> = recipients
         .into_iter()
@@ -139,13 +140,13 @@ async fn enqueue(
             .map_err(|e| Error::Malformed(e.to_string()))
         })
         .collect::<Result<Vec<_>>>()?;
-    queue::send_all(&deps.sqs, &deps.config.send_queue_url, bodies).await
+    sqs::send_all(&deps.sqs, &deps.config.send_queue_url, bodies).await
 }
 
 async fn reject(
     deps: &Deps,
-    d: &shared::model::Dispatch,
-    recipients: Vec<(shared::store::RecipientKey, shared::model::Recipient)>,
+    d: &domain::model::Dispatch,
+    recipients: Vec<(domain::keys::RecipientKey, domain::model::Recipient)>,
 ) -> Result<()> {
     let how = d.state.as_str();
     let id = d.id.as_str();

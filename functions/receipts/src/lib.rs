@@ -7,12 +7,12 @@
 //!
 //! Triggered by the receipts queue, which the receipts SNS topic feeds.
 
+use adapters::dynamodb::Store;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
-use shared::config::Config;
-use shared::model::{age_secs, now_rfc3339};
-use shared::receipts::{parse, Event, Parsed};
-use shared::store::Store;
-use shared::{Error, Result};
+use domain::config::Config;
+use domain::model::{age_secs, now_rfc3339};
+use domain::{Error, Result};
+use intake::events::{parse, Event, Parsed};
 use std::collections::BTreeMap;
 
 /// An event whose message is not (yet) found is retried while the message is younger than
@@ -27,7 +27,7 @@ pub struct Deps {
 }
 
 impl Deps {
-    pub fn new(config: Config, clients: &shared::aws::Clients) -> Deps {
+    pub fn new(config: Config, clients: &adapters::clients::Clients) -> Deps {
         Deps {
             store: Store::from_config(clients, &config),
             config,
@@ -90,7 +90,7 @@ pub async fn handle(deps: &Deps, event: SqsEvent) -> Result<SqsBatchResponse, Er
             failures.extend(messages);
         }
     }
-    Ok(shared::queue::batch_response(failures))
+    Ok(adapters::sqs::batch_response(failures))
 }
 
 /// A receipt changed a recipient of a dispatch that has finished: its history is stale.

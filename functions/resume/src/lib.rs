@@ -15,15 +15,16 @@
 //! - A finished dispatch whose recipients got receipts after its history was written gets
 //!   its history written again.
 
+use adapters::completion;
+use adapters::dynamodb::Store;
+use adapters::s3::Documents;
+use adapters::sqs;
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
+use domain::config::Config;
+use domain::model::{age_secs, Dispatch, DispatchState, RecipientState};
+use domain::queue::FanOutAction;
+use domain::{Error, Result};
 use serde::Serialize;
-use shared::completion;
-use shared::config::Config;
-use shared::documents::Documents;
-use shared::model::{age_secs, Dispatch, DispatchState, RecipientState};
-use shared::queue::{self, FanOutAction};
-use shared::store::Store;
-use shared::{Error, Result};
 
 /// An approved dispatch older than this is fanned out again.
 pub const REFAN_AFTER_SECS: i64 = 60;
@@ -35,16 +36,16 @@ pub struct Deps {
     pub store: Store,
     pub docs: Documents,
     pub sqs: aws_sdk_sqs::Client,
-    pub notifier: shared::notify::Notifier,
+    pub notifier: adapters::notify::Notifier,
 }
 
 impl Deps {
-    pub fn new(config: Config, clients: &shared::aws::Clients) -> Deps {
+    pub fn new(config: Config, clients: &adapters::clients::Clients) -> Deps {
         Deps {
             store: Store::from_config(clients, &config),
             docs: Documents::from_config(clients, &config),
             sqs: clients.sqs.clone(),
-            notifier: shared::notify::Notifier::from_config(clients, &config),
+            notifier: adapters::notify::Notifier::from_config(clients, &config),
             config,
         }
     }
@@ -132,7 +133,7 @@ pub async fn handle(
         .await?
     {
         if age_secs(&d.updated_at) <= deps.config.claim_expiry_secs as i64 + REFAN_AFTER_SECS {
-            match queue::fan_out_all(
+            match sqs::fan_out_all(
                 &deps.sqs,
                 &deps.config.fanout_queue_url,
                 &d,
@@ -171,7 +172,7 @@ pub async fn handle(
 
 /// Hands a dispatch's pending recipients to the senders again (through fan-out).
 async fn hand_out(deps: &Deps, d: &Dispatch) -> Result<()> {
-    queue::fan_out_all(
+    sqs::fan_out_all(
         &deps.sqs,
         &deps.config.fanout_queue_url,
         d,
@@ -235,7 +236,7 @@ async fn settle_sending(deps: &Deps, d: &Dispatch, report: &mut Report) -> Resul
     if let Some(done) = completion::complete_if_done(&deps.store, &deps.docs, &d).await? {
         deps.notifier
             .notify(
-                shared::notify::Event::Completed,
+                adapters::notify::Event::Completed,
                 &done,
                 done.completion.as_deref(),
             )

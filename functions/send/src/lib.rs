@@ -11,20 +11,22 @@
 //! with the recipients not yet sent. An answer that never came leaves the recipient
 //! `unknown`, never re-sent automatically.
 
+use adapters::channels::{Mailer, SendError, SmsSender};
+use adapters::completion;
+use adapters::dynamodb::claims::{self, Outcome};
+use adapters::dynamodb::rates::SharedRate;
+use adapters::dynamodb::Store;
+use adapters::s3::Documents;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use domain::config::Config;
+use domain::limits::MAX_RECIPIENTS_PER_WRITE;
+use domain::model::{now_rfc3339, rfc3339, Channel, DispatchState};
+use domain::queue::{SendBatch, SendItem};
+use domain::{Error, Result};
+use engine::pacing::{instant_of, slot_interval};
 use futures::{stream, FutureExt, StreamExt};
-use shared::channels::{Mailer, SendError, SmsSender};
-use shared::claims::{self, Outcome, MAX_RECIPIENTS_PER_WRITE};
-use shared::completion;
-use shared::config::Config;
-use shared::documents::Documents;
-use shared::model::{now_rfc3339, rfc3339, Channel, DispatchState};
-use shared::pacing::{instant_of, slot_interval, SharedRate};
-use shared::queue::{SendBatch, SendItem};
-use shared::store::Store;
-use shared::template::MessageTemplate;
-use shared::template::{RenderedEmail, RenderedSms};
-use shared::{Error, Result};
+use intake::template::MessageTemplate;
+use intake::template::{RenderedEmail, RenderedSms};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -43,7 +45,7 @@ pub struct Deps {
     pub docs: Documents,
     pub mailer: Mailer,
     pub sms: SmsSender,
-    pub notifier: shared::notify::Notifier,
+    pub notifier: adapters::notify::Notifier,
     email_rate: SharedRate,
     sms_rate: SharedRate,
     /// Compiled templates by dispatch; a dispatch's package does not change after approval.
@@ -57,7 +59,7 @@ pub struct Deps {
 #[derive(Debug, Default)]
 struct QuotaState {
     read_at: Option<tokio::time::Instant>,
-    quota: Option<shared::channels::Quota>,
+    quota: Option<adapters::channels::Quota>,
     sent_since: u64,
 }
 
@@ -71,7 +73,7 @@ const STATE_FRESH_FOR: Duration = Duration::from_secs(5);
 const TRANSIENT_RETRIES: u32 = 2;
 
 impl Deps {
-    pub fn new(config: Config, clients: &shared::aws::Clients) -> Deps {
+    pub fn new(config: Config, clients: &adapters::clients::Clients) -> Deps {
         let store = Store::from_config(clients, &config);
         Deps {
             email_rate: SharedRate::new(store.clone(), "email"),
@@ -80,7 +82,7 @@ impl Deps {
             docs: Documents::from_config(clients, &config),
             mailer: Mailer::new(clients.sesv2.clone(), config.ses_configuration_set.clone()),
             sms: SmsSender::new(clients.sns.clone()),
-            notifier: shared::notify::Notifier::from_config(clients, &config),
+            notifier: adapters::notify::Notifier::from_config(clients, &config),
             templates: Mutex::new(HashMap::new()),
             live: Mutex::new(HashMap::new()),
             quota: Mutex::new(QuotaState::default()),
@@ -192,11 +194,11 @@ pub struct Tally {
     /// The provider's words when it throttled.
     pub throttle_reason: Option<String>,
     /// Recipients given back for the message to come again.
-    pub retry: Vec<shared::store::RecipientKey>,
+    pub retry: Vec<domain::keys::RecipientKey>,
 }
 
 impl Tally {
-    fn add(&mut self, o: ItemOutcome, key: &shared::store::RecipientKey) {
+    fn add(&mut self, o: ItemOutcome, key: &domain::keys::RecipientKey) {
         match o {
             ItemOutcome::Sent => self.sent += 1,
             ItemOutcome::Failed => self.failed += 1,
@@ -257,7 +259,7 @@ pub async fn handle(deps: &Deps, event: SqsEvent) -> Result<SqsBatchResponse, Er
 
     let mut failures = Vec::new();
     let mut per_dispatch: BTreeMap<String, Tally> = BTreeMap::new();
-    let mut stuck: BTreeMap<String, Vec<shared::store::RecipientKey>> = BTreeMap::new();
+    let mut stuck: BTreeMap<String, Vec<domain::keys::RecipientKey>> = BTreeMap::new();
     for (id, receives, batch, result) in results {
         let (retry, not_done) = match result {
             Ok(mut t) => {
@@ -326,7 +328,7 @@ pub async fn handle(deps: &Deps, event: SqsEvent) -> Result<SqsBatchResponse, Er
                 Ok(Some(done)) => {
                     deps.notifier
                         .notify(
-                            shared::notify::Event::Completed,
+                            adapters::notify::Event::Completed,
                             &done,
                             done.completion.as_deref(),
                         )
@@ -343,7 +345,7 @@ pub async fn handle(deps: &Deps, event: SqsEvent) -> Result<SqsBatchResponse, Er
             }
         }
     }
-    Ok(shared::queue::batch_response(failures))
+    Ok(adapters::sqs::batch_response(failures))
 }
 
 const QUOTA_USED_UP: &str = "the account's 24-hour sending quota is used up";
@@ -359,8 +361,8 @@ fn is_daily_quota(reason: &str) -> bool {
 async fn pause(deps: &Deps, dispatch_id: &str, reason: &str, secs: u64) {
     let until = time::OffsetDateTime::now_utc() + time::Duration::seconds(secs as i64);
     let extra = [
-        ("resume_at", shared::store::s(rfc3339(until))),
-        ("pause_reason", shared::store::s(reason)),
+        ("resume_at", adapters::dynamodb::s(rfc3339(until))),
+        ("pause_reason", adapters::dynamodb::s(reason)),
     ];
     match deps
         .store
@@ -377,7 +379,7 @@ async fn pause(deps: &Deps, dispatch_id: &str, reason: &str, secs: u64) {
             let detail = format!("{reason}; sending continues at {}", rfc3339(until));
             deps.notifier
                 .notify(
-                    shared::notify::Event::WaitingForContinuation,
+                    adapters::notify::Event::WaitingForContinuation,
                     &d,
                     Some(&detail),
                 )
@@ -713,7 +715,7 @@ async fn record(
     deps: &Deps,
     dispatch_id: &str,
     token: &str,
-    writes: &[(shared::store::RecipientKey, Outcome)],
+    writes: &[(domain::keys::RecipientKey, Outcome)],
 ) -> Result<claims::Recorded> {
     let mut delay = Duration::from_millis(100);
     let mut last = None;

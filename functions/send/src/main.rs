@@ -5,9 +5,9 @@ use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    shared::aws::init_tracing();
-    let config = shared::config::Config::from_env()?;
-    let clients = shared::aws::Clients::new(&shared::aws::sdk_config().await);
+    adapters::clients::init_tracing();
+    let config = domain::config::Config::from_env()?;
+    let clients = adapters::clients::Clients::new(&adapters::clients::sdk_config().await);
     let deps = send::Deps::new(config, &clients);
     run(service_fn(|event: LambdaEvent<SqsEvent>| async {
         send::handle(&deps, event.payload)

@@ -4,23 +4,25 @@
 //!
 //! Triggered by the uploads bucket's notification of `incoming/<id>/manifest.json` via SQS.
 
+use adapters::dynamodb::{self, Store};
+use adapters::notify::Event;
+use adapters::s3::{Documents, Fetched, FetchedFile, Package};
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
-use serde::Serialize;
-use sha2::{Digest, Sha256};
-use shared::config::Config;
-use shared::csvout::CsvFile;
-use shared::documents::{keys, Documents, Fetched, FetchedFile, Package};
-use shared::list::ListReader;
-use shared::manifest::{self, Manifest};
-use shared::model::{Attempt, Channel, Counts, Dispatch, DispatchState, RecipientState};
-use shared::notify::Event;
-use shared::receipts::suppression_key;
-use shared::store::{self, recipient_key, Store};
-use shared::template::{
+use documents::csvout::CsvFile;
+use documents::keys;
+use domain::config::Config;
+use domain::keys::recipient_key;
+use domain::manifest::{self, Manifest};
+use domain::model::{Attempt, Channel, Counts, Dispatch, DispatchState, RecipientState};
+use domain::suppression::suppression_key;
+use domain::{Error, Result};
+use intake::list::ListReader;
+use intake::template::{
     EmailSource, MessageTemplate, RenderedEmail, RenderedSms, SmsSource, TemplateSource,
 };
-use shared::validation::{self, Checked, Problem, Validator};
-use shared::{Error, Result};
+use intake::validation::{self, Checked, Problem, Validator};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
 /// Template files larger than this are refused.
@@ -39,15 +41,15 @@ async fn write_example(
     m: &Manifest,
     template: &MessageTemplate,
 ) -> Result<()> {
-    let columns = shared::example::columns(m, template);
+    let columns = documents::example::columns(m, template);
     deps.docs
         .put_report_document(
             &keys::example(id, "csv"),
-            shared::example::csv(&columns),
+            documents::example::csv(&columns),
             "text/csv; charset=utf-8",
         )
         .await?;
-    match shared::example::xlsx(&columns) {
+    match documents::example::xlsx(&columns) {
         Ok(bytes) => {
             deps.docs
                 .put_report_document(
@@ -68,15 +70,15 @@ pub struct Deps {
     pub config: Config,
     pub store: Store,
     pub docs: Documents,
-    pub notifier: shared::notify::Notifier,
+    pub notifier: adapters::notify::Notifier,
 }
 
 impl Deps {
-    pub fn new(config: Config, clients: &shared::aws::Clients) -> Deps {
+    pub fn new(config: Config, clients: &adapters::clients::Clients) -> Deps {
         Deps {
             store: Store::from_config(clients, &config),
             docs: Documents::from_config(clients, &config),
-            notifier: shared::notify::Notifier::from_config(clients, &config),
+            notifier: adapters::notify::Notifier::from_config(clients, &config),
             config,
         }
     }
@@ -99,7 +101,7 @@ pub async fn handle(deps: &Deps, event: SqsEvent) -> Result<SqsBatchResponse, Er
             Err(e) => tracing::error!(message_id = %id, error = %e, "notification dropped"),
         }
     }
-    Ok(shared::queue::batch_response(failures))
+    Ok(adapters::sqs::batch_response(failures))
 }
 
 async fn handle_body(deps: &Deps, body: &str) -> Result<()> {
@@ -221,7 +223,7 @@ pub async fn validate_upload(
                 DispatchState::AwaitingUpload => {
                     let at: Vec<(&str, aws_sdk_dynamodb::types::AttributeValue)> = upload
                         .at
-                        .map(|t| ("uploaded_at", store::s(t)))
+                        .map(|t| ("uploaded_at", dynamodb::s(t)))
                         .into_iter()
                         .collect();
                     match deps
@@ -286,14 +288,14 @@ pub async fn validate_upload(
                     DispatchState::Validating,
                     DispatchState::ValidationFailed,
                     &[
-                        ("problems", store::list(&problems)),
-                        ("title", store::s(title)),
+                        ("problems", dynamodb::list(&problems)),
+                        ("title", dynamodb::s(title)),
                     ],
                 )
                 .await?;
             let outcome = format!("validation_failed: {}", problems.join("; "));
             deps.store
-                .audit_or_log(&id, shared::audit::SYSTEM, "validate", &outcome)
+                .audit_or_log(&id, domain::audit::SYSTEM, "validate", &outcome)
                 .await;
             deps.notifier
                 .notify(Event::ValidationFailed, &failed, Some(&problems.join("; ")))
@@ -323,17 +325,17 @@ pub async fn validate_upload(
                     DispatchState::Validating,
                     to,
                     &[
-                        ("title", store::s(title)),
-                        ("total", store::n(counts.total)),
-                        ("valid", store::n(counts.valid)),
-                        ("invalid", store::n(counts.invalid)),
-                        ("excluded", store::n(counts.excluded)),
-                        ("report_key", store::s(report_key)),
-                        ("sample_key", store::s(sample_key)),
-                        ("package_key", store::s(package_key)),
-                        ("list_sha256", store::s(list_sha256)),
-                        ("template_sha256", store::s(template_sha256)),
-                        ("problems", store::list(&problems)),
+                        ("title", dynamodb::s(title)),
+                        ("total", dynamodb::n(counts.total)),
+                        ("valid", dynamodb::n(counts.valid)),
+                        ("invalid", dynamodb::n(counts.invalid)),
+                        ("excluded", dynamodb::n(counts.excluded)),
+                        ("report_key", dynamodb::s(report_key)),
+                        ("sample_key", dynamodb::s(sample_key)),
+                        ("package_key", dynamodb::s(package_key)),
+                        ("list_sha256", dynamodb::s(list_sha256)),
+                        ("template_sha256", dynamodb::s(template_sha256)),
+                        ("problems", dynamodb::list(&problems)),
                     ],
                 )
                 .await?;
@@ -344,7 +346,7 @@ pub async fn validate_upload(
                 counts.total, counts.valid, counts.invalid, counts.excluded
             );
             deps.store
-                .audit_or_log(&id, shared::audit::SYSTEM, "validate", &outcome)
+                .audit_or_log(&id, domain::audit::SYSTEM, "validate", &outcome)
                 .await;
             if to == DispatchState::AwaitingApproval {
                 deps.notifier
@@ -406,14 +408,14 @@ async fn begin_repeat(deps: &Deps, d: &Dispatch, upload: Upload<'_>) -> Result<O
             d.state,
             DispatchState::Validating,
             &[
-                ("attempt", store::n(u64::from(n + 1))),
-                ("attempts", store::attempts_value(&attempts)),
-                ("uploaded_at", store::s(upload.at.unwrap_or_default())),
-                ("total", store::n(0)),
-                ("valid", store::n(0)),
-                ("invalid", store::n(0)),
-                ("excluded", store::n(0)),
-                ("problems", store::list(&[])),
+                ("attempt", dynamodb::n(u64::from(n + 1))),
+                ("attempts", dynamodb::attempts_value(&attempts)),
+                ("uploaded_at", dynamodb::s(upload.at.unwrap_or_default())),
+                ("total", dynamodb::n(0)),
+                ("valid", dynamodb::n(0)),
+                ("invalid", dynamodb::n(0)),
+                ("excluded", dynamodb::n(0)),
+                ("problems", dynamodb::list(&[])),
             ],
         )
         .await;
@@ -599,7 +601,9 @@ async fn check_package(deps: &Deps, bucket: &str, d: &Dispatch) -> Result<Outcom
         &m.list,
         Box::new(list.file),
         m.sheet.as_deref(),
-        m.encoding.as_deref().and_then(shared::list::encoding_for),
+        m.encoding
+            .as_deref()
+            .and_then(domain::manifest::encoding_for),
     ) {
         Ok(r) => r,
         Err(e) => return Ok(failed(&title, e.to_string())),
@@ -630,7 +634,7 @@ async fn check_package(deps: &Deps, bucket: &str, d: &Dispatch) -> Result<Outcom
         op: "writing the report to local disk",
         source: Box::new(e),
     };
-    let mut report = CsvFile::temporary(&validation::REPORT_COLUMNS).map_err(local)?;
+    let mut report = CsvFile::temporary(&documents::report::REPORT_COLUMNS).map_err(local)?;
     let mut by_code: BTreeMap<&'static str, u64> = BTreeMap::new();
     let mut first_problems: Vec<Problem> = Vec::new();
     let mut samples = Samples::default();
@@ -739,7 +743,7 @@ impl Tally<'_> {
     fn add(&mut self, checked: &Checked) {
         for p in &checked.problems {
             *self.by_code.entry(p.code).or_default() += 1;
-            p.report_to(self.report);
+            documents::report::report_line(self.report, p);
             if self.first_problems.len() < SUMMARY_PROBLEMS {
                 self.first_problems.push(p.clone());
             }
@@ -770,11 +774,11 @@ pub struct SmsLength {
 }
 
 impl SmsLength {
-    fn add(&mut self, s: shared::sms::Segments) {
+    fn add(&mut self, s: intake::sms::Segments) {
         self.messages += 1;
         self.segments += s.segments as u64;
         self.max_segments = self.max_segments.max(s.segments as u64);
-        if s.encoding == shared::sms::Encoding::Ucs2 {
+        if s.encoding == intake::sms::Encoding::Ucs2 {
             self.ucs2_messages += 1;
         }
     }
@@ -789,14 +793,14 @@ struct Samples {
 
 #[derive(Default)]
 struct ChannelSamples {
-    first: Option<shared::model::Recipient>,
-    others: Vec<shared::model::Recipient>,
+    first: Option<domain::model::Recipient>,
+    others: Vec<domain::model::Recipient>,
     /// Valid recipients after the first.
     seen: usize,
 }
 
 impl Samples {
-    fn offer(&mut self, r: &shared::model::Recipient) {
+    fn offer(&mut self, r: &domain::model::Recipient) {
         use rand::Rng;
         let Some(ch) = r.channel else { return };
         let c = self.per_channel.entry(ch).or_default();
@@ -840,7 +844,7 @@ impl Samples {
 async fn flush(
     deps: &Deps,
     d: &Dispatch,
-    columns: &shared::manifest::Columns,
+    columns: &domain::manifest::Columns,
     buffer: &mut Vec<Checked>,
     tally: &mut Tally<'_>,
 ) -> Result<()> {
@@ -913,20 +917,20 @@ enum SampleBody {
     },
     Sms {
         message: RenderedSms,
-        segments: shared::sms::Segments,
+        segments: intake::sms::Segments,
     },
     Unrenderable {
         error: String,
     },
 }
 
-fn sample(t: &MessageTemplate, ch: Channel, first: bool, r: &shared::model::Recipient) -> Sample {
+fn sample(t: &MessageTemplate, ch: Channel, first: bool, r: &domain::model::Recipient) -> Sample {
     let body = match ch {
         Channel::Email => t
             .render_email(&r.fields)
             .map(|message| SampleBody::Email { message }),
         Channel::Sms => t.render_sms(&r.fields).map(|message| SampleBody::Sms {
-            segments: shared::sms::segments(&message.text),
+            segments: intake::sms::segments(&message.text),
             message,
         }),
     };

@@ -5,11 +5,11 @@ use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    shared::aws::init_tracing();
-    let config = shared::config::Config::from_env()?;
-    let clients = shared::aws::Clients::new(&shared::aws::sdk_config().await);
+    adapters::clients::init_tracing();
+    let config = domain::config::Config::from_env()?;
+    let clients = adapters::clients::Clients::new(&adapters::clients::sdk_config().await);
     let deps = validate::Deps::new(config, &clients);
-    shared::validation::warm_up();
+    intake::validation::warm_up();
     run(service_fn(|event: LambdaEvent<SqsEvent>| async {
         validate::handle(&deps, event.payload)
             .await

@@ -12,8 +12,8 @@ use aws_sdk_s3::types::{
     QueueConfiguration, S3KeyFilter,
 };
 use aws_smithy_types::error::display::DisplayErrorContext;
+use domain::config::Config;
 use serde_json::Value;
-use shared::config::Config;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -38,7 +38,7 @@ impl Stack {
     pub fn env(&self) -> Vec<(String, String)> {
         self.outputs
             .values()
-            .filter(|(_, d)| shared::config::vars::ALL.contains(&d.as_str()))
+            .filter(|(_, d)| domain::config::vars::ALL.contains(&d.as_str()))
             .map(|(v, d)| (d.clone(), v.clone()))
             .collect()
     }
@@ -291,7 +291,7 @@ async fn apply_left_out(
     doc: &Value,
     names: &HashMap<String, String>,
 ) -> Result<()> {
-    let clients = shared::aws::Clients::new(sdk);
+    let clients = adapters::clients::Clients::new(sdk);
     let Some(resources) = doc["Resources"].as_object() else {
         return Ok(());
     };

@@ -113,7 +113,7 @@ impl Emulator {
             .credentials_provider(aws_sdk_s3::config::Credentials::new(
                 "test", "test", None, None, "local",
             ));
-        shared::aws::sdk_config_from(loader).await
+        adapters::clients::sdk_config_from(loader).await
     }
 
     /// Environment variables that point a process (a function binary, the AWS CLI) here.
@@ -205,7 +205,7 @@ pub async fn sdk_config_for(endpoint: &str) -> aws_config::SdkConfig {
         .credentials_provider(aws_sdk_s3::config::Credentials::new(
             "test", "test", None, None, "local",
         ));
-    shared::aws::sdk_config_from(loader).await
+    adapters::clients::sdk_config_from(loader).await
 }
 
 impl Drop for Emulator {

@@ -32,7 +32,7 @@ impl Local {
     /// name each time, so an emulator that keeps state (LocalStack) can be used again. With
     /// `STACK_NAME` set, the runtime uses that stack, deployed before from the same template.
     pub async fn on(emulator: emulator::Emulator, opts: runtime::Options) -> Result<Local> {
-        shared::aws::init_tracing();
+        adapters::clients::init_tracing();
         let sdk = emulator.sdk_config().await;
         let name = format!(
             "mass-dispatch-{}",
@@ -61,7 +61,7 @@ impl Local {
             .filter(|e| e.path().is_file())
             .map(|e| (e.file_name().to_string_lossy().to_string(), e.path()))
             .collect();
-        files.sort_by_key(|(name, _)| (name == shared::manifest::MANIFEST_FILE, name.clone()));
+        files.sort_by_key(|(name, _)| (name == domain::manifest::MANIFEST_FILE, name.clone()));
         for (name, path) in files {
             self.upload(dispatch_id, &name, std::fs::read(&path)?)
                 .await?;
@@ -72,7 +72,7 @@ impl Local {
     /// Uploads the files of a package, `manifest.json` last whatever the order given.
     pub async fn upload_files(&self, dispatch_id: &str, files: &[(&str, &[u8])]) -> Result<()> {
         let mut files = files.to_vec();
-        files.sort_by_key(|(name, _)| *name == shared::manifest::MANIFEST_FILE);
+        files.sort_by_key(|(name, _)| *name == domain::manifest::MANIFEST_FILE);
         for (name, body) in files {
             self.upload(dispatch_id, name, body.to_vec()).await?;
         }
@@ -83,7 +83,7 @@ impl Local {
     /// operator starts the dispatch through the API, as the portal does; a dispatch that
     /// exists already (a repeat) stays as it is.
     pub async fn upload(&self, dispatch_id: &str, name: &str, body: Vec<u8>) -> Result<()> {
-        if name == shared::manifest::MANIFEST_FILE {
+        if name == domain::manifest::MANIFEST_FILE {
             let (status, answer) = self
                 .operator()
                 .post_json("/dispatches", &serde_json::json!({ "id": dispatch_id }))
@@ -99,7 +99,7 @@ impl Local {
             .bucket(&self.system.config.uploads_bucket)
             .key(format!(
                 "{}{dispatch_id}/{name}",
-                shared::manifest::INCOMING_PREFIX
+                domain::manifest::INCOMING_PREFIX
             ))
             .body(body.into())
             .send()
@@ -110,12 +110,12 @@ impl Local {
 
     /// The API as an approver (`approver`, with the send permission) calls it.
     pub fn portal(&self) -> portal::Portal {
-        self.portal_as(APPROVER, &[shared::identity::SEND_ROLE])
+        self.portal_as(APPROVER, &[domain::identity::SEND_ROLE])
     }
 
     /// The API as an operator (`operator`, with the create permission) calls it.
     pub fn operator(&self) -> portal::Portal {
-        self.portal_as(OPERATOR, &[shared::identity::CREATE_ROLE])
+        self.portal_as(OPERATOR, &[domain::identity::CREATE_ROLE])
     }
 
     /// The API as `user` with `roles` calls it, with a token valid for an hour.

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    shared::aws::init_tracing();
+    adapters::clients::init_tracing();
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("demo") => demo().await,
@@ -239,7 +239,7 @@ fn token(args: &[String]) -> Result<()> {
                 .filter(|r| !r.is_empty())
                 .collect()
         })
-        .unwrap_or_else(|| vec![shared::identity::CREATE_ROLE, shared::identity::SEND_ROLE]);
+        .unwrap_or_else(|| vec![domain::identity::CREATE_ROLE, domain::identity::SEND_ROLE]);
     let minutes: u64 = match args.get(2) {
         Some(m) => m.parse().context("minutes must be a number")?,
         None => 60,
@@ -275,7 +275,7 @@ async fn up(port: u16) -> Result<()> {
         "  export TOKEN={}",
         local.system.issuer.mint(
             "operator",
-            &[shared::identity::CREATE_ROLE, shared::identity::SEND_ROLE],
+            &[domain::identity::CREATE_ROLE, domain::identity::SEND_ROLE],
             Duration::from_secs(12 * 3600)
         )
     );

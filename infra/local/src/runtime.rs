@@ -2,14 +2,14 @@
 //! function's handler with a real SQS event (deleting only the messages that succeeded),
 //! serves the API router on a loopback port, and ticks the scheduled function.
 
+use adapters::clients::Clients;
 use anyhow::{Context, Result};
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use aws_sdk_sqs::types::{
     DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName,
 };
-use shared::aws::Clients;
-use shared::config::Config;
+use domain::config::Config;
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
@@ -202,7 +202,7 @@ fn spawn_poller<F, Fut>(
     handler: F,
 ) where
     F: Fn(SqsEvent) -> Fut + Send + Sync + Clone + 'static,
-    Fut: Future<Output = Result<SqsBatchResponse, shared::Error>> + Send,
+    Fut: Future<Output = Result<SqsBatchResponse, domain::Error>> + Send,
 {
     for _ in 0..pollers {
         let sqs = clients.sqs.clone();
@@ -215,7 +215,7 @@ fn spawn_poller<F, Fut>(
 async fn poll<F, Fut>(sqs: aws_sdk_sqs::Client, url: String, retry_after: i32, handler: F)
 where
     F: Fn(SqsEvent) -> Fut,
-    Fut: Future<Output = Result<SqsBatchResponse, shared::Error>>,
+    Fut: Future<Output = Result<SqsBatchResponse, domain::Error>>,
 {
     let arn = sqs
         .get_queue_attributes()
@@ -242,7 +242,7 @@ where
         let messages = match received {
             Ok(out) => out.messages.unwrap_or_default(),
             Err(e) => {
-                tracing::warn!(queue = %url, error = %shared::error::chain(&e), "receive failed");
+                tracing::warn!(queue = %url, error = %domain::error::chain(&e), "receive failed");
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
             }
@@ -307,7 +307,7 @@ where
                 .send()
                 .await
             {
-                tracing::warn!(queue = %url, error = %shared::error::chain(&e), "delete failed; messages come again");
+                tracing::warn!(queue = %url, error = %domain::error::chain(&e), "delete failed; messages come again");
             }
         }
         for m in messages

@@ -1,0 +1,190 @@
+//! Delivery channels: email through SES v2 `SendEmail`, SMS through SNS `Publish`. Errors
+//! are sorted by what the sender must do next.
+
+use aws_sdk_sesv2::types::{Body, Content, Destination, EmailContent, Message};
+use aws_sdk_sns::types::MessageAttributeValue;
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use intake::template::{RenderedEmail, RenderedSms};
+
+/// Why a send did not go through, sorted by what to do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// The provider asks us to slow down or stop for now: the recipient goes back to pending.
+    #[error("throttled: {0}")]
+    Throttled(String),
+    /// The request did not reach the provider or the provider failed: safe to try again.
+    #[error("transient: {0}")]
+    Transient(String),
+    /// The request may have reached the provider, but no answer came back.
+    #[error("no answer: {0}")]
+    Unknown(String),
+    /// The provider refused this message for good.
+    #[error("{code}: {message}")]
+    Permanent { code: String, message: String },
+}
+
+const THROTTLE_CODES: [&str; 6] = [
+    "TooManyRequestsException",
+    "LimitExceededException",
+    "SendingPausedException",
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+];
+
+/// Whether the request failed before a connection to the provider was open.
+fn never_connected(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(e);
+    while let Some(err) = next {
+        if err
+            .downcast_ref::<hyper_util::client::legacy::Error>()
+            .is_some_and(|h| h.is_connect())
+            || err
+                .downcast_ref::<aws_smithy_runtime_api::client::dns::ResolveDnsError>()
+                .is_some()
+        {
+            return true;
+        }
+        next = err.source();
+    }
+    false
+}
+
+fn classify<E>(e: SdkError<E, aws_smithy_runtime_api::http::Response>) -> SendError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let text = domain::error::chain(&e);
+    match &e {
+        SdkError::ConstructionFailure(_) => SendError::Permanent {
+            code: "RequestInvalid".into(),
+            message: text,
+        },
+        // Nothing was sent: the connection never opened (refused, DNS failure).
+        SdkError::DispatchFailure(_) if never_connected(&e) => SendError::Transient(text),
+        // The connection broke or timed out once the request may have gone out: the provider
+        // may have taken the message.
+        SdkError::DispatchFailure(_) => SendError::Unknown(text),
+        SdkError::TimeoutError(_) | SdkError::ResponseError(_) => SendError::Unknown(text),
+        SdkError::ServiceError(se) => {
+            let code = se.err().code().unwrap_or("Unknown").to_string();
+            let message = se.err().message().unwrap_or_default().to_string();
+            let status = se.raw().status().as_u16();
+            if THROTTLE_CODES.contains(&code.as_str()) || status == 429 {
+                SendError::Throttled(format!("{code}: {message}"))
+            } else if status >= 500 {
+                SendError::Transient(format!("{code}: {message}"))
+            } else {
+                SendError::Permanent { code, message }
+            }
+        }
+        _ => SendError::Transient(text),
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Mailer {
+    client: aws_sdk_sesv2::Client,
+    configuration_set: Option<String>,
+}
+
+/// The sending quota of the SES account.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Quota {
+    pub max_send_rate: f64,
+    pub max_24_hour_send: f64,
+    pub sent_last_24_hours: f64,
+}
+
+impl Mailer {
+    /// A mailer that sends with the given SES configuration set (its event destination
+    /// reports receipts).
+    pub fn new(client: aws_sdk_sesv2::Client, configuration_set: Option<String>) -> Mailer {
+        Mailer {
+            client,
+            configuration_set,
+        }
+    }
+
+    /// The account's quota, when the service tells it (`GetAccount`); `None` when it does
+    /// not, and the configured rate applies.
+    pub async fn quota(&self) -> Option<Quota> {
+        match self.client.get_account().send().await {
+            Ok(out) => out.send_quota().map(|q| Quota {
+                max_send_rate: q.max_send_rate(),
+                max_24_hour_send: q.max24_hour_send(),
+                sent_last_24_hours: q.sent_last24_hours(),
+            }),
+            Err(e) => {
+                tracing::info!(error = %domain::error::chain(&e), "no account quota from SES; the configured rate applies");
+                None
+            }
+        }
+    }
+
+    /// Sends one email; the provider's message id on success.
+    pub async fn send(&self, to: &str, m: &RenderedEmail) -> Result<String, SendError> {
+        let text = |t: &str| Content::builder().data(t).charset("UTF-8").build();
+        let subject = text(&m.subject).map_err(permanent)?;
+        let mut body = Body::builder().text(text(&m.text).map_err(permanent)?);
+        if let Some(h) = &m.html {
+            body = body.html(text(h).map_err(permanent)?);
+        }
+        let message = Message::builder()
+            .subject(subject)
+            .body(body.build())
+            .build();
+        let out = self
+            .client
+            .send_email()
+            .from_email_address(&m.from)
+            .destination(Destination::builder().to_addresses(to).build())
+            .content(EmailContent::builder().simple(message).build())
+            .set_configuration_set_name(self.configuration_set.clone())
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(out.message_id().unwrap_or_default().to_string())
+    }
+}
+
+fn permanent(e: impl std::fmt::Display) -> SendError {
+    SendError::Permanent {
+        code: "RequestInvalid".into(),
+        message: e.to_string(),
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct SmsSender {
+    client: aws_sdk_sns::Client,
+}
+
+impl SmsSender {
+    pub fn new(client: aws_sdk_sns::Client) -> SmsSender {
+        SmsSender { client }
+    }
+
+    /// Sends one transactional SMS; the provider's message id on success.
+    pub async fn send(&self, to: &str, m: &RenderedSms) -> Result<String, SendError> {
+        let attr = |v: &str| {
+            MessageAttributeValue::builder()
+                .data_type("String")
+                .string_value(v)
+                .build()
+                .map_err(permanent)
+        };
+        let mut req = self
+            .client
+            .publish()
+            .phone_number(to)
+            .message(&m.text)
+            .message_attributes("AWS.SNS.SMS.SMSType", attr("Transactional")?);
+        if let Some(id) = &m.sender_id {
+            req = req.message_attributes("AWS.SNS.SMS.SenderID", attr(id)?);
+        }
+        let out = req.send().await.map_err(classify)?;
+        Ok(out.message_id().unwrap_or_default().to_string())
+    }
+}

@@ -1,0 +1,19 @@
+//! The AWS side of mass dispatch: the clients, DynamoDB split by what it stores, S3
+//! documents, the SQS work queues, SES and SNS delivery, and operator notifications.
+//!
+//! - [`clients`]: one SDK configuration and set of clients per process
+//! - [`dynamodb`]: dispatches, recipients, claims, amendments, audit, receipts and
+//!   suppression, send rates
+//! - [`completion`]: the end of a dispatch
+//! - [`s3`]: uploads and reports
+//! - [`sqs`]: sending to the work queues, batch answers
+//! - [`channels`]: SES and SNS delivery
+//! - [`notify`]: operator notifications
+
+pub mod channels;
+pub mod clients;
+pub mod completion;
+pub mod dynamodb;
+pub mod notify;
+pub mod s3;
+pub mod sqs;

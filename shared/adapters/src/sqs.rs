@@ -1,0 +1,80 @@
+//! Messages on the work queues and the sending of them.
+
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse};
+use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+use domain::error::{Error, Result};
+use domain::queue::{FanOut, FanOutAction};
+
+/// A function's answer to an SQS batch: the messages named come again, the rest are deleted.
+/// An empty id is left out, since the service would fail the whole batch over it.
+pub fn batch_response(failed: impl IntoIterator<Item = String>) -> SqsBatchResponse {
+    let mut resp = SqsBatchResponse::default();
+    resp.batch_item_failures = failed
+        .into_iter()
+        .filter(|id| !id.is_empty())
+        .map(|id| {
+            let mut f = BatchItemFailure::default();
+            f.item_identifier = id;
+            f
+        })
+        .collect();
+    resp
+}
+
+/// Starts fan-out of a whole dispatch: one message per key shard on the fan-out queue.
+pub async fn fan_out_all(
+    sqs: &aws_sdk_sqs::Client,
+    fanout_queue_url: &str,
+    dispatch: &domain::model::Dispatch,
+    action: FanOutAction,
+) -> Result<()> {
+    let bodies = FanOut::all_shards(&dispatch.id, dispatch.shards, action);
+    send_all(sqs, fanout_queue_url, bodies).await
+}
+
+/// Sends message bodies to a queue, ten per call, retrying entries the queue did not take.
+pub async fn send_all(
+    sqs: &aws_sdk_sqs::Client,
+    queue_url: &str,
+    bodies: Vec<String>,
+) -> Result<()> {
+    for chunk in bodies.chunks(10) {
+        let mut pending: Vec<(String, &String)> = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (i.to_string(), b))
+            .collect();
+        for attempt in 0..5 {
+            let entries = pending
+                .iter()
+                .map(|(id, body)| {
+                    SendMessageBatchRequestEntry::builder()
+                        .id(id.clone())
+                        .message_body(body.as_str())
+                        .build()
+                        .map_err(|e| Error::Malformed(e.to_string()))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let out = sqs
+                .send_message_batch()
+                .queue_url(queue_url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .map_err(Error::aws("SendMessageBatch"))?;
+            let failed: Vec<String> = out.failed().iter().map(|f| f.id().to_string()).collect();
+            if failed.is_empty() {
+                break;
+            }
+            if attempt == 4 {
+                return Err(Error::Aws {
+                    op: "SendMessageBatch",
+                    source: format!("{} messages were not accepted", failed.len()).into(),
+                });
+            }
+            pending.retain(|(id, _)| failed.contains(id));
+            tokio::time::sleep(std::time::Duration::from_millis(100 << attempt)).await;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,27 @@
+//! The domain of mass dispatch, free of any service: what a dispatch and a recipient are and
+//! how their states may change, the upload package's manifest, who may do what, the work
+//! queues' messages, the settings, and the library's errors.
+//!
+//! - [`model`]: dispatches, recipients, receipts and their state machines
+//! - [`keys`]: where a recipient is stored (key shard, sort key)
+//! - [`manifest`]: the upload package format
+//! - [`identity`]: verified callers and their permissions
+//! - [`audit`]: entries of a dispatch's audit trail
+//! - [`suppression`]: addresses that must not be sent to again
+//! - [`queue`]: messages on the work queues
+//! - [`limits`]: the services' limits that shape batches
+//! - [`config`]: typed settings, read once at start-up
+//! - [`error`]: the errors every layer speaks
+
+pub mod audit;
+pub mod config;
+pub mod error;
+pub mod identity;
+pub mod keys;
+pub mod limits;
+pub mod manifest;
+pub mod model;
+pub mod queue;
+pub mod suppression;
+
+pub use error::{Error, Result};

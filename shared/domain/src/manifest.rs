@@ -1,0 +1,366 @@
+//! The upload package: a folder `incoming/<dispatch-id>/` holding the recipient list, the
+//! message template files and, uploaded last, `manifest.json` naming them. The manifest's
+//! arrival starts validation.
+
+use crate::model::Channel;
+use serde::{Deserialize, Serialize};
+
+/// File name whose upload starts a dispatch.
+pub const MANIFEST_FILE: &str = "manifest.json";
+/// Prefix under which packages are uploaded.
+pub const INCOMING_PREFIX: &str = "incoming/";
+/// Longest dispatch id accepted (the folder name).
+pub const MAX_ID_LEN: usize = 64;
+
+/// How each recipient's channel is chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChannelMode {
+    /// Everyone by email.
+    Email,
+    /// Everyone by SMS.
+    Sms,
+    /// Per row, from the channel column (the recipient's preferred delivery method).
+    Column,
+}
+
+/// Names of the list's special columns. Matching ignores case, surrounding spaces and the
+/// difference between `_`, `-` and spaces.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Columns {
+    pub id: String,
+    pub email: String,
+    pub phone: String,
+    pub channel: String,
+}
+
+impl Default for Columns {
+    fn default() -> Self {
+        Columns {
+            id: "recipient_id".into(),
+            email: "email".into(),
+            phone: "phone".into(),
+            channel: "channel".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailPart {
+    /// Sender, e.g. `Town Hall <noreply@example.org>`; its domain must be a verified identity.
+    pub from: String,
+    /// Subject line template (merge fields allowed).
+    pub subject: String,
+    /// File in the package holding the plain-text body template.
+    pub text: String,
+    /// Optional file in the package holding the HTML body template.
+    #[serde(default)]
+    pub html: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmsPart {
+    /// File in the package holding the SMS text template.
+    pub text: String,
+    /// Alphanumeric sender id, where the destination country supports it.
+    #[serde(default)]
+    pub sender_id: Option<String>,
+}
+
+/// `manifest.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Title shown to operators.
+    pub title: String,
+    /// File name of the recipient list in the package (`.csv`, `.xlsx`, `.xlsm`, `.xls`, `.ods`).
+    pub list: String,
+    /// Worksheet to read; the first one when absent.
+    #[serde(default)]
+    pub sheet: Option<String>,
+    /// Text encoding of a CSV list (`utf-8`, `windows-1252`, `iso-8859-1`, `utf-16le` …);
+    /// detected when absent.
+    #[serde(default)]
+    pub encoding: Option<String>,
+    pub channel: ChannelMode,
+    #[serde(default)]
+    pub columns: Columns,
+    #[serde(default)]
+    pub email: Option<EmailPart>,
+    #[serde(default)]
+    pub sms: Option<SmsPart>,
+    /// Region (ISO 3166 alpha-2) for phone numbers written without a country code; the
+    /// deployment's default when absent.
+    #[serde(default)]
+    pub phone_region: Option<String>,
+    /// Valid rows this dispatch leaves out (status codes, missing consent).
+    #[serde(default)]
+    pub exclusions: Exclusions,
+}
+
+/// Rules that leave valid rows out of a dispatch. An excluded row is recorded as `excluded`
+/// with the rule and the value, and is reported; it is never sent to.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Exclusions {
+    /// Column holding a status code per recipient (e.g. a person register's status).
+    #[serde(default)]
+    pub status_column: Option<String>,
+    /// Codes in that column that exclude the row (e.g. "80" emigrated, "90" dead).
+    #[serde(default)]
+    pub excluded_codes: Vec<String>,
+    /// Column saying whether the recipient agreed to be contacted: yes, y, true, 1, ja, x
+    /// send; no, n, false, 0, nej or an empty cell exclude; anything else is invalid.
+    #[serde(default)]
+    pub consent_column: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ManifestError {
+    #[error("manifest.json is not valid: {0}")]
+    Syntax(String),
+    #[error("manifest.json: {0}")]
+    Invalid(String),
+}
+
+impl Manifest {
+    pub fn parse(bytes: &[u8]) -> Result<Manifest, ManifestError> {
+        let m: Manifest =
+            serde_json::from_slice(bytes).map_err(|e| ManifestError::Syntax(e.to_string()))?;
+        m.check()?;
+        Ok(m)
+    }
+
+    fn check(&self) -> Result<(), ManifestError> {
+        let bad = |s: &str| Err(ManifestError::Invalid(s.to_string()));
+        if self.title.trim().is_empty() {
+            return bad("title must not be empty");
+        }
+        check_file_name("list", &self.list)?;
+        if let Some(label) = &self.encoding {
+            if encoding_for(label).is_none() {
+                return Err(ManifestError::Invalid(format!(
+                    "encoding '{label}' is not a known text encoding (e.g. utf-8, windows-1252, iso-8859-1)"
+                )));
+            }
+        }
+        if ListFormat::from_name(&self.list).is_none() {
+            return Err(ManifestError::Invalid(format!(
+                "list '{}' must end in .csv, .xlsx, .xlsm, .xls or .ods",
+                self.list
+            )));
+        }
+        match self.channel {
+            ChannelMode::Email if self.email.is_none() => {
+                return bad("channel is email but there is no email part")
+            }
+            ChannelMode::Sms if self.sms.is_none() => {
+                return bad("channel is sms but there is no sms part")
+            }
+            ChannelMode::Column if self.email.is_none() && self.sms.is_none() => {
+                return bad("channel is column but there is neither an email nor an sms part")
+            }
+            _ => {}
+        }
+        if let Some(e) = &self.email {
+            check_file_name("email.text", &e.text)?;
+            if let Some(h) = &e.html {
+                check_file_name("email.html", h)?;
+            }
+            if e.subject.trim().is_empty() {
+                return bad("email.subject must not be empty");
+            }
+            if e.subject.contains(['\r', '\n']) {
+                return bad("email.subject must be one line");
+            }
+            if e.from.trim().is_empty() {
+                return bad("email.from must not be empty");
+            }
+        }
+        if let Some(s) = &self.sms {
+            check_file_name("sms.text", &s.text)?;
+        }
+        let x = &self.exclusions;
+        if x.status_column.is_some() == x.excluded_codes.is_empty() {
+            return bad("exclusions.status_column and exclusions.excluded_codes go together");
+        }
+        if x.excluded_codes.iter().any(|c| c.trim().is_empty()) {
+            return bad("exclusions.excluded_codes must not hold an empty code");
+        }
+        if let Some(r) = &self.phone_region {
+            if r.len() != 2 || !r.chars().all(|c| c.is_ascii_alphabetic()) {
+                return bad("phone_region must be a two-letter country code such as DK or GB");
+            }
+        }
+        Ok(())
+    }
+
+    /// Channels this dispatch can send on.
+    pub fn channels(&self) -> Vec<Channel> {
+        let mut out = Vec::new();
+        if self.email.is_some() && self.channel != ChannelMode::Sms {
+            out.push(Channel::Email);
+        }
+        if self.sms.is_some() && self.channel != ChannelMode::Email {
+            out.push(Channel::Sms);
+        }
+        out
+    }
+}
+
+fn check_file_name(what: &str, name: &str) -> Result<(), ManifestError> {
+    if name.is_empty() || name.contains('/') || name.contains('\\') || name == ".." {
+        return Err(ManifestError::Invalid(format!(
+            "{what} must be a file name in the same folder, got '{name}'"
+        )));
+    }
+    Ok(())
+}
+
+/// The dispatch id and folder of an uploaded manifest key, or why the key is not one.
+pub fn dispatch_of_key(key: &str) -> Result<(String, String), String> {
+    let rest = key
+        .strip_prefix(INCOMING_PREFIX)
+        .ok_or_else(|| format!("'{key}' is not under {INCOMING_PREFIX}"))?;
+    let (id, file) = rest
+        .split_once('/')
+        .ok_or_else(|| format!("'{key}' is not in a dispatch folder"))?;
+    if file != MANIFEST_FILE {
+        return Err(format!("'{key}' is not a {MANIFEST_FILE}"));
+    }
+    check_dispatch_id(id)?;
+    Ok((id.to_string(), format!("{INCOMING_PREFIX}{id}/")))
+}
+
+/// Dispatch ids are folder names: letters, digits, `-`, `_` and `.`, at most 64 characters.
+pub fn check_dispatch_id(id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > MAX_ID_LEN {
+        return Err(format!(
+            "dispatch folder name must be 1 to {MAX_ID_LEN} characters"
+        ));
+    }
+    if !id
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        || id.starts_with('.')
+    {
+        return Err(format!(
+            "dispatch folder name '{id}' may hold only letters, digits, '-', '_' and '.'"
+        ));
+    }
+    Ok(())
+}
+
+/// The format of a list, named by its file's extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListFormat {
+    Csv,
+    Workbook,
+}
+
+impl ListFormat {
+    /// The format named by a file's extension.
+    pub fn from_name(name: &str) -> Option<ListFormat> {
+        let ext = name.rsplit_once('.')?.1.to_ascii_lowercase();
+        match ext.as_str() {
+            "csv" | "txt" => Some(ListFormat::Csv),
+            "xlsx" | "xlsm" | "xlsb" | "xls" | "ods" => Some(ListFormat::Workbook),
+            _ => None,
+        }
+    }
+}
+
+/// The text encoding a label names (WHATWG labels: `utf-8`, `windows-1252`, `latin1`,
+/// `iso-8859-1`, `utf-16le` …).
+pub fn encoding_for(label: &str) -> Option<&'static encoding_rs::Encoding> {
+    encoding_rs::Encoding::for_label(label.trim().as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"{
+        "title": "Winter notice",
+        "list": "recipients.xlsx",
+        "channel": "column",
+        "columns": {"id": "CPR"},
+        "email": {"from": "Town Hall <noreply@example.org>", "subject": "Hello {{ name }}", "text": "email.txt"},
+        "sms": {"text": "sms.txt"}
+    }"#;
+
+    #[test]
+    fn parses_a_full_manifest_with_defaults() {
+        let m = Manifest::parse(GOOD.as_bytes()).unwrap();
+        assert_eq!(m.columns.id, "CPR");
+        assert_eq!(m.columns.email, "email");
+        assert_eq!(m.channels(), vec![Channel::Email, Channel::Sms]);
+    }
+
+    #[test]
+    fn refuses_unknown_fields_and_bad_parts() {
+        let e = Manifest::parse(br#"{"title":"t","list":"a.csv","channel":"email","colour":1}"#)
+            .unwrap_err();
+        assert!(
+            matches!(e, ManifestError::Syntax(ref s) if s.contains("colour")),
+            "{e}"
+        );
+        let e = Manifest::parse(br#"{"title":"t","list":"a.csv","channel":"email"}"#).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "manifest.json: channel is email but there is no email part"
+        );
+        let e = Manifest::parse(
+            br#"{"title":"t","list":"a.pdf","channel":"sms","sms":{"text":"s.txt"}}"#,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("must end in .csv"), "{e}");
+        let e = Manifest::parse(
+            br#"{"title":"t","list":"../a.csv","channel":"sms","sms":{"text":"s.txt"}}"#,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("same folder"), "{e}");
+        assert!(Manifest::parse(b"not json").is_err());
+    }
+
+    #[test]
+    fn subject_with_a_line_break_is_refused() {
+        let e = Manifest::parse(
+            br#"{"title":"t","list":"a.csv","channel":"email","email":{"from":"a@b.c","subject":"x\nBcc: evil@x","text":"e.txt"}}"#,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("one line"), "{e}");
+    }
+
+    #[test]
+    fn dispatch_id_comes_from_the_folder() {
+        assert_eq!(
+            dispatch_of_key("incoming/winter-2026/manifest.json").unwrap(),
+            (
+                "winter-2026".to_string(),
+                "incoming/winter-2026/".to_string()
+            )
+        );
+        assert!(dispatch_of_key("incoming/winter-2026/list.csv").is_err());
+        assert!(dispatch_of_key("other/x/manifest.json").is_err());
+        assert!(dispatch_of_key("incoming/a b/manifest.json").is_err());
+        assert!(dispatch_of_key("incoming/x/y/manifest.json").is_err());
+    }
+
+    #[test]
+    fn an_unknown_encoding_is_refused_by_name() {
+        let e = Manifest::parse(
+            br#"{"title":"t","list":"a.csv","channel":"sms","sms":{"text":"s.txt"},"encoding":"ebcdic-x"}"#,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("encoding 'ebcdic-x'"), "{e}");
+        let m = Manifest::parse(
+            br#"{"title":"t","list":"a.csv","channel":"sms","sms":{"text":"s.txt"},"encoding":"windows-1252"}"#,
+        )
+        .unwrap();
+        assert_eq!(m.encoding.as_deref(), Some("windows-1252"));
+    }
+}

@@ -1,0 +1,548 @@
+//! Message templates: minijinja, strict about undefined merge fields. The email subject and
+//! bodies and the SMS text are separate templates; merge fields are the list's normalised
+//! column names (`First Name` is `{{ first_name }}`).
+
+use domain::model::Channel;
+use minijinja::{Environment, HtmlEscape, UndefinedBehavior, Value};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+
+const EMAIL_SUBJECT: &str = "email.subject.txt";
+const EMAIL_TEXT: &str = "email.text.txt";
+const EMAIL_HTML: &str = "email.html";
+const SMS_TEXT: &str = "sms.text.txt";
+
+/// Template texts for one dispatch, as frozen at validation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TemplateSource {
+    pub email: Option<EmailSource>,
+    pub sms: Option<SmsSource>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmailSource {
+    pub from: String,
+    pub subject: String,
+    pub text: String,
+    pub html: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SmsSource {
+    pub text: String,
+    pub sender_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RenderedEmail {
+    pub from: String,
+    pub subject: String,
+    pub text: String,
+    pub html: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RenderedSms {
+    pub text: String,
+    pub sender_id: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TemplateError {
+    #[error("template {part} has a syntax error: {message}")]
+    Syntax { part: &'static str, message: String },
+    #[error("template {part} could not be filled in: {message}")]
+    Render { part: &'static str, message: String },
+    #[error("the subject would contain a line break")]
+    SubjectLineBreak,
+    #[error("this dispatch has no {0} template")]
+    NoTemplate(Channel),
+}
+
+/// Compiled templates of one dispatch.
+pub struct MessageTemplate {
+    env: Environment<'static>,
+    source: TemplateSource,
+    /// Parts that are plain text with `{{ field }}` outputs, filled in without the engine.
+    plans: Vec<(&'static str, Plan)>,
+}
+
+/// What a template renders to, learnt from the engine itself: the template is rendered once
+/// with a marker for every field, and its output split at the markers. Only templates
+/// without statements (`{%`) whose outputs are all plain field names get a plan: their
+/// output is the same text around the fields for every row, so filling the fields in gives
+/// exactly what the engine would. Everything else goes through the engine.
+#[derive(Debug)]
+struct Plan {
+    pieces: Vec<Piece>,
+    /// Field values are HTML-escaped, as the engine does for `.html` templates.
+    html: bool,
+    text_len: usize,
+}
+
+#[derive(Debug)]
+enum Piece {
+    Text(String),
+    Field(String),
+}
+
+const MARK_OPEN: char = '\u{E000}';
+const MARK_CLOSE: char = '\u{E001}';
+
+fn is_plain_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !matches!(s, "true" | "false" | "none" | "True" | "False" | "None")
+}
+
+impl Plan {
+    fn learn(env: &Environment<'static>, name: &'static str, source: &str) -> Option<Plan> {
+        if source.contains("{%") || source.contains([MARK_OPEN, MARK_CLOSE]) {
+            return None;
+        }
+        // Every output must be a plain field name: no filters, operators or literals.
+        let mut names = Vec::new();
+        let mut rest = source;
+        while let Some(start) = rest.find("{{") {
+            let after = &rest[start + 2..];
+            let end = after.find("}}")?;
+            let inner = after[..end]
+                .trim_start_matches(['-', '+'])
+                .trim_end_matches(['-', '+'])
+                .trim();
+            if !is_plain_name(inner) {
+                return None;
+            }
+            names.push(inner.to_string());
+            rest = &after[end + 2..];
+        }
+        let marks: BTreeMap<&str, String> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.as_str(), format!("{MARK_OPEN}{i}{MARK_CLOSE}")))
+            .collect();
+        let out = env.get_template(name).ok()?.render(&marks).ok()?;
+        let mut pieces = Vec::new();
+        let mut chunks = out.split(MARK_OPEN);
+        let first = chunks.next().unwrap_or("");
+        if !first.is_empty() {
+            pieces.push(Piece::Text(first.to_string()));
+        }
+        for chunk in chunks {
+            let (index, text) = chunk.split_once(MARK_CLOSE)?;
+            let field = names.get(index.parse::<usize>().ok()?)?;
+            pieces.push(Piece::Field(field.clone()));
+            if !text.is_empty() {
+                pieces.push(Piece::Text(text.to_string()));
+            }
+        }
+        if pieces
+            .iter()
+            .any(|p| matches!(p, Piece::Text(t) if t.contains(MARK_CLOSE)))
+        {
+            return None;
+        }
+        let text_len = pieces
+            .iter()
+            .map(|p| match p {
+                Piece::Text(t) => t.len(),
+                Piece::Field(_) => 0,
+            })
+            .sum();
+        Some(Plan {
+            pieces,
+            html: name == EMAIL_HTML,
+            text_len,
+        })
+    }
+
+    /// The filled-in text, or `None` when a field is missing (the engine then gives the
+    /// error).
+    fn fill(&self, fields: &BTreeMap<String, String>) -> Option<String> {
+        let mut out = String::with_capacity(self.text_len + 16 * self.pieces.len());
+        for p in &self.pieces {
+            match p {
+                Piece::Text(t) => out.push_str(t),
+                Piece::Field(f) => {
+                    let v = fields.get(f)?;
+                    if self.html {
+                        // Writing to a String cannot fail.
+                        let _ = write!(out, "{}", HtmlEscape(v));
+                    } else {
+                        out.push_str(v);
+                    }
+                }
+            }
+        }
+        Some(out)
+    }
+}
+
+impl std::fmt::Debug for MessageTemplate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MessageTemplate")
+            .field("source", &self.source)
+            .finish()
+    }
+}
+
+fn part_name(name: &str) -> &'static str {
+    match name {
+        EMAIL_SUBJECT => "email subject",
+        EMAIL_TEXT => "email text",
+        EMAIL_HTML => "email html",
+        _ => "sms text",
+    }
+}
+
+impl MessageTemplate {
+    pub fn compile(source: TemplateSource) -> Result<MessageTemplate, TemplateError> {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        // HTML is escaped by the `.html` name; text parts are not.
+        let mut add = |name: &'static str, text: &str| {
+            env.add_template_owned(name, text.to_string())
+                .map_err(|e| TemplateError::Syntax {
+                    part: part_name(name),
+                    message: e.to_string(),
+                })
+        };
+        if let Some(e) = &source.email {
+            add(EMAIL_SUBJECT, &e.subject)?;
+            add(EMAIL_TEXT, &e.text)?;
+            if let Some(h) = &e.html {
+                add(EMAIL_HTML, h)?;
+            }
+        }
+        if let Some(s) = &source.sms {
+            add(SMS_TEXT, &s.text)?;
+        }
+        let mut parts: Vec<(&'static str, &str)> = Vec::new();
+        if let Some(e) = &source.email {
+            parts.push((EMAIL_SUBJECT, &e.subject));
+            parts.push((EMAIL_TEXT, &e.text));
+            if let Some(h) = &e.html {
+                parts.push((EMAIL_HTML, h));
+            }
+        }
+        if let Some(s) = &source.sms {
+            parts.push((SMS_TEXT, &s.text));
+        }
+        let plans = parts
+            .into_iter()
+            .filter_map(|(name, text)| Plan::learn(&env, name, text).map(|p| (name, p)))
+            .collect();
+        Ok(MessageTemplate { env, source, plans })
+    }
+
+    pub fn source(&self) -> &TemplateSource {
+        &self.source
+    }
+
+    pub fn has(&self, channel: Channel) -> bool {
+        match channel {
+            Channel::Email => self.source.email.is_some(),
+            Channel::Sms => self.source.sms.is_some(),
+        }
+    }
+
+    fn parts(&self, channel: Channel) -> &'static [&'static str] {
+        match channel {
+            Channel::Email if self.source.email.as_ref().is_some_and(|e| e.html.is_some()) => {
+                &[EMAIL_SUBJECT, EMAIL_TEXT, EMAIL_HTML]
+            }
+            Channel::Email if self.source.email.is_some() => &[EMAIL_SUBJECT, EMAIL_TEXT],
+            Channel::Sms if self.source.sms.is_some() => &[SMS_TEXT],
+            _ => &[],
+        }
+    }
+
+    /// Merge fields the templates of a channel use.
+    pub fn fields(&self, channel: Channel) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        for name in self.parts(channel) {
+            if let Ok(t) = self.env.get_template(name) {
+                out.extend(t.undeclared_variables(false));
+            }
+        }
+        out
+    }
+
+    /// Merge fields used by any template.
+    pub fn all_fields(&self) -> BTreeSet<String> {
+        let mut f = self.fields(Channel::Email);
+        f.extend(self.fields(Channel::Sms));
+        f
+    }
+
+    /// Renders one part: by its plan when it has one and every field is there, else by the
+    /// engine.
+    fn render(
+        &self,
+        name: &'static str,
+        fields: &BTreeMap<String, String>,
+        value: &mut Option<Value>,
+    ) -> Result<String, TemplateError> {
+        if let Some((_, plan)) = self.plans.iter().find(|(n, _)| *n == name) {
+            if let Some(out) = plan.fill(fields) {
+                return Ok(out);
+            }
+        }
+        // The fields become a template value once for all parts of a message.
+        let value = value.get_or_insert_with(|| Value::from_serialize(fields));
+        self.render_by_engine(name, value)
+    }
+
+    fn render_by_engine(
+        &self,
+        name: &'static str,
+        fields: &Value,
+    ) -> Result<String, TemplateError> {
+        let t = self
+            .env
+            .get_template(name)
+            .map_err(|e| TemplateError::Render {
+                part: part_name(name),
+                message: e.to_string(),
+            })?;
+        t.render(fields).map_err(|e| TemplateError::Render {
+            part: part_name(name),
+            message: e.to_string(),
+        })
+    }
+
+    pub fn render_email(
+        &self,
+        fields: &BTreeMap<String, String>,
+    ) -> Result<RenderedEmail, TemplateError> {
+        let src = self
+            .source
+            .email
+            .as_ref()
+            .ok_or(TemplateError::NoTemplate(Channel::Email))?;
+        let mut value = None;
+        let subject = self.render(EMAIL_SUBJECT, fields, &mut value)?;
+        if subject.contains(['\r', '\n']) {
+            return Err(TemplateError::SubjectLineBreak);
+        }
+        let text = self.render(EMAIL_TEXT, fields, &mut value)?;
+        let html = match src.html {
+            Some(_) => Some(self.render(EMAIL_HTML, fields, &mut value)?),
+            None => None,
+        };
+        Ok(RenderedEmail {
+            from: src.from.clone(),
+            subject: trimmed(subject),
+            text,
+            html,
+        })
+    }
+
+    pub fn render_sms(
+        &self,
+        fields: &BTreeMap<String, String>,
+    ) -> Result<RenderedSms, TemplateError> {
+        let src = self
+            .source
+            .sms
+            .as_ref()
+            .ok_or(TemplateError::NoTemplate(Channel::Sms))?;
+        Ok(RenderedSms {
+            text: trimmed(self.render(SMS_TEXT, fields, &mut None)?),
+            sender_id: src.sender_id.clone(),
+        })
+    }
+}
+
+/// The text without surrounding white space, copied only when there is some.
+fn trimmed(text: String) -> String {
+    if text.trim().len() == text.len() {
+        text
+    } else {
+        text.trim().to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn template() -> MessageTemplate {
+        MessageTemplate::compile(TemplateSource {
+            email: Some(EmailSource {
+                from: "Town <noreply@example.org>".into(),
+                subject: "Hello {{ first_name }}".into(),
+                text: "Dear {{ first_name }} {{ last_name }},\nyour street: {{ street }}".into(),
+                html: Some("<p>Dear {{ first_name }}</p>".into()),
+            }),
+            sms: Some(SmsSource {
+                text: "Hi {{ first_name }}, {% if street %}{{ street }}{% endif %}".into(),
+                sender_id: Some("TOWN".into()),
+            }),
+        })
+        .unwrap()
+    }
+
+    fn fields(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn lists_the_merge_fields_per_channel() {
+        let t = template();
+        assert_eq!(
+            t.fields(Channel::Email).into_iter().collect::<Vec<_>>(),
+            ["first_name", "last_name", "street"]
+        );
+        assert_eq!(
+            t.fields(Channel::Sms).into_iter().collect::<Vec<_>>(),
+            ["first_name", "street"]
+        );
+    }
+
+    #[test]
+    fn renders_personalised_email_and_escapes_html_only() {
+        let t = template();
+        let m = t
+            .render_email(&fields(&[
+                ("first_name", "Åse <b>"),
+                ("last_name", "Berg"),
+                ("street", "Main St"),
+            ]))
+            .unwrap();
+        assert_eq!(m.subject, "Hello Åse <b>");
+        assert_eq!(m.text, "Dear Åse <b> Berg,\nyour street: Main St");
+        assert_eq!(m.html.as_deref(), Some("<p>Dear Åse &lt;b&gt;</p>"));
+    }
+
+    #[test]
+    fn a_missing_field_is_an_error_not_an_empty_string() {
+        let t = template();
+        let e = t.render_email(&fields(&[("first_name", "A")])).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                TemplateError::Render {
+                    part: "email text",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn subject_line_breaks_from_data_are_refused() {
+        let t = template();
+        let e = t
+            .render_email(&fields(&[
+                ("first_name", "A\r\nBcc: x@y.z"),
+                ("last_name", "B"),
+                ("street", "C"),
+            ]))
+            .unwrap_err();
+        assert_eq!(e, TemplateError::SubjectLineBreak);
+    }
+
+    #[test]
+    fn syntax_errors_name_the_part() {
+        let e = MessageTemplate::compile(TemplateSource {
+            email: None,
+            sms: Some(SmsSource {
+                text: "Hi {{ name ".into(),
+                sender_id: None,
+            }),
+        })
+        .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                TemplateError::Syntax {
+                    part: "sms text",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn plans_fill_in_exactly_what_the_engine_renders() {
+        let plain = [
+            "Hello {{ name }}",
+            "{{name}}{{ name }}",
+            "  {{- name -}}  \n",
+            "A {{ a }} B {{ b }}\n\n",
+            "{# a comment {{ x }} #}{{ a }}",
+            "<p>{{ a }} &amp; {{ b }}</p>\n",
+            "no fields at all",
+            "",
+            "{{ a }}\r\n{{+ b +}}",
+        ];
+        let engine_only = [
+            "{% if a %}{{ a }}{% endif %}",
+            "{{ a | upper }}",
+            "{{ a ~ b }}",
+            "{{ 'x' }}",
+            "{{ true }}",
+            "{{ a }}\u{E000}",
+        ];
+        let values = [
+            "",
+            "<b>&\"'/</b>",
+            "Åse\nBcc: x@y.z",
+            "{{ a }}",
+            "\u{E000}0\u{E001}",
+            " spaced ",
+            "😀 ø",
+        ];
+        let compile = |t: &str| {
+            MessageTemplate::compile(TemplateSource {
+                email: Some(EmailSource {
+                    from: "a@example.org".into(),
+                    subject: "S {{ a }}".into(),
+                    text: t.into(),
+                    html: Some(t.into()),
+                }),
+                sms: Some(SmsSource {
+                    text: t.into(),
+                    sender_id: None,
+                }),
+            })
+            .unwrap()
+        };
+        for t in plain.iter().chain(&engine_only) {
+            let fast = compile(t);
+            let expected_plans = if plain.contains(t) { 4 } else { 1 };
+            assert_eq!(fast.plans.len(), expected_plans, "{t:?}");
+            let mut slow = compile(t);
+            slow.plans.clear();
+            for (i, a) in values.iter().enumerate() {
+                let b = values[(i + 3) % values.len()];
+                let f = fields(&[("a", a), ("b", b), ("name", a), ("x", b)]);
+                assert_eq!(fast.render_email(&f), slow.render_email(&f), "{t:?} {f:?}");
+                assert_eq!(fast.render_sms(&f), slow.render_sms(&f), "{t:?} {f:?}");
+            }
+            // A missing field is the engine's error, with or without a plan.
+            let f = fields(&[("a", "A")]);
+            assert_eq!(fast.render_email(&f), slow.render_email(&f), "{t:?}");
+        }
+    }
+
+    #[test]
+    fn renders_sms() {
+        let t = template();
+        let s = t
+            .render_sms(&fields(&[("first_name", "Bo"), ("street", "Elm")]))
+            .unwrap();
+        assert_eq!(s.text, "Hi Bo, Elm");
+        assert_eq!(s.sender_id.as_deref(), Some("TOWN"));
+    }
+}
