@@ -2,8 +2,9 @@
 //! never opened may be tried again; one that broke after the request went out leaves the
 //! outcome unknown (the provider may have taken the message).
 
-use adapters::channels::{Mailer, SendError};
+use adapters::channels::Mailer;
 use aws_sdk_sesv2::config::{BehaviorVersion, Credentials, Region};
+use engine::ports::SendError;
 use intake::template::RenderedEmail;
 use tokio::io::AsyncReadExt;
 

@@ -236,7 +236,7 @@ async fn settle_sending(deps: &Deps, d: &Dispatch, report: &mut Report) -> Resul
     if let Some(done) = completion::complete_if_done(&deps.store, &deps.docs, &d).await? {
         deps.notifier
             .notify(
-                adapters::notify::Event::Completed,
+                domain::notice::Event::Completed,
                 &done,
                 done.completion.as_deref(),
             )

@@ -5,7 +5,6 @@
 //! Triggered by the uploads bucket's notification of `incoming/<id>/manifest.json` via SQS.
 
 use adapters::dynamodb::{self, Store};
-use adapters::notify::Event;
 use adapters::s3::{Documents, Fetched, FetchedFile, Package};
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use documents::csvout::CsvFile;
@@ -14,6 +13,7 @@ use domain::config::Config;
 use domain::keys::recipient_key;
 use domain::manifest::{self, Manifest};
 use domain::model::{Attempt, Channel, Counts, Dispatch, DispatchState, RecipientState};
+use domain::notice::Event;
 use domain::suppression::suppression_key;
 use domain::{Error, Result};
 use intake::list::ListReader;

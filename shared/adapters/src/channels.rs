@@ -5,24 +5,8 @@ use aws_sdk_sesv2::types::{Body, Content, Destination, EmailContent, Message};
 use aws_sdk_sns::types::MessageAttributeValue;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use engine::ports::{Quota, SendError};
 use intake::template::{RenderedEmail, RenderedSms};
-
-/// Why a send did not go through, sorted by what to do.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SendError {
-    /// The provider asks us to slow down or stop for now: the recipient goes back to pending.
-    #[error("throttled: {0}")]
-    Throttled(String),
-    /// The request did not reach the provider or the provider failed: safe to try again.
-    #[error("transient: {0}")]
-    Transient(String),
-    /// The request may have reached the provider, but no answer came back.
-    #[error("no answer: {0}")]
-    Unknown(String),
-    /// The provider refused this message for good.
-    #[error("{code}: {message}")]
-    Permanent { code: String, message: String },
-}
 
 const THROTTLE_CODES: [&str; 6] = [
     "TooManyRequestsException",
@@ -87,14 +71,6 @@ where
 pub struct Mailer {
     client: aws_sdk_sesv2::Client,
     configuration_set: Option<String>,
-}
-
-/// The sending quota of the SES account.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Quota {
-    pub max_send_rate: f64,
-    pub max_24_hour_send: f64,
-    pub sent_last_24_hours: f64,
 }
 
 impl Mailer {
@@ -186,5 +162,23 @@ impl SmsSender {
         }
         let out = req.send().await.map_err(classify)?;
         Ok(out.message_id().unwrap_or_default().to_string())
+    }
+}
+
+#[async_trait::async_trait]
+impl engine::ports::Mailer for Mailer {
+    async fn send_email(&self, to: &str, message: &RenderedEmail) -> Result<String, SendError> {
+        self.send(to, message).await
+    }
+
+    async fn quota(&self) -> Option<Quota> {
+        Mailer::quota(self).await
+    }
+}
+
+#[async_trait::async_trait]
+impl engine::ports::Texter for SmsSender {
+    async fn send_sms(&self, to: &str, message: &RenderedSms) -> Result<String, SendError> {
+        self.send(to, message).await
     }
 }

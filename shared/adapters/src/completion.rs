@@ -140,3 +140,16 @@ pub async fn refresh_stale_histories(
     }
     Ok(written)
 }
+
+/// Completion on the table and the reports bucket, as the senders look for it.
+pub struct StoreCompletion {
+    pub store: Store,
+    pub docs: Documents,
+}
+
+#[async_trait::async_trait]
+impl engine::ports::Completion for StoreCompletion {
+    async fn complete_if_done(&self, d: &Dispatch) -> Result<Option<Dispatch>> {
+        complete_if_done(&self.store, &self.docs, d).await
+    }
+}

@@ -9,6 +9,7 @@
 //! - [`sqs`]: sending to the work queues, batch answers
 //! - [`channels`]: SES and SNS delivery
 //! - [`notify`]: operator notifications
+//! - [`wiring`]: the engine's ports built on AWS
 
 pub mod channels;
 pub mod clients;
@@ -17,3 +18,4 @@ pub mod dynamodb;
 pub mod notify;
 pub mod s3;
 pub mod sqs;
+pub mod wiring;

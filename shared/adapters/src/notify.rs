@@ -7,58 +7,8 @@
 //! and never fails the step that made it.
 
 use aws_sdk_sns::types::MessageAttributeValue;
-use domain::model::{now_rfc3339, Counts, Dispatch};
-use serde::Serialize;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Event {
-    /// Validation finished and the list can be sent.
-    ValidationPassed,
-    /// Validation finished with a file-level problem or nothing to send.
-    ValidationFailed,
-    /// A validated dispatch waits for a second person's approval.
-    ApprovalRequested,
-    /// The provider throttled the dispatch; it continues by itself at `resume_at`.
-    WaitingForContinuation,
-    /// Every recipient has a final state.
-    Completed,
-}
-
-impl Event {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Event::ValidationPassed => "validation_passed",
-            Event::ValidationFailed => "validation_failed",
-            Event::ApprovalRequested => "approval_requested",
-            Event::WaitingForContinuation => "waiting_for_continuation",
-            Event::Completed => "completed",
-        }
-    }
-
-    fn headline(self) -> &'static str {
-        match self {
-            Event::ValidationPassed => "validation passed",
-            Event::ValidationFailed => "validation failed",
-            Event::ApprovalRequested => "approval requested",
-            Event::WaitingForContinuation => "waiting for continuation",
-            Event::Completed => "completed",
-        }
-    }
-}
-
-/// What a notification says.
-#[derive(Debug, Serialize)]
-pub struct Notice<'a> {
-    pub event: Event,
-    pub dispatch_id: &'a str,
-    pub title: &'a str,
-    pub state: &'a str,
-    pub counts: &'a Counts,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub detail: Option<&'a str>,
-    pub at: String,
-}
+use domain::model::{now_rfc3339, Dispatch};
+use domain::notice::{Event, Notice};
 
 #[derive(Debug, Clone)]
 pub struct Notifier {
@@ -129,5 +79,12 @@ impl Notifier {
                 "operators not notified"
             ),
         }
+    }
+}
+
+#[async_trait::async_trait]
+impl engine::ports::Notices for Notifier {
+    async fn notify(&self, event: Event, d: &Dispatch, detail: Option<&str>) {
+        Notifier::notify(self, event, d, detail).await
     }
 }

@@ -340,3 +340,10 @@ impl Documents {
         serde_json::from_slice(&bytes).map_err(|e| Error::Malformed(format!("{key}: {e}")))
     }
 }
+
+#[async_trait::async_trait]
+impl engine::ports::Packages for Documents {
+    async fn template(&self, dispatch_id: &str) -> Result<TemplateSource> {
+        Ok(self.package(dispatch_id).await?.template)
+    }
+}

@@ -8,6 +8,7 @@
 //! - [`identity`]: verified callers and their permissions
 //! - [`audit`]: entries of a dispatch's audit trail
 //! - [`suppression`]: addresses that must not be sent to again
+//! - [`notice`]: what operators are told, and when
 //! - [`queue`]: messages on the work queues
 //! - [`limits`]: the services' limits that shape batches
 //! - [`config`]: typed settings, read once at start-up
@@ -21,6 +22,7 @@ pub mod keys;
 pub mod limits;
 pub mod manifest;
 pub mod model;
+pub mod notice;
 pub mod queue;
 pub mod suppression;
 

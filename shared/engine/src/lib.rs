@@ -1,8 +1,15 @@
 //! The protocols of a dispatch once it is approved, written against small ports so that they
 //! run as well on in-memory stores as on AWS.
 //!
+//! - [`ports`]: one trait per capability the protocols need (a recipient ledger, the
+//!   dispatches, send slots, a mailer, a texter, the packages, completion, notices)
+//! - [`send`]: claim, send, record
 //! - [`pacing`]: send slots at a shared rate
 //! - [`retry`]: waits between colliding writes
+//! - [`memory`]: the ports in memory, for tests
 
+pub mod memory;
 pub mod pacing;
+pub mod ports;
 pub mod retry;
+pub mod send;

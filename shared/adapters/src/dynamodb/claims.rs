@@ -22,64 +22,12 @@ use domain::error::{Error, Result};
 use domain::keys::RecipientKey;
 use domain::limits::MAX_RECIPIENTS_PER_WRITE;
 use domain::model::{now_rfc3339, DispatchState, RecipientState};
+use engine::ports::{new_token, Claimed, Outcome, RecipientLedger, Recorded};
 use engine::retry::backoff;
 use std::collections::HashMap;
 
 /// Attempts at one transaction when items drop out or transactions collide.
 const ATTEMPTS: usize = 8;
-
-/// The answer to a claim.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Claimed {
-    /// Indices (into the keys asked for) of the recipients now held under the token.
-    pub held: Vec<usize>,
-    /// The dispatch was not sending. Recipients in `held` must be given back.
-    pub dispatch_not_sending: bool,
-}
-
-/// What becomes of a claimed recipient.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    Sent {
-        message_id: String,
-        at: String,
-    },
-    Failed {
-        reason: String,
-    },
-    Unknown {
-        reason: String,
-    },
-    /// Not sent: back to pending, to be sent later.
-    Release,
-}
-
-impl Outcome {
-    fn state(&self) -> RecipientState {
-        match self {
-            Outcome::Sent { .. } => RecipientState::Sent,
-            Outcome::Failed { .. } => RecipientState::Failed,
-            Outcome::Unknown { .. } => RecipientState::Unknown,
-            Outcome::Release => RecipientState::Pending,
-        }
-    }
-}
-
-/// Results as written: how many of each final state the dispatch's counters received, and
-/// how many recipients were no longer held under the token (another party moved them).
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Recorded {
-    pub sent: u64,
-    pub failed: u64,
-    pub unknown: u64,
-    pub released: u64,
-    pub lost: u64,
-}
-
-/// A fresh claim token.
-pub fn new_token() -> String {
-    uuid::Uuid::new_v4().to_string()
-}
 
 enum Attempt {
     Done,
@@ -416,16 +364,27 @@ impl Store {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+#[async_trait::async_trait]
+impl RecipientLedger for Store {
+    async fn claim(
+        &self,
+        dispatch_id: &str,
+        keys: &[RecipientKey],
+        token: &str,
+    ) -> Result<Claimed> {
+        self.claim_many(dispatch_id, keys, token).await
+    }
 
-    #[test]
-    fn outcomes_name_their_states() {
-        assert_eq!(Outcome::Release.state(), RecipientState::Pending);
-        assert_eq!(
-            Outcome::Unknown { reason: "x".into() }.state(),
-            RecipientState::Unknown
-        );
+    async fn record(
+        &self,
+        dispatch_id: &str,
+        token: &str,
+        results: &[(RecipientKey, Outcome)],
+    ) -> Result<Recorded> {
+        self.record_many(dispatch_id, token, results).await
+    }
+
+    async fn mark_stuck(&self, dispatch_id: &str, keys: &[RecipientKey]) -> Result<u64> {
+        Store::mark_stuck(self, dispatch_id, keys).await
     }
 }

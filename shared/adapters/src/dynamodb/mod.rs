@@ -1108,6 +1108,28 @@ impl Store {
     }
 }
 
+#[async_trait::async_trait]
+impl engine::ports::DispatchBook for Store {
+    async fn dispatch(&self, id: &str) -> Result<Option<Dispatch>> {
+        self.get_dispatch(id).await
+    }
+
+    async fn wait_for_continuation(
+        &self,
+        id: &str,
+        resume_at: &str,
+        reason: &str,
+    ) -> Result<Dispatch> {
+        self.transition(
+            id,
+            DispatchState::Sending,
+            DispatchState::WaitingForContinuation,
+            &[("resume_at", s(resume_at)), ("pause_reason", s(reason))],
+        )
+        .await
+    }
+}
+
 #[cfg(test)]
 
 mod tests {

@@ -103,3 +103,33 @@ impl SharedRate {
         )))
     }
 }
+
+/// The shared rates of both channels, as the senders' send slots.
+pub struct SharedRates {
+    email: SharedRate,
+    sms: SharedRate,
+}
+
+impl SharedRates {
+    pub fn new(store: &crate::dynamodb::Store) -> SharedRates {
+        SharedRates {
+            email: SharedRate::new(store.clone(), "email"),
+            sms: SharedRate::new(store.clone(), "sms"),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl engine::ports::SendSlots for SharedRates {
+    async fn take(
+        &self,
+        channel: domain::model::Channel,
+        count: u32,
+        interval: Duration,
+    ) -> domain::Result<i64> {
+        match channel {
+            domain::model::Channel::Email => self.email.take(count, interval).await,
+            domain::model::Channel::Sms => self.sms.take(count, interval).await,
+        }
+    }
+}

@@ -1,0 +1,35 @@
+//! The engine's ports built on AWS, once per process.
+
+use crate::channels::{Mailer, SmsSender};
+use crate::clients::Clients;
+use crate::completion::StoreCompletion;
+use crate::dynamodb::rates::SharedRates;
+use crate::dynamodb::Store;
+use crate::notify::Notifier;
+use crate::s3::Documents;
+use domain::config::Config;
+use engine::send::SendPorts;
+use std::sync::Arc;
+
+/// What the senders work with: the table's ledger, dispatches and shared rates, SES and SNS,
+/// the frozen packages in the reports bucket, completion and operator notifications.
+pub fn send_ports(clients: &Clients, config: &Config) -> SendPorts {
+    let store = Arc::new(Store::from_config(clients, config));
+    let docs = Documents::from_config(clients, config);
+    SendPorts {
+        ledger: store.clone(),
+        dispatches: store.clone(),
+        slots: Arc::new(SharedRates::new(&store)),
+        mailer: Arc::new(Mailer::new(
+            clients.sesv2.clone(),
+            config.ses_configuration_set.clone(),
+        )),
+        texter: Arc::new(SmsSender::new(clients.sns.clone())),
+        packages: Arc::new(docs.clone()),
+        completion: Arc::new(StoreCompletion {
+            store: (*store).clone(),
+            docs,
+        }),
+        notices: Arc::new(Notifier::from_config(clients, config)),
+    }
+}

@@ -1,0 +1,193 @@
+//! The ports of the engine: one small trait per capability the protocols need, with the
+//! types that cross them. The AWS adapters implement them on DynamoDB, S3, SES and SNS;
+//! [`crate::memory`] implements them in memory for fast tests of the protocols.
+
+use async_trait::async_trait;
+use domain::keys::RecipientKey;
+use domain::model::{Channel, Dispatch};
+use domain::notice::Event;
+use domain::Result;
+use intake::template::{RenderedEmail, RenderedSms, TemplateSource};
+use std::time::Duration;
+
+/// The answer to a claim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claimed {
+    /// Indices (into the keys asked for) of the recipients now held under the token.
+    pub held: Vec<usize>,
+    /// The dispatch was not sending. Recipients in `held` must be given back.
+    pub dispatch_not_sending: bool,
+}
+
+/// What becomes of a claimed recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Sent {
+        message_id: String,
+        at: String,
+    },
+    Failed {
+        reason: String,
+    },
+    Unknown {
+        reason: String,
+    },
+    /// Not sent: back to pending, to be sent later.
+    Release,
+}
+
+impl Outcome {
+    /// The recipient state the outcome writes.
+    pub fn state(&self) -> domain::model::RecipientState {
+        use domain::model::RecipientState;
+        match self {
+            Outcome::Sent { .. } => RecipientState::Sent,
+            Outcome::Failed { .. } => RecipientState::Failed,
+            Outcome::Unknown { .. } => RecipientState::Unknown,
+            Outcome::Release => RecipientState::Pending,
+        }
+    }
+}
+
+/// Results as written: how many of each final state the dispatch's counters received, and
+/// how many recipients were no longer held under the token (another party moved them).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Recorded {
+    pub sent: u64,
+    pub failed: u64,
+    pub unknown: u64,
+    pub released: u64,
+    pub lost: u64,
+}
+
+/// A fresh claim token.
+pub fn new_token() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// The recipients of dispatches being sent to: claimed before a send, their results written
+/// after, each write together with the dispatch's counters.
+#[async_trait]
+pub trait RecipientLedger: Send + Sync {
+    /// Claims pending recipients of a sending dispatch under `token` (at most
+    /// [`domain::limits::MAX_RECIPIENTS_PER_WRITE`]). Recipients that are not pending are
+    /// left out; the claim fails as a whole when the dispatch is not sending.
+    async fn claim(&self, dispatch_id: &str, keys: &[RecipientKey], token: &str)
+        -> Result<Claimed>;
+
+    /// Writes the results of recipients claimed under `token`, and the dispatch's counters,
+    /// at once. A write whose earlier attempt was applied is not applied twice.
+    async fn record(
+        &self,
+        dispatch_id: &str,
+        token: &str,
+        results: &[(RecipientKey, Outcome)],
+    ) -> Result<Recorded>;
+
+    /// Marks pending recipients whose queue message went to the dead-letter queue and
+    /// counts them on the dispatch; returns how many were newly marked.
+    async fn mark_stuck(&self, dispatch_id: &str, keys: &[RecipientKey]) -> Result<u64>;
+}
+
+/// Dispatches as the senders see them.
+#[async_trait]
+pub trait DispatchBook: Send + Sync {
+    async fn dispatch(&self, id: &str) -> Result<Option<Dispatch>>;
+
+    /// Moves a sending dispatch to `waiting_for_continuation` until `resume_at`, with the
+    /// provider's words; a conflict when it is not sending.
+    async fn wait_for_continuation(
+        &self,
+        id: &str,
+        resume_at: &str,
+        reason: &str,
+    ) -> Result<Dispatch>;
+}
+
+/// Send slots at a rate shared by every sender instance, one schedule per channel.
+#[async_trait]
+pub trait SendSlots: Send + Sync {
+    /// Takes `count` consecutive slots `interval` apart on the channel's schedule and returns
+    /// when the first one is, in milliseconds since the Unix epoch. Runs taken by different
+    /// callers never overlap.
+    async fn take(&self, channel: Channel, count: u32, interval: Duration) -> Result<i64>;
+}
+
+/// Why a send did not go through, sorted by what to do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// The provider asks us to slow down or stop for now: the recipient goes back to pending.
+    #[error("throttled: {0}")]
+    Throttled(String),
+    /// The request did not reach the provider or the provider failed: safe to try again.
+    #[error("transient: {0}")]
+    Transient(String),
+    /// The request may have reached the provider, but no answer came back.
+    #[error("no answer: {0}")]
+    Unknown(String),
+    /// The provider refused this message for good.
+    #[error("{code}: {message}")]
+    Permanent { code: String, message: String },
+}
+
+/// The sending quota of the email account.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Quota {
+    pub max_send_rate: f64,
+    pub max_24_hour_send: f64,
+    pub sent_last_24_hours: f64,
+}
+
+/// Email delivery.
+#[async_trait]
+pub trait Mailer: Send + Sync {
+    /// Sends one email; the provider's message id on success.
+    async fn send_email(&self, to: &str, message: &RenderedEmail) -> Result<String, SendError>;
+
+    /// The account's quota, when the provider tells it; `None` when it does not, and the
+    /// configured rate applies.
+    async fn quota(&self) -> Option<Quota>;
+}
+
+/// SMS delivery.
+#[async_trait]
+pub trait Texter: Send + Sync {
+    /// Sends one SMS; the provider's message id on success.
+    async fn send_sms(&self, to: &str, message: &RenderedSms) -> Result<String, SendError>;
+}
+
+/// The frozen packages of approved dispatches.
+#[async_trait]
+pub trait Packages: Send + Sync {
+    /// The template texts a dispatch was validated and approved with.
+    async fn template(&self, dispatch_id: &str) -> Result<TemplateSource>;
+}
+
+/// The end of a dispatch, looked at after results were written.
+#[async_trait]
+pub trait Completion: Send + Sync {
+    /// Completes a sending dispatch that has nothing outstanding and writes its history;
+    /// the dispatch after, or `None` when it is not complete or another caller got there.
+    async fn complete_if_done(&self, d: &Dispatch) -> Result<Option<Dispatch>>;
+}
+
+/// Operator notifications: best effort, never failing the step that made them.
+#[async_trait]
+pub trait Notices: Send + Sync {
+    async fn notify(&self, event: Event, d: &Dispatch, detail: Option<&str>);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use domain::model::RecipientState;
+
+    #[test]
+    fn outcomes_name_their_states() {
+        assert_eq!(Outcome::Release.state(), RecipientState::Pending);
+        assert_eq!(
+            Outcome::Unknown { reason: "x".into() }.state(),
+            RecipientState::Unknown
+        );
+    }
+}

@@ -1,0 +1,267 @@
+//! Rendering and sending the recipients a sender holds, each at its slot of the channel's
+//! shared rate.
+
+use super::{ItemOutcome, Sender, QUOTA_USED_UP};
+use crate::pacing::{instant_of, slot_interval};
+use crate::ports::{Outcome, SendError};
+use domain::limits::MAX_RECIPIENTS_PER_WRITE;
+use domain::model::{now_rfc3339, Channel};
+use domain::queue::SendItem;
+use domain::Result;
+use futures::{stream, FutureExt, StreamExt};
+use intake::template::{MessageTemplate, RenderedEmail, RenderedSms};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// Sends of one message in flight at once: all of them (at most 99), each waiting for its
+/// own slot, so that a slow answer to one send does not make the next ones late.
+const ITEM_CONCURRENCY: usize = MAX_RECIPIENTS_PER_WRITE;
+/// Extra attempts at a send that failed without reaching the provider (5xx, connection).
+const TRANSIENT_RETRIES: u32 = 2;
+/// A send this much behind its slot takes a new one rather than catching up: late sends that
+/// catch up would bunch together and exceed the rate.
+const MAX_LATE: Duration = Duration::from_millis(15);
+/// New slots a send takes after missing its slot before it goes late anyway.
+const NEW_SLOTS: usize = 2;
+/// How long before its slot a send looks at the dispatch's state.
+const LOOK_AHEAD: Duration = Duration::from_millis(100);
+
+enum Rendered {
+    Email(RenderedEmail),
+    Sms(RenderedSms),
+}
+
+impl Rendered {
+    fn channel(&self) -> Channel {
+        match self {
+            Rendered::Email(_) => Channel::Email,
+            Rendered::Sms(_) => Channel::Sms,
+        }
+    }
+}
+
+/// What became of a recipient: for the tally, the provider's words when it throttled, and
+/// what the ledger records.
+pub(super) type Delivered = (ItemOutcome, Option<String>, Outcome);
+
+fn now_nanos() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp_nanos() as i64
+}
+
+impl Sender {
+    /// Renders and sends claimed recipients, each at its slot of the channel's shared rate.
+    pub(super) async fn deliver(
+        &self,
+        dispatch_id: &str,
+        template: &MessageTemplate,
+        held: &[&SendItem],
+    ) -> Vec<Delivered> {
+        let mut out: Vec<Option<Delivered>> = vec![None; held.len()];
+        let mut plans: Vec<(usize, Rendered)> = Vec::new();
+        for (i, item) in held.iter().enumerate() {
+            let rendered = match item.channel {
+                Channel::Email => template.render_email(&item.fields).map(Rendered::Email),
+                Channel::Sms => template.render_sms(&item.fields).map(Rendered::Sms),
+            };
+            match rendered {
+                Ok(r) => plans.push((i, r)),
+                Err(e) => {
+                    out[i] = Some((
+                        ItemOutcome::Failed,
+                        None,
+                        Outcome::Failed {
+                            reason: format!("render_failed: {e}"),
+                        },
+                    ))
+                }
+            }
+        }
+        let emails = plans
+            .iter()
+            .filter(|(_, r)| matches!(r, Rendered::Email(_)))
+            .count() as u32;
+        let sms = plans.len() as u32 - emails;
+        let email_every = slot_interval(if emails > 0 {
+            self.email_rate_now().await
+        } else {
+            self.settings.email_rate_per_second
+        });
+        let sms_every = slot_interval(self.settings.sms_rate_per_second);
+        let mut email_start = None;
+        let mut sms_start = None;
+        for (n, channel, every, start) in [
+            (emails, Channel::Email, email_every, &mut email_start),
+            (sms, Channel::Sms, sms_every, &mut sms_start),
+        ] {
+            if n == 0 {
+                continue;
+            }
+            match self.ports.slots.take(channel, n, every).await {
+                Ok(t) => *start = Some(t),
+                Err(e) => {
+                    tracing::warn!(dispatch = %dispatch_id, error = %e, "no send slots; claims given back")
+                }
+            }
+        }
+        let (mut next_email, mut next_sms) = (0u32, 0u32);
+        let mut scheduled = Vec::new();
+        for (i, r) in plans {
+            let slot = match &r {
+                Rendered::Email(_) => email_start.map(|t| {
+                    next_email += 1;
+                    t * 1_000_000 + email_every.as_nanos() as i64 * (next_email - 1) as i64
+                }),
+                Rendered::Sms(_) => sms_start.map(|t| {
+                    next_sms += 1;
+                    t * 1_000_000 + sms_every.as_nanos() as i64 * (next_sms - 1) as i64
+                }),
+            };
+            match slot {
+                Some(at) => scheduled.push((i, r, at)),
+                None => out[i] = Some((ItemOutcome::Retry, None, Outcome::Release)),
+            }
+        }
+        let stop = AtomicBool::new(false);
+        let sent: Vec<(usize, Delivered)> = stream::iter(scheduled)
+            .map(|(i, r, at)| {
+                let stop = &stop;
+                let item = held[i];
+                async move { (i, self.send_one(dispatch_id, item, &r, stop, at).await) }.boxed()
+            })
+            .buffer_unordered(ITEM_CONCURRENCY)
+            .collect()
+            .await;
+        for (i, d) in sent {
+            out[i] = Some(d);
+        }
+        out.into_iter()
+            .map(|d| d.unwrap_or((ItemOutcome::Retry, None, Outcome::Release)))
+            .collect()
+    }
+
+    async fn interval_for(&self, message: &Rendered) -> Duration {
+        match message {
+            Rendered::Email(_) => slot_interval(self.email_rate_now().await),
+            Rendered::Sms(_) => slot_interval(self.settings.sms_rate_per_second),
+        }
+    }
+
+    /// One new slot for a message on its channel, in Unix nanoseconds.
+    async fn new_slot(&self, message: &Rendered) -> Result<i64> {
+        let every = self.interval_for(message).await;
+        Ok(self.ports.slots.take(message.channel(), 1, every).await? * 1_000_000)
+    }
+
+    /// Waits for a send slot (Unix nanoseconds). A slot missed by more than [`MAX_LATE`] is
+    /// replaced by a new one, up to [`NEW_SLOTS`] times; a sender that keeps missing them (a
+    /// starved machine) then sends late rather than not at all.
+    async fn wait_for_slot(&self, message: &Rendered, mut at: i64) -> Result<()> {
+        for _ in 0..NEW_SLOTS {
+            tokio::time::sleep_until(instant_of(at)).await;
+            let late = now_nanos() - at;
+            if late <= MAX_LATE.as_nanos() as i64 {
+                return Ok(());
+            }
+            tracing::debug!(
+                late_ms = late / 1_000_000,
+                "send slot missed; taking a new one"
+            );
+            at = self.new_slot(message).await?;
+        }
+        tokio::time::sleep_until(instant_of(at)).await;
+        Ok(())
+    }
+
+    async fn send_one(
+        &self,
+        dispatch_id: &str,
+        item: &SendItem,
+        message: &Rendered,
+        stop: &AtomicBool,
+        slot: i64,
+    ) -> Delivered {
+        if stop.load(Ordering::Relaxed) {
+            // An earlier send of this message was throttled: this one waits with the dispatch.
+            return (ItemOutcome::SetAside, None, Outcome::Release);
+        }
+        // Look at the dispatch shortly before the slot, so that a pause made while this send
+        // waited for its slot still stops it, and a read does not make the send late.
+        tokio::time::sleep_until(instant_of(slot - LOOK_AHEAD.as_nanos() as i64)).await;
+        if stop.load(Ordering::Relaxed) || !self.still_sending(dispatch_id).await {
+            return (ItemOutcome::SetAside, None, Outcome::Release);
+        }
+        if let Err(e) = self.wait_for_slot(message, slot).await {
+            tracing::warn!(dispatch = %dispatch_id, error = %e, "no send slot; claim given back");
+            return (ItemOutcome::Retry, None, Outcome::Release);
+        }
+        if stop.load(Ordering::Relaxed) {
+            return (ItemOutcome::SetAside, None, Outcome::Release);
+        }
+        // Taken last, so that only a send that goes out uses the quota.
+        if matches!(message, Rendered::Email(_)) && !self.take_email_allowance().await {
+            stop.store(true, Ordering::Relaxed);
+            return (
+                ItemOutcome::QuotaReached,
+                Some(QUOTA_USED_UP.to_string()),
+                Outcome::Release,
+            );
+        }
+        let mut attempt = 0;
+        let result = loop {
+            let r = match message {
+                Rendered::Email(m) => self.ports.mailer.send_email(&item.address, m).await,
+                Rendered::Sms(m) => self.ports.texter.send_sms(&item.address, m).await,
+            };
+            match r {
+                Err(SendError::Transient(why)) if attempt < TRANSIENT_RETRIES => {
+                    attempt += 1;
+                    tracing::warn!(dispatch = %dispatch_id, recipient = %item.recipient_id, attempt, error = %why, "not sent; trying again");
+                    tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+                    // A new attempt takes a slot of its own, so the rate still holds.
+                    let slot = match self.new_slot(message).await {
+                        Ok(at) => at,
+                        Err(e) => break Err(SendError::Transient(e.to_string())),
+                    };
+                    if let Err(e) = self.wait_for_slot(message, slot).await {
+                        break Err(SendError::Transient(e.to_string()));
+                    }
+                }
+                other => break other,
+            }
+        };
+        match result {
+            Ok(message_id) => (
+                ItemOutcome::Sent,
+                None,
+                Outcome::Sent {
+                    message_id,
+                    at: now_rfc3339(),
+                },
+            ),
+            Err(SendError::Permanent { code, message }) => (
+                ItemOutcome::Failed,
+                None,
+                Outcome::Failed {
+                    reason: format!("{code}: {message}"),
+                },
+            ),
+            Err(SendError::Unknown(why)) => (
+                ItemOutcome::Unknown,
+                None,
+                Outcome::Unknown {
+                    reason: format!(
+                        "no answer from the provider ({why}); not re-sent automatically"
+                    ),
+                },
+            ),
+            Err(SendError::Throttled(why)) => {
+                stop.store(true, Ordering::Relaxed);
+                (ItemOutcome::Throttled, Some(why), Outcome::Release)
+            }
+            Err(e @ SendError::Transient(_)) => {
+                tracing::warn!(dispatch = %dispatch_id, recipient = %item.recipient_id, error = %e, "not sent; claim given back");
+                (ItemOutcome::Retry, None, Outcome::Release)
+            }
+        }
+    }
+}

@@ -1,0 +1,514 @@
+//! Sending: claim, send, record.
+//!
+//! The recipients of a queue message are claimed in one conditional write before the
+//! provider is called and their results are written in one after, so a message delivered
+//! twice never sends twice. Sends are spaced by a rate shared by every sender instance
+//! ([`SendSlots`]). A fault before the provider took a message is retried with backoff a few
+//! times, then the claim is given back and the message comes again (after the queue's
+//! receive limit it goes to the dead-letter queue and the dispatch counts the recipients
+//! stuck there). A throttle gives the claims back and puts the dispatch in
+//! `waiting_for_continuation` until `resume_at`; the scheduled resume continues it with the
+//! recipients not yet sent. An answer that never came leaves the recipient `unknown`, never
+//! re-sent automatically.
+
+mod deliver;
+
+use crate::ports::{
+    new_token, Completion, DispatchBook, Mailer, Notices, Outcome, Packages, Quota,
+    RecipientLedger, Recorded, SendSlots, Texter,
+};
+use domain::config::Config;
+use domain::keys::RecipientKey;
+use domain::limits::MAX_RECIPIENTS_PER_WRITE;
+use domain::model::{rfc3339, DispatchState};
+use domain::notice::Event;
+use domain::queue::{SendBatch, SendItem};
+use domain::{Error, Result};
+use futures::{stream, FutureExt, StreamExt};
+use intake::template::MessageTemplate;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Mutex;
+
+/// Queue messages of one invocation handled at once.
+const RECORD_CONCURRENCY: usize = 4;
+/// How long the account's quota is trusted before it is read again.
+const QUOTA_FRESH_FOR: Duration = Duration::from_secs(60);
+/// How long a sighting of a dispatch's state is trusted before the next send: an operator's
+/// pause takes effect within this long. A claim counts as a sighting (it only succeeds while
+/// the dispatch is sending), so a sender reads the dispatch at most once per this long.
+const STATE_FRESH_FOR: Duration = Duration::from_secs(5);
+
+const QUOTA_USED_UP: &str = "the account's 24-hour sending quota is used up";
+
+/// What the sender works with.
+#[derive(Clone)]
+pub struct SendPorts {
+    pub ledger: Arc<dyn RecipientLedger>,
+    pub dispatches: Arc<dyn DispatchBook>,
+    pub slots: Arc<dyn SendSlots>,
+    pub mailer: Arc<dyn Mailer>,
+    pub texter: Arc<dyn Texter>,
+    pub packages: Arc<dyn Packages>,
+    pub completion: Arc<dyn Completion>,
+    pub notices: Arc<dyn Notices>,
+}
+
+/// The settings sending follows, from the configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SendSettings {
+    pub email_rate_per_second: f64,
+    pub sms_rate_per_second: f64,
+    pub throttle_pause_secs: u64,
+    pub quota_recheck_secs: u64,
+    pub max_receives: u32,
+}
+
+impl From<&Config> for SendSettings {
+    fn from(c: &Config) -> SendSettings {
+        SendSettings {
+            email_rate_per_second: c.email_rate_per_second,
+            sms_rate_per_second: c.sms_rate_per_second,
+            throttle_pause_secs: c.throttle_pause_secs,
+            quota_recheck_secs: c.quota_recheck_secs,
+            max_receives: c.max_receives,
+        }
+    }
+}
+
+/// A sender: the ports, the settings, and what one instance remembers between messages.
+pub struct Sender {
+    ports: SendPorts,
+    settings: SendSettings,
+    /// Compiled templates by dispatch; a dispatch's package does not change after approval.
+    templates: Mutex<HashMap<String, Arc<MessageTemplate>>>,
+    /// Each dispatch's state as last seen, and when: a pause takes effect within seconds.
+    live: Mutex<HashMap<String, (tokio::time::Instant, DispatchState)>>,
+    /// The account's quota as last read, and the emails sent since.
+    quota: Mutex<QuotaState>,
+}
+
+#[derive(Debug, Default)]
+struct QuotaState {
+    read_at: Option<tokio::time::Instant>,
+    quota: Option<Quota>,
+    sent_since: u64,
+}
+
+/// One queue message as it reached the sender.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// The queue's id of the message ("" when it gave none).
+    pub message_id: String,
+    /// How many times the queue has handed the message out.
+    pub receives: u32,
+    pub body: String,
+}
+
+/// What became of one recipient in this invocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ItemOutcome {
+    /// Another delivery of the message got it first, or it is already final.
+    Skipped,
+    Sent,
+    Failed,
+    Unknown,
+    /// Not sent, claim given back: the message must come again.
+    Retry,
+    /// Not sent, claim given back: the provider asked us to slow down.
+    Throttled,
+    /// Not sent, claim given back: the dispatch stopped sending (paused, waiting).
+    SetAside,
+    /// Not sent, claim given back: the account's 24-hour quota is used up.
+    QuotaReached,
+}
+
+/// What one message's sends came to.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Tally {
+    pub sent: u64,
+    pub failed: u64,
+    pub unknown: u64,
+    pub throttled: u64,
+    pub quota_reached: u64,
+    /// The provider's words when it throttled.
+    pub throttle_reason: Option<String>,
+    /// Recipients given back for the message to come again.
+    pub retry: Vec<RecipientKey>,
+}
+
+impl Tally {
+    fn add(&mut self, o: ItemOutcome, key: &RecipientKey) {
+        match o {
+            ItemOutcome::Sent => self.sent += 1,
+            ItemOutcome::Failed => self.failed += 1,
+            ItemOutcome::Unknown => self.unknown += 1,
+            ItemOutcome::Retry => self.retry.push(key.clone()),
+            ItemOutcome::Throttled => self.throttled += 1,
+            ItemOutcome::QuotaReached => self.quota_reached += 1,
+            ItemOutcome::Skipped | ItemOutcome::SetAside => {}
+        }
+    }
+
+    fn merge(&mut self, t: Tally) {
+        self.sent += t.sent;
+        self.failed += t.failed;
+        self.unknown += t.unknown;
+        self.throttled += t.throttled;
+        self.quota_reached += t.quota_reached;
+        if self.throttle_reason.is_none() {
+            self.throttle_reason = t.throttle_reason;
+        }
+        self.retry.extend(t.retry);
+    }
+}
+
+/// Whether the provider's refusal speaks of its daily quota rather than its rate: such a
+/// dispatch waits as long as for a quota it read itself.
+fn is_daily_quota(reason: &str) -> bool {
+    let r = reason.to_ascii_lowercase();
+    r.contains("daily") || r.contains("24 hour") || r.contains("24-hour")
+}
+
+impl Sender {
+    pub fn new(ports: SendPorts, settings: SendSettings) -> Sender {
+        Sender {
+            ports,
+            settings,
+            templates: Mutex::new(HashMap::new()),
+            live: Mutex::new(HashMap::new()),
+            quota: Mutex::new(QuotaState::default()),
+        }
+    }
+
+    /// Handles the messages of one invocation; returns the ids of those that must come
+    /// again. Each message stands alone: one that cannot be read or sent never fails the
+    /// others.
+    pub async fn handle(&self, deliveries: Vec<Delivery>) -> Vec<String> {
+        let results: Vec<(Delivery, Option<SendBatch>, Result<Tally>)> = stream::iter(deliveries)
+            .map(|d| {
+                async move {
+                    match serde_json::from_str::<SendBatch>(&d.body) {
+                        Ok(batch) => {
+                            let r = self.send_batch(&batch).await;
+                            (d, Some(batch), r)
+                        }
+                        Err(e) => (d, None, Err(Error::Malformed(format!("send message: {e}")))),
+                    }
+                }
+                .boxed()
+            })
+            .buffer_unordered(RECORD_CONCURRENCY)
+            .collect()
+            .await;
+
+        let mut failures = Vec::new();
+        let mut per_dispatch: BTreeMap<String, Tally> = BTreeMap::new();
+        let mut stuck: BTreeMap<String, Vec<RecipientKey>> = BTreeMap::new();
+        for (delivery, batch, result) in results {
+            let (id, receives) = (delivery.message_id, delivery.receives);
+            let (retry, not_done) = match result {
+                Ok(mut t) => {
+                    let not_done = std::mem::take(&mut t.retry);
+                    if let Some(b) = &batch {
+                        per_dispatch
+                            .entry(b.dispatch_id.clone())
+                            .or_default()
+                            .merge(t);
+                    }
+                    // Throttled recipients are pending again and continue with the dispatch;
+                    // only faults make the queue deliver the message again.
+                    (!not_done.is_empty(), not_done)
+                }
+                Err(e) => {
+                    tracing::error!(message_id = %id, receives, error = %e, "send message failed");
+                    let keys = batch
+                        .as_ref()
+                        .map(|b| b.items.iter().map(|i| i.key.clone()).collect())
+                        .unwrap_or_default();
+                    (true, keys)
+                }
+            };
+            if !retry || id.is_empty() {
+                continue;
+            }
+            if receives >= self.settings.max_receives {
+                // This was the last delivery the queue allows: the message goes to the
+                // dead-letter queue and its recipients stay pending there.
+                match &batch {
+                    Some(b) => stuck
+                        .entry(b.dispatch_id.clone())
+                        .or_default()
+                        .extend(not_done),
+                    None => {
+                        tracing::error!(message_id = %id, "unreadable send message goes to the dead-letter queue")
+                    }
+                }
+            }
+            failures.push(id);
+        }
+        for (dispatch_id, keys) in stuck {
+            match self.ports.ledger.mark_stuck(&dispatch_id, &keys).await {
+                Ok(n) => {
+                    tracing::error!(dispatch = %dispatch_id, recipients = n, "recipients left in the dead-letter queue")
+                }
+                Err(e) => {
+                    tracing::error!(dispatch = %dispatch_id, error = %e, "could not mark the stuck recipients")
+                }
+            }
+        }
+        for (dispatch_id, t) in per_dispatch {
+            self.after(&dispatch_id, t).await;
+        }
+        failures
+    }
+
+    /// What follows a dispatch's sends in this invocation: a wait after a throttle, and
+    /// completion when the results may have been its last.
+    async fn after(&self, dispatch_id: &str, t: Tally) {
+        if t.quota_reached > 0 || t.throttle_reason.as_deref().is_some_and(is_daily_quota) {
+            let reason = t.throttle_reason.as_deref().unwrap_or(QUOTA_USED_UP);
+            self.pause(dispatch_id, reason, self.settings.quota_recheck_secs)
+                .await;
+        } else if t.throttled > 0 {
+            let reason = t.throttle_reason.as_deref().unwrap_or("throttled");
+            self.pause(dispatch_id, reason, self.settings.throttle_pause_secs)
+                .await;
+        }
+        if t.sent + t.failed + t.unknown == 0 {
+            return;
+        }
+        // The counters moved with the records; one read tells whether the dispatch is done.
+        let done = match self.ports.dispatches.dispatch(dispatch_id).await {
+            Ok(Some(d)) => self.ports.completion.complete_if_done(&d).await,
+            Ok(None) => Ok(None),
+            Err(e) => Err(e),
+        };
+        match done {
+            Ok(Some(d)) => {
+                self.ports
+                    .notices
+                    .notify(Event::Completed, &d, d.completion.as_deref())
+                    .await
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(dispatch = %dispatch_id, error = %e, "completion left to the schedule")
+            }
+        }
+    }
+
+    /// Stops sending for a while after a throttle. A dispatch already waiting stays as it is.
+    async fn pause(&self, dispatch_id: &str, reason: &str, secs: u64) {
+        let until = rfc3339(time::OffsetDateTime::now_utc() + time::Duration::seconds(secs as i64));
+        match self
+            .ports
+            .dispatches
+            .wait_for_continuation(dispatch_id, &until, reason)
+            .await
+        {
+            Ok(d) => {
+                tracing::warn!(dispatch = %dispatch_id, %reason, resume_at = %until, "throttled; waiting for continuation");
+                let detail = format!("{reason}; sending continues at {until}");
+                self.ports
+                    .notices
+                    .notify(Event::WaitingForContinuation, &d, Some(&detail))
+                    .await;
+            }
+            Err(Error::Conflict(_)) => {}
+            Err(e) => {
+                tracing::error!(dispatch = %dispatch_id, error = %e, "could not record the pause; the schedule will continue the dispatch")
+            }
+        }
+    }
+
+    async fn template(&self, dispatch_id: &str) -> Result<Arc<MessageTemplate>> {
+        if let Some(t) = self.templates.lock().await.get(dispatch_id) {
+            return Ok(t.clone());
+        }
+        let source = self.ports.packages.template(dispatch_id).await?;
+        let t = Arc::new(
+            MessageTemplate::compile(source)
+                .map_err(|e| Error::Malformed(format!("package of {dispatch_id}: {e}")))?,
+        );
+        self.templates
+            .lock()
+            .await
+            .insert(dispatch_id.to_string(), t.clone());
+        Ok(t)
+    }
+
+    async fn saw(&self, dispatch_id: &str, state: DispatchState) {
+        self.live.lock().await.insert(
+            dispatch_id.to_string(),
+            (tokio::time::Instant::now(), state),
+        );
+    }
+
+    /// Whether the dispatch is still sending, read again when the last sighting is older
+    /// than [`STATE_FRESH_FOR`]. A failed read keeps the last answer: a pause is an
+    /// operator's wish, not a fault to stop on.
+    async fn still_sending(&self, dispatch_id: &str) -> bool {
+        if let Some((at, state)) = self.live.lock().await.get(dispatch_id) {
+            if at.elapsed() < STATE_FRESH_FOR {
+                return *state == DispatchState::Sending;
+            }
+        }
+        match self.ports.dispatches.dispatch(dispatch_id).await {
+            Ok(Some(d)) => {
+                self.saw(dispatch_id, d.state).await;
+                d.state == DispatchState::Sending
+            }
+            _ => true,
+        }
+    }
+
+    /// The email rate now: the configured rate, or the account's when that is lower. Reads
+    /// the account's quota at most once a minute.
+    async fn email_rate_now(&self) -> f64 {
+        let mut q = self.quota.lock().await;
+        if q.read_at.is_none_or(|t| t.elapsed() >= QUOTA_FRESH_FOR) {
+            q.quota = self.ports.mailer.quota().await;
+            q.read_at = Some(tokio::time::Instant::now());
+            q.sent_since = 0;
+        }
+        let configured = self.settings.email_rate_per_second;
+        q.quota
+            .map(|a| a.max_send_rate)
+            .filter(|r| *r > 0.0)
+            .map_or(configured, |r| r.min(configured))
+    }
+
+    /// Whether the account's 24-hour quota leaves room for one more email; takes it if so.
+    /// Without a quota from the provider, only the provider's own refusal stops sending.
+    async fn take_email_allowance(&self) -> bool {
+        let mut q = self.quota.lock().await;
+        match q.quota {
+            Some(a) if a.max_24_hour_send > 0.0 => {
+                let left = a.max_24_hour_send - a.sent_last_24_hours - q.sent_since as f64;
+                if left < 1.0 {
+                    return false;
+                }
+                q.sent_since += 1;
+                true
+            }
+            _ => true,
+        }
+    }
+
+    /// Sends one queue message's recipients.
+    pub async fn send_batch(&self, batch: &SendBatch) -> Result<Tally> {
+        let mut tally = Tally::default();
+        if batch.items.is_empty() {
+            return Ok(tally);
+        }
+        let template = self.template(&batch.dispatch_id).await?;
+        for chunk in batch.items.chunks(MAX_RECIPIENTS_PER_WRITE) {
+            let t = self
+                .send_chunk(&batch.dispatch_id, &template, chunk)
+                .await?;
+            let stop = t.throttled + t.quota_reached > 0;
+            tally.merge(t);
+            if stop {
+                break;
+            }
+        }
+        Ok(tally)
+    }
+
+    /// Claims, sends and records up to [`MAX_RECIPIENTS_PER_WRITE`] recipients.
+    async fn send_chunk(
+        &self,
+        dispatch_id: &str,
+        template: &MessageTemplate,
+        items: &[SendItem],
+    ) -> Result<Tally> {
+        let keys: Vec<_> = items.iter().map(|i| i.key.clone()).collect();
+        let token = new_token();
+        let claimed = self.ports.ledger.claim(dispatch_id, &keys, &token).await?;
+        if claimed.dispatch_not_sending {
+            let back: Vec<_> = claimed
+                .held
+                .iter()
+                .map(|&i| (keys[i].clone(), Outcome::Release))
+                .collect();
+            self.record(dispatch_id, &token, &back).await?;
+            return self.not_sending(dispatch_id).await;
+        }
+        self.saw(dispatch_id, DispatchState::Sending).await;
+        let held: Vec<&SendItem> = claimed.held.iter().map(|&i| &items[i]).collect();
+        let results = self.deliver(dispatch_id, template, &held).await;
+        let writes: Vec<_> = held
+            .iter()
+            .zip(&results)
+            .map(|(item, (_, _, outcome))| (item.key.clone(), outcome.clone()))
+            .collect();
+        let written = self.record(dispatch_id, &token, &writes).await?;
+        if written.lost > 0 {
+            tracing::error!(dispatch = %dispatch_id, lost = written.lost, "results not written: claims no longer held");
+        }
+        let mut tally = Tally::default();
+        for (item, (o, why, _)) in held.iter().zip(results) {
+            tally.add(o, &item.key);
+            if tally.throttle_reason.is_none() {
+                tally.throttle_reason = why;
+            }
+        }
+        Ok(tally)
+    }
+
+    /// The dispatch refused a claim: decides what becomes of the message.
+    async fn not_sending(&self, dispatch_id: &str) -> Result<Tally> {
+        let d = self
+            .ports
+            .dispatches
+            .dispatch(dispatch_id)
+            .await?
+            .ok_or_else(|| Error::NotFound(dispatch_id.to_string()))?;
+        self.saw(dispatch_id, d.state).await;
+        match d.state {
+            DispatchState::WaitingForContinuation | DispatchState::Paused => {
+                // The recipients stay pending; they are handed out again when sending continues.
+                tracing::info!(dispatch = %d.id, state = %d.state, "not sending now; message set aside");
+                Ok(Tally::default())
+            }
+            s if s.is_final() => {
+                tracing::info!(dispatch = %d.id, state = %s, "dispatch is over; message dropped");
+                Ok(Tally::default())
+            }
+            s => Err(Error::Conflict(format!(
+                "dispatch {} is {s}, not sending",
+                d.id
+            ))),
+        }
+    }
+
+    /// Results the provider already acted on must be written: retried with backoff for a
+    /// while.
+    async fn record(
+        &self,
+        dispatch_id: &str,
+        token: &str,
+        writes: &[(RecipientKey, Outcome)],
+    ) -> Result<Recorded> {
+        let mut delay = Duration::from_millis(100);
+        let mut last = None;
+        for _ in 0..8 {
+            match self.ports.ledger.record(dispatch_id, token, writes).await {
+                Ok(done) => return Ok(done),
+                Err(e) if e.is_retryable() => {
+                    tracing::warn!(dispatch = %dispatch_id, error = %e, "results not written yet; trying again");
+                    last = Some(e);
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::Malformed("no attempt made".into())))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,471 @@
+//! The sending protocol on the in-memory ports: what each answer of the provider and each
+//! state of the dispatch makes of a message's recipients.
+
+use super::*;
+use crate::memory::{MemoryNotices, MemoryPackages, MemorySlots, MemoryStore, ScriptedProvider};
+use crate::ports::SendError;
+use domain::model::{Channel, Dispatch, Recipient, RecipientState};
+use intake::template::{EmailSource, SmsSource, TemplateSource};
+
+struct World {
+    sender: Sender,
+    store: Arc<MemoryStore>,
+    provider: Arc<ScriptedProvider>,
+    slots: Arc<MemorySlots>,
+    notices: Arc<MemoryNotices>,
+    batch: SendBatch,
+}
+
+const SETTINGS: SendSettings = SendSettings {
+    email_rate_per_second: 2000.0,
+    sms_rate_per_second: 2000.0,
+    throttle_pause_secs: 60,
+    quota_recheck_secs: 3600,
+    max_receives: 5,
+};
+
+fn address(channel: Channel, i: usize) -> String {
+    match channel {
+        Channel::Email => format!("r{i}@example.org"),
+        Channel::Sms => format!("+4520{i:06}"),
+    }
+}
+
+/// A sending dispatch of `n` recipients, alternating channels when `mixed`.
+fn world(n: usize, mixed: bool) -> World {
+    let store = Arc::new(MemoryStore::new());
+    let provider = Arc::new(ScriptedProvider::default());
+    let slots = Arc::new(MemorySlots::default());
+    let notices = Arc::new(MemoryNotices::default());
+    let packages = Arc::new(MemoryPackages::default());
+    packages.put(
+        "d1",
+        TemplateSource {
+            email: Some(EmailSource {
+                from: "Town Hall <noreply@example.org>".into(),
+                subject: "Hello {{ name }}".into(),
+                text: "Dear {{ name }}".into(),
+                html: None,
+            }),
+            sms: Some(SmsSource {
+                text: "Hi {{ name }}".into(),
+                sender_id: None,
+            }),
+        },
+    );
+    let mut d = Dispatch::arrived("d1", "incoming/d1/", 4);
+    d.state = DispatchState::Sending;
+    d.counts.total = n as u64;
+    d.counts.valid = n as u64;
+    store.put_dispatch(d);
+    let mut items = Vec::new();
+    for i in 0..n {
+        let channel = if mixed && i % 2 == 1 {
+            Channel::Sms
+        } else {
+            Channel::Email
+        };
+        let r = Recipient {
+            dispatch_id: "d1".into(),
+            recipient_id: i.to_string(),
+            line: i as u64 + 2,
+            channel: Some(channel),
+            address: Some(address(channel, i)),
+            fields: BTreeMap::from([("name".to_string(), format!("N{i}"))]),
+            state: RecipientState::Pending,
+            reason: None,
+            message_id: None,
+            sent_at: None,
+            claimed_at: None,
+            updated_at: now(),
+            receipt: None,
+            receipt_at: None,
+            receipt_detail: None,
+            send_attempt: 1,
+            previous_reason: None,
+        };
+        let key = domain::keys::recipient_key(&r, true, 4);
+        items.push(SendItem {
+            key: key.clone(),
+            recipient_id: r.recipient_id.clone(),
+            channel,
+            address: address(channel, i),
+            fields: r.fields.clone(),
+        });
+        store.put_recipient(key, r);
+    }
+    let sender = Sender::new(
+        SendPorts {
+            ledger: store.clone(),
+            dispatches: store.clone(),
+            slots: slots.clone(),
+            mailer: provider.clone(),
+            texter: provider.clone(),
+            packages,
+            completion: store.clone(),
+            notices: notices.clone(),
+        },
+        SETTINGS,
+    );
+    World {
+        sender,
+        store,
+        provider,
+        slots,
+        notices,
+        batch: SendBatch {
+            dispatch_id: "d1".into(),
+            items,
+        },
+    }
+}
+
+fn now() -> String {
+    domain::model::now_rfc3339()
+}
+
+impl World {
+    fn delivery(&self, id: &str, receives: u32) -> Delivery {
+        Delivery {
+            message_id: id.into(),
+            receives,
+            body: serde_json::to_string(&self.batch).unwrap(),
+        }
+    }
+
+    fn state_of(&self, i: usize) -> Recipient {
+        self.store
+            .recipient("d1", &self.batch.items[i].key)
+            .expect("recipient")
+    }
+
+    fn states(&self) -> BTreeMap<RecipientState, usize> {
+        let mut out = BTreeMap::new();
+        for i in 0..self.batch.items.len() {
+            *out.entry(self.state_of(i).state).or_insert(0) += 1;
+        }
+        out
+    }
+
+    fn dispatch(&self) -> Dispatch {
+        self.store.get("d1").expect("dispatch")
+    }
+}
+
+#[tokio::test]
+async fn a_message_delivered_twice_at_once_sends_each_recipient_once() {
+    let w = world(40, true);
+    let (a, b) = tokio::join!(
+        w.sender.handle(vec![w.delivery("m", 1)]),
+        w.sender.handle(vec![w.delivery("m", 1)])
+    );
+    assert!(a.is_empty() && b.is_empty(), "{a:?} {b:?}");
+    let sent = w.provider.sent();
+    assert_eq!(sent.len(), 40);
+    let distinct: std::collections::BTreeSet<_> = sent.iter().map(|(to, _, _)| to).collect();
+    assert_eq!(distinct.len(), 40, "every address once");
+    assert_eq!(w.states(), BTreeMap::from([(RecipientState::Sent, 40)]));
+    let d = w.dispatch();
+    assert_eq!(d.counts.sent, 40, "the counters moved with the records");
+    assert_eq!(d.state, DispatchState::Completed);
+    let completed: Vec<_> = w
+        .notices
+        .sent()
+        .into_iter()
+        .filter(|(e, _, _)| *e == Event::Completed)
+        .collect();
+    assert_eq!(completed.len(), 1, "one completion notice");
+}
+
+#[tokio::test]
+async fn messages_render_per_channel_with_the_recipients_fields() {
+    let w = world(2, true);
+    w.sender.handle(vec![w.delivery("m", 1)]).await;
+    let mut sent = w.provider.sent();
+    sent.sort();
+    assert_eq!(sent[0].0, "+4520000001");
+    assert_eq!(sent[0].1, "Hi N1");
+    assert_eq!(sent[1].0, "r0@example.org");
+    assert_eq!(sent[1].1, "Dear N0");
+    let r = w.state_of(0);
+    assert!(r.message_id.is_some() && r.sent_at.is_some());
+}
+
+#[tokio::test]
+async fn a_throttle_gives_the_claims_back_and_the_dispatch_waits_for_continuation() {
+    let w = world(10, false);
+    w.provider.answer(
+        &address(Channel::Email, 0),
+        [SendError::Throttled(
+            "TooManyRequestsException: Maximum sending rate exceeded.".into(),
+        )],
+    );
+    let again = w.sender.handle(vec![w.delivery("m", 1)]).await;
+    assert!(
+        again.is_empty(),
+        "a throttle does not make the message come again"
+    );
+    let d = w.dispatch();
+    assert_eq!(d.state, DispatchState::WaitingForContinuation);
+    assert!(d
+        .pause_reason
+        .as_deref()
+        .unwrap()
+        .contains("Maximum sending rate"));
+    let resume = time::OffsetDateTime::parse(
+        d.resume_at.as_deref().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    let wait = resume - time::OffsetDateTime::now_utc();
+    assert!(wait > time::Duration::seconds(50) && wait <= time::Duration::seconds(60));
+    assert_eq!(w.state_of(0).state, RecipientState::Pending);
+    assert_eq!(
+        w.states().get(&RecipientState::Sent).copied().unwrap_or(0) as u64,
+        d.counts.sent,
+        "the counters match the records"
+    );
+    assert!(
+        w.provider.sent().len() < 10,
+        "sends after the throttle stopped"
+    );
+    assert!(w
+        .notices
+        .sent()
+        .iter()
+        .any(|(e, _, _)| *e == Event::WaitingForContinuation));
+}
+
+#[tokio::test]
+async fn a_refusal_over_the_daily_quota_waits_as_long_as_a_quota_recheck() {
+    let w = world(3, false);
+    w.provider.answer(
+        &address(Channel::Email, 1),
+        [SendError::Throttled(
+            "LimitExceededException: Daily message quota exceeded.".into(),
+        )],
+    );
+    w.sender.handle(vec![w.delivery("m", 1)]).await;
+    let d = w.dispatch();
+    assert_eq!(d.state, DispatchState::WaitingForContinuation);
+    let resume = time::OffsetDateTime::parse(
+        d.resume_at.as_deref().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    assert!(resume - time::OffsetDateTime::now_utc() > time::Duration::seconds(3500));
+}
+
+#[tokio::test]
+async fn the_accounts_daily_quota_stops_sending_when_used_up() {
+    let w = world(5, false);
+    w.provider.set_quota(Quota {
+        max_send_rate: 1000.0,
+        max_24_hour_send: 100.0,
+        sent_last_24_hours: 98.0,
+    });
+    w.sender.handle(vec![w.delivery("m", 1)]).await;
+    assert_eq!(w.provider.sent().len(), 2, "only what the quota leaves");
+    let d = w.dispatch();
+    assert_eq!(d.state, DispatchState::WaitingForContinuation);
+    assert_eq!(d.pause_reason.as_deref(), Some(QUOTA_USED_UP));
+    assert_eq!(w.states()[&RecipientState::Pending], 3);
+}
+
+#[tokio::test]
+async fn a_transient_fault_is_tried_again_and_then_sent() {
+    let w = world(1, false);
+    w.provider.answer(
+        &address(Channel::Email, 0),
+        [SendError::Transient("503 Service Unavailable".into())],
+    );
+    let again = w.sender.handle(vec![w.delivery("m", 1)]).await;
+    assert!(again.is_empty());
+    assert_eq!(w.state_of(0).state, RecipientState::Sent);
+    let runs = w.slots.runs();
+    assert_eq!(
+        runs.len(),
+        2,
+        "the second attempt took a slot of its own: {runs:?}"
+    );
+}
+
+#[tokio::test]
+async fn faults_that_persist_give_the_claim_back_and_the_message_comes_again() {
+    let w = world(2, false);
+    let busy = || SendError::Transient("connection refused".into());
+    w.provider
+        .answer(&address(Channel::Email, 0), [busy(), busy(), busy()]);
+    let again = w.sender.handle(vec![w.delivery("m", 1)]).await;
+    assert_eq!(again, vec!["m".to_string()]);
+    assert_eq!(w.state_of(0).state, RecipientState::Pending);
+    assert!(
+        w.state_of(0).claimed_at.is_none(),
+        "the claim was given back"
+    );
+    assert_eq!(w.state_of(1).state, RecipientState::Sent);
+    assert!(!w.store.is_stuck("d1", &w.batch.items[0].key));
+
+    // Delivered again, the message sends only the one given back.
+    let again = w.sender.handle(vec![w.delivery("m", 2)]).await;
+    assert!(again.is_empty());
+    assert_eq!(w.provider.sent().len(), 2);
+    assert_eq!(w.dispatch().state, DispatchState::Completed);
+}
+
+#[tokio::test]
+async fn on_the_last_delivery_the_recipients_given_back_are_marked_stuck() {
+    let w = world(2, false);
+    let busy = || SendError::Transient("connection refused".into());
+    w.provider
+        .answer(&address(Channel::Email, 1), [busy(), busy(), busy()]);
+    let again = w
+        .sender
+        .handle(vec![w.delivery("m", SETTINGS.max_receives)])
+        .await;
+    assert_eq!(
+        again,
+        vec!["m".to_string()],
+        "it goes to the dead-letter queue"
+    );
+    assert!(w.store.is_stuck("d1", &w.batch.items[1].key));
+    assert!(!w.store.is_stuck("d1", &w.batch.items[0].key));
+    assert_eq!(w.dispatch().counts.stuck, 1);
+    assert_eq!(w.dispatch().state, DispatchState::Sending, "not complete");
+}
+
+#[tokio::test]
+async fn no_answer_makes_the_recipient_unknown_and_a_refusal_failed() {
+    let w = world(3, false);
+    w.provider.answer(
+        &address(Channel::Email, 0),
+        [SendError::Unknown("operation timed out".into())],
+    );
+    w.provider.answer(
+        &address(Channel::Email, 1),
+        [SendError::Permanent {
+            code: "MessageRejected".into(),
+            message: "Email address is not verified.".into(),
+        }],
+    );
+    let again = w.sender.handle(vec![w.delivery("m", 1)]).await;
+    assert!(again.is_empty(), "neither is sent again automatically");
+    let unknown = w.state_of(0);
+    assert_eq!(unknown.state, RecipientState::Unknown);
+    assert!(unknown
+        .reason
+        .unwrap()
+        .contains("not re-sent automatically"));
+    let failed = w.state_of(1);
+    assert_eq!(failed.state, RecipientState::Failed);
+    assert_eq!(
+        failed.reason.as_deref(),
+        Some("MessageRejected: Email address is not verified.")
+    );
+    let d = w.dispatch();
+    assert_eq!(
+        (d.counts.sent, d.counts.failed, d.counts.unknown),
+        (1, 1, 1)
+    );
+    assert_eq!(d.state, DispatchState::CompletedWithErrors);
+}
+
+#[tokio::test]
+async fn a_recipient_whose_message_cannot_be_rendered_fails_alone() {
+    let mut w = world(2, false);
+    w.batch.items[0].fields.clear();
+    w.sender.handle(vec![w.delivery("m", 1)]).await;
+    let r = w.state_of(0);
+    assert_eq!(r.state, RecipientState::Failed);
+    assert!(r.reason.unwrap().starts_with("render_failed"));
+    assert_eq!(w.state_of(1).state, RecipientState::Sent);
+}
+
+#[tokio::test]
+async fn a_paused_dispatch_sets_its_messages_aside() {
+    let w = world(4, false);
+    w.store.set_state("d1", DispatchState::Paused);
+    let again = w.sender.handle(vec![w.delivery("m", 1)]).await;
+    assert!(again.is_empty(), "set aside, not redelivered");
+    assert!(w.provider.sent().is_empty());
+    assert_eq!(w.states(), BTreeMap::from([(RecipientState::Pending, 4)]));
+}
+
+#[tokio::test]
+async fn an_unreadable_message_comes_again_without_holding_up_the_others() {
+    let w = world(2, false);
+    let bad = Delivery {
+        message_id: "bad".into(),
+        receives: 1,
+        body: "{not json".into(),
+    };
+    let again = w.sender.handle(vec![bad, w.delivery("good", 1)]).await;
+    assert_eq!(again, vec!["bad".to_string()]);
+    assert_eq!(w.provider.sent().len(), 2);
+}
+
+#[tokio::test]
+async fn results_the_store_did_not_take_are_written_again() {
+    let w = world(3, false);
+    w.store.fail_next_records(2);
+    let again = w.sender.handle(vec![w.delivery("m", 1)]).await;
+    assert!(again.is_empty());
+    assert_eq!(w.states(), BTreeMap::from([(RecipientState::Sent, 3)]));
+    assert_eq!(w.dispatch().counts.sent, 3);
+}
+
+#[tokio::test]
+async fn concurrent_messages_take_runs_of_slots_that_never_overlap() {
+    let mut w = world(60, true);
+    let all = std::mem::take(&mut w.batch.items);
+    let batches: Vec<SendBatch> = all
+        .chunks(10)
+        .map(|c| SendBatch {
+            dispatch_id: "d1".into(),
+            items: c.to_vec(),
+        })
+        .collect();
+    let deliveries: Vec<Delivery> = batches
+        .iter()
+        .enumerate()
+        .map(|(i, b)| Delivery {
+            message_id: format!("m{i}"),
+            receives: 1,
+            body: serde_json::to_string(b).unwrap(),
+        })
+        .collect();
+    let (half_a, half_b) = deliveries.split_at(3);
+    let (a, b) = tokio::join!(
+        w.sender.handle(half_a.to_vec()),
+        w.sender.handle(half_b.to_vec())
+    );
+    assert!(a.is_empty() && b.is_empty());
+    assert_eq!(w.provider.sent().len(), 60);
+    for channel in [Channel::Email, Channel::Sms] {
+        let mut runs: Vec<(i64, i64)> = w
+            .slots
+            .runs()
+            .into_iter()
+            .filter(|(c, _, _)| *c == channel)
+            .map(|(_, s, e)| (s, e))
+            .collect();
+        runs.sort();
+        assert_eq!(runs.len(), 6, "{channel}: one run per message");
+        for pair in runs.windows(2) {
+            assert!(pair[0].1 <= pair[1].0, "{channel}: runs overlap: {pair:?}");
+        }
+    }
+}
+
+#[test]
+fn a_refusal_over_the_daily_quota_is_told_from_one_over_the_rate() {
+    assert!(is_daily_quota(
+        "LimitExceededException: Daily message quota exceeded."
+    ));
+    assert!(is_daily_quota(
+        "Throttling: exceeded the 24-hour sending limit"
+    ));
+    assert!(!is_daily_quota(
+        "TooManyRequestsException: Maximum sending rate exceeded."
+    ));
+}
