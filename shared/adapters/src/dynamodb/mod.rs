@@ -1131,7 +1131,6 @@ impl engine::ports::DispatchBook for Store {
 }
 
 #[cfg(test)]
-
 mod tests {
     use super::*;
 

@@ -1,0 +1,7 @@
+//! The routes, grouped by concern.
+
+pub mod approval;
+pub mod dispatches;
+pub mod documents;
+pub mod lifecycle;
+pub mod recipients;
