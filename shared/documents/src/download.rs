@@ -218,23 +218,9 @@ mod tests {
 
     fn recipient(line: u64, state: RecipientState, reason: Option<&str>) -> Recipient {
         Recipient {
-            dispatch_id: "d".into(),
-            recipient_id: line.to_string(),
-            line,
-            channel: None,
-            address: None,
-            fields: Default::default(),
             state,
             reason: reason.map(str::to_string),
-            message_id: None,
-            sent_at: None,
-            claimed_at: None,
-            updated_at: String::new(),
-            receipt: None,
-            receipt_at: None,
-            receipt_detail: None,
-            send_attempt: 1,
-            previous_reason: None,
+            ..Recipient::pending("d", &line.to_string(), line)
         }
     }
 

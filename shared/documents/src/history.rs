@@ -200,23 +200,13 @@ mod tests {
 
     fn sent(id: &str, line: u64) -> (RecipientKey, Recipient) {
         let r = Recipient {
-            dispatch_id: "d".into(),
-            recipient_id: id.into(),
-            line,
             channel: Some(Channel::Sms),
             address: Some("+4520123456".into()),
-            fields: BTreeMap::new(),
             state: RecipientState::Sent,
-            reason: None,
             message_id: Some("m-1".into()),
             sent_at: Some("2026-01-01T00:00:00Z".into()),
-            claimed_at: None,
             updated_at: "2026-01-01T00:00:01Z".into(),
-            receipt: None,
-            receipt_at: None,
-            receipt_detail: None,
-            send_attempt: 1,
-            previous_reason: None,
+            ..Recipient::pending("d", id, line)
         };
         let key = RecipientKey {
             shard: 3,

@@ -37,28 +37,13 @@ pub fn recipient_key(r: &Recipient, keyed_by_id: bool, shards: u32) -> Recipient
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Channel, Receipt, RecipientState};
-    use std::collections::BTreeMap;
+    use crate::model::Channel;
 
     fn recipient(id: &str, line: u64) -> Recipient {
         Recipient {
-            dispatch_id: "d1".into(),
-            recipient_id: id.into(),
-            line,
             channel: Some(Channel::Sms),
             address: Some("+4520123456".into()),
-            fields: BTreeMap::from([("name".into(), "Bo".into())]),
-            state: RecipientState::Pending,
-            reason: None,
-            message_id: None,
-            sent_at: None,
-            claimed_at: None,
-            updated_at: "2026-01-01T00:00:00Z".into(),
-            receipt: Some(Receipt::Delivered),
-            receipt_at: Some("2026-01-01T00:00:09Z".into()),
-            receipt_detail: Some("250 ok".into()),
-            send_attempt: 2,
-            previous_reason: Some("MessageRejected: refused".into()),
+            ..Recipient::pending("d1", id, line)
         }
     }
 

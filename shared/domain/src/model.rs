@@ -513,6 +513,31 @@ pub struct Recipient {
     pub previous_reason: Option<String>,
 }
 
+impl Recipient {
+    /// A pending recipient of a row, with no channel, address or fields yet.
+    pub fn pending(dispatch_id: &str, recipient_id: &str, line: u64) -> Recipient {
+        Recipient {
+            dispatch_id: dispatch_id.to_string(),
+            recipient_id: recipient_id.to_string(),
+            line,
+            channel: None,
+            address: None,
+            fields: BTreeMap::new(),
+            state: RecipientState::Pending,
+            reason: None,
+            message_id: None,
+            sent_at: None,
+            claimed_at: None,
+            updated_at: now_rfc3339(),
+            receipt: None,
+            receipt_at: None,
+            receipt_detail: None,
+            send_attempt: 1,
+            previous_reason: None,
+        }
+    }
+}
+
 /// A delivery event from the provider, recorded on a recipient that was sent to. A later
 /// event replaces an earlier one only when it says more: delayed < delivered < the
 /// failures < complained; repeats and late arrivals of a weaker event change nothing.

@@ -4,7 +4,7 @@
 use crate::list::{normalise_header, ListReader, RawRow};
 use crate::template::MessageTemplate;
 use domain::manifest::{ChannelMode, Manifest};
-use domain::model::{now_rfc3339, Channel, Recipient, RecipientState};
+use domain::model::{Channel, Recipient, RecipientState};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
 use std::str::FromStr;
@@ -327,23 +327,10 @@ impl<'a> Validator<'a> {
         fields: BTreeMap<String, String>,
     ) -> Recipient {
         Recipient {
-            dispatch_id: self.dispatch_id.clone(),
-            recipient_id,
-            line,
             channel,
             address,
             fields,
-            state: RecipientState::Pending,
-            reason: None,
-            message_id: None,
-            sent_at: None,
-            claimed_at: None,
-            updated_at: now_rfc3339(),
-            receipt: None,
-            receipt_at: None,
-            receipt_detail: None,
-            send_attempt: 1,
-            previous_reason: None,
+            ..Recipient::pending(&self.dispatch_id, &recipient_id, line)
         }
     }
 

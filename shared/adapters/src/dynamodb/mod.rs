@@ -1006,57 +1006,6 @@ impl Store {
         }
     }
 
-    /// Claims a pending recipient for sending. False when another sender has it or it is
-    /// already done: the caller must not send.
-    pub async fn claim(&self, dispatch_id: &str, key: &RecipientKey) -> Result<bool> {
-        self.set_recipient_state(
-            dispatch_id,
-            key,
-            RecipientState::Pending,
-            RecipientState::Sending,
-            &[("claimed_at", now_rfc3339())],
-        )
-        .await
-    }
-
-    /// Records that the provider accepted the message.
-    pub async fn record_sent(
-        &self,
-        dispatch_id: &str,
-        key: &RecipientKey,
-        message_id: &str,
-        sent_at: &str,
-    ) -> Result<bool> {
-        self.set_recipient_state(
-            dispatch_id,
-            key,
-            RecipientState::Sending,
-            RecipientState::Sent,
-            &[
-                ("message_id", message_id.to_string()),
-                ("sent_at", sent_at.to_string()),
-            ],
-        )
-        .await
-    }
-
-    /// Records that the provider refused the message for good.
-    pub async fn record_failed(
-        &self,
-        dispatch_id: &str,
-        key: &RecipientKey,
-        reason: &str,
-    ) -> Result<bool> {
-        self.set_recipient_state(
-            dispatch_id,
-            key,
-            RecipientState::Sending,
-            RecipientState::Failed,
-            &[("reason", reason.to_string())],
-        )
-        .await
-    }
-
     /// Records that the provider call ended without an answer.
     pub async fn record_unknown(
         &self,
@@ -1094,18 +1043,6 @@ impl Store {
         )
         .await
     }
-
-    /// Gives a claim back when the provider did not take the message (throttle, fault).
-    pub async fn release(&self, dispatch_id: &str, key: &RecipientKey) -> Result<bool> {
-        self.set_recipient_state(
-            dispatch_id,
-            key,
-            RecipientState::Sending,
-            RecipientState::Pending,
-            &[],
-        )
-        .await
-    }
 }
 
 #[async_trait::async_trait]
@@ -1136,23 +1073,16 @@ mod tests {
 
     fn recipient(id: &str, line: u64) -> Recipient {
         Recipient {
-            dispatch_id: "d1".into(),
-            recipient_id: id.into(),
-            line,
             channel: Some(Channel::Sms),
             address: Some("+4520123456".into()),
             fields: BTreeMap::from([("name".into(), "Bo".into())]),
-            state: RecipientState::Pending,
-            reason: None,
-            message_id: None,
-            sent_at: None,
-            claimed_at: None,
             updated_at: "2026-01-01T00:00:00Z".into(),
             receipt: Some(Receipt::Delivered),
             receipt_at: Some("2026-01-01T00:00:09Z".into()),
             receipt_detail: Some("250 ok".into()),
             send_attempt: 2,
             previous_reason: Some("MessageRejected: refused".into()),
+            ..Recipient::pending("d1", id, line)
         }
     }
 

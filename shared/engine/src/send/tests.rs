@@ -66,23 +66,10 @@ fn world(n: usize, mixed: bool) -> World {
             Channel::Email
         };
         let r = Recipient {
-            dispatch_id: "d1".into(),
-            recipient_id: i.to_string(),
-            line: i as u64 + 2,
             channel: Some(channel),
             address: Some(address(channel, i)),
             fields: BTreeMap::from([("name".to_string(), format!("N{i}"))]),
-            state: RecipientState::Pending,
-            reason: None,
-            message_id: None,
-            sent_at: None,
-            claimed_at: None,
-            updated_at: now(),
-            receipt: None,
-            receipt_at: None,
-            receipt_detail: None,
-            send_attempt: 1,
-            previous_reason: None,
+            ..Recipient::pending("d1", &i.to_string(), i as u64 + 2)
         };
         let key = domain::keys::recipient_key(&r, true, 4);
         items.push(SendItem {
@@ -118,10 +105,6 @@ fn world(n: usize, mixed: bool) -> World {
             items,
         },
     }
-}
-
-fn now() -> String {
-    domain::model::now_rfc3339()
 }
 
 impl World {
