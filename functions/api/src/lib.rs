@@ -46,6 +46,7 @@ use axum::middleware;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use domain::config::Config;
+use engine::completion::Completer;
 use routes::lifecycle::{self, CANCEL, PAUSE, REJECT, RESUME};
 use routes::{approval, dispatches, documents, recipients};
 use serde_json::json;
@@ -56,13 +57,20 @@ pub struct Deps {
     pub store: Store,
     pub docs: Documents,
     pub sqs: aws_sdk_sqs::Client,
+    pub completer: Completer,
 }
 
 impl Deps {
     pub fn new(config: Config, clients: &adapters::clients::Clients) -> Deps {
+        let store = Store::from_config(clients, &config);
+        let docs = Documents::from_config(clients, &config);
         Deps {
-            store: Store::from_config(clients, &config),
-            docs: Documents::from_config(clients, &config),
+            completer: adapters::wiring::completer(
+                &Arc::new(store.clone()),
+                &Arc::new(docs.clone()),
+            ),
+            store,
+            docs,
             sqs: clients.sqs.clone(),
             config,
         }

@@ -15,7 +15,6 @@
 //! - A finished dispatch whose recipients got receipts after its history was written gets
 //!   its history written again.
 
-use adapters::completion;
 use adapters::dynamodb::Store;
 use adapters::s3::Documents;
 use adapters::sqs;
@@ -24,7 +23,10 @@ use domain::config::Config;
 use domain::model::{age_secs, Dispatch, DispatchState, RecipientState};
 use domain::queue::FanOutAction;
 use domain::{Error, Result};
+use engine::completion::Completer;
+use engine::ports::Completion;
 use serde::Serialize;
+use std::sync::Arc;
 
 /// An approved dispatch older than this is fanned out again.
 pub const REFAN_AFTER_SECS: i64 = 60;
@@ -37,13 +39,20 @@ pub struct Deps {
     pub docs: Documents,
     pub sqs: aws_sdk_sqs::Client,
     pub notifier: adapters::notify::Notifier,
+    pub completer: Completer,
 }
 
 impl Deps {
     pub fn new(config: Config, clients: &adapters::clients::Clients) -> Deps {
+        let store = Store::from_config(clients, &config);
+        let docs = Documents::from_config(clients, &config);
         Deps {
-            store: Store::from_config(clients, &config),
-            docs: Documents::from_config(clients, &config),
+            completer: adapters::wiring::completer(
+                &Arc::new(store.clone()),
+                &Arc::new(docs.clone()),
+            ),
+            store,
+            docs,
             sqs: clients.sqs.clone(),
             notifier: adapters::notify::Notifier::from_config(clients, &config),
             config,
@@ -146,7 +155,7 @@ pub async fn handle(
             }
         }
     }
-    match completion::refresh_stale_histories(&deps.store, &deps.docs, PER_STATE).await {
+    match deps.completer.refresh_stale_histories(PER_STATE).await {
         Ok(ids) => report.histories_refreshed = ids,
         Err(e) => tracing::error!(error = %e, "stale histories not refreshed"),
     }
@@ -157,7 +166,7 @@ pub async fn handle(
     ] {
         for d in deps.store.list_dispatches(Some(state), PER_STATE).await? {
             if d.history_key.is_none() {
-                match completion::write_history(&deps.store, &deps.docs, &d).await {
+                match deps.completer.write_history(&d).await {
                     Ok(_) => report.histories_written.push(d.id.clone()),
                     Err(e) => tracing::error!(dispatch = %d.id, error = %e, "history not written"),
                 }
@@ -233,7 +242,7 @@ async fn settle_sending(deps: &Deps, d: &Dispatch, report: &mut Report) -> Resul
             }
         }
     }
-    if let Some(done) = completion::complete_if_done(&deps.store, &deps.docs, &d).await? {
+    if let Some(done) = deps.completer.complete_if_done(&d).await? {
         deps.notifier
             .notify(
                 domain::notice::Event::Completed,

@@ -4,7 +4,6 @@
 //! - [`clients`]: one SDK configuration and set of clients per process
 //! - [`dynamodb`]: dispatches, recipients, claims, amendments, audit, receipts and
 //!   suppression, send rates
-//! - [`completion`]: the end of a dispatch
 //! - [`s3`]: uploads and reports
 //! - [`sqs`]: sending to the work queues, batch answers
 //! - [`channels`]: SES and SNS delivery
@@ -13,7 +12,6 @@
 
 pub mod channels;
 pub mod clients;
-pub mod completion;
 pub mod dynamodb;
 pub mod notify;
 pub mod s3;

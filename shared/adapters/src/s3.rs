@@ -342,6 +342,13 @@ impl Documents {
 }
 
 #[async_trait::async_trait]
+impl engine::ports::ReportDocuments for Documents {
+    async fn put(&self, key: &str, body: Vec<u8>, content_type: &str) -> Result<()> {
+        self.put_report_document(key, body, content_type).await
+    }
+}
+
+#[async_trait::async_trait]
 impl engine::ports::Packages for Documents {
     async fn template(&self, dispatch_id: &str) -> Result<TemplateSource> {
         Ok(self.package(dispatch_id).await?.template)

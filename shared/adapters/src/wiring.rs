@@ -2,12 +2,12 @@
 
 use crate::channels::{Mailer, SmsSender};
 use crate::clients::Clients;
-use crate::completion::StoreCompletion;
 use crate::dynamodb::rates::SharedRates;
 use crate::dynamodb::Store;
 use crate::notify::Notifier;
 use crate::s3::Documents;
 use domain::config::Config;
+use engine::completion::{Completer, CompletionPorts};
 use engine::send::SendPorts;
 use std::sync::Arc;
 
@@ -15,7 +15,7 @@ use std::sync::Arc;
 /// the frozen packages in the reports bucket, completion and operator notifications.
 pub fn send_ports(clients: &Clients, config: &Config) -> SendPorts {
     let store = Arc::new(Store::from_config(clients, config));
-    let docs = Documents::from_config(clients, config);
+    let docs = Arc::new(Documents::from_config(clients, config));
     SendPorts {
         ledger: store.clone(),
         dispatches: store.clone(),
@@ -25,11 +25,20 @@ pub fn send_ports(clients: &Clients, config: &Config) -> SendPorts {
             config.ses_configuration_set.clone(),
         )),
         texter: Arc::new(SmsSender::new(clients.sns.clone())),
-        packages: Arc::new(docs.clone()),
-        completion: Arc::new(StoreCompletion {
-            store: (*store).clone(),
-            docs,
-        }),
+        packages: docs.clone(),
+        completion: Arc::new(completer(&store, &docs)),
         notices: Arc::new(Notifier::from_config(clients, config)),
     }
+}
+
+/// Completion on the table (dispatches, recipients, audit trail, stale marks) and the
+/// reports bucket.
+pub fn completer(store: &Arc<Store>, docs: &Arc<Documents>) -> Completer {
+    Completer::new(CompletionPorts {
+        dispatches: store.clone(),
+        recipients: store.clone(),
+        audit: store.clone(),
+        documents: docs.clone(),
+        stale: store.clone(),
+    })
 }

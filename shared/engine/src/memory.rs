@@ -1,20 +1,22 @@
 //! In-memory implementations of the ports, for fast tests of the protocols. They keep the
 //! rules the AWS adapters keep (a claim only of a pending recipient of a sending dispatch, a
 //! result only under the claim's token, counters moving with the records, runs of send
-//! slots that never overlap) and let a test script the providers' answers.
+//! slots that never overlap, transitions only from the state asked for) and let a test
+//! script the providers' answers.
 
 use crate::pacing::earliest_start;
 use crate::ports::{
-    Claimed, Completion, DispatchBook, Mailer, Notices, Outcome, Packages, Quota, RecipientLedger,
-    Recorded, SendError, SendSlots, Texter,
+    AuditTrail, Claimed, DispatchBook, Mailer, Notices, Outcome, Packages, Quota, RecipientLedger,
+    RecipientRoll, Recorded, ReportDocuments, SendError, SendSlots, StaleHistories, Texter,
 };
 use async_trait::async_trait;
+use domain::audit::AuditEntry;
 use domain::keys::RecipientKey;
 use domain::model::{now_rfc3339, Channel, Dispatch, DispatchState, Recipient, RecipientState};
 use domain::notice::Event;
 use domain::{Error, Result};
 use intake::template::{RenderedEmail, RenderedSms, TemplateSource};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -37,6 +39,9 @@ pub struct MemoryStore {
     recipients: Mutex<HashMap<(String, RecipientKey), Held>>,
     /// Writes of results that fail before they are applied, as a store that did not answer.
     failing_records: Mutex<u32>,
+    audit: Mutex<HashMap<String, Vec<AuditEntry>>>,
+    /// Stale histories: dispatch id and the time of the mark.
+    stale: Mutex<BTreeMap<String, String>>,
 }
 
 impl MemoryStore {
@@ -80,6 +85,11 @@ impl MemoryStore {
         lock(&self.recipients)
             .get(&(dispatch_id.to_string(), key.clone()))
             .is_some_and(|h| h.stuck)
+    }
+
+    /// Marks a dispatch's history as stale, as a receipt after its completion does.
+    pub fn mark_history_stale(&self, dispatch_id: &str, since: &str) {
+        lock(&self.stale).insert(dispatch_id.to_string(), since.to_string());
     }
 
     /// The next `n` result writes fail as if the store had not answered.
@@ -205,45 +215,130 @@ impl RecipientLedger for MemoryStore {
     }
 }
 
+/// A dispatch with text fields set by name, as a store sets the attributes of its item.
+fn stamped(d: &Dispatch, stamps: &[(&str, String)]) -> Result<Dispatch> {
+    let mut v = serde_json::to_value(d).map_err(|e| Error::Malformed(e.to_string()))?;
+    for (field, value) in stamps {
+        v[*field] = serde_json::Value::String(value.clone());
+    }
+    v["updated_at"] = serde_json::Value::String(now_rfc3339());
+    serde_json::from_value(v).map_err(|e| Error::Malformed(format!("stamps: {e}")))
+}
+
 #[async_trait]
 impl DispatchBook for MemoryStore {
     async fn dispatch(&self, id: &str) -> Result<Option<Dispatch>> {
         Ok(self.get(id))
     }
 
-    async fn wait_for_continuation(
+    async fn transition(
         &self,
         id: &str,
-        resume_at: &str,
-        reason: &str,
+        from: DispatchState,
+        to: DispatchState,
+        stamps: &[(&str, String)],
     ) -> Result<Dispatch> {
-        let mut all = lock(&self.dispatches);
-        match all.get_mut(id) {
-            Some(d) if d.state == DispatchState::Sending => {
-                d.state = DispatchState::WaitingForContinuation;
-                d.resume_at = Some(resume_at.to_string());
-                d.pause_reason = Some(reason.to_string());
-                Ok(d.clone())
-            }
-            Some(d) => Err(Error::Conflict(format!("dispatch '{id}' is {}", d.state))),
-            None => Err(Error::NotFound(id.to_string())),
+        if !from.can_become(to) {
+            return Err(Error::Conflict(format!(
+                "a dispatch cannot go from {from} to {to}"
+            )));
         }
+        let mut all = lock(&self.dispatches);
+        let d = all
+            .get_mut(id)
+            .ok_or_else(|| Error::NotFound(id.to_string()))?;
+        if d.state != from {
+            return Err(Error::Conflict(format!("dispatch '{id}' is not {from}")));
+        }
+        let mut next = stamped(d, stamps)?;
+        next.state = to;
+        *d = next.clone();
+        Ok(next)
+    }
+
+    async fn stamp(&self, id: &str, stamps: &[(&str, String)]) -> Result<()> {
+        let mut all = lock(&self.dispatches);
+        let d = all
+            .get_mut(id)
+            .ok_or_else(|| Error::NotFound(id.to_string()))?;
+        *d = stamped(d, stamps)?;
+        Ok(())
     }
 }
 
 #[async_trait]
-impl Completion for MemoryStore {
-    /// Completes a sending dispatch when its counters say nothing is outstanding.
-    async fn complete_if_done(&self, d: &Dispatch) -> Result<Option<Dispatch>> {
-        let mut all = lock(&self.dispatches);
-        match all.get_mut(&d.id) {
-            Some(now) if now.state == DispatchState::Sending && now.counts.outstanding() == 0 => {
-                now.state = now.final_state();
-                now.completed_at = Some(now_rfc3339());
-                Ok(Some(now.clone()))
-            }
-            _ => Ok(None),
+impl RecipientRoll for MemoryStore {
+    async fn every_recipient(&self, d: &Dispatch) -> Result<Vec<(RecipientKey, Recipient)>> {
+        let mut out: Vec<(RecipientKey, Recipient)> = lock(&self.recipients)
+            .iter()
+            .filter(|((id, _), _)| *id == d.id)
+            .map(|((_, key), h)| (key.clone(), h.recipient.clone()))
+            .collect();
+        out.sort_by_key(|(_, r)| r.line);
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl AuditTrail for MemoryStore {
+    async fn append(&self, dispatch_id: &str, actor: &str, action: &str, outcome: &str) {
+        lock(&self.audit)
+            .entry(dispatch_id.to_string())
+            .or_default()
+            .push(AuditEntry {
+                at: now_rfc3339(),
+                actor: actor.to_string(),
+                action: action.to_string(),
+                outcome: outcome.to_string(),
+            });
+    }
+
+    async fn trail(&self, dispatch_id: &str) -> Result<Vec<AuditEntry>> {
+        Ok(lock(&self.audit)
+            .get(dispatch_id)
+            .cloned()
+            .unwrap_or_default())
+    }
+}
+
+#[async_trait]
+impl StaleHistories for MemoryStore {
+    async fn stale(&self, limit: i32) -> Result<Vec<(String, String)>> {
+        Ok(lock(&self.stale)
+            .iter()
+            .take(limit.max(0) as usize)
+            .map(|(id, since)| (id.clone(), since.clone()))
+            .collect())
+    }
+
+    async fn refreshed(&self, dispatch_id: &str, since: &str) -> Result<bool> {
+        let mut stale = lock(&self.stale);
+        if stale.get(dispatch_id).map(String::as_str) == Some(since) {
+            stale.remove(dispatch_id);
+            Ok(true)
+        } else {
+            Ok(false)
         }
+    }
+}
+
+/// Documents by key, with their content type.
+#[derive(Default)]
+pub struct MemoryDocuments {
+    docs: Mutex<HashMap<String, (Vec<u8>, String)>>,
+}
+
+impl MemoryDocuments {
+    pub fn get(&self, key: &str) -> Option<(Vec<u8>, String)> {
+        lock(&self.docs).get(key).cloned()
+    }
+}
+
+#[async_trait]
+impl ReportDocuments for MemoryDocuments {
+    async fn put(&self, key: &str, body: Vec<u8>, content_type: &str) -> Result<()> {
+        lock(&self.docs).insert(key.to_string(), (body, content_type.to_string()));
+        Ok(())
     }
 }
 

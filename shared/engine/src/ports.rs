@@ -3,8 +3,9 @@
 //! [`crate::memory`] implements them in memory for fast tests of the protocols.
 
 use async_trait::async_trait;
+use domain::audit::AuditEntry;
 use domain::keys::RecipientKey;
-use domain::model::{Channel, Dispatch};
+use domain::model::{Channel, Dispatch, DispatchState, Recipient};
 use domain::notice::Event;
 use domain::Result;
 use intake::template::{RenderedEmail, RenderedSms, TemplateSource};
@@ -89,19 +90,57 @@ pub trait RecipientLedger: Send + Sync {
     async fn mark_stuck(&self, dispatch_id: &str, keys: &[RecipientKey]) -> Result<u64>;
 }
 
-/// Dispatches as the senders see them.
+/// The dispatch records: read, moved from state to state, and stamped.
 #[async_trait]
 pub trait DispatchBook: Send + Sync {
     async fn dispatch(&self, id: &str) -> Result<Option<Dispatch>>;
 
-    /// Moves a sending dispatch to `waiting_for_continuation` until `resume_at`, with the
-    /// provider's words; a conflict when it is not sending.
-    async fn wait_for_continuation(
+    /// Moves a dispatch from `from` to `to`, setting the `stamps` fields (the dispatch's own
+    /// text fields, such as `completed_at`), and returns it after; a conflict when it is no
+    /// longer in `from` or may not go to `to`.
+    async fn transition(
         &self,
         id: &str,
-        resume_at: &str,
-        reason: &str,
+        from: DispatchState,
+        to: DispatchState,
+        stamps: &[(&str, String)],
     ) -> Result<Dispatch>;
+
+    /// Sets text fields of an existing dispatch, whatever its state.
+    async fn stamp(&self, id: &str, stamps: &[(&str, String)]) -> Result<()>;
+}
+
+/// Every recipient of a dispatch, for the documents that show them all.
+#[async_trait]
+pub trait RecipientRoll: Send + Sync {
+    /// The recipients of a dispatch with their storage keys, in list order.
+    async fn every_recipient(&self, d: &Dispatch) -> Result<Vec<(RecipientKey, Recipient)>>;
+}
+
+/// Who did what to a dispatch.
+#[async_trait]
+pub trait AuditTrail: Send + Sync {
+    /// Adds an entry; a failure is logged, never failing the action it records.
+    async fn append(&self, dispatch_id: &str, actor: &str, action: &str, outcome: &str);
+
+    /// The trail, oldest first.
+    async fn trail(&self, dispatch_id: &str) -> Result<Vec<AuditEntry>>;
+}
+
+/// Documents written for operators (reports, histories).
+#[async_trait]
+pub trait ReportDocuments: Send + Sync {
+    async fn put(&self, key: &str, body: Vec<u8>, content_type: &str) -> Result<()>;
+}
+
+/// Histories that receipts made stale since they were written.
+#[async_trait]
+pub trait StaleHistories: Send + Sync {
+    /// Up to `limit` dispatches whose history is stale, each with the time of the mark.
+    async fn stale(&self, limit: i32) -> Result<Vec<(String, String)>>;
+
+    /// Clears a dispatch's mark unless a newer one replaced `since`; whether it was cleared.
+    async fn refreshed(&self, dispatch_id: &str, since: &str) -> Result<bool>;
 }
 
 /// Send slots at a rate shared by every sender instance, one schedule per channel.

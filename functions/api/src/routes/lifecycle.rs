@@ -8,7 +8,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::routes::dispatches::load;
 use crate::view::DispatchView;
 use crate::{AppState, Deps};
-use adapters::{completion, dynamodb, sqs};
+use adapters::{dynamodb, sqs};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -26,7 +26,7 @@ pub(crate) async fn close(
     load(&deps, &id).await?;
     require(&caller, Permission::Send, "close a dispatch")?;
     let by = caller.id;
-    let closed = completion::close(&deps.store, &deps.docs, &id, &by).await;
+    let closed = deps.completer.close(&id, &by).await;
     let d = audit_refusal(&deps, &id, &by, "closed", closed).await?;
     tracing::info!(dispatch = %id, by = %by, "closed");
     Ok(Json(d.into()))

@@ -80,3 +80,14 @@ impl Store {
         }
     }
 }
+
+#[async_trait::async_trait]
+impl engine::ports::AuditTrail for Store {
+    async fn append(&self, dispatch_id: &str, actor: &str, action: &str, outcome: &str) {
+        self.audit_or_log(dispatch_id, actor, action, outcome).await
+    }
+
+    async fn trail(&self, dispatch_id: &str) -> Result<Vec<AuditEntry>> {
+        self.audit_log(dispatch_id).await
+    }
+}

@@ -1045,25 +1045,35 @@ impl Store {
     }
 }
 
+fn text_stamps<'a>(stamps: &[(&'a str, String)]) -> Vec<(&'a str, AttributeValue)> {
+    stamps.iter().map(|(k, v)| (*k, s(v.clone()))).collect()
+}
+
 #[async_trait::async_trait]
 impl engine::ports::DispatchBook for Store {
     async fn dispatch(&self, id: &str) -> Result<Option<Dispatch>> {
         self.get_dispatch(id).await
     }
 
-    async fn wait_for_continuation(
+    async fn transition(
         &self,
         id: &str,
-        resume_at: &str,
-        reason: &str,
+        from: DispatchState,
+        to: DispatchState,
+        stamps: &[(&str, String)],
     ) -> Result<Dispatch> {
-        self.transition(
-            id,
-            DispatchState::Sending,
-            DispatchState::WaitingForContinuation,
-            &[("resume_at", s(resume_at)), ("pause_reason", s(reason))],
-        )
-        .await
+        Store::transition(self, id, from, to, &text_stamps(stamps)).await
+    }
+
+    async fn stamp(&self, id: &str, stamps: &[(&str, String)]) -> Result<()> {
+        self.update_dispatch(id, &text_stamps(stamps)).await
+    }
+}
+
+#[async_trait::async_trait]
+impl engine::ports::RecipientRoll for Store {
+    async fn every_recipient(&self, d: &Dispatch) -> Result<Vec<(RecipientKey, Recipient)>> {
+        self.all_recipients_keyed(&d.id, d.shards).await
     }
 }
 

@@ -218,3 +218,14 @@ impl Store {
         }
     }
 }
+
+#[async_trait::async_trait]
+impl engine::ports::StaleHistories for Store {
+    async fn stale(&self, limit: i32) -> Result<Vec<(String, String)>> {
+        self.stale_histories(limit).await
+    }
+
+    async fn refreshed(&self, dispatch_id: &str, since: &str) -> Result<bool> {
+        self.history_refreshed(dispatch_id, since).await
+    }
+}

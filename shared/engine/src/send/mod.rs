@@ -302,10 +302,19 @@ impl Sender {
     /// Stops sending for a while after a throttle. A dispatch already waiting stays as it is.
     async fn pause(&self, dispatch_id: &str, reason: &str, secs: u64) {
         let until = rfc3339(time::OffsetDateTime::now_utc() + time::Duration::seconds(secs as i64));
+        let stamps = [
+            ("resume_at", until.clone()),
+            ("pause_reason", reason.to_string()),
+        ];
         match self
             .ports
             .dispatches
-            .wait_for_continuation(dispatch_id, &until, reason)
+            .transition(
+                dispatch_id,
+                DispatchState::Sending,
+                DispatchState::WaitingForContinuation,
+                &stamps,
+            )
             .await
         {
             Ok(d) => {

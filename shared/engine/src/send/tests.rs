@@ -2,7 +2,10 @@
 //! state of the dispatch makes of a message's recipients.
 
 use super::*;
-use crate::memory::{MemoryNotices, MemoryPackages, MemorySlots, MemoryStore, ScriptedProvider};
+use crate::completion::{Completer, CompletionPorts};
+use crate::memory::{
+    MemoryDocuments, MemoryNotices, MemoryPackages, MemorySlots, MemoryStore, ScriptedProvider,
+};
 use crate::ports::SendError;
 use domain::model::{Channel, Dispatch, Recipient, RecipientState};
 use intake::template::{EmailSource, SmsSource, TemplateSource};
@@ -89,7 +92,13 @@ fn world(n: usize, mixed: bool) -> World {
             mailer: provider.clone(),
             texter: provider.clone(),
             packages,
-            completion: store.clone(),
+            completion: Arc::new(Completer::new(CompletionPorts {
+                dispatches: store.clone(),
+                recipients: store.clone(),
+                audit: store.clone(),
+                documents: Arc::new(MemoryDocuments::default()),
+                stale: store.clone(),
+            })),
             notices: notices.clone(),
         },
         SETTINGS,
