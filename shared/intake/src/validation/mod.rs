@@ -1,0 +1,325 @@
+//! Row and header checks. Every row becomes a [`Recipient`]: pending when it can be sent,
+//! invalid with its problems otherwise. Nothing is dropped.
+
+use crate::list::{normalise_header, ListReader, RawRow};
+use crate::template::MessageTemplate;
+use domain::manifest::{ChannelMode, Manifest};
+use domain::model::{Channel, Recipient, RecipientState};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashSet};
+use std::str::FromStr;
+
+mod row;
+mod rules;
+
+use rules::*;
+pub use rules::{check_email, check_phone, consent, warm_up};
+
+/// One problem with one row: a line of the validation report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Problem {
+    pub line: u64,
+    pub recipient_id: String,
+    pub column: String,
+    pub code: &'static str,
+    pub message: String,
+}
+
+/// Rows after which a CSV list's row count is estimated from its size.
+pub const ESTIMATE_AFTER: u64 = 1000;
+
+/// Codes used in the report, one per rule.
+pub mod codes {
+    pub const MISSING_ID: &str = "missing_id";
+    pub const DUPLICATE_ID: &str = "duplicate_id";
+    pub const DUPLICATE_ADDRESS: &str = "duplicate_address";
+    pub const UNKNOWN_CHANNEL: &str = "unknown_channel";
+    pub const NO_TEMPLATE_FOR_CHANNEL: &str = "no_template_for_channel";
+    pub const MISSING_ADDRESS: &str = "missing_address";
+    pub const INVALID_EMAIL: &str = "invalid_email";
+    pub const INVALID_PHONE: &str = "invalid_phone";
+    pub const MISSING_VALUE: &str = "missing_value";
+    pub const RENDER_FAILED: &str = "render_failed";
+    pub const UNREADABLE_ROW: &str = "unreadable_row";
+    pub const EXTRA_VALUES: &str = "extra_values";
+    /// Not a problem with the row: its address is on the suppression list.
+    pub const SUPPRESSED: &str = "suppressed";
+    /// Not a problem with the row: its status code is one the dispatch excludes.
+    pub const EXCLUDED_STATUS: &str = "excluded_status";
+    /// Not a problem with the row: the recipient has not agreed to be contacted.
+    pub const NO_CONSENT: &str = "no_consent";
+    pub const INVALID_CONSENT: &str = "invalid_consent";
+}
+
+/// Leaves a valid row out because its address is on the suppression list: the row becomes
+/// `excluded` with the reason, and one report line says why.
+pub fn exclude_suppressed(
+    checked: &mut Checked,
+    entry: &domain::suppression::Suppression,
+    columns: &domain::manifest::Columns,
+) {
+    let r = &mut checked.recipient;
+    let column = match r.channel {
+        Some(Channel::Sms) => &columns.phone,
+        _ => &columns.email,
+    };
+    let message = format!(
+        "the address is on the suppression list: {} on {}{}",
+        entry.reason,
+        entry.at,
+        entry
+            .detail
+            .as_deref()
+            .map(|d| format!(" ({d})"))
+            .unwrap_or_default()
+    );
+    r.state = RecipientState::Excluded;
+    r.reason = Some(format!("{}: {message}", codes::SUPPRESSED));
+    checked.problems.push(Problem {
+        line: r.line,
+        recipient_id: r.recipient_id.clone(),
+        column: column.clone(),
+        code: codes::SUPPRESSED,
+        message,
+    });
+}
+
+/// Checks rows of one list against one dispatch's manifest and templates.
+pub struct Validator<'a> {
+    manifest: &'a Manifest,
+    template: &'a MessageTemplate,
+    dispatch_id: String,
+    /// Normalised header names, in column order.
+    names: Vec<String>,
+    id_col: usize,
+    email_col: Option<usize>,
+    phone_col: Option<usize>,
+    channel_col: Option<usize>,
+    status_col: Option<usize>,
+    consent_col: Option<usize>,
+    region: phonenumber::country::Id,
+    /// Merge fields each channel's template uses, with their columns (worked out once).
+    email_fields: Vec<(String, Option<usize>)>,
+    sms_fields: Vec<(String, Option<usize>)>,
+    /// Fingerprints (128-bit hashes) of the ids and addresses seen: 16 bytes a row rather
+    /// than the strings, so a million-row list stays small.
+    seen_ids: Fingerprints,
+    seen_addresses: Fingerprints,
+}
+
+/// A row's outcome.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checked {
+    pub recipient: Recipient,
+    pub problems: Vec<Problem>,
+    /// False when the row cannot be keyed by its id (missing or repeated id).
+    pub keyed_by_id: bool,
+    /// The length of a valid SMS row's message.
+    pub segments: Option<crate::sms::Segments>,
+}
+
+fn columns_of(
+    template: &MessageTemplate,
+    channel: Channel,
+    names: &[String],
+) -> Vec<(String, Option<usize>)> {
+    template
+        .fields(channel)
+        .into_iter()
+        .map(|f| {
+            let col = names.iter().position(|n| *n == f);
+            (f, col)
+        })
+        .collect()
+}
+
+fn find(names: &[String], wanted: &str) -> Option<usize> {
+    let w = normalise_header(wanted);
+    names.iter().position(|n| *n == w)
+}
+
+impl<'a> Validator<'a> {
+    /// Checks the header row. Errors are file-level problems: the dispatch cannot go on.
+    pub fn new(
+        dispatch_id: &str,
+        manifest: &'a Manifest,
+        template: &'a MessageTemplate,
+        headers: &[String],
+        default_region: &str,
+    ) -> Result<Validator<'a>, Vec<String>> {
+        let names: Vec<String> = headers.iter().map(|h| normalise_header(h)).collect();
+        let mut problems = Vec::new();
+        let cols = &manifest.columns;
+        let id_col = find(&names, &cols.id);
+        if id_col.is_none() {
+            problems.push(format!(
+                "the list has no '{}' column (recipient id)",
+                cols.id
+            ));
+        }
+        let channels = manifest.channels();
+        let email_col = find(&names, &cols.email);
+        let phone_col = find(&names, &cols.phone);
+        let channel_col = find(&names, &cols.channel);
+        if channels.contains(&Channel::Email)
+            && email_col.is_none()
+            && manifest.channel == ChannelMode::Email
+        {
+            problems.push(format!(
+                "the list has no '{}' column (email address)",
+                cols.email
+            ));
+        }
+        if channels.contains(&Channel::Sms)
+            && phone_col.is_none()
+            && manifest.channel == ChannelMode::Sms
+        {
+            problems.push(format!(
+                "the list has no '{}' column (phone number)",
+                cols.phone
+            ));
+        }
+        if manifest.channel == ChannelMode::Column {
+            if channel_col.is_none() {
+                problems.push(format!(
+                    "channel is chosen per row but the list has no '{}' column",
+                    cols.channel
+                ));
+            }
+            if email_col.is_none() && phone_col.is_none() {
+                problems.push(format!(
+                    "the list has neither a '{}' nor a '{}' column",
+                    cols.email, cols.phone
+                ));
+            }
+        }
+        let x = &manifest.exclusions;
+        let status_col = x.status_column.as_deref().and_then(|c| find(&names, c));
+        if let (Some(c), None) = (&x.status_column, status_col) {
+            problems.push(format!(
+                "exclusions name the status column '{c}' but the list has no such column"
+            ));
+        }
+        let consent_col = x.consent_column.as_deref().and_then(|c| find(&names, c));
+        if let (Some(c), None) = (&x.consent_column, consent_col) {
+            problems.push(format!(
+                "exclusions name the consent column '{c}' but the list has no such column"
+            ));
+        }
+        let mut missing: Vec<String> = Vec::new();
+        for ch in &channels {
+            for f in template.fields(*ch) {
+                if !names.contains(&f) && !missing.contains(&f) {
+                    missing.push(f);
+                }
+            }
+        }
+        if !missing.is_empty() {
+            problems.push(format!(
+                "the template uses merge fields that are not columns of the list: {}",
+                missing.join(", ")
+            ));
+        }
+        let region_code = manifest.phone_region.as_deref().unwrap_or(default_region);
+        let region = phonenumber::country::Id::from_str(&region_code.to_ascii_uppercase())
+            .map_err(|_| vec![format!("'{region_code}' is not a known phone region")])?;
+        match (problems.is_empty(), id_col) {
+            (true, Some(id_col)) => Ok(Validator {
+                manifest,
+                template,
+                dispatch_id: dispatch_id.to_string(),
+                id_col,
+                email_col,
+                phone_col,
+                channel_col,
+                status_col,
+                consent_col,
+                region,
+                email_fields: columns_of(template, Channel::Email, &names),
+                sms_fields: columns_of(template, Channel::Sms, &names),
+                names,
+                seen_ids: Fingerprints::default(),
+                seen_addresses: Fingerprints::default(),
+            }),
+            _ => Err(problems),
+        }
+    }
+
+    /// Makes room for the whole list's ids and addresses at once, so the sets do not grow by
+    /// doubling with both copies in memory: before the first row from the rows a sheet
+    /// declares, after `ESTIMATE_AFTER` rows of a CSV list from its size (`file_size`) and
+    /// how far those rows reached. Call it before checking row number `rows_read + 1`.
+    pub fn presize(&mut self, reader: &ListReader, file_size: u64, rows_read: u64, max_rows: u64) {
+        let rest = match (rows_read, reader.declared_rows(), reader.progress()) {
+            (0, Some(declared), _) => declared,
+            (ESTIMATE_AFTER, None, Some(read)) if read > 0 => file_size
+                .saturating_mul(ESTIMATE_AFTER)
+                .checked_div(read)
+                .unwrap_or(0)
+                .saturating_sub(ESTIMATE_AFTER),
+            _ => return,
+        };
+        let rest = rest.min(max_rows) as usize;
+        self.seen_ids.reserve(rest);
+        self.seen_addresses.reserve(rest);
+    }
+
+    /// A row that could not even be read still becomes an invalid recipient.
+    pub fn unreadable(&self, line: u64, message: &str) -> Checked {
+        let recipient = self.recipient(line, String::new(), None, None, BTreeMap::new());
+        self.finish(
+            recipient,
+            vec![Problem {
+                line,
+                recipient_id: String::new(),
+                column: String::new(),
+                code: codes::UNREADABLE_ROW,
+                message: message.to_string(),
+            }],
+            false,
+        )
+    }
+
+    fn recipient(
+        &self,
+        line: u64,
+        recipient_id: String,
+        channel: Option<Channel>,
+        address: Option<String>,
+        fields: BTreeMap<String, String>,
+    ) -> Recipient {
+        Recipient {
+            channel,
+            address,
+            fields,
+            ..Recipient::pending(&self.dispatch_id, &recipient_id, line)
+        }
+    }
+
+    fn finish(
+        &self,
+        mut recipient: Recipient,
+        problems: Vec<Problem>,
+        keyed_by_id: bool,
+    ) -> Checked {
+        if !problems.is_empty() {
+            recipient.state = RecipientState::Invalid;
+            recipient.reason = Some(
+                problems
+                    .iter()
+                    .map(|p| format!("{}: {}", p.code, p.message))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            );
+        }
+        Checked {
+            recipient,
+            problems,
+            keyed_by_id,
+            segments: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

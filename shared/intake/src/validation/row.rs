@@ -1,0 +1,227 @@
+//! One row checked against the header, the channel, the address and the template.
+
+use super::*;
+
+impl Validator<'_> {
+    pub fn check(&mut self, row: &RawRow) -> Checked {
+        let cell = |i: Option<usize>| -> &str { i.and_then(|i| row.cell(i)).unwrap_or("") };
+        let line = row.line;
+        let id = cell(Some(self.id_col)).to_string();
+        let mut problems = Vec::new();
+        macro_rules! problem {
+            ($column:expr, $code:expr, $message:expr $(,)?) => {
+                problems.push(Problem {
+                    line,
+                    recipient_id: id.clone(),
+                    column: ($column).to_string(),
+                    code: $code,
+                    message: $message,
+                })
+            };
+        }
+        let cols = &self.manifest.columns;
+
+        let mut keyed_by_id = true;
+        if id.is_empty() {
+            problem!(
+                &cols.id,
+                codes::MISSING_ID,
+                "the recipient id is empty".into()
+            );
+            keyed_by_id = false;
+        } else if !self.seen_ids.insert(fingerprint(&id)) {
+            problem!(
+                &cols.id,
+                codes::DUPLICATE_ID,
+                format!("recipient id '{id}' appears earlier in the list; the first is kept"),
+            );
+            keyed_by_id = false;
+        }
+
+        let email = cell(self.email_col);
+        let phone = cell(self.phone_col);
+        let channel = match self.manifest.channel {
+            ChannelMode::Email => Some(Channel::Email),
+            ChannelMode::Sms => Some(Channel::Sms),
+            ChannelMode::Column => {
+                let wanted = cell(self.channel_col);
+                if wanted.is_empty() {
+                    // No preference: email when there is an address, otherwise SMS.
+                    if !email.is_empty() && self.template.has(Channel::Email) {
+                        Some(Channel::Email)
+                    } else if !phone.is_empty() && self.template.has(Channel::Sms) {
+                        Some(Channel::Sms)
+                    } else {
+                        problem!(
+                            &cols.channel,
+                            codes::MISSING_ADDRESS,
+                            "no channel is given and there is no email address or phone number"
+                                .into(),
+                        );
+                        None
+                    }
+                } else {
+                    match Channel::from_str(wanted) {
+                        Ok(c) => Some(c),
+                        Err(m) => {
+                            problem!(&cols.channel, codes::UNKNOWN_CHANNEL, m);
+                            None
+                        }
+                    }
+                }
+            }
+        };
+        if let Some(c) = channel {
+            if !self.template.has(c) {
+                problem!(
+                    &cols.channel,
+                    codes::NO_TEMPLATE_FOR_CHANNEL,
+                    format!("the recipient prefers {c} but this dispatch has no {c} message"),
+                );
+            }
+        }
+
+        let address = match channel {
+            Some(Channel::Email) => match check_email(email) {
+                Ok(a) => Some(a),
+                Err((code, m)) => {
+                    problem!(&cols.email, code, m);
+                    None
+                }
+            },
+            Some(Channel::Sms) => match check_phone(phone, self.region) {
+                Ok(a) => Some(a),
+                Err((code, m)) => {
+                    problem!(&cols.phone, code, m);
+                    None
+                }
+            },
+            None => None,
+        };
+        if let (Some(c), Some(a)) = (channel, &address) {
+            if !self.seen_addresses.insert(address_fingerprint(c, a)) {
+                problem!(
+                    if c == Channel::Email {
+                        &cols.email
+                    } else {
+                        &cols.phone
+                    },
+                    codes::DUPLICATE_ADDRESS,
+                    format!("{a} appears earlier in the list; the first is kept"),
+                );
+            }
+        }
+
+        // Merge fields: every field the channel's template uses must have a value.
+        let mut fields = BTreeMap::new();
+        if let Some(c) = channel.filter(|c| self.template.has(*c)) {
+            let used = match c {
+                Channel::Email => &self.email_fields,
+                Channel::Sms => &self.sms_fields,
+            };
+            for (f, col) in used {
+                let v = col
+                    .and_then(|i| row.cell(i))
+                    .map(str::to_string)
+                    .unwrap_or_default();
+                if v.is_empty() {
+                    problem!(
+                        f,
+                        codes::MISSING_VALUE,
+                        format!("'{f}' is empty but the message uses it"),
+                    );
+                }
+                fields.insert(f.clone(), v);
+            }
+        }
+
+        // A row with more values than the header has columns is usually one where an
+        // unquoted delimiter (a comma in a name) moved the values after it.
+        if row.len() > self.names.len() {
+            let mut extra = row.cells().skip(self.names.len()).filter(|c| !c.is_empty());
+            let first = extra.next();
+            let filled = first.map_or(0, |_| 1 + extra.count());
+            if let Some(first) = first {
+                problem!(
+                    "",
+                    codes::EXTRA_VALUES,
+                    format!(
+                        "the row has {} values after the last column ('{}'); a value with the delimiter in it must be quoted",
+                        filled, first
+                    ),
+                );
+            }
+        }
+
+        // Render once now so that rendering cannot fail at send time.
+        let mut segments = None;
+        if problems.is_empty() {
+            let rendered = match channel {
+                Some(Channel::Email) => self.template.render_email(&fields).map(|_| ()),
+                Some(Channel::Sms) => self
+                    .template
+                    .render_sms(&fields)
+                    .map(|m| segments = Some(crate::sms::segments(&m.text))),
+                None => Ok(()),
+            };
+            if let Err(e) = rendered {
+                problem!("", codes::RENDER_FAILED, e.to_string());
+            }
+        }
+
+        // Exclusions apply to rows that are otherwise valid; a consent cell that says
+        // neither yes nor no is a problem of its own.
+        let mut excluded: Option<Problem> = None;
+        let exclude = |column: &str, code: &'static str, message: String| Problem {
+            line,
+            recipient_id: id.clone(),
+            column: column.to_string(),
+            code,
+            message,
+        };
+        let x = &self.manifest.exclusions;
+        if let (Some(col), Some(name)) = (self.consent_col, x.consent_column.as_deref()) {
+            match consent(cell(Some(col))) {
+                Some(true) => {}
+                Some(false) => {
+                    excluded = Some(exclude(
+                        name,
+                        codes::NO_CONSENT,
+                        format!(
+                            "the recipient has not agreed to be contacted ('{}')",
+                            cell(Some(col))
+                        ),
+                    ))
+                }
+                None => problem!(
+                    name,
+                    codes::INVALID_CONSENT,
+                    format!(
+                        "'{}' is neither yes nor no (yes, y, true, 1, ja, x / no, n, false, 0, nej, empty)",
+                        cell(Some(col))
+                    ),
+                ),
+            }
+        }
+        if let (Some(col), Some(name)) = (self.status_col, x.status_column.as_deref()) {
+            let status = cell(Some(col)).trim();
+            if x.excluded_codes.iter().any(|c| c.trim() == status) {
+                excluded = Some(exclude(
+                    name,
+                    codes::EXCLUDED_STATUS,
+                    format!("status code {status} is excluded from this dispatch"),
+                ));
+            }
+        }
+
+        let recipient = self.recipient(line, id.clone(), channel, address, fields);
+        let mut checked = self.finish(recipient, problems, keyed_by_id);
+        checked.segments = segments.filter(|_| checked.problems.is_empty());
+        if let (true, Some(p)) = (checked.problems.is_empty(), excluded) {
+            checked.recipient.state = RecipientState::Excluded;
+            checked.recipient.reason = Some(format!("{}: {}", p.code, p.message));
+            checked.problems.push(p);
+        }
+        checked
+    }
+}

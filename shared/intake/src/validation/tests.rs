@@ -1,0 +1,250 @@
+use super::*;
+
+#[test]
+fn address_fingerprints_ignore_case_both_ways() {
+    let long = format!("{}@Example.ORG", "A".repeat(200));
+    for a in [
+        "Ann@Example.org",
+        "ÅSE@example.dk",
+        long.as_str(),
+        "+4512345678",
+    ] {
+        assert_eq!(
+            address_fingerprint(Channel::Email, a),
+            fingerprint(&format!("email:{}", a.to_lowercase())),
+            "{a}"
+        );
+    }
+    assert_ne!(
+        address_fingerprint(Channel::Email, "a@b.c"),
+        address_fingerprint(Channel::Sms, "a@b.c")
+    );
+}
+use crate::template::{EmailSource, SmsSource, TemplateSource};
+
+fn manifest() -> Manifest {
+    Manifest::parse(
+        br#"{"title":"t","list":"l.csv","channel":"column","columns":{"id":"id"},
+            "email":{"from":"a@example.org","subject":"Hi {{ name }}","text":"t.txt"},
+            "sms":{"text":"s.txt"}}"#,
+    )
+    .unwrap()
+}
+
+fn template() -> MessageTemplate {
+    MessageTemplate::compile(TemplateSource {
+        email: Some(EmailSource {
+            from: "a@example.org".into(),
+            subject: "Hi {{ name }}".into(),
+            text: "Dear {{ name }} in {{ town }}".into(),
+            html: None,
+        }),
+        sms: Some(SmsSource {
+            text: "Hi {{ name }}".into(),
+            sender_id: None,
+        }),
+    })
+    .unwrap()
+}
+
+fn row(line: u64, cells: &[&str]) -> RawRow {
+    RawRow::new(line, cells)
+}
+
+fn excluding_manifest() -> Manifest {
+    Manifest::parse(
+        br#"{"title":"t","list":"l.csv","channel":"sms","columns":{"id":"id"},
+            "sms":{"text":"s.txt"},
+            "exclusions":{"status_column":"CPR status","excluded_codes":["80","90"],
+                          "consent_column":"consent"}}"#,
+    )
+    .unwrap()
+}
+
+#[test]
+fn status_codes_and_missing_consent_exclude_valid_rows_with_the_reason() {
+    let (m, t) = (excluding_manifest(), template());
+    let h: Vec<String> = ["id", "name", "phone", "cpr_status", "Consent"]
+        .map(String::from)
+        .to_vec();
+    let mut v = Validator::new("d", &m, &t, &h, "DK").unwrap();
+    let ok = v.check(&row(2, &["1", "Ann", "20123401", "01", "yes"]));
+    assert_eq!(ok.recipient.state, RecipientState::Pending);
+    assert!(ok.problems.is_empty());
+    let dead = v.check(&row(3, &["2", "Bo", "20123402", "90", "Ja"]));
+    assert_eq!(dead.recipient.state, RecipientState::Excluded);
+    assert_eq!(dead.problems.len(), 1);
+    assert_eq!(dead.problems[0].code, codes::EXCLUDED_STATUS);
+    assert_eq!(dead.problems[0].column, "CPR status");
+    assert_eq!(
+        dead.recipient.reason.as_deref(),
+        Some("excluded_status: status code 90 is excluded from this dispatch")
+    );
+    let no = v.check(&row(4, &["3", "Cy", "20123403", "01", ""]));
+    assert_eq!(no.recipient.state, RecipientState::Excluded);
+    assert_eq!(no.problems[0].code, codes::NO_CONSENT);
+    let odd = v.check(&row(5, &["4", "Di", "20123404", "01", "maybe"]));
+    assert_eq!(odd.recipient.state, RecipientState::Invalid);
+    assert_eq!(odd.problems[0].code, codes::INVALID_CONSENT);
+    // A row with a problem is invalid, not excluded, even when a rule would exclude it.
+    let both = v.check(&row(6, &["5", "Ed", "12", "80", "no"]));
+    assert_eq!(both.recipient.state, RecipientState::Invalid);
+    assert!(both.problems.iter().all(|p| p.code == codes::INVALID_PHONE));
+}
+
+#[test]
+fn shifted_rows_are_invalid_and_sms_rows_carry_their_segments() {
+    let (m, t) = (manifest(), template());
+    let h: Vec<String> = ["id", "name", "email", "phone", "channel", "town"]
+        .map(String::from)
+        .to_vec();
+    let mut v = Validator::new("d", &m, &t, &h, "DK").unwrap();
+    // "Smith, Ann" unquoted: every value after the name moves one column right.
+    let shifted = v.check(&row(
+        2,
+        &["1", "Smith", " Ann", "a@example.org", "", "email", "Oslo"],
+    ));
+    assert_eq!(shifted.recipient.state, RecipientState::Invalid);
+    assert!(shifted
+        .problems
+        .iter()
+        .any(|p| p.code == codes::EXTRA_VALUES
+            && p.message
+                .contains("1 values after the last column ('Oslo')")));
+    // Empty values after the last column (trailing delimiters) are harmless.
+    let trailing = v.check(&row(3, &["2", "Bo", "", "20123402", "sms", "Oslo", "", ""]));
+    assert!(trailing.problems.is_empty(), "{:?}", trailing.problems);
+    let s = trailing.segments.expect("an SMS row has its segments");
+    assert_eq!(
+        (s.encoding, s.units, s.segments),
+        (crate::sms::Encoding::Gsm7, 5, 1)
+    );
+    let email = v.check(&row(4, &["3", "Cy", "c@example.org", "", "email", "Oslo"]));
+    assert!(email.problems.is_empty());
+    assert_eq!(email.segments, None);
+}
+
+#[test]
+fn exclusion_columns_must_exist_and_codes_need_a_column() {
+    let (m, t) = (excluding_manifest(), template());
+    let h: Vec<String> = ["id", "name", "phone"].map(String::from).to_vec();
+    let e = Validator::new("d", &m, &t, &h, "DK").err().unwrap();
+    assert!(
+        e.iter().any(|p| p.contains("status column 'CPR status'")),
+        "{e:?}"
+    );
+    assert!(
+        e.iter().any(|p| p.contains("consent column 'consent'")),
+        "{e:?}"
+    );
+    let half = Manifest::parse(
+        br#"{"title":"t","list":"l.csv","channel":"sms","sms":{"text":"s.txt"},
+            "exclusions":{"excluded_codes":["90"]}}"#,
+    );
+    assert!(half.unwrap_err().to_string().contains("go together"));
+}
+
+#[test]
+fn header_problems_name_what_is_missing() {
+    let (m, t) = (manifest(), template());
+    let e = Validator::new("d", &m, &t, &["Name".into(), "Email".into()], "DK")
+        .err()
+        .unwrap();
+    assert!(
+        e.contains(&"the list has no 'id' column (recipient id)".to_string()),
+        "{e:?}"
+    );
+    assert!(
+        e.iter()
+            .any(|p| p.contains("merge fields that are not columns of the list: town")),
+        "{e:?}"
+    );
+    assert!(e.iter().any(|p| p.contains("no 'channel' column")), "{e:?}");
+}
+
+#[test]
+fn rows_become_pending_or_invalid_with_reasons() {
+    let (m, t) = (manifest(), template());
+    let h = vec![
+        "ID".into(),
+        "Name".into(),
+        "Email".into(),
+        "Phone".into(),
+        "Channel".into(),
+        "Town".into(),
+    ];
+    let mut v = Validator::new("d", &m, &t, &h, "DK").unwrap();
+    let ok = v.check(&row(
+        2,
+        &["1", "Ann", "Ann@Example.ORG", "", "email", "Aarhus"],
+    ));
+    assert_eq!(ok.recipient.state, RecipientState::Pending);
+    assert_eq!(ok.recipient.address.as_deref(), Some("Ann@example.org"));
+    assert_eq!(
+        ok.recipient.fields.get("town").map(String::as_str),
+        Some("Aarhus")
+    );
+
+    let sms = v.check(&row(3, &["2", "Bo", "", "20 12 34 56", "sms", ""]));
+    assert_eq!(
+        sms.recipient.state,
+        RecipientState::Pending,
+        "{:?}",
+        sms.problems
+    );
+    assert_eq!(sms.recipient.address.as_deref(), Some("+4520123456"));
+
+    let dup = v.check(&row(
+        4,
+        &["1", "Cy", "cy@example.org", "", "email", "Odense"],
+    ));
+    assert_eq!(dup.recipient.state, RecipientState::Invalid);
+    assert!(!dup.keyed_by_id);
+    assert_eq!(dup.problems[0].code, codes::DUPLICATE_ID);
+
+    let bad = v.check(&row(5, &["3", "", "not-an-address", "", "email", "X"]));
+    let got: Vec<_> = bad.problems.iter().map(|p| p.code).collect();
+    assert_eq!(got, [codes::INVALID_EMAIL, codes::MISSING_VALUE]);
+    assert!(bad
+        .recipient
+        .reason
+        .unwrap()
+        .contains("not a usable email address"));
+
+    let unknown = v.check(&row(6, &["4", "Di", "", "", "fax", "X"]));
+    assert_eq!(unknown.problems[0].code, codes::UNKNOWN_CHANNEL);
+
+    let inferred = v.check(&row(7, &["5", "Ed", "", "+45 30 11 22 33", "", ""]));
+    assert_eq!(inferred.recipient.channel, Some(Channel::Sms));
+    assert_eq!(inferred.recipient.state, RecipientState::Pending);
+
+    let again = v.check(&row(8, &["6", "Fi", "ann@example.org", "", "email", "Y"]));
+    assert_eq!(again.problems[0].code, codes::DUPLICATE_ADDRESS);
+}
+
+#[test]
+fn phone_numbers_normalise_to_e164() {
+    let dk = phonenumber::country::Id::DK;
+    assert_eq!(
+        check_phone("+44 20 7946 0958", dk).unwrap(),
+        "+442079460958"
+    );
+    assert_eq!(check_phone("20123456", dk).unwrap(), "+4520123456");
+    assert_eq!(check_phone("12", dk).unwrap_err().0, codes::INVALID_PHONE);
+    assert_eq!(check_phone("", dk).unwrap_err().0, codes::MISSING_ADDRESS);
+}
+
+#[test]
+fn email_addresses_are_checked_properly() {
+    assert!(check_email("a.b+tag@sub.example.co.uk").is_ok());
+    assert_eq!(check_email("a@@b.com").unwrap_err().0, codes::INVALID_EMAIL);
+    assert_eq!(
+        check_email("a@intranet").unwrap_err().0,
+        codes::INVALID_EMAIL
+    );
+    assert_eq!(
+        check_email("Ann <a@b.com>").unwrap_err().0,
+        codes::INVALID_EMAIL
+    );
+    assert_eq!(check_email("").unwrap_err().0, codes::MISSING_ADDRESS);
+}
