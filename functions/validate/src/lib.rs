@@ -409,7 +409,7 @@ async fn begin_repeat(deps: &Deps, d: &Dispatch, upload: Upload<'_>) -> Result<O
             DispatchState::Validating,
             &[
                 ("attempt", dynamodb::n(u64::from(n + 1))),
-                ("attempts", dynamodb::attempts_value(&attempts)),
+                ("attempts", dynamodb::dispatches::attempts_value(&attempts)),
                 ("uploaded_at", dynamodb::s(upload.at.unwrap_or_default())),
                 ("total", dynamodb::n(0)),
                 ("valid", dynamodb::n(0)),

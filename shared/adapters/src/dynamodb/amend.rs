@@ -71,7 +71,7 @@ impl Store {
             .await?;
         let mut found: HashMap<RecipientKey, Recipient> = items
             .iter()
-            .map(crate::dynamodb::recipient_from)
+            .map(crate::dynamodb::recipients::recipient_from)
             .collect::<Result<_>>()?;
         Ok(keys.into_iter().map(|k| found.remove_entry(&k)).collect())
     }
