@@ -1,0 +1,284 @@
+//! The package read and judged: manifest, templates, and every row of the list.
+
+use crate::*;
+
+pub(crate) enum Outcome {
+    /// The package cannot be sent; nothing was stored for its rows.
+    Failed {
+        title: String,
+        problems: Vec<String>,
+    },
+    /// Every row was checked and stored.
+    Checked {
+        title: String,
+        counts: Counts,
+        report_key: String,
+        sample_key: String,
+        package_key: String,
+        list_sha256: String,
+        template_sha256: String,
+    },
+}
+
+pub(crate) fn failed(title: &str, problem: impl Into<String>) -> Outcome {
+    Outcome::Failed {
+        title: title.to_string(),
+        problems: vec![problem.into()],
+    }
+}
+
+/// Reads one text file of the package; `Err(problem)` when it is missing or unusable.
+pub(crate) async fn package_text(
+    deps: &Deps,
+    bucket: &str,
+    prefix: &str,
+    name: &str,
+    what: &str,
+) -> Result<Result<String, String>> {
+    let key = format!("{prefix}{name}");
+    Ok(
+        match deps.docs.fetch(bucket, &key, MAX_TEMPLATE_BYTES).await? {
+            Fetched::Missing => Err(format!(
+                "the package has no file '{name}' ({what}); upload it before manifest.json"
+            )),
+            Fetched::TooLarge(size) => Err(format!(
+                "'{name}' ({what}) is {size} bytes; at most {MAX_TEMPLATE_BYTES} are accepted"
+            )),
+            Fetched::Found(bytes) => match String::from_utf8(bytes) {
+                Ok(t) => Ok(t.strip_prefix('\u{feff}').unwrap_or(&t).to_string()),
+                Err(_) => Err(format!("'{name}' ({what}) is not UTF-8 text")),
+            },
+        },
+    )
+}
+
+pub(crate) async fn check_package(deps: &Deps, bucket: &str, d: &Dispatch) -> Result<Outcome> {
+    let prefix = &d.source_prefix;
+    let manifest_bytes = match deps
+        .docs
+        .fetch(
+            bucket,
+            &format!("{prefix}{}", manifest::MANIFEST_FILE),
+            MAX_TEMPLATE_BYTES,
+        )
+        .await?
+    {
+        Fetched::Found(b) => b,
+        Fetched::Missing => {
+            return Ok(failed(
+                &d.id,
+                "manifest.json was removed before it could be read",
+            ))
+        }
+        Fetched::TooLarge(_) => return Ok(failed(&d.id, "manifest.json is larger than 1 MiB")),
+    };
+    let m = match Manifest::parse(&manifest_bytes) {
+        Ok(m) => m,
+        Err(e) => return Ok(failed(&d.id, e.to_string())),
+    };
+    let title = m.title.trim().to_string();
+
+    // Templates: every missing or broken part is reported at once.
+    let mut problems = Vec::new();
+    let mut email = None;
+    if let Some(e) = &m.email {
+        let text = package_text(deps, bucket, prefix, &e.text, "email text").await?;
+        let html = match &e.html {
+            Some(h) => Some(package_text(deps, bucket, prefix, h, "email html").await?),
+            None => None,
+        };
+        match (text, html.transpose()) {
+            (Ok(text), Ok(html)) => {
+                email = Some(EmailSource {
+                    from: e.from.clone(),
+                    subject: e.subject.clone(),
+                    text,
+                    html,
+                })
+            }
+            (t, h) => problems.extend(t.err().into_iter().chain(h.err())),
+        }
+    }
+    let mut sms = None;
+    if let Some(s) = &m.sms {
+        match package_text(deps, bucket, prefix, &s.text, "sms text").await? {
+            Ok(text) => {
+                sms = Some(SmsSource {
+                    text,
+                    sender_id: s.sender_id.clone(),
+                })
+            }
+            Err(p) => problems.push(p),
+        }
+    }
+    let list_key = format!("{prefix}{}", m.list);
+    let list = match deps
+        .docs
+        .fetch_to_file(bucket, &list_key, deps.config.max_list_bytes)
+        .await?
+    {
+        FetchedFile::Found(b) => Some(b),
+        FetchedFile::Missing => {
+            problems.push(format!(
+                "the package has no recipient list '{}'; upload it before manifest.json",
+                m.list
+            ));
+            None
+        }
+        FetchedFile::TooLarge(size) => {
+            problems.push(format!(
+                "the recipient list is {size} bytes; at most {} are accepted",
+                deps.config.max_list_bytes
+            ));
+            None
+        }
+    };
+    if !problems.is_empty() {
+        return Ok(Outcome::Failed { title, problems });
+    }
+    let Some(list) = list else {
+        return Ok(Outcome::Failed { title, problems });
+    };
+    let source = TemplateSource { email, sms };
+    let template = match MessageTemplate::compile(source.clone()) {
+        Ok(t) => t,
+        Err(e) => return Ok(failed(&title, e.to_string())),
+    };
+    write_example(deps, &d.id, &m, &template).await?;
+    let list_sha256 = list.sha256.clone();
+    let template_sha256 = hex::encode(Sha256::digest(
+        serde_json::to_vec(&source).map_err(|e| Error::Malformed(e.to_string()))?,
+    ));
+
+    let list_size = list.size;
+    let mut reader = match ListReader::open_input(
+        &m.list,
+        Box::new(list.file),
+        m.sheet.as_deref(),
+        m.encoding
+            .as_deref()
+            .and_then(domain::manifest::encoding_for),
+    ) {
+        Ok(r) => r,
+        Err(e) => return Ok(failed(&title, e.to_string())),
+    };
+    if let Some(rows) = reader.declared_rows().filter(|r| *r > deps.config.max_rows) {
+        return Ok(failed(
+            &title,
+            format!(
+                "the sheet declares {rows} rows; at most {} are accepted",
+                deps.config.max_rows
+            ),
+        ));
+    }
+    let headers = reader.headers().to_vec();
+    let mut validator = match Validator::new(
+        &d.id,
+        &m,
+        &template,
+        &headers,
+        &deps.config.default_phone_region,
+    ) {
+        Ok(v) => v,
+        Err(problems) => return Ok(Outcome::Failed { title, problems }),
+    };
+
+    let mut counts = Counts::default();
+    let local = |e: std::io::Error| Error::Aws {
+        op: "writing the report to local disk",
+        source: Box::new(e),
+    };
+    let mut report = CsvFile::temporary(&documents::report::REPORT_COLUMNS).map_err(local)?;
+    let mut by_code: BTreeMap<&'static str, u64> = BTreeMap::new();
+    let mut first_problems: Vec<Problem> = Vec::new();
+    let mut samples = Samples::default();
+    let mut sms = SmsLength::default();
+    let mut buffer: Vec<Checked> = Vec::with_capacity(FLUSH_EVERY);
+    let mut tally = Tally {
+        counts: &mut counts,
+        report: &mut report,
+        by_code: &mut by_code,
+        first_problems: &mut first_problems,
+        samples: &mut samples,
+        sms: &mut sms,
+    };
+    loop {
+        validator.presize(&reader, list_size, tally.counts.total, deps.config.max_rows);
+        let Some(row) = reader.next_row() else { break };
+        tally.counts.total += 1;
+        if tally.counts.total > deps.config.max_rows {
+            return Ok(failed(
+                &title,
+                format!(
+                    "the list has more than {} rows, the most accepted",
+                    deps.config.max_rows
+                ),
+            ));
+        }
+        let checked = match row {
+            Ok(row) => validator.check(&row),
+            Err(e) => validator.unreadable(e.line, &e.message),
+        };
+        buffer.push(checked);
+        if buffer.len() >= FLUSH_EVERY {
+            flush(deps, d, &m.columns, &mut buffer, &mut tally).await?;
+        }
+    }
+    flush(deps, d, &m.columns, &mut buffer, &mut tally).await?;
+    if let Some(why) = reader.failure() {
+        return Ok(failed(
+            &title,
+            format!("the workbook cannot be read: {why}"),
+        ));
+    }
+    if counts.total == 0 {
+        return Ok(failed(
+            &title,
+            "the recipient list has a header row but no recipients",
+        ));
+    }
+
+    let report_key = keys::report(&d.id);
+    let report_file = report.finish_file().map_err(local)?;
+    deps.docs
+        .put_report_file(&report_key, report_file.path(), "text/csv; charset=utf-8")
+        .await?;
+    let summary = Summary {
+        dispatch_id: d.id.clone(),
+        title: title.clone(),
+        total: counts.total,
+        valid: counts.valid,
+        invalid: counts.invalid,
+        excluded: counts.excluded,
+        problems_by_code: by_code,
+        first_problems,
+        merge_fields: template.all_fields().into_iter().collect(),
+        attempt: d.attempt,
+        encoding: reader.encoding().map(str::to_string),
+        sms,
+    };
+    deps.docs.put_json(&keys::summary(&d.id), &summary).await?;
+    let sample_key = keys::sample(&d.id);
+    deps.docs
+        .put_json(&sample_key, &samples.render(&template))
+        .await?;
+    let package_key = keys::package(&d.id);
+    let package = Package {
+        dispatch_id: d.id.clone(),
+        manifest: m.clone(),
+        template: source,
+        list_key,
+        list_sha256,
+        template_sha256,
+    };
+    deps.docs.put_json(&package_key, &package).await?;
+    Ok(Outcome::Checked {
+        title,
+        counts,
+        report_key,
+        sample_key,
+        package_key,
+        list_sha256: package.list_sha256,
+        template_sha256: package.template_sha256,
+    })
+}
