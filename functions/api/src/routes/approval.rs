@@ -3,8 +3,7 @@
 
 use crate::auth::require;
 use crate::error::{ApiError, ApiResult};
-use crate::routes::dispatches::load;
-use crate::routes::lifecycle::{audit_refusal, record, send_pending, settle};
+use crate::routes::steps::{audit_refusal, load, record, send_pending, settle};
 use crate::view::DispatchView;
 use crate::{AppState, Deps};
 use adapters::dynamodb;

@@ -2,9 +2,9 @@
 
 use crate::auth::require;
 use crate::error::{ApiError, ApiResult};
-use crate::routes::lifecycle::record;
+use crate::routes::steps::{load, record};
 use crate::view::DispatchView;
-use crate::{AppState, Deps};
+use crate::AppState;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
@@ -147,17 +147,6 @@ pub(crate) async fn list_dispatches(
     Ok(Json(
         json!({ "dispatches": page, "total": total, "next": next }),
     ))
-}
-
-pub(crate) async fn load(deps: &Deps, id: &str) -> ApiResult<Dispatch> {
-    domain::manifest::check_dispatch_id(id)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
-    deps.store.get_dispatch(id).await?.ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("dispatch '{id}' does not exist"),
-        )
-    })
 }
 
 pub(crate) async fn get_dispatch(

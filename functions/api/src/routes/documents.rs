@@ -1,7 +1,7 @@
 //! The documents of a dispatch: report, sample, example, audit trail, history, download.
 
 use crate::error::{ApiError, ApiResult};
-use crate::routes::dispatches::load;
+use crate::routes::steps::load;
 use crate::{AppState, Deps};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};

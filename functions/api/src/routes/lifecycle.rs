@@ -5,17 +5,16 @@
 
 use crate::auth::require;
 use crate::error::{ApiError, ApiResult};
-use crate::routes::dispatches::load;
+use crate::routes::steps::{audit_refusal, load, record, reject_unsent, send_pending, settle};
 use crate::view::DispatchView;
 use crate::{AppState, Deps};
-use adapters::{dynamodb, sqs};
+use adapters::dynamodb;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use domain::identity::{Caller, Permission};
 use domain::model::{now_rfc3339, Dispatch, DispatchState};
-use domain::queue::FanOutAction;
 
 /// Closes a dispatch that completed with errors, after the operator reviewed the history.
 pub(crate) async fn close(
@@ -30,38 +29,6 @@ pub(crate) async fn close(
     let d = audit_refusal(&deps, &id, &by, "closed", closed).await?;
     tracing::info!(dispatch = %id, by = %by, "closed");
     Ok(Json(d.into()))
-}
-
-/// Logs an action a caller took and writes it to the dispatch's audit trail.
-pub(crate) async fn record(deps: &Deps, id: &str, by: &str, action: &str, outcome: &str) {
-    tracing::info!(dispatch = %id, by = %by, action, outcome, "done");
-    deps.store.audit_or_log(id, by, action, outcome).await;
-}
-
-/// Queues the rejection of a dispatch's recipients not yet sent to.
-pub(crate) async fn reject_unsent(deps: &Deps, d: &Dispatch) -> domain::Result<()> {
-    sqs::fan_out_all(
-        &deps.sqs,
-        &deps.config.fanout_queue_url,
-        d,
-        FanOutAction::Reject,
-    )
-    .await
-}
-
-/// Queues fan-out of a dispatch's pending recipients; a failure is logged and left to the
-/// schedule.
-pub(crate) async fn send_pending(deps: &Deps, d: &Dispatch) {
-    if let Err(e) = sqs::fan_out_all(
-        &deps.sqs,
-        &deps.config.fanout_queue_url,
-        d,
-        FanOutAction::Send,
-    )
-    .await
-    {
-        tracing::error!(dispatch = %d.id, error = %e, "fan-out not queued; the schedule will retry");
-    }
 }
 
 /// What a lifecycle action writes besides the new state.
@@ -284,37 +251,6 @@ pub(crate) async fn repeat(
     let done = audit_refusal(&deps, &id, &caller.id, "repeat", done).await?;
     record(&deps, &id, &caller.id, "repeat", "validation requested").await;
     Ok((StatusCode::ACCEPTED, Json(done.into())))
-}
-
-/// The end of an action that changes a dispatch: its new state is audited as the outcome,
-/// or its refusal is.
-pub(crate) async fn settle<E: Into<ApiError>>(
-    deps: &Deps,
-    id: &str,
-    by: &str,
-    action: &str,
-    result: Result<Dispatch, E>,
-) -> ApiResult<Dispatch> {
-    let d = audit_refusal(deps, id, by, action, result).await?;
-    record(deps, id, by, action, d.state.as_str()).await;
-    Ok(d)
-}
-
-/// Audits an action refused after the caller's permission was checked, then answers.
-pub(crate) async fn audit_refusal<T, E: Into<ApiError>>(
-    deps: &Deps,
-    id: &str,
-    by: &str,
-    action: &str,
-    result: Result<T, E>,
-) -> ApiResult<T> {
-    let result = result.map_err(Into::into);
-    if let Err(e) = &result {
-        deps.store
-            .audit_or_log(id, by, action, &format!("refused: {}", e.detail))
-            .await;
-    }
-    result
 }
 
 pub(crate) async fn repeat_checked(deps: &Deps, d: &Dispatch) -> ApiResult<Dispatch> {

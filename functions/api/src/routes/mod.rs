@@ -5,3 +5,4 @@ pub mod dispatches;
 pub mod documents;
 pub mod lifecycle;
 pub mod recipients;
+pub mod steps;

@@ -2,8 +2,7 @@
 
 use crate::auth::require;
 use crate::error::{ApiError, ApiResult};
-use crate::routes::dispatches::load;
-use crate::routes::lifecycle::{audit_refusal, record, send_pending};
+use crate::routes::steps::{audit_refusal, load, record, send_pending};
 use crate::view::DispatchView;
 use crate::{AppState, Deps};
 use axum::extract::{Path, Query, State};
