@@ -2,6 +2,9 @@
 //! to the failed recipients as a new audited attempt, removal of recipients before approval,
 //! a repeated validation, the list downloaded with a status per recipient, and the audit
 //! trail in the history CSV.
+//!
+//! Longer than 500 lines on purpose: one concern's end-to-end scenarios against the
+//! emulator, each a test of its own, share the setup at the top of this file.
 
 use local::emulator::Emulator;
 use local::runtime::Options;

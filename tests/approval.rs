@@ -1,6 +1,9 @@
 //! Identity, permissions and four eyes over real HTTP with real signed tokens, against the
 //! emulator: the local runtime checks tokens as API Gateway's JWT authorizer does, and the
 //! API function reads its caller from the verified claims.
+//!
+//! Longer than 500 lines on purpose: one concern's end-to-end scenarios against the
+//! emulator, each a test of its own, share the setup at the top of this file.
 
 use domain::identity::{CREATE_ROLE, SEND_ROLE};
 use local::auth::{LocalIssuer, AUDIENCE, ISSUER};

@@ -1,6 +1,9 @@
 //! Whole dispatches on the emulator: upload a package, validate, approve over HTTP, send,
 //! complete. Every claim is checked against what the emulator itself holds: the mail SES
 //! accepted, the SMS SNS accepted, the stored recipient records and the S3 documents.
+//!
+//! Longer than 500 lines on purpose: one concern's end-to-end scenarios against the
+//! emulator, each a test of its own, share the setup at the top of this file.
 
 use domain::model::RecipientState;
 use local::runtime::Options;

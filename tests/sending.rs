@@ -1,6 +1,9 @@
 //! The sending engine against the emulator: at most one send per recipient under duplicate
 //! and concurrent delivery, a throttling storm that pauses the dispatch and continues it by
 //! itself, and a sender that dies between the provider's acceptance and the status write.
+//!
+//! Longer than 500 lines on purpose: one concern's end-to-end scenarios against the
+//! emulator, each a test of its own, share the setup at the top of this file.
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use domain::config::vars;

@@ -14,7 +14,7 @@ pub async fn validate_upload(
 ) -> Result<()> {
     let uploader = upload.uploader;
     let (id, prefix) = match manifest::dispatch_of_key(key) {
-        Ok(x) => x,
+        Ok(id) => (id.to_string(), id.folder()),
         Err(why) => {
             tracing::error!(key, reason = %why, "upload is not a dispatch package");
             return Ok(());

@@ -6,6 +6,7 @@
 //! - [`keys`]: where a recipient is stored (key shard, sort key)
 //! - [`manifest`]: the upload package format
 //! - [`identity`]: verified callers and their permissions
+//! - [`ids`]: ids as types, checked where they come in
 //! - [`audit`]: entries of a dispatch's audit trail
 //! - [`suppression`]: addresses that must not be sent to again
 //! - [`notice`]: what operators are told, and when
@@ -18,6 +19,7 @@ pub mod audit;
 pub mod config;
 pub mod error;
 pub mod identity;
+pub mod ids;
 pub mod keys;
 pub mod limits;
 pub mod manifest;

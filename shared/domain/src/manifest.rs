@@ -2,6 +2,7 @@
 //! message template files and, uploaded last, `manifest.json` naming them. The manifest's
 //! arrival starts validation.
 
+use crate::ids::DispatchId;
 use crate::model::Channel;
 use serde::{Deserialize, Serialize};
 
@@ -9,8 +10,6 @@ use serde::{Deserialize, Serialize};
 pub const MANIFEST_FILE: &str = "manifest.json";
 /// Prefix under which packages are uploaded.
 pub const INCOMING_PREFIX: &str = "incoming/";
-/// Longest dispatch id accepted (the folder name).
-pub const MAX_ID_LEN: usize = 64;
 
 /// How each recipient's channel is chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -221,7 +220,7 @@ fn check_file_name(what: &str, name: &str) -> Result<(), ManifestError> {
 }
 
 /// The dispatch id and folder of an uploaded manifest key, or why the key is not one.
-pub fn dispatch_of_key(key: &str) -> Result<(String, String), String> {
+pub fn dispatch_of_key(key: &str) -> Result<DispatchId, String> {
     let rest = key
         .strip_prefix(INCOMING_PREFIX)
         .ok_or_else(|| format!("'{key}' is not under {INCOMING_PREFIX}"))?;
@@ -231,27 +230,7 @@ pub fn dispatch_of_key(key: &str) -> Result<(String, String), String> {
     if file != MANIFEST_FILE {
         return Err(format!("'{key}' is not a {MANIFEST_FILE}"));
     }
-    check_dispatch_id(id)?;
-    Ok((id.to_string(), format!("{INCOMING_PREFIX}{id}/")))
-}
-
-/// Dispatch ids are folder names: letters, digits, `-`, `_` and `.`, at most 64 characters.
-pub fn check_dispatch_id(id: &str) -> Result<(), String> {
-    if id.is_empty() || id.len() > MAX_ID_LEN {
-        return Err(format!(
-            "dispatch folder name must be 1 to {MAX_ID_LEN} characters"
-        ));
-    }
-    if !id
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        || id.starts_with('.')
-    {
-        return Err(format!(
-            "dispatch folder name '{id}' may hold only letters, digits, '-', '_' and '.'"
-        ));
-    }
-    Ok(())
+    DispatchId::parse(id)
 }
 
 /// The format of a list, named by its file's extension.
@@ -338,11 +317,10 @@ mod tests {
     #[test]
     fn dispatch_id_comes_from_the_folder() {
         assert_eq!(
-            dispatch_of_key("incoming/winter-2026/manifest.json").unwrap(),
-            (
-                "winter-2026".to_string(),
-                "incoming/winter-2026/".to_string()
-            )
+            dispatch_of_key("incoming/winter-2026/manifest.json")
+                .unwrap()
+                .as_str(),
+            "winter-2026"
         );
         assert!(dispatch_of_key("incoming/winter-2026/list.csv").is_err());
         assert!(dispatch_of_key("other/x/manifest.json").is_err());

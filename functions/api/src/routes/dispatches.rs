@@ -10,6 +10,7 @@ use axum::http::StatusCode;
 use axum::{Extension, Json};
 use documents::keys;
 use domain::identity::{Caller, Permission};
+use domain::ids::DispatchId;
 use domain::model::{Dispatch, DispatchState};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -185,10 +186,9 @@ pub(crate) async fn start_dispatch(
             ),
         )
     })?;
-    domain::manifest::check_dispatch_id(&req.id)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
-    let prefix = format!("{}{}/", domain::manifest::INCOMING_PREFIX, req.id);
-    let mut d = Dispatch::arrived(&req.id, &prefix, deps.config.key_shards);
+    let id = DispatchId::parse(&req.id).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
+    let prefix = id.folder();
+    let mut d = Dispatch::arrived(id.as_str(), &prefix, deps.config.key_shards);
     d.state = DispatchState::AwaitingUpload;
     d.title = req
         .title

@@ -5,13 +5,13 @@ use crate::error::{ApiError, ApiResult};
 use crate::Deps;
 use adapters::sqs;
 use axum::http::StatusCode;
+use domain::ids::DispatchId;
 use domain::model::Dispatch;
 use domain::queue::FanOutAction;
 
 pub(crate) async fn load(deps: &Deps, id: &str) -> ApiResult<Dispatch> {
-    domain::manifest::check_dispatch_id(id)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
-    deps.store.get_dispatch(id).await?.ok_or_else(|| {
+    let id = DispatchId::parse(id).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
+    deps.store.get_dispatch(id.as_str()).await?.ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
             format!("dispatch '{id}' does not exist"),
