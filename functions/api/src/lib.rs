@@ -62,15 +62,10 @@ pub struct Deps {
 
 impl Deps {
     pub fn new(config: Config, clients: &adapters::clients::Clients) -> Deps {
-        let store = Store::from_config(clients, &config);
-        let docs = Documents::from_config(clients, &config);
         Deps {
-            completer: adapters::wiring::completer(
-                &Arc::new(store.clone()),
-                &Arc::new(docs.clone()),
-            ),
-            store,
-            docs,
+            completer: adapters::wiring::completer(clients, &config),
+            store: Store::from_config(clients, &config),
+            docs: Documents::from_config(clients, &config),
             sqs: clients.sqs.clone(),
             config,
         }

@@ -26,7 +26,6 @@ use domain::{Error, Result};
 use engine::completion::Completer;
 use engine::ports::Completion;
 use serde::Serialize;
-use std::sync::Arc;
 
 /// An approved dispatch older than this is fanned out again.
 pub const REFAN_AFTER_SECS: i64 = 60;
@@ -44,15 +43,10 @@ pub struct Deps {
 
 impl Deps {
     pub fn new(config: Config, clients: &adapters::clients::Clients) -> Deps {
-        let store = Store::from_config(clients, &config);
-        let docs = Documents::from_config(clients, &config);
         Deps {
-            completer: adapters::wiring::completer(
-                &Arc::new(store.clone()),
-                &Arc::new(docs.clone()),
-            ),
-            store,
-            docs,
+            completer: adapters::wiring::completer(clients, &config),
+            store: Store::from_config(clients, &config),
+            docs: Documents::from_config(clients, &config),
             sqs: clients.sqs.clone(),
             notifier: adapters::notify::Notifier::from_config(clients, &config),
             config,

@@ -151,14 +151,7 @@ pub(crate) async fn check_package(deps: &Deps, bucket: &str, d: &Dispatch) -> Re
     ));
 
     let list_size = list.size;
-    let mut reader = match ListReader::open_input(
-        &m.list,
-        Box::new(list.file),
-        m.sheet.as_deref(),
-        m.encoding
-            .as_deref()
-            .and_then(domain::manifest::encoding_for),
-    ) {
+    let mut reader = match ListReader::open_listed(&m, Box::new(list.file)) {
         Ok(r) => r,
         Err(e) => return Ok(failed(&title, e.to_string())),
     };

@@ -26,14 +26,21 @@ pub fn send_ports(clients: &Clients, config: &Config) -> SendPorts {
         )),
         texter: Arc::new(SmsSender::new(clients.sns.clone())),
         packages: docs.clone(),
-        completion: Arc::new(completer(&store, &docs)),
+        completion: Arc::new(completer_on(&store, &docs)),
         notices: Arc::new(Notifier::from_config(clients, config)),
     }
 }
 
 /// Completion on the table (dispatches, recipients, audit trail, stale marks) and the
 /// reports bucket.
-pub fn completer(store: &Arc<Store>, docs: &Arc<Documents>) -> Completer {
+pub fn completer(clients: &Clients, config: &Config) -> Completer {
+    completer_on(
+        &Arc::new(Store::from_config(clients, config)),
+        &Arc::new(Documents::from_config(clients, config)),
+    )
+}
+
+fn completer_on(store: &Arc<Store>, docs: &Arc<Documents>) -> Completer {
     Completer::new(CompletionPorts {
         dispatches: store.clone(),
         recipients: store.clone(),

@@ -221,15 +221,8 @@ pub(crate) async fn download(
     }
     let m = package.manifest;
     let written = tokio::task::spawn_blocking(move || {
-        let mut reader = intake::list::ListReader::open_input(
-            &m.list,
-            Box::new(list.file),
-            m.sheet.as_deref(),
-            m.encoding
-                .as_deref()
-                .and_then(domain::manifest::encoding_for),
-        )
-        .map_err(|e| download::DownloadError::Read(e.to_string()))?;
+        let mut reader = intake::list::ListReader::open_listed(&m, Box::new(list.file))
+            .map_err(|e| download::DownloadError::Read(e.to_string()))?;
         download::write(&mut reader, &statuses, format)
     })
     .await

@@ -50,6 +50,15 @@ fn world(states: &[RecipientState]) -> World {
 }
 
 impl World {
+    /// Completes the dispatch as it is stored, which must complete.
+    async fn complete(&self) -> Dispatch {
+        self.completer
+            .complete_if_done(&self.dispatch())
+            .await
+            .unwrap()
+            .expect("completed")
+    }
+
     fn dispatch(&self) -> Dispatch {
         self.store.get("d1").expect("dispatch")
     }
@@ -82,12 +91,7 @@ impl World {
 #[tokio::test]
 async fn a_dispatch_sent_to_everyone_completes_by_itself_with_its_history() {
     let w = world(&[RecipientState::Sent, RecipientState::Sent]);
-    let done = w
-        .completer
-        .complete_if_done(&w.dispatch())
-        .await
-        .unwrap()
-        .expect("completed");
+    let done = w.complete().await;
     assert_eq!(done.state, DispatchState::Completed);
     assert_eq!(done.completion.as_deref(), Some("automatic"));
     assert!(done.completed_at.is_some());
@@ -126,12 +130,7 @@ async fn a_dispatch_sent_to_everyone_completes_by_itself_with_its_history() {
 #[tokio::test]
 async fn a_dispatch_with_errors_waits_for_a_close_that_rewrites_its_history() {
     let w = world(&[RecipientState::Sent, RecipientState::Failed]);
-    let done = w
-        .completer
-        .complete_if_done(&w.dispatch())
-        .await
-        .unwrap()
-        .expect("completed");
+    let done = w.complete().await;
     assert_eq!(done.state, DispatchState::CompletedWithErrors);
     assert_eq!(done.completion, None);
     let closed = w.completer.close("d1", "ops-2").await.unwrap();
@@ -176,11 +175,7 @@ async fn only_a_sending_dispatch_with_nothing_outstanding_is_looked_at() {
 #[tokio::test]
 async fn stale_histories_of_finished_dispatches_are_written_again_and_their_marks_cleared() {
     let w = world(&[RecipientState::Sent]);
-    w.completer
-        .complete_if_done(&w.dispatch())
-        .await
-        .unwrap()
-        .expect("completed");
+    w.complete().await;
     w.store.append("d1", "ops-1", "archive", "completed").await;
     w.store.mark_history_stale("d1", "2026-12-01T00:00:00Z");
     assert!(!w.history().contains("ops-1,archive"));

@@ -183,6 +183,23 @@ impl ListReader {
         ListReader::open_input(name, Box::new(Cursor::new(bytes)), sheet, encoding)
     }
 
+    /// Opens the list a manifest names (its file name, sheet and declared encoding) from a
+    /// file or other seekable input.
+    pub fn open_listed(
+        manifest: &domain::manifest::Manifest,
+        input: Box<dyn Input>,
+    ) -> Result<ListReader, ListError> {
+        ListReader::open_input(
+            &manifest.list,
+            input,
+            manifest.sheet.as_deref(),
+            manifest
+                .encoding
+                .as_deref()
+                .and_then(domain::manifest::encoding_for),
+        )
+    }
+
     /// Opens a list from a file or other seekable input without loading it: CSV and
     /// .xlsx/.xlsm are read as a stream. The first bytes must agree with the name's format.
     pub fn open_input(
