@@ -11,7 +11,7 @@ TOOLS := $(VENV)/tools.installed
 FUNCTIONS := $(notdir $(wildcard functions/*))
 CARGO_LAMBDA_VERSION := 1.9.2
 
-.PHONY: demo up token test bench venv lint package clean
+.PHONY: demo up token test bench venv lint package clean fuzz
 
 demo: $(TOOLS)
 	cargo run --quiet -p local -- demo
@@ -48,6 +48,20 @@ package: $(TOOLS)
 	mkdir -p dist
 	for f in $(FUNCTIONS); do cp target/lambda/$$f/bootstrap.zip dist/$$f.zip; done
 	ls -l dist
+
+# Fuzzing on the stable toolchain: cargo-fuzz with RUSTC_BOOTSTRAP=1 and no sanitizer (a
+# nightly toolchain cannot be fetched here). make fuzz TARGET=list|template|events FUZZ_SECONDS=600
+# New inputs go to fuzz/corpus/<target> (ignored by git); the committed seeds are only read;
+# a crash is saved in fuzz/artifacts/<target>/.
+CARGO_FUZZ_VERSION := 0.13.2
+TARGET ?= list
+FUZZ_SECONDS ?= 600
+FUZZ_SEEDS_list := ../tests/corpus/lists
+FUZZ_SEEDS_events := ../events
+fuzz:
+	cargo fuzz --version 2>/dev/null | grep -q '$(CARGO_FUZZ_VERSION)' || cargo install cargo-fuzz --locked --version $(CARGO_FUZZ_VERSION)
+	mkdir -p fuzz/corpus/$(TARGET)
+	cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run $(TARGET) --sanitizer none -O corpus/$(TARGET) $(FUZZ_SEEDS_$(TARGET)) -- -max_len=65536 -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1
 
 lint:
 	cargo fmt --all -- --check

@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use domain::identity::{Caller, Permission};
 use domain::model::{now_rfc3339, Dispatch, DispatchState};
+use engine::ports::DispatchBook;
 
 /// Closes a dispatch that completed with errors, after the operator reviewed the history.
 pub(crate) async fn close(
@@ -163,18 +164,15 @@ async fn take(deps: &Deps, action: &Action, id: &str, caller: &Caller) -> ApiRes
         action.from[0]
     };
     let now = now_rfc3339();
-    let stamps: Vec<(&str, aws_sdk_dynamodb::types::AttributeValue)> = action
+    let stamps: Vec<(&str, String)> = action
         .stamps
         .iter()
-        .map(|(field, stamp)| {
-            let value = match stamp {
-                Stamp::Caller => caller.id.clone(),
-                Stamp::Now => now.clone(),
-            };
-            (*field, dynamodb::s(value))
+        .map(|(field, stamp)| match stamp {
+            Stamp::Caller => (*field, caller.id.clone()),
+            Stamp::Now => (*field, now.clone()),
         })
         .collect();
-    let changed = deps.store.transition(id, from, action.to, &stamps).await;
+    let changed = DispatchBook::transition(&deps.store, id, from, action.to, &stamps).await;
     let d = settle(deps, id, &caller.id, action.name, changed).await?;
     match action.then {
         Then::Nothing => {}
