@@ -12,6 +12,7 @@ use crate::ports::{
 use async_trait::async_trait;
 use domain::audit::AuditEntry;
 use domain::keys::RecipientKey;
+use domain::limits::MAX_RECIPIENTS_PER_WRITE;
 use domain::model::{now_rfc3339, Channel, Dispatch, DispatchState, Recipient, RecipientState};
 use domain::notice::Event;
 use domain::{Error, Result};
@@ -39,6 +40,8 @@ pub struct MemoryStore {
     recipients: Mutex<HashMap<(String, RecipientKey), Held>>,
     /// Writes of results that fail before they are applied, as a store that did not answer.
     failing_records: Mutex<u32>,
+    /// Writes of results that are applied but whose answer is lost.
+    unanswered_records: Mutex<u32>,
     audit: Mutex<HashMap<String, Vec<AuditEntry>>>,
     /// Stale histories: dispatch id and the time of the mark.
     stale: Mutex<BTreeMap<String, String>>,
@@ -96,122 +99,182 @@ impl MemoryStore {
     pub fn fail_next_records(&self, n: u32) {
         *lock(&self.failing_records) = n;
     }
+
+    /// The next `n` result writes are applied, but their answers are lost.
+    pub fn lose_next_record_answers(&self, n: u32) {
+        *lock(&self.unanswered_records) = n;
+    }
 }
 
 #[async_trait]
 impl RecipientLedger for MemoryStore {
+    /// As one transaction: the dispatch's state and the claims under one hold of the store.
     async fn claim(
         &self,
         dispatch_id: &str,
         keys: &[RecipientKey],
         token: &str,
     ) -> Result<Claimed> {
-        let sending = lock(&self.dispatches)
+        if keys.len() > MAX_RECIPIENTS_PER_WRITE {
+            return Err(Error::Malformed(format!(
+                "{} recipients in one claim; at most {MAX_RECIPIENTS_PER_WRITE}",
+                keys.len()
+            )));
+        }
+        let dispatches = lock(&self.dispatches);
+        let mut all = lock(&self.recipients);
+        let sending = dispatches
             .get(dispatch_id)
             .is_some_and(|d| d.state == DispatchState::Sending);
-        if !sending {
-            return Ok(Claimed {
-                held: vec![],
-                dispatch_not_sending: true,
-            });
-        }
-        let mut all = lock(&self.recipients);
         let mut held = Vec::new();
         for (i, key) in keys.iter().enumerate() {
             let Some(h) = all.get_mut(&(dispatch_id.to_string(), key.clone())) else {
                 continue;
             };
-            if h.recipient.state == RecipientState::Pending {
-                h.recipient.state = RecipientState::Sending;
-                h.recipient.claimed_at = Some(now_rfc3339());
-                h.token = Some(token.to_string());
+            if h.recipient.state == RecipientState::Sending && h.token.as_deref() == Some(token) {
+                // An earlier attempt of this claim was applied.
                 held.push(i);
-            } else if h.recipient.state == RecipientState::Sending
-                && h.token.as_deref() == Some(token)
-            {
+            } else if sending && h.recipient.state == RecipientState::Pending {
+                let now = now_rfc3339();
+                h.recipient.state = RecipientState::Sending;
+                h.recipient.claimed_at = Some(now.clone());
+                h.recipient.updated_at = now;
+                h.token = Some(token.to_string());
                 held.push(i);
             }
         }
         Ok(Claimed {
             held,
-            dispatch_not_sending: false,
+            dispatch_not_sending: !sending,
         })
     }
 
+    /// As one transaction: every result and the dispatch's counters, or nothing. A write
+    /// whose earlier attempt was applied (the recipients carry the token in the states it
+    /// asked for) is answered with its counts and not applied again.
     async fn record(
         &self,
         dispatch_id: &str,
         token: &str,
         results: &[(RecipientKey, Outcome)],
     ) -> Result<Recorded> {
-        {
-            let mut failing = lock(&self.failing_records);
-            if *failing > 0 {
-                *failing -= 1;
-                return Err(Error::Aws {
-                    op: "record",
-                    source: "the store did not answer".into(),
-                });
+        if results.len() > MAX_RECIPIENTS_PER_WRITE {
+            return Err(Error::Malformed(format!(
+                "{} results in one write; at most {MAX_RECIPIENTS_PER_WRITE}",
+                results.len()
+            )));
+        }
+        if take_one(&self.failing_records) {
+            return Err(store_silent());
+        }
+        let mut dispatches = lock(&self.dispatches);
+        let mut all = lock(&self.recipients);
+        let ours = |h: &Held| h.token.as_deref() == Some(token);
+        let applied_before = results.iter().any(|(key, outcome)| {
+            all.get(&(dispatch_id.to_string(), key.clone()))
+                .is_some_and(|h| ours(h) && h.recipient.state == outcome.state())
+        });
+        let mut done = Recorded::default();
+        let mut writes = Vec::new();
+        for (key, outcome) in results {
+            let held = all
+                .get(&(dispatch_id.to_string(), key.clone()))
+                .is_some_and(|h| h.recipient.state == RecipientState::Sending && ours(h));
+            if !held && !applied_before {
+                done.lost += 1;
+                continue;
+            }
+            match outcome {
+                Outcome::Sent { .. } => done.sent += 1,
+                Outcome::Failed { .. } => done.failed += 1,
+                Outcome::Unknown { .. } => done.unknown += 1,
+                Outcome::Release => done.released += 1,
+            }
+            if held {
+                writes.push((key, outcome));
             }
         }
-        let mut all = lock(&self.recipients);
-        let mut done = Recorded::default();
-        for (key, outcome) in results {
+        if applied_before {
+            return Ok(done);
+        }
+        let counted = done.sent + done.failed + done.unknown > 0;
+        let Some(d) = dispatches.get_mut(dispatch_id) else {
+            if counted {
+                return Err(Error::Conflict(format!(
+                    "writing {} results of {dispatch_id} kept colliding",
+                    writes.len()
+                )));
+            }
+            return Ok(done);
+        };
+        let now = now_rfc3339();
+        for (key, outcome) in writes {
             let Some(h) = all.get_mut(&(dispatch_id.to_string(), key.clone())) else {
-                done.lost += 1;
                 continue;
             };
-            if h.recipient.state != RecipientState::Sending || h.token.as_deref() != Some(token) {
-                done.lost += 1;
-                continue;
-            }
             let r = &mut h.recipient;
             r.state = outcome.state();
-            r.updated_at = now_rfc3339();
+            r.updated_at = now.clone();
             match outcome {
                 Outcome::Sent { message_id, at } => {
                     r.message_id = Some(message_id.clone());
                     r.sent_at = Some(at.clone());
-                    done.sent += 1;
                 }
-                Outcome::Failed { reason } => {
+                Outcome::Failed { reason } | Outcome::Unknown { reason } => {
                     r.reason = Some(reason.clone());
-                    done.failed += 1;
                 }
-                Outcome::Unknown { reason } => {
-                    r.reason = Some(reason.clone());
-                    done.unknown += 1;
-                }
-                Outcome::Release => {
-                    r.claimed_at = None;
-                    h.token = None;
-                    done.released += 1;
-                }
+                Outcome::Release => r.claimed_at = None,
             }
         }
-        if let Some(d) = lock(&self.dispatches).get_mut(dispatch_id) {
+        if counted {
             d.counts.sent += done.sent;
             d.counts.failed += done.failed;
             d.counts.unknown += done.unknown;
+            d.updated_at = now;
+        }
+        drop(all);
+        if take_one(&self.unanswered_records) {
+            // Applied, but the answer is lost on its way back.
+            return Err(store_silent());
         }
         Ok(done)
     }
 
     async fn mark_stuck(&self, dispatch_id: &str, keys: &[RecipientKey]) -> Result<u64> {
+        let mut dispatches = lock(&self.dispatches);
         let mut all = lock(&self.recipients);
         let mut marked = 0;
         for key in keys {
             if let Some(h) = all.get_mut(&(dispatch_id.to_string(), key.clone())) {
                 if h.recipient.state == RecipientState::Pending && !h.stuck {
                     h.stuck = true;
+                    h.recipient.updated_at = now_rfc3339();
                     marked += 1;
                 }
             }
         }
-        if let Some(d) = lock(&self.dispatches).get_mut(dispatch_id) {
+        if let Some(d) = dispatches.get_mut(dispatch_id) {
             d.counts.stuck += marked;
         }
         Ok(marked)
+    }
+}
+
+/// Takes one from a counter of faults to come; whether there was one.
+fn take_one(counter: &Mutex<u32>) -> bool {
+    let mut n = lock(counter);
+    if *n > 0 {
+        *n -= 1;
+        true
+    } else {
+        false
+    }
+}
+
+fn store_silent() -> Error {
+    Error::Aws {
+        op: "record",
+        source: "the store did not answer".into(),
     }
 }
 

@@ -407,6 +407,17 @@ async fn results_the_store_did_not_take_are_written_again() {
 }
 
 #[tokio::test]
+async fn results_written_whose_answer_was_lost_are_not_counted_twice() {
+    let w = world(5, true);
+    w.store.lose_next_record_answers(1);
+    let again = w.sender.handle(vec![w.delivery("m", 1)]).await;
+    assert!(again.is_empty());
+    assert_eq!(w.states(), BTreeMap::from([(RecipientState::Sent, 5)]));
+    assert_eq!(w.dispatch().counts.sent, 5, "counted once");
+    assert_eq!(w.dispatch().state, DispatchState::Completed);
+}
+
+#[tokio::test]
 async fn concurrent_messages_take_runs_of_slots_that_never_overlap() {
     let mut w = world(60, true);
     let all = std::mem::take(&mut w.batch.items);
