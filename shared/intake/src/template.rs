@@ -2,6 +2,10 @@
 //! bodies and the SMS text are separate templates; merge fields are the list's normalised
 //! column names (`First Name` is `{{ first_name }}`).
 
+mod bounds;
+
+pub use bounds::{FUEL, MAX_RENDERED_BYTES};
+
 use domain::model::Channel;
 use minijinja::{Environment, HtmlEscape, UndefinedBehavior, Value};
 use serde::{Deserialize, Serialize};
@@ -203,8 +207,15 @@ impl MessageTemplate {
     pub fn compile(source: TemplateSource) -> Result<MessageTemplate, TemplateError> {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.set_fuel(Some(FUEL));
         // HTML is escaped by the `.html` name; text parts are not.
         let mut add = |name: &'static str, text: &str| {
+            if let Some(why) = bounds::refused_code(text) {
+                return Err(TemplateError::Syntax {
+                    part: part_name(name),
+                    message: why,
+                });
+            }
             env.add_template_owned(name, text.to_string())
                 .map_err(|e| TemplateError::Syntax {
                     part: part_name(name),
@@ -309,10 +320,31 @@ impl MessageTemplate {
                 part: part_name(name),
                 message: e.to_string(),
             })?;
-        t.render(fields).map_err(|e| TemplateError::Render {
-            part: part_name(name),
-            message: e.to_string(),
-        })
+        let mut out = bounds::Bounded::default();
+        let rendered = t.render_captured_to(fields, &mut out);
+        let part = part_name(name);
+        match rendered {
+            Ok(_) => String::from_utf8(out.text).map_err(|e| TemplateError::Render {
+                part,
+                message: e.to_string(),
+            }),
+            Err(_) if out.overflowed => Err(TemplateError::Render {
+                part,
+                message: format!(
+                    "the rendered text is larger than {} KiB",
+                    MAX_RENDERED_BYTES / 1024
+                ),
+            }),
+            Err(e) if e.kind() == minijinja::ErrorKind::OutOfFuel => Err(TemplateError::Render {
+                part,
+                message: "rendering takes too many steps (a loop or recursion that runs too long)"
+                    .to_string(),
+            }),
+            Err(e) => Err(TemplateError::Render {
+                part,
+                message: e.to_string(),
+            }),
+        }
     }
 
     pub fn render_email(

@@ -174,3 +174,67 @@ fn renders_sms() {
     assert_eq!(s.text, "Hi Bo, Elm");
     assert_eq!(s.sender_id.as_deref(), Some("TOWN"));
 }
+
+fn sms_template(text: &str) -> Result<MessageTemplate, TemplateError> {
+    MessageTemplate::compile(TemplateSource {
+        email: None,
+        sms: Some(SmsSource {
+            text: text.into(),
+            sender_id: None,
+        }),
+    })
+}
+
+#[test]
+fn repetition_is_refused_when_the_template_is_compiled() {
+    for text in [
+        "{{ [1, 2] * 1000000000 }}",
+        "{% for x in [1] * 99999999999 %}{{ x }}{% endfor %}",
+        "{{- 'ab' * 100000000 -}}",
+        "{% set n = 2 * 3 %}{{ n }}",
+    ] {
+        match sms_template(text) {
+            Err(TemplateError::Syntax { message, .. }) => {
+                assert!(message.contains("'*' is not allowed"), "{text}: {message}")
+            }
+            other => panic!("{text}: expected a refusal, got {other:?}"),
+        }
+    }
+    // A star in text, in a string, in a comment or raw text is no repetition.
+    for text in [
+        "Save 20% * today *",
+        "{{ '*' }} {{ \"a*b\" }}",
+        "{# 2 * 3 #}hi",
+        "{% raw %}{{ x * 2 }}{% endraw %}",
+    ] {
+        assert!(sms_template(text).is_ok(), "{text}");
+    }
+}
+
+#[test]
+fn a_rendering_that_runs_away_stops_with_an_error() {
+    let t = sms_template(
+        "{% for i in range(100000) %}{% for j in range(100000) %}{{ j }}{% endfor %}{% endfor %}",
+    )
+    .unwrap();
+    match t.render_sms(&BTreeMap::new()) {
+        Err(TemplateError::Render { message, .. }) => {
+            assert!(message.contains("too many steps"), "{message}")
+        }
+        other => panic!("expected a render error, got {other:?}"),
+    }
+    let long = "x".repeat(200);
+    let t = sms_template(&format!(
+        "{{% for i in range(10000) %}}{long}{{% endfor %}}"
+    ))
+    .unwrap();
+    match t.render_sms(&BTreeMap::new()) {
+        Err(TemplateError::Render { message, .. }) => {
+            assert!(message.contains("larger than 1024 KiB"), "{message}")
+        }
+        other => panic!("expected a render error, got {other:?}"),
+    }
+    // Within the bounds, loops render as before.
+    let t = sms_template("{% for i in range(3) %}{{ i }}{% endfor %}").unwrap();
+    assert_eq!(t.render_sms(&BTreeMap::new()).unwrap().text, "012");
+}
