@@ -71,12 +71,15 @@ pub fn parse(body: &str) -> std::result::Result<Parsed, String> {
     Err("the message is neither an SES nor an SMS event".into())
 }
 
+/// The text at `path`; none when it is missing or blank (a blank message id or time says
+/// nothing).
 fn text(v: &Value, path: &[&str]) -> Option<String> {
     let mut cur = v;
     for p in path {
         cur = cur.get(p)?;
     }
     match cur {
+        Value::String(s) if s.trim().is_empty() => None,
         Value::String(s) => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
         _ => None,
@@ -106,6 +109,7 @@ fn ses_event(kind: &str, e: &Value) -> std::result::Result<Parsed, String> {
                 a.iter()
                     .filter_map(|r| r.get("emailAddress").and_then(Value::as_str))
                     .map(suppression_key)
+                    .filter(|a| !a.is_empty())
                     .collect()
             })
             .unwrap_or_default()
@@ -408,5 +412,30 @@ mod tests {
         for r in Receipt::ALL {
             assert_eq!(r.as_str().parse::<Receipt>().unwrap(), r);
         }
+    }
+
+    #[test]
+    fn a_blank_message_id_or_address_is_no_event_to_record() {
+        let delivery = serde_json::json!({
+            "eventType": "Delivery",
+            "mail": {"timestamp": "2026-11-22T10:00:00.000Z", "messageId": "  "},
+            "delivery": {"timestamp": "2026-11-22T10:00:01.000Z"}
+        });
+        let e = parse(&delivery.to_string()).unwrap_err();
+        assert!(e.contains("no mail.messageId"), "{e}");
+        let sms = serde_json::json!({"eventType": "TEXT_DELIVERED", "messageId": ""});
+        assert!(parse(&sms.to_string())
+            .unwrap_err()
+            .contains("no messageId"));
+        let bounce = serde_json::json!({
+            "eventType": "Bounce",
+            "bounce": {"bounceType": "Permanent", "bounceSubType": "General",
+                       "bouncedRecipients": [{"emailAddress": " "}, {"emailAddress": "Gone@Example.com"}],
+                       "timestamp": "2026-11-22T10:00:02.000Z"},
+            "mail": {"timestamp": "2026-11-22T10:00:00.000Z", "messageId": "m-1"}
+        });
+        let e = event(parse(&bounce.to_string()).unwrap());
+        let suppressed: Vec<&str> = e.suppress.iter().map(|s| s.address.as_str()).collect();
+        assert_eq!(suppressed, ["gone@example.com"]);
     }
 }
