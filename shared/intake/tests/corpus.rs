@@ -190,3 +190,32 @@ fn nasty_templates_give_their_expected_outcome() {
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
+
+/// Provider event bodies the fuzz target `events` found or that stand beside its findings
+/// (`tests/corpus/events`): each is read into an event that names its message and only real
+/// addresses, or refused with a reason, never a panic.
+#[test]
+fn fuzzed_event_bodies_are_read_or_refused_with_a_reason() {
+    use intake::events::{parse, Parsed};
+    let dir = corpus().join("events");
+    let mut names: Vec<_> = std::fs::read_dir(&dir)
+        .expect("events corpus")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    names.sort();
+    assert!(!names.is_empty());
+    for path in names {
+        let body = String::from_utf8_lossy(&std::fs::read(&path).expect("file")).into_owned();
+        match parse(&body) {
+            Ok(Parsed::Event(e)) => {
+                assert!(!e.message_id.trim().is_empty(), "{}", path.display());
+                assert!(
+                    e.suppress.iter().all(|s| !s.address.is_empty()),
+                    "{}",
+                    path.display()
+                );
+            }
+            Ok(Parsed::Ignored(why)) | Err(why) => assert!(!why.is_empty()),
+        }
+    }
+}
