@@ -57,7 +57,7 @@ CARGO_FUZZ_VERSION := 0.13.2
 TARGET ?= list
 FUZZ_SECONDS ?= 600
 FUZZ_SEEDS_list := ../tests/corpus/lists
-FUZZ_SEEDS_events := ../events
+FUZZ_SEEDS_events := ../events ../tests/corpus/events
 fuzz:
 	cargo fuzz --version 2>/dev/null | grep -q '$(CARGO_FUZZ_VERSION)' || cargo install cargo-fuzz --locked --version $(CARGO_FUZZ_VERSION)
 	mkdir -p fuzz/corpus/$(TARGET)
