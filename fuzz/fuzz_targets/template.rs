@@ -3,8 +3,8 @@
 //! the template text, then NUL, then field values separated by NUL.
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
 use intake::template::{EmailSource, MessageTemplate, SmsSource, TemplateSource};
+use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
