@@ -34,7 +34,7 @@ impl SharedRate {
     }
 
     /// Takes `count` consecutive slots `interval` apart and returns when the first one is, as
-    /// milliseconds since the Unix epoch: at least [`LEAD`] after the moment it asked.
+    /// milliseconds since the Unix epoch: at least [`LEAD`](engine::pacing::LEAD) after the moment it asked.
     ///
     /// While the schedule is ahead of that earliest start, one conditional addition places the
     /// run after every run taken before it, however many senders ask at once. When the
