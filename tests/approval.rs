@@ -196,6 +196,38 @@ async fn only_verified_callers_with_the_right_permission_act_and_four_eyes_hold(
     assert_eq!(d["started_by"], "ann");
     assert_eq!(d["counts"]["valid"], 2);
 
+    // A role is granted by a whole entry of the claim only: a one-text claim is one role, an
+    // array claim (flattened by API Gateway) is its entries, read from the token.
+    let roles_token = |roles: Value| {
+        local.system.issuer.sign(&json!({
+            "iss": ISSUER, "aud": AUDIENCE, "sub": "mallory", "roles": roles,
+            "iat": now(), "exp": now() + 600,
+        }))
+    };
+    for (roles, reads) in [
+        (json!("Not MASSDISPATCHSEND"), false),
+        (json!("xMASSDISPATCHSEND"), false),
+        (json!("MASSDISPATCH, MASSDISPATCHSEND"), false),
+        (json!(["Not MASSDISPATCHSEND"]), false),
+        (json!(["MASSDISPATCH", "Not MASSDISPATCHSEND"]), true),
+    ] {
+        let caller = local.anonymous().with_token(&roles_token(roles.clone()));
+        let (status, body) = caller.get("/dispatches").await.unwrap();
+        assert_eq!(status, if reads { 200 } else { 403 }, "{roles}: {body}");
+        let (status, body) = caller.post("/dispatches/four-eyes/approve").await.unwrap();
+        assert_eq!(status, 403, "{roles} approves nothing: {body}");
+        if reads {
+            assert!(detail(&body).contains(SEND_ROLE), "{body}");
+        }
+    }
+    let (status, body) = local
+        .anonymous()
+        .with_token(&roles_token(json!("MASSDISPATCHSEND")))
+        .get("/dispatches")
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "one role, the whole text: {body}");
+
     // The operator with only the create permission cannot approve; Ann cannot approve her
     // own dispatch.
     let (status, body) = local

@@ -7,6 +7,12 @@
 //!
 //! Two permissions, as in the product guides: one to start and validate dispatches, one to
 //! approve and send them. Both may read.
+//!
+//! A role is granted only by a whole entry of the roles claim, compared exactly: a claim that
+//! is one text is one role (`Not MASSDISPATCHSEND` is not `MASSDISPATCHSEND`); a JSON array is
+//! its entries. API Gateway's HTTP API passes an array claim flattened to `[a b]`, which cannot
+//! tell the entry `a b` from the entries `a` and `b`; for that form the array is read from the
+//! caller's token itself, and only when it flattens to exactly what API Gateway verified.
 
 use serde::Serialize;
 use std::collections::{BTreeSet, HashMap};
@@ -69,10 +75,13 @@ pub struct Caller {
 }
 
 impl Caller {
-    /// The caller the claims name, or `None` when the id claim is missing or empty.
+    /// The caller the claims name, or `None` when the id claim is missing or empty. `token`
+    /// is the payload of the caller's token, when the request carries it, for array claims
+    /// that API Gateway flattened.
     pub fn from_claims(
         claims: &HashMap<String, String>,
         config: &IdentityConfig,
+        token: Option<&serde_json::Map<String, serde_json::Value>>,
     ) -> Option<Caller> {
         let id = claims.get(&config.id_claim)?.trim();
         if id.is_empty() {
@@ -82,7 +91,7 @@ impl Caller {
             id: id.to_string(),
             roles: claims
                 .get(&config.roles_claim)
-                .map(|r| parse_roles(r))
+                .map(|r| parse_roles(r, token.and_then(|t| t.get(&config.roles_claim))))
                 .unwrap_or_default(),
         })
     }
@@ -97,24 +106,41 @@ impl Caller {
     }
 }
 
-/// Roles from a claim as API Gateway passes it. An array claim arrives flattened as
-/// `[a b]`; a JSON array, or names separated by commas or spaces, are read as well.
-pub fn parse_roles(value: &str) -> BTreeSet<String> {
-    let v = value.trim();
-    if let Ok(list) = serde_json::from_str::<Vec<String>>(v) {
-        return list
+/// Roles from a claim as API Gateway passes it, each a whole entry:
+///
+/// - a JSON array (`["MASSDISPATCH","MASSDISPATCHSEND"]`): its entries;
+/// - API Gateway's flattened array (`[MASSDISPATCH MASSDISPATCHSEND]`): the entries of the
+///   same array in the token (`from_token`), only when it flattens to exactly this text;
+///   without it, none, since the flattened text cannot tell entries apart;
+/// - anything else: the one role it names.
+pub fn parse_roles(value: &str, from_token: Option<&serde_json::Value>) -> BTreeSet<String> {
+    let whole = |entries: Vec<String>| -> BTreeSet<String> {
+        entries
             .into_iter()
             .map(|r| r.trim().to_string())
             .filter(|r| !r.is_empty())
-            .collect();
+            .collect()
+    };
+    let v = value.trim();
+    if let Ok(list) = serde_json::from_str::<Vec<String>>(v) {
+        return whole(list);
     }
-    v.trim_start_matches('[')
-        .trim_end_matches(']')
-        .split(|c: char| c == ',' || c.is_whitespace())
-        .map(|r| r.trim_matches('"').trim())
-        .filter(|r| !r.is_empty())
-        .map(str::to_string)
-        .collect()
+    if v.starts_with('[') && v.ends_with(']') {
+        let entries: Option<Vec<String>> =
+            from_token.and_then(serde_json::Value::as_array).map(|a| {
+                a.iter()
+                    .map(|e| match e {
+                        serde_json::Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    })
+                    .collect()
+            });
+        return match entries {
+            Some(entries) if format!("[{}]", entries.join(" ")) == v => whole(entries),
+            _ => BTreeSet::new(),
+        };
+    }
+    whole(vec![v.to_string()])
 }
 
 #[cfg(test)]
@@ -129,18 +155,48 @@ mod tests {
     }
 
     #[test]
-    fn roles_are_read_in_every_shape_api_gateway_and_issuers_use() {
+    fn roles_are_whole_entries_of_the_claim_in_each_form_it_comes_in() {
         let both: BTreeSet<String> = [CREATE_ROLE, SEND_ROLE].map(String::from).into();
-        for v in [
-            "[MASSDISPATCH MASSDISPATCHSEND]",
-            r#"["MASSDISPATCH","MASSDISPATCHSEND"]"#,
-            "MASSDISPATCH, MASSDISPATCHSEND",
-            " MASSDISPATCHSEND MASSDISPATCH ",
-        ] {
-            assert_eq!(parse_roles(v), both, "{v}");
-        }
-        assert!(parse_roles("[]").is_empty());
-        assert!(parse_roles("").is_empty());
+        let token = serde_json::json!(["MASSDISPATCH", "MASSDISPATCHSEND"]);
+        assert_eq!(
+            parse_roles("[MASSDISPATCH MASSDISPATCHSEND]", Some(&token)),
+            both
+        );
+        assert_eq!(
+            parse_roles(r#"["MASSDISPATCH","MASSDISPATCHSEND"]"#, None),
+            both
+        );
+        assert_eq!(
+            parse_roles(" MASSDISPATCHSEND ", None),
+            [SEND_ROLE.to_string()].into()
+        );
+        assert!(parse_roles("[]", Some(&serde_json::json!([]))).is_empty());
+        assert!(parse_roles("", None).is_empty());
+    }
+
+    #[test]
+    fn no_text_near_a_role_grants_it() {
+        let grants_send = |claim: &str, token: Option<serde_json::Value>| {
+            parse_roles(claim, token.as_ref()).contains(SEND_ROLE)
+        };
+        assert!(!grants_send("Not MASSDISPATCHSEND", None));
+        assert!(!grants_send("xMASSDISPATCHSEND", None));
+        assert!(!grants_send("MASSDISPATCHSENDx", None));
+        assert!(!grants_send("MASSDISPATCH, MASSDISPATCHSEND", None));
+        assert!(!grants_send(r#"["Not MASSDISPATCHSEND"]"#, None));
+        // API Gateway flattens ["Not MASSDISPATCHSEND"] to the text of two entries; the token
+        // tells them apart.
+        let one = serde_json::json!(["Not MASSDISPATCHSEND"]);
+        assert!(!grants_send("[Not MASSDISPATCHSEND]", Some(one.clone())));
+        assert_eq!(
+            parse_roles("[Not MASSDISPATCHSEND]", Some(&one)),
+            ["Not MASSDISPATCHSEND".to_string()].into()
+        );
+        // Without the token, or with a token whose array is not the one verified, none.
+        assert!(!grants_send("[Not MASSDISPATCHSEND]", None));
+        let other = serde_json::json!(["MASSDISPATCHSEND"]);
+        assert!(!grants_send("[Not MASSDISPATCHSEND]", Some(other)));
+        assert!(grants_send("MASSDISPATCHSEND", None));
     }
 
     #[test]
@@ -157,6 +213,12 @@ mod tests {
                 ("cognito:groups", "[MASSDISPATCHSEND]"),
             ]),
             &config,
+            Some(
+                &serde_json::json!({"cognito:groups": ["MASSDISPATCHSEND"]})
+                    .as_object()
+                    .unwrap()
+                    .clone(),
+            ),
         )
         .unwrap();
         assert_eq!(c.id, "ann@example.org");
@@ -164,9 +226,10 @@ mod tests {
         assert!(!c.may(Permission::Create));
         assert!(c.may_read());
 
-        let nobody = Caller::from_claims(&claims(&[("sub", "123")]), &config);
+        let nobody = Caller::from_claims(&claims(&[("sub", "123")]), &config, None);
         assert_eq!(nobody, None, "no id claim, no caller");
-        let c = Caller::from_claims(&claims(&[("email", "bo@example.org")]), &config).unwrap();
+        let c =
+            Caller::from_claims(&claims(&[("email", "bo@example.org")]), &config, None).unwrap();
         assert!(c.roles.is_empty());
         assert!(!c.may_read());
     }
