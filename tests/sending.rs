@@ -450,6 +450,64 @@ async fn dynamodb_errors_during_claims_and_status_writes_lose_and_double_nothing
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refused_account_pauses_the_dispatch_and_a_resume_after_the_mend_sends_the_rest() {
+    let (local, proxy) = behind_proxy(fast(&[])).await;
+    // SES takes 10 emails, then refuses the account once.
+    let refusal = proxy.add(
+        |s| s.is_send_email(),
+        Fault::Refuse("AccountSuspendedException"),
+        10,
+        Some(1),
+    );
+    let portal = local.portal();
+    let inbox = local.operator_inbox("blocked-inbox").await.unwrap();
+    let addresses = upload(&local, "blocked", 60).await;
+    approve(&local, "blocked").await;
+    let d = portal
+        .wait_for("blocked", &["paused"], Duration::from_secs(60), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(proxy.injected(refusal), 1);
+    let reason = d["pause_reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("AccountSuspendedException"), "{d}");
+    assert_eq!(
+        d["counts"]["failed"], 0,
+        "a refused account fails nobody: {d}"
+    );
+    assert!(d["counts"]["sent"].as_u64().unwrap() < addresses.len() as u64);
+    // It stays paused: waiting does not mend an account.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let still = portal.dispatch("blocked").await.unwrap().unwrap();
+    assert_eq!(still["state"], "paused");
+
+    // The operator mends the configuration and resumes: the rest goes out, once each.
+    let (status, body) = portal.post("/dispatches/blocked/resume").await.unwrap();
+    assert_eq!(status, 202, "{body}");
+    let d = finished(&local, "blocked").await;
+    assert_eq!(d["state"], "completed", "{d}");
+    assert_eq!(d["counts"]["sent"], addresses.len() as u64);
+    assert_eq!(d["counts"]["failed"], 0);
+    assert_eq!(delivered(&local.emulator).await, once_each(&addresses));
+    let mut notices = Vec::new();
+    for _ in 0..20 {
+        notices.extend(local.operator_notices(&inbox).await.unwrap());
+        if notices
+            .iter()
+            .any(|(id, e, _, _)| id == "blocked" && e == "blocked")
+        {
+            break;
+        }
+    }
+    assert!(
+        notices
+            .iter()
+            .any(|(id, e, _, _)| id == "blocked" && e == "blocked"),
+        "{notices:?}"
+    );
+    local.system.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_operator_pause_stops_sending_within_seconds_and_resume_sends_only_the_rest() {
     let options = Options {
         senders: 1,

@@ -8,13 +8,24 @@ use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use engine::ports::{Quota, SendError};
 use intake::template::{RenderedEmail, RenderedSms};
 
-const THROTTLE_CODES: [&str; 6] = [
+const THROTTLE_CODES: [&str; 5] = [
     "TooManyRequestsException",
     "LimitExceededException",
-    "SendingPausedException",
     "Throttling",
     "ThrottlingException",
     "ThrottledException",
+];
+
+/// Refusals of the account or the sender rather than of one recipient: every other send
+/// would meet them too, and only a mended configuration ends them.
+const BLOCKED_CODES: [&str; 7] = [
+    "AccessDeniedException",
+    "AccountSuspendedException",
+    "SendingPausedException",
+    "MailFromDomainNotVerifiedException",
+    "NotFoundException",
+    "AuthorizationError",
+    "AuthorizationErrorException",
 ];
 
 /// Whether the request failed before a connection to the provider was open.
@@ -55,7 +66,9 @@ where
             let code = se.err().code().unwrap_or("Unknown").to_string();
             let message = se.err().message().unwrap_or_default().to_string();
             let status = se.raw().status().as_u16();
-            if THROTTLE_CODES.contains(&code.as_str()) || status == 429 {
+            if BLOCKED_CODES.contains(&code.as_str()) || status == 403 {
+                SendError::Blocked(format!("{code}: {message}"))
+            } else if THROTTLE_CODES.contains(&code.as_str()) || status == 429 {
                 SendError::Throttled(format!("{code}: {message}"))
             } else if status >= 500 {
                 SendError::Transient(format!("{code}: {message}"))
@@ -120,8 +133,34 @@ impl Mailer {
             .set_configuration_set_name(self.configuration_set.clone())
             .send()
             .await
-            .map_err(classify)?;
+            .map_err(|e| sender_refused(classify(e), &m.from))?;
         Ok(out.message_id().unwrap_or_default().to_string())
+    }
+}
+
+/// SES answers `MessageRejected` ("Email address is not verified. The following identities
+/// failed the check …") for an unverified recipient in the sandbox and for an unverified
+/// sender alike; when the identity that failed is the sender's, every send fails the same way.
+fn sender_refused(e: SendError, from: &str) -> SendError {
+    match e {
+        SendError::Permanent { code, message } if code == "MessageRejected" => {
+            let address = from
+                .rsplit_once('<')
+                .map_or(from, |(_, a)| a.trim_end_matches('>'))
+                .trim()
+                .to_lowercase();
+            let failed = message
+                .to_lowercase()
+                .split_once("failed the check")
+                .map(|(_, who)| who.to_string());
+            match failed {
+                Some(who) if !address.is_empty() && who.contains(&address) => {
+                    SendError::Blocked(format!("{code}: {message}"))
+                }
+                _ => SendError::Permanent { code, message },
+            }
+        }
+        other => other,
     }
 }
 
@@ -180,5 +219,34 @@ impl engine::ports::Mailer for Mailer {
 impl engine::ports::Texter for SmsSender {
     async fn send_sms(&self, to: &str, message: &RenderedSms) -> Result<String, SendError> {
         self.send(to, message).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unverified_sender_blocks_and_an_unverified_recipient_fails_alone() {
+        let rejected = |message: &str| SendError::Permanent {
+            code: "MessageRejected".into(),
+            message: message.into(),
+        };
+        let from = "Town Hall <Notices@Example.org>";
+        let sender = rejected("Email address is not verified. The following identities failed the check in region EU-WEST-1: notices@example.org");
+        assert!(matches!(
+            sender_refused(sender, from),
+            SendError::Blocked(_)
+        ));
+        let recipient = rejected("Email address is not verified. The following identities failed the check in region EU-WEST-1: ann@example.net");
+        assert!(matches!(
+            sender_refused(recipient, from),
+            SendError::Permanent { .. }
+        ));
+        let plain = rejected("Email address is not verified.");
+        assert!(matches!(
+            sender_refused(plain, from),
+            SendError::Permanent { .. }
+        ));
     }
 }

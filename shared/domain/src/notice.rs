@@ -14,6 +14,9 @@ pub enum Event {
     ApprovalRequested,
     /// The provider throttled the dispatch; it continues by itself at `resume_at`.
     WaitingForContinuation,
+    /// The provider refuses the account or the sender; the dispatch is paused until an
+    /// operator mends the configuration and resumes.
+    Blocked,
     /// Every recipient has a final state.
     Completed,
 }
@@ -25,6 +28,7 @@ impl Event {
             Event::ValidationFailed => "validation_failed",
             Event::ApprovalRequested => "approval_requested",
             Event::WaitingForContinuation => "waiting_for_continuation",
+            Event::Blocked => "blocked",
             Event::Completed => "completed",
         }
     }
@@ -35,6 +39,7 @@ impl Event {
             Event::ValidationFailed => "validation failed",
             Event::ApprovalRequested => "approval requested",
             Event::WaitingForContinuation => "waiting for continuation",
+            Event::Blocked => "sending blocked",
             Event::Completed => "completed",
         }
     }

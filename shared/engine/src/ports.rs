@@ -158,6 +158,11 @@ pub enum SendError {
     /// The provider asks us to slow down or stop for now: the recipient goes back to pending.
     #[error("throttled: {0}")]
     Throttled(String),
+    /// The provider refuses the account or the sender, whoever the recipient (access denied,
+    /// an unverified sender identity, sending paused, a suspended account): the recipient goes
+    /// back to pending and the dispatch waits for an operator.
+    #[error("blocked: {0}")]
+    Blocked(String),
     /// The request did not reach the provider or the provider failed: safe to try again.
     #[error("transient: {0}")]
     Transient(String),

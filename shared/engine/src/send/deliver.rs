@@ -258,6 +258,10 @@ impl Sender {
                 stop.store(true, Ordering::Relaxed);
                 (ItemOutcome::Throttled, Some(why), Outcome::Release)
             }
+            Err(SendError::Blocked(why)) => {
+                stop.store(true, Ordering::Relaxed);
+                (ItemOutcome::Blocked, Some(why), Outcome::Release)
+            }
             Err(e @ SendError::Transient(_)) => {
                 tracing::warn!(dispatch = %dispatch_id, recipient = %item.recipient_id, error = %e, "not sent; claim given back");
                 (ItemOutcome::Retry, None, Outcome::Release)

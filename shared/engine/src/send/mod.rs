@@ -212,7 +212,13 @@ impl Sender {
     /// What follows a dispatch's sends in this invocation: a wait after a throttle, and
     /// completion when the results may have been its last.
     async fn after(&self, dispatch_id: &str, t: Tally) {
-        if t.quota_reached > 0 || t.throttle_reason.as_deref().is_some_and(is_daily_quota) {
+        if t.blocked > 0 {
+            let reason = t
+                .blocked_reason
+                .as_deref()
+                .unwrap_or("the provider refused");
+            self.block(dispatch_id, reason).await;
+        } else if t.quota_reached > 0 || t.throttle_reason.as_deref().is_some_and(is_daily_quota) {
             let reason = t.throttle_reason.as_deref().unwrap_or(QUOTA_USED_UP);
             self.pause(dispatch_id, reason, self.settings.quota_recheck_secs)
                 .await;
@@ -240,6 +246,44 @@ impl Sender {
             Ok(None) => {}
             Err(e) => {
                 tracing::error!(dispatch = %dispatch_id, error = %e, "completion left to the schedule")
+            }
+        }
+    }
+
+    /// Stops sending until an operator resumes: the provider refuses the account or the
+    /// sender, which waiting does not mend. The recipients stay pending; nobody is failed.
+    async fn block(&self, dispatch_id: &str, reason: &str) {
+        let stamps = [
+            (
+                "pause_reason",
+                format!(
+                    "the provider refuses this account or sender ({reason}); mend the configuration, then resume"
+                ),
+            ),
+            ("paused_by", domain::audit::SYSTEM.to_string()),
+            ("paused_at", domain::model::now_rfc3339()),
+        ];
+        match self
+            .ports
+            .dispatches
+            .transition(
+                dispatch_id,
+                DispatchState::Sending,
+                DispatchState::Paused,
+                &stamps,
+            )
+            .await
+        {
+            Ok(d) => {
+                tracing::error!(dispatch = %dispatch_id, %reason, "the provider refuses the account; paused until an operator resumes");
+                self.ports
+                    .notices
+                    .notify(Event::Blocked, &d, d.pause_reason.as_deref())
+                    .await;
+            }
+            Err(Error::Conflict(_)) => {}
+            Err(e) => {
+                tracing::error!(dispatch = %dispatch_id, error = %e, "could not record the block; the next sends meet it again")
             }
         }
     }
@@ -362,7 +406,7 @@ impl Sender {
             let t = self
                 .send_chunk(&batch.dispatch_id, &template, chunk)
                 .await?;
-            let stop = t.throttled + t.quota_reached > 0;
+            let stop = t.throttled + t.quota_reached + t.blocked > 0;
             tally.merge(t);
             if stop {
                 break;
@@ -404,10 +448,7 @@ impl Sender {
         }
         let mut tally = Tally::default();
         for (item, (o, why, _)) in held.iter().zip(results) {
-            tally.add(o, &item.key);
-            if tally.throttle_reason.is_none() {
-                tally.throttle_reason = why;
-            }
+            tally.add(o, &item.key, why);
         }
         Ok(tally)
     }

@@ -18,6 +18,9 @@ pub enum ItemOutcome {
     SetAside,
     /// Not sent, claim given back: the account's 24-hour quota is used up.
     QuotaReached,
+    /// Not sent, claim given back: the provider refuses the account or the sender (access
+    /// denied, an unverified sender, sending paused, a suspended account).
+    Blocked,
 }
 
 /// What one message's sends came to.
@@ -30,12 +33,24 @@ pub struct Tally {
     pub quota_reached: u64,
     /// The provider's words when it throttled.
     pub throttle_reason: Option<String>,
+    pub blocked: u64,
+    /// The provider's words when it refused the account or the sender.
+    pub blocked_reason: Option<String>,
     /// Recipients given back for the message to come again.
     pub retry: Vec<RecipientKey>,
 }
 
 impl Tally {
-    pub(super) fn add(&mut self, o: ItemOutcome, key: &RecipientKey) {
+    /// Counts one recipient's outcome, with the provider's words when it throttled or
+    /// refused the account.
+    pub(super) fn add(&mut self, o: ItemOutcome, key: &RecipientKey, why: Option<String>) {
+        let slot = match o {
+            ItemOutcome::Blocked => &mut self.blocked_reason,
+            _ => &mut self.throttle_reason,
+        };
+        if slot.is_none() {
+            *slot = why;
+        }
         match o {
             ItemOutcome::Sent => self.sent += 1,
             ItemOutcome::Failed => self.failed += 1,
@@ -43,6 +58,7 @@ impl Tally {
             ItemOutcome::Retry => self.retry.push(key.clone()),
             ItemOutcome::Throttled => self.throttled += 1,
             ItemOutcome::QuotaReached => self.quota_reached += 1,
+            ItemOutcome::Blocked => self.blocked += 1,
             ItemOutcome::Skipped | ItemOutcome::SetAside => {}
         }
     }
@@ -53,8 +69,12 @@ impl Tally {
         self.unknown += t.unknown;
         self.throttled += t.throttled;
         self.quota_reached += t.quota_reached;
+        self.blocked += t.blocked;
         if self.throttle_reason.is_none() {
             self.throttle_reason = t.throttle_reason;
+        }
+        if self.blocked_reason.is_none() {
+            self.blocked_reason = t.blocked_reason;
         }
         self.retry.extend(t.retry);
     }

@@ -249,6 +249,40 @@ async fn a_refusal_over_the_daily_quota_waits_as_long_as_a_quota_recheck() {
 }
 
 #[tokio::test]
+async fn a_refused_account_pauses_the_dispatch_fails_nobody_and_resumes_when_mended() {
+    let w = world(6, false);
+    w.provider.answer(
+        &address(Channel::Email, 2),
+        [SendError::Blocked(
+            "AccountSuspendedException: the account's ability to send email is restricted".into(),
+        )],
+    );
+    let again = w.sender.handle(vec![w.delivery("m", 1)]).await;
+    assert!(
+        again.is_empty(),
+        "set aside with the dispatch, not redelivered"
+    );
+    let d = w.dispatch();
+    assert_eq!(d.state, DispatchState::Paused);
+    let reason = d.pause_reason.clone().unwrap();
+    assert!(reason.contains("AccountSuspendedException"), "{reason}");
+    assert!(reason.contains("resume"), "{reason}");
+    assert_eq!(d.counts.failed, 0, "nobody failed");
+    assert_eq!(w.state_of(2).state, RecipientState::Pending);
+    assert!(w
+        .notices
+        .sent()
+        .iter()
+        .any(|(e, _, detail)| *e == Event::Blocked && detail.as_deref() == Some(&reason)));
+    // An operator mends the configuration and resumes: the rest is sent, once each.
+    w.store.set_state("d1", DispatchState::Sending);
+    w.sender.handle(vec![w.delivery("m", 1)]).await;
+    assert_eq!(w.states(), BTreeMap::from([(RecipientState::Sent, 6)]));
+    assert_eq!(w.provider.sent().len(), 6);
+    assert_eq!(w.dispatch().state, DispatchState::Completed);
+}
+
+#[tokio::test]
 async fn the_accounts_daily_quota_stops_sending_when_used_up() {
     let w = world(5, false);
     w.provider.set_quota(Quota {
