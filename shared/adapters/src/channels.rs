@@ -16,6 +16,16 @@ const THROTTLE_CODES: [&str; 5] = [
     "ThrottledException",
 ];
 
+/// Refusals of a request's credentials or signature in time, not of the account.
+const EXPIRED_CODES: [&str; 6] = [
+    "ExpiredToken",
+    "ExpiredTokenException",
+    "RequestExpired",
+    "InvalidSignatureException",
+    "SignatureDoesNotMatch",
+    "RequestTimeTooSkewed",
+];
+
 /// Refusals of the account or the sender rather than of one recipient: every other send
 /// would meet them too, and only a mended configuration ends them.
 const BLOCKED_CODES: [&str; 7] = [
@@ -66,7 +76,10 @@ where
             let code = se.err().code().unwrap_or("Unknown").to_string();
             let message = se.err().message().unwrap_or_default().to_string();
             let status = se.raw().status().as_u16();
-            if BLOCKED_CODES.contains(&code.as_str()) || status == 403 {
+            if EXPIRED_CODES.contains(&code.as_str()) {
+                // Credentials or a signature that went stale: new ones come with the next try.
+                SendError::Transient(format!("{code}: {message}"))
+            } else if BLOCKED_CODES.contains(&code.as_str()) || status == 403 {
                 SendError::Blocked(format!("{code}: {message}"))
             } else if THROTTLE_CODES.contains(&code.as_str()) || status == 429 {
                 SendError::Throttled(format!("{code}: {message}"))
@@ -149,17 +162,43 @@ fn sender_refused(e: SendError, from: &str) -> SendError {
                 .map_or(from, |(_, a)| a.trim_end_matches('>'))
                 .trim()
                 .to_lowercase();
-            let failed = message
+            let domain = address.rsplit_once('@').map(|(_, d)| d.to_string());
+            // "… failed the check in region EU-WEST-1: a@example.org, example.org"
+            let failed: Vec<String> = message
                 .to_lowercase()
                 .split_once("failed the check")
-                .map(|(_, who)| who.to_string());
-            match failed {
-                Some(who) if !address.is_empty() && who.contains(&address) => {
-                    SendError::Blocked(format!("{code}: {message}"))
-                }
-                _ => SendError::Permanent { code, message },
+                .and_then(|(_, rest)| rest.split_once(':'))
+                .map(|(_, list)| {
+                    list.split(',')
+                        .map(|i| i.trim().trim_matches(['<', '>', '.']).to_string())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let senders = failed
+                .iter()
+                .any(|i| !address.is_empty() && (*i == address || Some(i) == domain.as_ref()));
+            if senders {
+                SendError::Blocked(format!("{code}: {message}"))
+            } else {
+                SendError::Permanent { code, message }
             }
         }
+        other => other,
+    }
+}
+
+/// SNS refuses an unverified destination number in its SMS sandbox as an authorization
+/// error naming the number: that refusal is the recipient's, not the account's.
+fn number_refused(e: SendError, to: &str) -> SendError {
+    match e {
+        SendError::Blocked(why) if why.contains(to) => SendError::Permanent {
+            code: why
+                .split(':')
+                .next()
+                .unwrap_or("AuthorizationError")
+                .to_string(),
+            message: why,
+        },
         other => other,
     }
 }
@@ -199,7 +238,10 @@ impl SmsSender {
         if let Some(id) = &m.sender_id {
             req = req.message_attributes("AWS.SNS.SMS.SenderID", attr(id)?);
         }
-        let out = req.send().await.map_err(classify)?;
+        let out = req
+            .send()
+            .await
+            .map_err(|e| number_refused(classify(e), to))?;
         Ok(out.message_id().unwrap_or_default().to_string())
     }
 }
@@ -242,6 +284,27 @@ mod tests {
         assert!(matches!(
             sender_refused(recipient, from),
             SendError::Permanent { .. }
+        ));
+        let lookalike = rejected("Email address is not verified. The following identities failed the check in region EU-WEST-1: xnotices@example.org, notices@example.org.uk");
+        assert!(matches!(
+            sender_refused(lookalike, from),
+            SendError::Permanent { .. }
+        ));
+        let domain = rejected("Email address is not verified. The following identities failed the check in region EU-WEST-1: ann@example.net, example.org");
+        assert!(matches!(
+            sender_refused(domain, from),
+            SendError::Blocked(_)
+        ));
+        let number = SendError::Blocked("AuthorizationError: +4520123456 is not verified".into());
+        assert!(matches!(
+            number_refused(number, "+4520123456"),
+            SendError::Permanent { .. }
+        ));
+        let account =
+            SendError::Blocked("AuthorizationError: not authorized to perform sns:Publish".into());
+        assert!(matches!(
+            number_refused(account, "+4520123456"),
+            SendError::Blocked(_)
         ));
         let plain = rejected("Email address is not verified.");
         assert!(matches!(

@@ -87,12 +87,24 @@ impl Caller {
         if id.is_empty() {
             return None;
         }
+        // The token is only read for a caller it names: its id claim must be the verified one.
+        let token = token.filter(|t| {
+            t.get(&config.id_claim).and_then(serde_json::Value::as_str)
+                == Some(claims[&config.id_claim].as_str())
+        });
+        let roles = match claims.get(&config.roles_claim) {
+            Some(r) => match token {
+                Some(t) => match t.get(&config.roles_claim) {
+                    Some(from_token) => parse_roles(r, Some(from_token)),
+                    None => BTreeSet::new(),
+                },
+                None => parse_roles(r, None),
+            },
+            None => BTreeSet::new(),
+        };
         Some(Caller {
             id: id.to_string(),
-            roles: claims
-                .get(&config.roles_claim)
-                .map(|r| parse_roles(r, token.and_then(|t| t.get(&config.roles_claim))))
-                .unwrap_or_default(),
+            roles,
         })
     }
 
@@ -106,41 +118,46 @@ impl Caller {
     }
 }
 
-/// Roles from a claim as API Gateway passes it, each a whole entry:
+/// Roles from a claim as API Gateway passes it, each a whole entry, compared exactly (no
+/// trimming):
 ///
-/// - a JSON array (`["MASSDISPATCH","MASSDISPATCHSEND"]`): its entries;
-/// - API Gateway's flattened array (`[MASSDISPATCH MASSDISPATCHSEND]`): the entries of the
-///   same array in the token (`from_token`), only when it flattens to exactly this text;
-///   without it, none, since the flattened text cannot tell entries apart;
-/// - anything else: the one role it names.
+/// - with the claim from the caller's token (`from_token`), by its type there: an array's
+///   entries when it flattens (`[a b]`) to exactly the verified text, a text when it equals
+///   the verified text; anything else, none;
+/// - without it: a JSON array text's entries, else the one role the text names; API
+///   Gateway's flattened array (`[a b]`) cannot tell entries apart and grants none.
 pub fn parse_roles(value: &str, from_token: Option<&serde_json::Value>) -> BTreeSet<String> {
+    use serde_json::Value;
     let whole = |entries: Vec<String>| -> BTreeSet<String> {
-        entries
-            .into_iter()
-            .map(|r| r.trim().to_string())
-            .filter(|r| !r.is_empty())
-            .collect()
+        entries.into_iter().filter(|r| !r.is_empty()).collect()
     };
-    let v = value.trim();
-    if let Ok(list) = serde_json::from_str::<Vec<String>>(v) {
-        return whole(list);
+    match from_token {
+        Some(Value::Array(items)) => {
+            let entries: Vec<String> = items
+                .iter()
+                .map(|e| match e {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                })
+                .collect();
+            if format!("[{}]", entries.join(" ")) == value {
+                whole(entries)
+            } else {
+                BTreeSet::new()
+            }
+        }
+        Some(Value::String(s)) if s == value => whole(vec![s.clone()]),
+        Some(_) => BTreeSet::new(),
+        None => {
+            if let Ok(list) = serde_json::from_str::<Vec<String>>(value) {
+                whole(list)
+            } else if value.starts_with('[') && value.ends_with(']') {
+                BTreeSet::new()
+            } else {
+                whole(vec![value.to_string()])
+            }
+        }
     }
-    if v.starts_with('[') && v.ends_with(']') {
-        let entries: Option<Vec<String>> =
-            from_token.and_then(serde_json::Value::as_array).map(|a| {
-                a.iter()
-                    .map(|e| match e {
-                        serde_json::Value::String(s) => s.clone(),
-                        other => other.to_string(),
-                    })
-                    .collect()
-            });
-        return match entries {
-            Some(entries) if format!("[{}]", entries.join(" ")) == v => whole(entries),
-            _ => BTreeSet::new(),
-        };
-    }
-    whole(vec![v.to_string()])
 }
 
 #[cfg(test)]
@@ -167,7 +184,12 @@ mod tests {
             both
         );
         assert_eq!(
-            parse_roles(" MASSDISPATCHSEND ", None),
+            parse_roles("MASSDISPATCHSEND", None),
+            [SEND_ROLE.to_string()].into()
+        );
+        let text = serde_json::json!("MASSDISPATCHSEND");
+        assert_eq!(
+            parse_roles("MASSDISPATCHSEND", Some(&text)),
             [SEND_ROLE.to_string()].into()
         );
         assert!(parse_roles("[]", Some(&serde_json::json!([]))).is_empty());
@@ -197,6 +219,14 @@ mod tests {
         let other = serde_json::json!(["MASSDISPATCHSEND"]);
         assert!(!grants_send("[Not MASSDISPATCHSEND]", Some(other)));
         assert!(grants_send("MASSDISPATCHSEND", None));
+        // Exactly: no trimming, and a quoted group name is that name, quotes and all.
+        assert!(!grants_send(" MASSDISPATCHSEND", None));
+        assert!(!grants_send("MASSDISPATCHSEND\u{3000}", None));
+        let quoted = serde_json::json!(["\"MASSDISPATCHSEND\""]);
+        assert!(!grants_send(r#"["MASSDISPATCHSEND"]"#, Some(quoted)));
+        // A token whose claim is a text other than the verified one grants nothing.
+        let other_text = serde_json::json!("MASSDISPATCHSEND");
+        assert!(!grants_send("Not MASSDISPATCHSEND", Some(other_text)));
     }
 
     #[test]
@@ -214,7 +244,7 @@ mod tests {
             ]),
             &config,
             Some(
-                &serde_json::json!({"cognito:groups": ["MASSDISPATCHSEND"]})
+                &serde_json::json!({"email": "ann@example.org", "cognito:groups": ["MASSDISPATCHSEND"]})
                     .as_object()
                     .unwrap()
                     .clone(),
@@ -232,5 +262,26 @@ mod tests {
             Caller::from_claims(&claims(&[("email", "bo@example.org")]), &config, None).unwrap();
         assert!(c.roles.is_empty());
         assert!(!c.may_read());
+    }
+
+    #[test]
+    fn a_token_for_another_caller_is_not_read() {
+        let config = IdentityConfig::default();
+        let verified = claims(&[("sub", "ann"), ("roles", "[MASSDISPATCHSEND]")]);
+        let token = |sub: &str| {
+            serde_json::json!({"sub": sub, "roles": ["MASSDISPATCHSEND"]})
+                .as_object()
+                .unwrap()
+                .clone()
+        };
+        let ann = Caller::from_claims(&verified, &config, Some(&token("ann"))).unwrap();
+        assert!(ann.may(Permission::Send));
+        let not_hers = Caller::from_claims(&verified, &config, Some(&token("bo"))).unwrap();
+        assert!(not_hers.roles.is_empty());
+        let none = Caller::from_claims(&verified, &config, None).unwrap();
+        assert!(
+            none.roles.is_empty(),
+            "a flattened array without the token grants nothing"
+        );
     }
 }

@@ -263,17 +263,23 @@ impl Sender {
             ("paused_by", domain::audit::SYSTEM.to_string()),
             ("paused_at", domain::model::now_rfc3339()),
         ];
-        match self
-            .ports
-            .dispatches
-            .transition(
-                dispatch_id,
-                DispatchState::Sending,
-                DispatchState::Paused,
-                &stamps,
-            )
-            .await
-        {
+        // A throttle met by another sender may have made the dispatch wait meanwhile; a wait
+        // would end in the same refusal, so that dispatch is paused too.
+        let mut paused = Err(Error::Conflict(String::new()));
+        for from in [
+            DispatchState::Sending,
+            DispatchState::WaitingForContinuation,
+        ] {
+            paused = self
+                .ports
+                .dispatches
+                .transition(dispatch_id, from, DispatchState::Paused, &stamps)
+                .await;
+            if !matches!(paused, Err(Error::Conflict(_))) {
+                break;
+            }
+        }
+        match paused {
             Ok(d) => {
                 tracing::error!(dispatch = %dispatch_id, %reason, "the provider refuses the account; paused until an operator resumes");
                 self.ports
@@ -281,7 +287,9 @@ impl Sender {
                     .notify(Event::Blocked, &d, d.pause_reason.as_deref())
                     .await;
             }
-            Err(Error::Conflict(_)) => {}
+            Err(Error::Conflict(_)) => {
+                tracing::warn!(dispatch = %dispatch_id, %reason, "the provider refuses the account; the dispatch is no longer sending")
+            }
             Err(e) => {
                 tracing::error!(dispatch = %dispatch_id, error = %e, "could not record the block; the next sends meet it again")
             }
