@@ -119,6 +119,27 @@ async fn finished(local: &Local, id: &str) -> serde_json::Value {
         .unwrap()
 }
 
+/// The operator notices of the inbox, looked at a few times until one of `event` about
+/// `dispatch` is among them (a notice follows the state change it reports).
+async fn notices_until(
+    local: &Local,
+    inbox: &str,
+    dispatch: &str,
+    event: &str,
+) -> Vec<(String, String, String, serde_json::Value)> {
+    let mut notices = Vec::new();
+    for _ in 0..20 {
+        notices.extend(local.operator_notices(inbox).await.unwrap());
+        if notices
+            .iter()
+            .any(|(id, e, _, _)| id == dispatch && e == event)
+        {
+            break;
+        }
+    }
+    notices
+}
+
 fn once_each(addresses: &[String]) -> BTreeMap<String, usize> {
     addresses.iter().map(|a| (a.clone(), 1)).collect()
 }
@@ -324,16 +345,7 @@ async fn a_throttling_storm_pauses_the_dispatch_and_it_continues_by_itself() {
     assert_eq!(delivered(&local.emulator).await, once_each(&addresses));
     // The operators heard of the wait, with the provider's words, and of the completion.
     // The completion is announced just after the state changes: look a few times.
-    let mut notices = Vec::new();
-    for _ in 0..20 {
-        notices.extend(local.operator_notices(&inbox).await.unwrap());
-        if notices
-            .iter()
-            .any(|(id, e, _, _)| id == "storm" && e == "completed")
-        {
-            break;
-        }
-    }
+    let notices = notices_until(&local, &inbox, "storm", "completed").await;
     let waits: Vec<_> = notices
         .iter()
         .filter(|(id, e, _, _)| id == "storm" && e == "waiting_for_continuation")
@@ -488,16 +500,7 @@ async fn a_refused_account_pauses_the_dispatch_and_a_resume_after_the_mend_sends
     assert_eq!(d["counts"]["sent"], addresses.len() as u64);
     assert_eq!(d["counts"]["failed"], 0);
     assert_eq!(delivered(&local.emulator).await, once_each(&addresses));
-    let mut notices = Vec::new();
-    for _ in 0..20 {
-        notices.extend(local.operator_notices(&inbox).await.unwrap());
-        if notices
-            .iter()
-            .any(|(id, e, _, _)| id == "blocked" && e == "blocked")
-        {
-            break;
-        }
-    }
+    let notices = notices_until(&local, &inbox, "blocked", "blocked").await;
     assert!(
         notices
             .iter()

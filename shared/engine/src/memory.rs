@@ -12,7 +12,7 @@ use crate::ports::{
 use async_trait::async_trait;
 use domain::audit::AuditEntry;
 use domain::keys::RecipientKey;
-use domain::limits::MAX_RECIPIENTS_PER_WRITE;
+use domain::limits::within_one_write;
 use domain::model::{now_rfc3339, Channel, Dispatch, DispatchState, Recipient, RecipientState};
 use domain::notice::Event;
 use domain::{Error, Result};
@@ -115,12 +115,7 @@ impl RecipientLedger for MemoryStore {
         keys: &[RecipientKey],
         token: &str,
     ) -> Result<Claimed> {
-        if keys.len() > MAX_RECIPIENTS_PER_WRITE {
-            return Err(Error::Malformed(format!(
-                "{} recipients in one claim; at most {MAX_RECIPIENTS_PER_WRITE}",
-                keys.len()
-            )));
-        }
+        within_one_write(keys.len(), "recipients in one claim")?;
         let dispatches = lock(&self.dispatches);
         let mut all = lock(&self.recipients);
         let sending = dispatches
@@ -158,12 +153,7 @@ impl RecipientLedger for MemoryStore {
         token: &str,
         results: &[(RecipientKey, Outcome)],
     ) -> Result<Recorded> {
-        if results.len() > MAX_RECIPIENTS_PER_WRITE {
-            return Err(Error::Malformed(format!(
-                "{} results in one write; at most {MAX_RECIPIENTS_PER_WRITE}",
-                results.len()
-            )));
-        }
+        within_one_write(results.len(), "results in one write")?;
         if take_one(&self.failing_records) {
             return Err(store_silent());
         }

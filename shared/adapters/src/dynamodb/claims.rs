@@ -20,7 +20,7 @@ use aws_sdk_dynamodb::types::{
 };
 use domain::error::{Error, Result};
 use domain::keys::RecipientKey;
-use domain::limits::MAX_RECIPIENTS_PER_WRITE;
+use domain::limits::within_one_write;
 use domain::model::{now_rfc3339, DispatchState, RecipientState};
 use engine::ports::{new_token, Claimed, Outcome, RecipientLedger, Recorded};
 use engine::retry::backoff;
@@ -117,12 +117,7 @@ impl Store {
         keys: &[RecipientKey],
         token: &str,
     ) -> Result<Claimed> {
-        if keys.len() > MAX_RECIPIENTS_PER_WRITE {
-            return Err(Error::Malformed(format!(
-                "{} recipients in one claim; at most {MAX_RECIPIENTS_PER_WRITE}",
-                keys.len()
-            )));
-        }
+        within_one_write(keys.len(), "recipients in one claim")?;
         let mut open: Vec<usize> = (0..keys.len()).collect();
         let mut held = Vec::new();
         for attempt in 0..ATTEMPTS {
@@ -233,12 +228,7 @@ impl Store {
         token: &str,
         results: &[(RecipientKey, Outcome)],
     ) -> Result<Recorded> {
-        if results.len() > MAX_RECIPIENTS_PER_WRITE {
-            return Err(Error::Malformed(format!(
-                "{} results in one write; at most {MAX_RECIPIENTS_PER_WRITE}",
-                results.len()
-            )));
-        }
+        within_one_write(results.len(), "results in one write")?;
         let mut open: Vec<usize> = (0..results.len()).collect();
         let mut lost = 0u64;
         for attempt in 0..ATTEMPTS {
