@@ -11,7 +11,7 @@ TOOLS := $(VENV)/tools.installed
 FUNCTIONS := $(notdir $(wildcard functions/*))
 CARGO_LAMBDA_VERSION := 1.9.2
 
-.PHONY: demo up token test bench venv lint package clean fuzz
+.PHONY: demo up token test bench venv lint package clean fuzz iam-report
 
 demo: $(TOOLS)
 	cargo run --quiet -p local -- demo
@@ -26,7 +26,12 @@ token:
 comma := ,
 
 test: $(TOOLS)
+	rm -rf .local/iam
 	cargo test --workspace -- --test-threads=1
+
+# Each function role's grants against what the last `make test` (or `make demo`) used.
+iam-report:
+	cargo run --quiet -p local -- iam-report
 
 bench: $(TOOLS)
 	cargo bench --bench validation

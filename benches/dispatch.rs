@@ -77,7 +77,7 @@ async fn run() {
     let proxy = FaultProxy::start(&emulator.endpoint).await;
     let options = Options {
         endpoint: Some(proxy.url.clone()),
-        senders,
+        senders: Some(senders),
         // As deployed: the resume schedule runs once a minute.
         tick_every: Duration::from_secs(60),
         overrides: vec![(vars::EMAIL_RATE_PER_SECOND, rate.to_string())],

@@ -403,7 +403,7 @@ fn count(recipients: &[Value], state: &str) -> usize {
 async fn rejecting_while_sending_keeps_the_sent_and_rejects_the_rest() {
     let local = Local::start(local::runtime::Options {
         overrides: vec![(domain::config::vars::EMAIL_RATE_PER_SECOND, "4".into())],
-        senders: 1,
+        senders: Some(1),
         ..Default::default()
     })
     .await
@@ -769,4 +769,40 @@ async fn operators_are_notified_when_validation_ends_approval_is_asked_and_sendi
         "{seen:?}"
     );
     local.system.stop().await;
+}
+
+/// API Gateway's own limits stand in front of the function, as on AWS: a body over 10 MB
+/// is refused with its 413 before the authorizer or the function sees it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_body_over_api_gateways_10_mb_is_refused_as_api_gateway_refuses_it() {
+    let local = Local::start(local::runtime::Options {
+        senders: Some(0),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let token = local
+        .system
+        .issuer
+        .mint("operator", &[CREATE_ROLE], Duration::from_secs(600));
+    let url = format!("{}/dispatches", local.system.api_url);
+    let post = |size: usize| {
+        reqwest::Client::new()
+            .post(&url)
+            .bearer_auth(&token)
+            .header("content-type", "application/json")
+            .body(format!(
+                "{{\"id\":\"big\",\"title\":\"{}\"}}",
+                "x".repeat(size)
+            ))
+            .send()
+    };
+    let r = post(local::gateway::MAX_REQUEST_BYTES).await.unwrap();
+    assert_eq!(r.status(), 413);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body, json!({ "message": "Request Entity Too Large" }));
+    // Within the limit the request reaches the function, which answers itself.
+    let r = post(1_000).await.unwrap();
+    assert_ne!(r.status(), 413);
+    assert!(r.status().as_u16() < 500, "{}", r.status());
 }

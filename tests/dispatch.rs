@@ -210,7 +210,7 @@ fn fast() -> Options {
             (domain::config::vars::EMAIL_RATE_PER_SECOND, "200".into()),
             (domain::config::vars::SMS_RATE_PER_SECOND, "200".into()),
         ],
-        senders: 3,
+        senders: Some(3),
         ..Options::default()
     }
 }

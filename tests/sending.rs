@@ -140,6 +140,11 @@ async fn notices_until(
     notices
 }
 
+/// The deadline of an invocation that has an hour.
+fn an_hour() -> domain::Deadline {
+    domain::Deadline::after(Duration::from_secs(3600))
+}
+
 fn once_each(addresses: &[String]) -> BTreeMap<String, usize> {
     addresses.iter().map(|a| (a.clone(), 1)).collect()
 }
@@ -196,7 +201,7 @@ async fn every_message_delivered_twice_and_concurrently_still_sends_each_recipie
     // No senders of its own: the test plays the queue and delivers every message three times.
     // The schedule must not hand the waiting recipients out again meanwhile.
     let local = Local::start(Options {
-        senders: 0,
+        senders: Some(0),
         ..fast(&[(vars::STALL_SECS, "600")])
     })
     .await
@@ -244,8 +249,8 @@ async fn every_message_delivered_twice_and_concurrently_still_sends_each_recipie
 
     let deps = send::Deps::new(local.system.config.clone(), &local.system.clients);
     let (a, b) = tokio::join!(
-        send::handle(&deps, event.clone()),
-        send::handle(&deps, event.clone())
+        send::handle(&deps, event.clone(), an_hour()),
+        send::handle(&deps, event.clone(), an_hour())
     );
     // A delivery may give a message back (its claims released) when a call on the way to the
     // emulator fails; SQS then delivers that message again. The third delivery of every
@@ -259,7 +264,10 @@ async fn every_message_delivered_twice_and_concurrently_still_sends_each_recipie
     }
     let mut next = event;
     for delivery in 3.. {
-        let back = failed_ids(&next, send::handle(&deps, next.clone()).await.unwrap());
+        let back = failed_ids(
+            &next,
+            send::handle(&deps, next.clone(), an_hour()).await.unwrap(),
+        );
         if back.is_empty() {
             break;
         }
@@ -513,7 +521,7 @@ async fn a_refused_account_pauses_the_dispatch_and_a_resume_after_the_mend_sends
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_operator_pause_stops_sending_within_seconds_and_resume_sends_only_the_rest() {
     let options = Options {
-        senders: 1,
+        senders: Some(1),
         ..fast(&[
             (vars::EMAIL_RATE_PER_SECOND, "20"),
             (vars::SMS_RATE_PER_SECOND, "20"),
@@ -613,7 +621,7 @@ async fn a_poison_message_ends_in_the_dead_letter_queue_after_five_receives() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_accounts_daily_quota_is_honoured_and_the_rest_waits_for_continuation() {
     let (local, proxy) = behind_proxy(Options {
-        senders: 1,
+        senders: Some(1),
         ..fast(&[])
     })
     .await;
@@ -694,7 +702,7 @@ async fn the_accounts_daily_quota_is_honoured_and_the_rest_waits_for_continuatio
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn runs_of_send_slots_taken_by_many_senders_at_once_never_overlap() {
     let local = Local::start(Options {
-        senders: 0,
+        senders: Some(0),
         ..fast(&[])
     })
     .await
@@ -885,7 +893,7 @@ async fn send_slots_are_had_by_every_sender_when_the_store_answers_slower_than_a
     // 30 ms more: the schedule is behind the clock by the time many answers arrive. Each
     // sender must still get its slots, and no two runs may overlap.
     let (local, proxy) = behind_proxy(Options {
-        senders: 0,
+        senders: Some(0),
         ..fast(&[])
     })
     .await;
@@ -929,4 +937,36 @@ async fn send_slots_are_had_by_every_sender_when_the_store_answers_slower_than_a
     assert_eq!(runs.len(), 450);
     never_overlapping(runs);
     local.system.stop().await;
+}
+
+/// A send function with a short timeout and a slow rate: each invocation claims only what it
+/// can send before its deadline and puts the rest back on the queue, so no invocation runs
+/// into its timeout, nobody is left `sending` or `unknown`, and everyone is sent once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_short_send_timeout_at_a_slow_rate_leaves_nobody_sending_and_sends_everyone_once() {
+    let local = Local::start(Options {
+        timeouts: vec![("SendFunction", Duration::from_secs(6))],
+        senders: Some(2),
+        ..fast(&[
+            (vars::EMAIL_RATE_PER_SECOND, "4"),
+            (vars::SMS_RATE_PER_SECOND, "4"),
+        ])
+    })
+    .await
+    .unwrap();
+    let id = "short-timeout";
+    let addresses = upload(&local, id, 40).await;
+    approve(&local, id).await;
+    let d = finished(&local, id).await;
+    let c = &d["counts"];
+    assert_eq!(
+        (&c["sent"], &c["failed"], &c["unknown"], &c["stuck"]),
+        (&40.into(), &0.into(), &0.into(), &0.into()),
+        "{d}"
+    );
+    assert_eq!(delivered(&local.emulator).await, once_each(&addresses));
+    let (runs, timed_out) = local.system.invocations.of("SendFunction");
+    assert_eq!(timed_out, 0, "no send invocation ran into its timeout");
+    // 30 emails at 4 a second take 7.5 s: more than one 6 s invocation.
+    assert!(runs >= 2, "{runs} send invocations");
 }

@@ -33,6 +33,33 @@ fn logical(v: &Value) -> String {
         .to_string()
 }
 
+/// CloudFormation reads a template from S3 up to 1 MB; in the request, only up to 51,200
+/// bytes. The template goes through a bucket (the local deploy, the README's steps and the
+/// LocalStack hook all send it so), and must stay within what that takes.
+#[test]
+fn the_template_fits_what_cloudformation_reads_from_a_bucket() {
+    let size = std::fs::metadata(repo_root().join("infra/template.json"))
+        .unwrap()
+        .len() as usize;
+    assert!(
+        size <= local::deploy::MAX_TEMPLATE_URL_BYTES,
+        "the template is {size} bytes"
+    );
+    let hook =
+        std::fs::read_to_string(repo_root().join("infra/localstack/ready.d/00-ready.sh")).unwrap();
+    if size > local::deploy::MAX_TEMPLATE_BODY_BYTES {
+        assert!(
+            hook.contains("--s3-bucket"),
+            "the LocalStack hook sends the template in the request"
+        );
+        let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
+        assert!(
+            readme.contains("--s3-bucket"),
+            "the README deploys the template in the request"
+        );
+    }
+}
+
 #[test]
 fn cfn_lint_finds_nothing() {
     let lint = repo_root().join(".venv/bin/cfn-lint");
@@ -177,8 +204,7 @@ fn only_what_the_emulator_cannot_run_is_left_out_locally() {
         "AWS::Lambda::Function",
         "AWS::Lambda::EventSourceMapping",
         "AWS::Lambda::Permission",
-        // What exists only for the functions: their roles, error alarms, schedule and API.
-        "AWS::IAM::Role",
+        // What exists only for the functions: their error alarms, schedule and API.
         "AWS::CloudWatch::Alarm",
         "AWS::Events::Rule",
         "AWS::ApiGatewayV2::Api",
@@ -193,10 +219,12 @@ fn only_what_the_emulator_cannot_run_is_left_out_locally() {
             "{kind} is left out locally"
         );
     }
-    // Tables, queues, topics, buckets and the SES configuration are deployed everywhere.
+    // Tables, queues, topics, buckets and the SES configuration are deployed everywhere, and
+    // so are the functions' roles: the local runtime runs each function under its own.
     for (name, r) in t["Resources"].as_object().unwrap() {
         let kind = r["Type"].as_str().unwrap();
         if kind.starts_with("AWS::SQS::")
+            || kind == "AWS::IAM::Role"
             || kind.starts_with("AWS::SNS::")
             || kind.starts_with("AWS::S3::")
             || kind.starts_with("AWS::DynamoDB::")

@@ -361,8 +361,10 @@ async fn answer(
         parts.method.clone(),
         format!("{}{path_and_query}", inner.upstream),
     );
+    // Every header as it came, the host too: the request is signed for the proxy's address,
+    // and the emulator checks the signature.
     for (k, v) in &parts.headers {
-        if k != "host" && k != "content-length" {
+        if k != "content-length" {
             forward = forward.header(k, v);
         }
     }

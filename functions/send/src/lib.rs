@@ -32,7 +32,13 @@ fn receive_count(record: &SqsMessage) -> u32 {
         .unwrap_or(1)
 }
 
-pub async fn handle(deps: &Deps, event: SqsEvent) -> Result<SqsBatchResponse, Error> {
+/// Handles one invocation's messages; `deadline` is when Lambda ends the invocation, and
+/// nothing is claimed that cannot be sent before it.
+pub async fn handle(
+    deps: &Deps,
+    event: SqsEvent,
+    deadline: domain::Deadline,
+) -> Result<SqsBatchResponse, Error> {
     let deliveries = event
         .records
         .into_iter()
@@ -42,6 +48,6 @@ pub async fn handle(deps: &Deps, event: SqsEvent) -> Result<SqsBatchResponse, Er
             body: record.body.unwrap_or_default(),
         })
         .collect();
-    let again = deps.sender.handle(deliveries).await;
+    let again = deps.sender.handle(deliveries, deadline).await;
     Ok(adapters::sqs::batch_response(again))
 }

@@ -23,9 +23,39 @@ use std::time::Duration;
 pub struct Stack {
     pub name: String,
     pub outputs: HashMap<String, (String, String)>,
+    /// Each function's role ARN, by the function's logical id (`SendFunction`).
+    pub roles: HashMap<String, String>,
+    /// What Lambda holds each function to, by its logical id, from the template.
+    pub functions: HashMap<String, Function>,
+}
+
+/// What Lambda holds a function to, as the template declares it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Function {
+    /// The function's `Timeout`: each invocation ends this long after it starts.
+    pub timeout: Duration,
+    /// The messages one invocation gets from its queue trigger (`BatchSize`); 1 without one.
+    pub batch_size: i32,
+    /// Invocations at once from its queue trigger (`ScalingConfig.MaximumConcurrency`); 1
+    /// without one.
+    pub concurrency: usize,
 }
 
 impl Stack {
+    /// The role the template gives a function (by its logical id, e.g. `SendFunction`).
+    pub fn function(&self, function: &str) -> Result<&Function> {
+        self.functions
+            .get(function)
+            .ok_or_else(|| anyhow!("the template has no function {function}"))
+    }
+
+    pub fn role_of(&self, function: &str) -> Result<&str> {
+        self.roles
+            .get(function)
+            .map(String::as_str)
+            .ok_or_else(|| anyhow!("the template gives {function} no role"))
+    }
+
     pub fn output(&self, key: &str) -> Result<&str> {
         self.outputs
             .get(key)
@@ -33,33 +63,42 @@ impl Stack {
             .ok_or_else(|| anyhow!("the stack has no output {key}"))
     }
 
-    /// The functions' environment: each output whose description names a configuration
-    /// variable, as the template sets it on every function in AWS.
+    /// The functions' environment: each output whose key names a configuration variable
+    /// (`TableName` for `TABLE_NAME`), as the template sets it on every function in AWS.
+    /// Keys, not descriptions: every CloudFormation returns an output's key.
     pub fn env(&self) -> Vec<(String, String)> {
         self.outputs
-            .values()
-            .filter(|(_, d)| domain::config::vars::ALL.contains(&d.as_str()))
-            .map(|(v, d)| (d.clone(), v.clone()))
+            .iter()
+            .map(|(k, (v, _))| (variable_of(k), v.clone()))
+            .filter(|(var, _)| domain::config::vars::ALL.contains(&var.as_str()))
             .collect()
     }
 
-    /// The functions' configuration: each output whose description names a configuration
-    /// variable gives that variable, as the template's function environment does in AWS.
+    /// The functions' configuration: the variables of [`Stack::env`], with `overrides`.
     pub fn config(&self, overrides: &[(&str, String)]) -> Result<Config> {
-        let by_var: HashMap<&str, &str> = self
-            .outputs
-            .values()
-            .map(|(v, d)| (d.as_str(), v.as_str()))
-            .collect();
+        let by_var: HashMap<String, String> = self.env().into_iter().collect();
         let lookup = |name: &str| {
             overrides
                 .iter()
                 .find(|(k, _)| *k == name)
                 .map(|(_, v)| v.clone())
-                .or_else(|| by_var.get(name).map(|v| v.to_string()))
+                .or_else(|| by_var.get(name).cloned())
         };
         Config::from_lookup(&lookup).map_err(|e| anyhow!(e))
     }
+}
+
+/// The configuration variable an output key stands for: `SesConfigurationSet` for
+/// `SES_CONFIGURATION_SET`.
+pub fn variable_of(key: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in key.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(c.to_ascii_uppercase());
+    }
+    out
 }
 
 /// The deployment template.
@@ -111,9 +150,12 @@ pub async fn deploy(
                 .build()
         })
         .collect::<Vec<_>>();
+    // As on AWS, where a body over 51,200 bytes is refused: the template goes through a
+    // bucket and CreateStack is given its URL.
+    let template_url = upload_template(sdk, stack_name, body).await?;
     cfn.create_stack()
         .stack_name(stack_name)
-        .template_body(&body)
+        .template_url(&template_url)
         .set_parameters(Some(parameters))
         .send()
         .await
@@ -130,6 +172,48 @@ pub async fn deploy(
         }
     };
     finish(sdk, &cfn, &doc, &stack, stack_name, &all_params).await
+}
+
+/// Largest template CloudFormation takes in a `CreateStack` body; a larger one must come from
+/// S3 by `TemplateURL`, which takes up to [`MAX_TEMPLATE_URL_BYTES`].
+pub const MAX_TEMPLATE_BODY_BYTES: usize = 51_200;
+pub const MAX_TEMPLATE_URL_BYTES: usize = 1_000_000;
+
+/// Puts the template in a bucket of its own for this stack (the artifact bucket's role on
+/// AWS) and returns the URL CloudFormation reads it from.
+async fn upload_template(
+    sdk: &aws_config::SdkConfig,
+    stack_name: &str,
+    body: String,
+) -> Result<String> {
+    let s3 = adapters::clients::Clients::new(sdk).s3;
+    let bucket = format!("{stack_name}-template");
+    let region = sdk
+        .region()
+        .map(|r| r.to_string())
+        .unwrap_or_else(|| crate::emulator::REGION.to_string());
+    s3.create_bucket()
+        .bucket(&bucket)
+        .create_bucket_configuration(
+            aws_sdk_s3::types::CreateBucketConfiguration::builder()
+                .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::from(
+                    region.as_str(),
+                ))
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(|e| anyhow!("CreateBucket {bucket}: {}", DisplayErrorContext(e)))?;
+    s3.put_object()
+        .bucket(&bucket)
+        .key("template.json")
+        .body(body.into_bytes().into())
+        .send()
+        .await
+        .map_err(|e| anyhow!("PutObject template.json: {}", DisplayErrorContext(e)))?;
+    Ok(format!(
+        "https://{bucket}.s3.{region}.amazonaws.com/template.json"
+    ))
 }
 
 /// A stack deployed earlier from the template (e.g. by LocalStack's init hook): its outputs,
@@ -210,10 +294,83 @@ async fn finish(
         }
     }
     apply_left_out(sdk, doc, &names).await?;
+    // The account, from the stack's own ARN (arn:aws:cloudformation:region:account:stack/…).
+    let account = stack
+        .stack_id()
+        .and_then(|id| id.split(':').nth(4))
+        .unwrap_or_default()
+        .to_string();
+    let mut roles = HashMap::new();
+    for (logical, res) in doc["Resources"].as_object().into_iter().flatten() {
+        if res["Type"] != "AWS::Lambda::Function" {
+            continue;
+        }
+        let Some(role) = res["Properties"]["Role"]["Fn::GetAtt"][0].as_str() else {
+            continue;
+        };
+        let physical = names
+            .get(role)
+            .ok_or_else(|| anyhow!("the stack has no role {role} for {logical}"))?;
+        let arn = if physical.starts_with("arn:") {
+            physical.clone()
+        } else {
+            format!("arn:aws:iam::{account}:role/{physical}")
+        };
+        roles.insert(logical.clone(), arn);
+    }
     Ok(Stack {
         name: stack_name.to_string(),
         outputs,
+        roles,
+        functions: functions(doc, &names)?,
     })
+}
+
+/// Each function's timeout and its queue trigger's batch size and concurrency.
+fn functions(doc: &Value, names: &HashMap<String, String>) -> Result<HashMap<String, Function>> {
+    let resources = doc["Resources"].as_object().into_iter().flatten();
+    let mut out = HashMap::new();
+    for (logical, res) in resources.clone() {
+        if res["Type"] == "AWS::Lambda::Function" {
+            let timeout = res["Properties"]["Timeout"].as_u64().unwrap_or(3);
+            out.insert(
+                logical.clone(),
+                Function {
+                    timeout: Duration::from_secs(timeout),
+                    batch_size: 1,
+                    concurrency: 1,
+                },
+            );
+        }
+    }
+    for (logical, res) in resources {
+        if res["Type"] != "AWS::Lambda::EventSourceMapping" {
+            continue;
+        }
+        let p = &res["Properties"];
+        let target = p["FunctionName"]["Ref"]
+            .as_str()
+            .ok_or_else(|| anyhow!("{logical} names its function other than by Ref"))?;
+        let number = |v: &Value| -> Result<Option<u64>> {
+            if v.is_null() {
+                return Ok(None);
+            }
+            if let Some(n) = v.as_u64() {
+                return Ok(Some(n));
+            }
+            let text = resolve(v, names)?;
+            text.parse()
+                .map(Some)
+                .with_context(|| format!("{logical}: {text} is not a number"))
+        };
+        let function = out
+            .get_mut(target)
+            .ok_or_else(|| anyhow!("{logical} triggers {target}, which is not a function"))?;
+        function.batch_size = number(&p["BatchSize"])?.unwrap_or(10) as i32;
+        function.concurrency =
+            number(&p["ScalingConfig"]["MaximumConcurrency"])?.unwrap_or(1000) as usize;
+    }
+    Ok(out)
 }
 
 fn resolve(v: &Value, names: &HashMap<String, String>) -> Result<String> {

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub use aws_sdk_s3::config::{Credentials, SharedCredentialsProvider};
+
 /// Region the local environment uses.
 pub const REGION: &str = "eu-west-1";
 
@@ -15,6 +17,21 @@ pub struct Emulator {
     child: Option<Child>,
     pub endpoint: String,
     pub port: u16,
+    /// The administrator's key: the deployment, the tests' set-up and their inspection use
+    /// it; the functions use their own roles.
+    pub admin: Credentials,
+    /// Whether the emulator enforces IAM (a moto server started here does).
+    pub enforces_iam: bool,
+}
+
+/// Requests moto answers before it enforces IAM: the administrator's user, its policy and
+/// its key. Every later request must be signed by a key and is allowed what its policies grant.
+const UNCHECKED_REQUESTS: usize = 3;
+
+/// Where the emulator started by this process logs its authorisations (one file per
+/// emulator), for the report of grants no code path uses.
+pub fn iam_log_dir() -> PathBuf {
+    repo_root().join(".local/iam")
 }
 
 /// The repository root (two levels above this crate).
@@ -52,17 +69,29 @@ impl Emulator {
         let launcher = repo_root().join("infra/local/moto_atomic.py");
         let port = free_port()?;
         let log = std::fs::File::create(std::env::temp_dir().join(format!("moto-{port}.log")))?;
+        std::fs::create_dir_all(iam_log_dir())?;
+        let iam_log = iam_log_dir().join(format!(
+            "{}-{port}.jsonl",
+            time::OffsetDateTime::now_utc().unix_timestamp()
+        ));
         let child = Command::new(&program)
             .arg(&launcher)
             .args(["127.0.0.1", &port.to_string()])
+            .env(
+                "INITIAL_NO_AUTH_ACTION_COUNT",
+                UNCHECKED_REQUESTS.to_string(),
+            )
+            .env("IAM_LOG", &iam_log)
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
             .spawn()
             .with_context(|| format!("cannot start {}", program.display()))?;
-        let emulator = Emulator {
+        let mut emulator = Emulator {
             child: Some(child),
             endpoint: format!("http://127.0.0.1:{port}"),
             port,
+            admin: test_credentials(),
+            enforces_iam: true,
         };
         let client = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -73,6 +102,7 @@ impl Emulator {
                 .await
             {
                 if r.status().is_success() {
+                    emulator.admin = emulator.create_administrator(&client).await?;
                     return Ok(emulator);
                 }
             }
@@ -94,7 +124,64 @@ impl Emulator {
             child: None,
             endpoint: endpoint.trim_end_matches('/').to_string(),
             port,
+            admin: test_credentials(),
+            enforces_iam: false,
         })
+    }
+
+    /// The administrator, made with the requests moto answers unchecked: a user, a policy
+    /// allowing everything, and its key.
+    async fn create_administrator(&self, client: &reqwest::Client) -> Result<Credentials> {
+        let call = |params: &'static [(&'static str, &'static str)]| async move {
+            let answer = client
+                .post(&self.endpoint)
+                // moto routes by the signing scope; the signature is not checked yet.
+                .header(
+                    "Authorization",
+                    "AWS4-HMAC-SHA256 Credential=setup/20260101/us-east-1/iam/aws4_request, \
+                     SignedHeaders=host, Signature=0",
+                )
+                .header("Content-Type", "application/x-www-form-urlencoded")
+                .body(form(&[params, &[("Version", "2010-05-08")][..]].concat()))
+                .send()
+                .await?;
+            let status = answer.status();
+            let text = answer.text().await?;
+            if !status.is_success() {
+                bail!("IAM {}: {status} {text}", params[0].1);
+            }
+            Ok::<String, anyhow::Error>(text)
+        };
+        call(&[("Action", "CreateUser"), ("UserName", "administrator")]).await?;
+        call(&[
+            ("Action", "PutUserPolicy"),
+            ("UserName", "administrator"),
+            ("PolicyName", "everything"),
+            (
+                "PolicyDocument",
+                r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]}"#,
+            ),
+        ])
+        .await?;
+        let key = call(&[("Action", "CreateAccessKey"), ("UserName", "administrator")]).await?;
+        let field = |name: &str| {
+            let open = format!("<{name}>");
+            let start = key.find(&open).map(|i| i + open.len());
+            let end = key.find(&format!("</{name}>"));
+            match (start, end) {
+                (Some(s), Some(e)) if s <= e => Ok(key[s..e].to_string()),
+                _ => Err(anyhow::anyhow!(
+                    "no {name} in the CreateAccessKey answer: {key}"
+                )),
+            }
+        };
+        Ok(Credentials::new(
+            field("AccessKeyId")?,
+            field("SecretAccessKey")?,
+            None,
+            None,
+            "administrator",
+        ))
     }
 
     /// The emulator named by `AWS_ENDPOINT_URL`, or a new moto server when it is not set.
@@ -105,24 +192,26 @@ impl Emulator {
         }
     }
 
-    /// An SDK configuration pointed at the emulator, with dummy credentials.
+    /// An SDK configuration pointed at the emulator, as the administrator.
     pub async fn sdk_config(&self) -> aws_config::SdkConfig {
-        let loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .endpoint_url(&self.endpoint)
-            .region(aws_config::Region::new(REGION))
-            .credentials_provider(aws_sdk_s3::config::Credentials::new(
-                "test", "test", None, None, "local",
-            ));
-        adapters::clients::sdk_config_from(loader).await
+        sdk_config_for(
+            &self.endpoint,
+            SharedCredentialsProvider::new(self.admin.clone()),
+        )
+        .await
     }
 
-    /// Environment variables that point a process (a function binary, the AWS CLI) here.
+    /// Environment variables that point a process (a function binary, the AWS CLI) here,
+    /// as the administrator.
     pub fn env(&self) -> Vec<(&'static str, String)> {
         vec![
             ("AWS_ENDPOINT_URL", self.endpoint.clone()),
             ("AWS_REGION", REGION.to_string()),
-            ("AWS_ACCESS_KEY_ID", "test".to_string()),
-            ("AWS_SECRET_ACCESS_KEY", "test".to_string()),
+            ("AWS_ACCESS_KEY_ID", self.admin.access_key_id().to_string()),
+            (
+                "AWS_SECRET_ACCESS_KEY",
+                self.admin.secret_access_key().to_string(),
+            ),
         ]
     }
 
@@ -196,15 +285,40 @@ pub struct SentSms {
     pub text: String,
 }
 
-/// An SDK configuration for an endpoint on this machine, with dummy credentials and the
+/// A form body (`application/x-www-form-urlencoded`).
+fn form(params: &[(&str, &str)]) -> String {
+    let encode = |text: &str| {
+        text.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect::<String>()
+    };
+    params
+        .iter()
+        .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// The key an emulator that does not enforce IAM takes.
+fn test_credentials() -> Credentials {
+    Credentials::new("test", "test", None, None, "local")
+}
+
+/// An SDK configuration for an endpoint on this machine, with the given credentials and the
 /// functions' timeouts and retries.
-pub async fn sdk_config_for(endpoint: &str) -> aws_config::SdkConfig {
+pub async fn sdk_config_for(
+    endpoint: &str,
+    credentials: SharedCredentialsProvider,
+) -> aws_config::SdkConfig {
     let loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .endpoint_url(endpoint)
         .region(aws_config::Region::new(REGION))
-        .credentials_provider(aws_sdk_s3::config::Credentials::new(
-            "test", "test", None, None, "local",
-        ));
+        .credentials_provider(credentials);
     adapters::clients::sdk_config_from(loader).await
 }
 

@@ -4,6 +4,8 @@
 pub mod auth;
 pub mod deploy;
 pub mod emulator;
+pub mod gateway;
+pub mod iam;
 pub mod portal;
 pub mod runtime;
 

@@ -1,6 +1,7 @@
 //! `local demo`: a whole dispatch end to end on the emulator.
 //! `local up`: the system running locally until Ctrl-C, for trying it by hand.
 //! `local token <user> [roles] [minutes]`: a token the API of `local up` accepts.
+//! `local iam-report`: which grants of each function's role the logged runs used.
 
 use anyhow::{bail, Context, Result};
 use local::{
@@ -19,11 +20,27 @@ async fn main() -> Result<()> {
         Some("demo") => demo().await,
         Some("up") => up(args.get(1).and_then(|p| p.parse().ok()).unwrap_or(8080)).await,
         Some("token") if args.len() >= 2 => token(&args[1..]),
+        Some("iam-report") => iam_report(),
         _ => {
-            eprintln!("usage: local demo | local up [api-port] | local token <user> [ROLE,ROLE] [minutes]");
+            eprintln!("usage: local demo | local up [api-port] | local token <user> [ROLE,ROLE] [minutes] | local iam-report");
             std::process::exit(2)
         }
     }
+}
+
+/// Each function role's grants against what the emulators of earlier runs (`make test`,
+/// `make demo`) logged of its requests.
+fn iam_report() -> Result<()> {
+    let template: Value = serde_json::from_slice(&std::fs::read(local::deploy::template_path())?)?;
+    let dir = local::emulator::iam_log_dir();
+    let roles = local::iam::report(&template, &dir)?;
+    println!(
+        "# The functions' roles, from the authorisations logged in {}
+",
+        dir.display()
+    );
+    print!("{}", local::iam::print(&roles));
+    Ok(())
 }
 
 fn counts(d: &Value) -> String {
@@ -89,19 +106,20 @@ async fn demo() -> Result<()> {
     }
     let (_, sample) = portal.get(&format!("/dispatches/{id}/sample")).await?;
     let sample: Value = serde_json::from_str(&sample)?;
-    if let Some(e) = sample.get("email") {
-        println!(
-            "    sample email to {}: {}",
-            e["to"].as_str().unwrap_or(""),
-            e["message"]["subject"].as_str().unwrap_or("")
-        );
-    }
-    if let Some(s) = sample.get("sms") {
-        println!(
-            "    sample SMS to {}: {}",
-            s["to"].as_str().unwrap_or(""),
-            s["message"]["text"].as_str().unwrap_or("")
-        );
+    // Per channel, the first valid recipient's message and a few chosen at random.
+    for (channel, shown) in [("email", "subject"), ("sms", "text")] {
+        for m in sample[channel].as_array().into_iter().flatten() {
+            let what = m["message"][shown]
+                .as_str()
+                .or(m["error"].as_str())
+                .unwrap_or_default();
+            println!(
+                "    sample {channel} ({}) to {}: {}",
+                m["chosen"].as_str().unwrap_or_default(),
+                m["to"].as_str().unwrap_or_default(),
+                what.lines().next().unwrap_or_default()
+            );
+        }
     }
 
     println!("==> approver approves through the API: POST /dispatches/{id}/approve");
@@ -186,7 +204,12 @@ async fn demo() -> Result<()> {
         local.emulator.sent_sms().await,
     ) {
         (Ok(e), Ok(s)) => format!("{} emails (SES), {} SMS (SNS)", e.len(), s.len()),
-        _ => "not readable from this emulator".to_string(),
+        // Another emulator keeps what it accepted elsewhere: LocalStack lists SES messages
+        // at /_aws/ses and SMS at /_aws/sns/sms-messages.
+        _ => format!(
+            "not readable the moto way here; on LocalStack see {0}/_aws/ses and {0}/_aws/sns/sms-messages",
+            local.emulator.endpoint
+        ),
     };
     println!(
         "==> done: {} ({})",

@@ -1,6 +1,13 @@
 //! What AWS does between the functions, done locally: long-polls each queue and calls its
 //! function's handler with a real SQS event (deleting only the messages that succeeded),
 //! serves the API router on a loopback port, and ticks the scheduled function.
+//!
+//! Lambda's contract is kept as the template declares it: each function runs under its own
+//! role, gets its trigger's batch size with at most its `MaximumConcurrency` invocations at
+//! once, and each invocation gets its function's `Timeout` as its deadline and is abandoned
+//! there (nothing after it runs; its messages come again after the queue's visibility
+//! timeout). The API answers as API Gateway does past 29 s, for a request body over 10 MB
+//! and for a response over 6 MB.
 
 use adapters::clients::Clients;
 use anyhow::{Context, Result};
@@ -27,9 +34,11 @@ pub struct Options {
     /// Seconds before a failed message is received again. AWS waits for the queue's
     /// visibility timeout; locally a short wait keeps retries quick.
     pub retry_after_secs: i32,
-    /// Concurrent pollers of the send queue (the event source mapping's MaximumConcurrency);
-    /// 0 leaves the send queue to the caller.
-    pub senders: usize,
+    /// Concurrent pollers of the send queue in place of the trigger's MaximumConcurrency;
+    /// `Some(0)` leaves the send queue to the caller.
+    pub senders: Option<usize>,
+    /// Function timeouts in place of the template's, by logical id (`SendFunction`).
+    pub timeouts: Vec<(&'static str, Duration)>,
     /// Configuration values that replace the stack's (e.g. a faster send rate).
     pub overrides: Vec<(&'static str, String)>,
     /// Endpoint the functions call instead of the emulator's (e.g. a fault-injection proxy).
@@ -44,7 +53,8 @@ impl Default for Options {
             api_port: 0,
             tick_every: Duration::from_secs(5),
             retry_after_secs: 2,
-            senders: 2,
+            senders: None,
+            timeouts: vec![],
             overrides: vec![],
             endpoint: None,
             issuer: crate::auth::LocalIssuer::random(),
@@ -59,7 +69,75 @@ pub struct System {
     pub api_url: String,
     pub issuer: crate::auth::LocalIssuer,
     pub stack: Stack,
+    /// Invocations so far and those abandoned at their deadline, by function.
+    pub invocations: Arc<Invocations>,
     tasks: JoinSet<()>,
+}
+
+/// Invocations made and invocations that ran past their deadline, by function.
+#[derive(Debug, Default)]
+pub struct Invocations {
+    counts: std::sync::Mutex<std::collections::BTreeMap<&'static str, (u64, u64)>>,
+}
+
+impl Invocations {
+    fn count(&self, function: &'static str, timed_out: bool) {
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = counts.entry(function).or_default();
+        entry.0 += 1;
+        entry.1 += timed_out as u64;
+    }
+
+    /// (invocations, of which timed out) of a function so far.
+    pub fn of(&self, function: &str) -> (u64, u64) {
+        let counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        counts.get(function).copied().unwrap_or_default()
+    }
+}
+
+/// What Lambda holds an invocation of one function to.
+#[derive(Debug, Clone)]
+struct Contract {
+    function: &'static str,
+    timeout: Duration,
+    batch_size: i32,
+    concurrency: usize,
+}
+
+impl Contract {
+    fn of(stack: &Stack, function: &'static str, opts: &Options) -> Result<Contract> {
+        let declared = stack.function(function)?;
+        let timeout = opts
+            .timeouts
+            .iter()
+            .find(|(f, _)| *f == function)
+            .map_or(declared.timeout, |(_, t)| *t);
+        Ok(Contract {
+            function,
+            timeout,
+            batch_size: declared.batch_size,
+            concurrency: declared.concurrency,
+        })
+    }
+
+    /// Runs one invocation to its deadline; `None` when it ran past it and was abandoned.
+    async fn invoke<T, F: Future<Output = T>>(
+        &self,
+        invocations: &Invocations,
+        run: impl FnOnce(domain::Deadline) -> F,
+    ) -> Option<T> {
+        let deadline = domain::Deadline::after(self.timeout);
+        let out = tokio::time::timeout(self.timeout, run(deadline)).await.ok();
+        invocations.count(self.function, out.is_none());
+        if out.is_none() {
+            tracing::error!(
+                function = self.function,
+                timeout_secs = self.timeout.as_secs_f64(),
+                "invocation timed out; abandoned, as Lambda ends it"
+            );
+        }
+        out
+    }
 }
 
 impl System {
@@ -71,73 +149,118 @@ impl System {
 
 pub async fn start(sdk: &aws_config::SdkConfig, stack: Stack, opts: Options) -> Result<System> {
     let config = stack.config(&opts.overrides)?;
-    let clients = match &opts.endpoint {
-        Some(endpoint) => Clients::new(&crate::emulator::sdk_config_for(endpoint).await),
-        None => Clients::new(sdk),
+    // The functions' calls go where the administrator's go, or through the given endpoint
+    // (a fault proxy). The endpoint is left to the SDK's standard settings otherwise, so
+    // per-service endpoints (`AWS_ENDPOINT_URL_DYNAMODB`) work with an external emulator.
+    let base = match &opts.endpoint {
+        Some(endpoint) => sdk.to_builder().endpoint_url(endpoint).build(),
+        None => sdk.clone(),
     };
+    // The administrator's clients, for the callers' set-up and inspection.
+    let clients = Clients::new(&base);
+    // Each function's own clients, under its role from the template.
+    let as_function = |function: &'static str| {
+        let base = base.clone();
+        let stack = &stack;
+        async move {
+            let role = stack.role_of(function)?;
+            let provider = aws_config::sts::AssumeRoleProvider::builder(role)
+                .session_name(function)
+                .configure(sdk)
+                .build()
+                .await;
+            let credentials = aws_sdk_s3::config::SharedCredentialsProvider::new(provider);
+            Ok::<Clients, anyhow::Error>(Clients::new(
+                &base.to_builder().credentials_provider(credentials).build(),
+            ))
+        }
+    };
+    let validate_clients = as_function("ValidateFunction").await?;
+    let fanout_clients = as_function("FanoutFunction").await?;
+    let send_clients = as_function("SendFunction").await?;
+    let resume_clients = as_function("ResumeFunction").await?;
+    let receipts_clients = as_function("ReceiptsFunction").await?;
+    let api_clients = as_function("ApiFunction").await?;
     let mut tasks = JoinSet::new();
 
-    let validate = Arc::new(validate::Deps::new(config.clone(), &clients));
-    let fanout = Arc::new(fanout::Deps::new(config.clone(), &clients));
-    let send = Arc::new(send::Deps::new(config.clone(), &clients));
-    let resume = Arc::new(resume::Deps::new(config.clone(), &clients));
-    let receipts = Arc::new(receipts::Deps::new(config.clone(), &clients));
-    let api = Arc::new(api::Deps::new(config.clone(), &clients));
+    let validate = Arc::new(validate::Deps::new(config.clone(), &validate_clients));
+    let fanout = Arc::new(fanout::Deps::new(config.clone(), &fanout_clients));
+    let send = Arc::new(send::Deps::new(config.clone(), &send_clients));
+    let resume = Arc::new(resume::Deps::new(config.clone(), &resume_clients));
+    let receipts = Arc::new(receipts::Deps::new(config.clone(), &receipts_clients));
+    let api = Arc::new(api::Deps::new(config.clone(), &api_clients));
 
+    let invocations = Arc::new(Invocations::default());
+    let contract = |function| Contract::of(&stack, function, &opts);
     let notifications = stack.output("NotificationQueueUrl")?.to_string();
     spawn_poller(
         &mut tasks,
-        &clients,
+        &validate_clients,
         notifications,
         opts.retry_after_secs,
-        1,
-        move |ev| {
+        contract("ValidateFunction")?,
+        &invocations,
+        move |ev, _deadline| {
             let d = validate.clone();
             async move { validate::handle(&d, ev).await }
         },
     );
     spawn_poller(
         &mut tasks,
-        &clients,
+        &fanout_clients,
         config.fanout_queue_url.clone(),
         opts.retry_after_secs,
-        2,
-        move |ev| {
+        contract("FanoutFunction")?,
+        &invocations,
+        move |ev, _deadline| {
             let d = fanout.clone();
             async move { fanout::handle(&d, ev).await }
         },
     );
+    let mut senders = contract("SendFunction")?;
+    if let Some(n) = opts.senders {
+        senders.concurrency = n;
+    }
     spawn_poller(
         &mut tasks,
-        &clients,
+        &send_clients,
         config.send_queue_url.clone(),
         opts.retry_after_secs,
-        opts.senders,
-        move |ev| {
+        senders,
+        &invocations,
+        move |ev, deadline| {
             let d = send.clone();
-            async move { send::handle(&d, ev).await }
+            async move { send::handle(&d, ev, deadline).await }
         },
     );
 
     spawn_poller(
         &mut tasks,
-        &clients,
+        &receipts_clients,
         stack.output("ReceiptsQueueUrl")?.to_string(),
         opts.retry_after_secs,
-        1,
-        move |ev| {
+        contract("ReceiptsFunction")?,
+        &invocations,
+        move |ev, _deadline| {
             let d = receipts.clone();
             async move { receipts::handle(&d, ev).await }
         },
     );
 
     let tick = opts.tick_every;
+    let scheduled = contract("ResumeFunction")?;
+    let counted = invocations.clone();
     tasks.spawn(async move {
         let mut every = tokio::time::interval(tick);
         every.tick().await;
         loop {
             every.tick().await;
-            if let Err(e) = resume::handle(&resume, schedule_event()).await {
+            let run = scheduled
+                .invoke(&counted, |_deadline| {
+                    resume::handle(&resume, schedule_event())
+                })
+                .await;
+            if let Some(Err(e)) = run {
                 tracing::error!(error = %e, "scheduled run failed");
             }
         }
@@ -148,10 +271,13 @@ pub async fn start(sdk: &aws_config::SdkConfig, stack: Stack, opts: Options) -> 
         .context("cannot bind the API port")?;
     let api_url = format!("http://{}", listener.local_addr()?);
     // Every request passes the token check first, as behind API Gateway's JWT authorizer.
-    let router = api::router(api).layer(axum::middleware::from_fn_with_state(
-        opts.issuer.clone(),
-        crate::auth::authorize,
-    ));
+    let router = api::router(api)
+        .layer(axum::middleware::from_fn_with_state(
+            opts.issuer.clone(),
+            crate::auth::authorize,
+        ))
+        // Outermost, as API Gateway is: its limits apply before the authorizer runs.
+        .layer(axum::middleware::from_fn(crate::gateway::limits));
     tasks.spawn(async move {
         if let Err(e) = axum::serve(listener, router).await {
             tracing::error!(error = %e, "API server stopped");
@@ -163,6 +289,7 @@ pub async fn start(sdk: &aws_config::SdkConfig, stack: Stack, opts: Options) -> 
         api_url,
         issuer: opts.issuer.clone(),
         stack,
+        invocations,
         tasks,
     })
 }
@@ -193,28 +320,40 @@ fn uuid_like() -> String {
     )
 }
 
+#[allow(clippy::too_many_arguments)]
 fn spawn_poller<F, Fut>(
     tasks: &mut JoinSet<()>,
     clients: &Clients,
     queue_url: String,
     retry_after: i32,
-    pollers: usize,
+    contract: Contract,
+    invocations: &Arc<Invocations>,
     handler: F,
 ) where
-    F: Fn(SqsEvent) -> Fut + Send + Sync + Clone + 'static,
+    F: Fn(SqsEvent, domain::Deadline) -> Fut + Send + Sync + Clone + 'static,
     Fut: Future<Output = Result<SqsBatchResponse, domain::Error>> + Send,
 {
-    for _ in 0..pollers {
+    for _ in 0..contract.concurrency {
         let sqs = clients.sqs.clone();
         let url = queue_url.clone();
         let handler = handler.clone();
-        tasks.spawn(async move { poll(sqs, url, retry_after, handler).await });
+        let contract = contract.clone();
+        let invocations = invocations.clone();
+        tasks.spawn(
+            async move { poll(sqs, url, retry_after, contract, invocations, handler).await },
+        );
     }
 }
 
-async fn poll<F, Fut>(sqs: aws_sdk_sqs::Client, url: String, retry_after: i32, handler: F)
-where
-    F: Fn(SqsEvent) -> Fut,
+async fn poll<F, Fut>(
+    sqs: aws_sdk_sqs::Client,
+    url: String,
+    retry_after: i32,
+    contract: Contract,
+    invocations: Arc<Invocations>,
+    handler: F,
+) where
+    F: Fn(SqsEvent, domain::Deadline) -> Fut,
     Fut: Future<Output = Result<SqsBatchResponse, domain::Error>>,
 {
     let arn = sqs
@@ -234,7 +373,7 @@ where
         let received = sqs
             .receive_message()
             .queue_url(&url)
-            .max_number_of_messages(10)
+            .max_number_of_messages(contract.batch_size.clamp(1, 10))
             .wait_time_seconds(1)
             .message_system_attribute_names(MessageSystemAttributeName::All)
             .send()
@@ -273,7 +412,15 @@ where
                 r
             })
             .collect();
-        let failed: HashSet<String> = match handler(event).await {
+        let answer = contract
+            .invoke(&invocations, |deadline| handler(event, deadline))
+            .await;
+        let Some(answer) = answer else {
+            // Abandoned at its deadline: nothing is deleted, and the messages come again once
+            // the queue's visibility timeout has passed.
+            continue;
+        };
+        let failed: HashSet<String> = match answer {
             Ok(resp) => resp
                 .batch_item_failures
                 .into_iter()

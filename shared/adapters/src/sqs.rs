@@ -78,3 +78,26 @@ pub async fn send_all(
     }
     Ok(())
 }
+
+/// The send queue, for recipients a sender puts back.
+pub struct SendQueue {
+    sqs: aws_sdk_sqs::Client,
+    url: String,
+}
+
+impl SendQueue {
+    pub fn new(sqs: aws_sdk_sqs::Client, url: impl Into<String>) -> SendQueue {
+        SendQueue {
+            sqs,
+            url: url.into(),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl engine::ports::SendQueue for SendQueue {
+    async fn requeue(&self, batch: &domain::queue::SendBatch) -> Result<()> {
+        let body = serde_json::to_string(batch).map_err(|e| Error::Malformed(e.to_string()))?;
+        send_all(&self.sqs, &self.url, vec![body]).await
+    }
+}

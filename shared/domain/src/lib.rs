@@ -13,10 +13,12 @@
 //! - [`queue`]: messages on the work queues
 //! - [`limits`]: the services' limits that shape batches
 //! - [`config`]: typed settings, read once at start-up
+//! - [`deadline`]: when an invocation must be over
 //! - [`error`]: the errors every layer speaks
 
 pub mod audit;
 pub mod config;
+pub mod deadline;
 pub mod error;
 pub mod identity;
 pub mod ids;
@@ -28,4 +30,5 @@ pub mod notice;
 pub mod queue;
 pub mod suppression;
 
+pub use deadline::Deadline;
 pub use error::{Error, Result};

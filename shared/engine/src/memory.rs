@@ -7,7 +7,8 @@
 use crate::pacing::earliest_start;
 use crate::ports::{
     AuditTrail, Claimed, DispatchBook, Mailer, Notices, Outcome, Packages, Quota, RecipientLedger,
-    RecipientRoll, Recorded, ReportDocuments, SendError, SendSlots, StaleHistories, Texter,
+    RecipientRoll, Recorded, ReportDocuments, SendError, SendQueue, SendSlots, StaleHistories,
+    Texter,
 };
 use async_trait::async_trait;
 use domain::audit::AuditEntry;
@@ -15,6 +16,7 @@ use domain::keys::RecipientKey;
 use domain::limits::within_one_write;
 use domain::model::{now_rfc3339, Channel, Dispatch, DispatchState, Recipient, RecipientState};
 use domain::notice::Event;
+use domain::queue::SendBatch;
 use domain::{Error, Result};
 use intake::template::{RenderedEmail, RenderedSms, TemplateSource};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -519,5 +521,26 @@ impl MemoryNotices {
 impl Notices for MemoryNotices {
     async fn notify(&self, event: Event, d: &Dispatch, detail: Option<&str>) {
         lock(&self.sent).push((event, d.id.clone(), detail.map(str::to_string)));
+    }
+}
+
+/// The send queue: messages put back, in order; a test hands them to the sender again.
+#[derive(Default)]
+pub struct MemoryQueue {
+    queued: Mutex<Vec<SendBatch>>,
+}
+
+impl MemoryQueue {
+    /// The messages put back so far, taken out.
+    pub fn take(&self) -> Vec<SendBatch> {
+        std::mem::take(&mut *lock(&self.queued))
+    }
+}
+
+#[async_trait]
+impl SendQueue for MemoryQueue {
+    async fn requeue(&self, batch: &SendBatch) -> Result<()> {
+        lock(&self.queued).push(batch.clone());
+        Ok(())
     }
 }

@@ -7,6 +7,7 @@ use domain::audit::AuditEntry;
 use domain::keys::RecipientKey;
 use domain::model::{Channel, Dispatch, DispatchState, Recipient};
 use domain::notice::Event;
+use domain::queue::SendBatch;
 use domain::Result;
 use intake::template::{RenderedEmail, RenderedSms, TemplateSource};
 use std::time::Duration;
@@ -213,6 +214,13 @@ pub trait Completion: Send + Sync {
     /// Completes a sending dispatch that has nothing outstanding and writes its history;
     /// the dispatch after, or `None` when it is not complete or another caller got there.
     async fn complete_if_done(&self, d: &Dispatch) -> Result<Option<Dispatch>>;
+}
+
+/// The send queue, for the recipients of a message that an invocation had no time left for:
+/// they go back as a new message rather than the whole message coming again.
+#[async_trait]
+pub trait SendQueue: Send + Sync {
+    async fn requeue(&self, batch: &SendBatch) -> Result<()>;
 }
 
 /// Operator notifications: best effort, never failing the step that made them.

@@ -7,7 +7,7 @@ use crate::ports::{Outcome, SendError};
 use domain::limits::MAX_RECIPIENTS_PER_WRITE;
 use domain::model::{now_rfc3339, Channel};
 use domain::queue::SendItem;
-use domain::Result;
+use domain::{Deadline, Result};
 use futures::{stream, FutureExt, StreamExt};
 use intake::template::{MessageTemplate, RenderedEmail, RenderedSms};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -48,6 +48,16 @@ fn now_nanos() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp_nanos() as i64
 }
 
+/// Whether a slot (Unix nanoseconds) comes before the invocation must stop.
+fn in_time(slot: i64, stop_at: Deadline) -> bool {
+    slot <= stop_at.unix_ms().saturating_mul(1_000_000)
+}
+
+/// What becomes of a recipient whose slot comes too late for this invocation.
+fn later() -> Delivered {
+    (ItemOutcome::Later, None, Outcome::Release)
+}
+
 impl Sender {
     /// Renders and sends claimed recipients, each at its slot of the channel's shared rate.
     pub(super) async fn deliver(
@@ -55,6 +65,7 @@ impl Sender {
         dispatch_id: &str,
         template: &MessageTemplate,
         held: &[&SendItem],
+        stop_at: Deadline,
     ) -> Vec<Delivered> {
         let mut out: Vec<Option<Delivered>> = vec![None; held.len()];
         let mut plans: Vec<(usize, Rendered)> = Vec::new();
@@ -117,6 +128,9 @@ impl Sender {
                 }),
             };
             match slot {
+                // Slots past the deadline stay unused: the rate is never exceeded, and the
+                // recipients go back on the queue before anything was waited for.
+                Some(at) if !in_time(at, stop_at) => out[i] = Some(later()),
                 Some(at) => scheduled.push((i, r, at)),
                 None => out[i] = Some((ItemOutcome::Retry, None, Outcome::Release)),
             }
@@ -126,7 +140,14 @@ impl Sender {
             .map(|(i, r, at)| {
                 let stop = &stop;
                 let item = held[i];
-                async move { (i, self.send_one(dispatch_id, item, &r, stop, at).await) }.boxed()
+                async move {
+                    (
+                        i,
+                        self.send_one(dispatch_id, item, &r, stop, at, stop_at)
+                            .await,
+                    )
+                }
+                .boxed()
             })
             .buffer_unordered(ITEM_CONCURRENCY)
             .collect()
@@ -154,13 +175,22 @@ impl Sender {
 
     /// Waits for a send slot (Unix nanoseconds). A slot missed by more than [`MAX_LATE`] is
     /// replaced by a new one, up to [`NEW_SLOTS`] times; a sender that keeps missing them (a
-    /// starved machine) then sends late rather than not at all.
-    async fn wait_for_slot(&self, message: &Rendered, mut at: i64) -> Result<()> {
+    /// starved machine) then sends late rather than not at all. `false` when the slot comes
+    /// after `stop_at`: the send is not made in this invocation.
+    async fn wait_for_slot(
+        &self,
+        message: &Rendered,
+        mut at: i64,
+        stop_at: Deadline,
+    ) -> Result<bool> {
         for _ in 0..NEW_SLOTS {
+            if !in_time(at, stop_at) {
+                return Ok(false);
+            }
             tokio::time::sleep_until(instant_of(at)).await;
             let late = now_nanos() - at;
             if late <= MAX_LATE.as_nanos() as i64 {
-                return Ok(());
+                return Ok(true);
             }
             tracing::debug!(
                 late_ms = late / 1_000_000,
@@ -168,8 +198,11 @@ impl Sender {
             );
             at = self.new_slot(message).await?;
         }
+        if !in_time(at, stop_at) {
+            return Ok(false);
+        }
         tokio::time::sleep_until(instant_of(at)).await;
-        Ok(())
+        Ok(true)
     }
 
     async fn send_one(
@@ -179,6 +212,7 @@ impl Sender {
         message: &Rendered,
         stop: &AtomicBool,
         slot: i64,
+        stop_at: Deadline,
     ) -> Delivered {
         if stop.load(Ordering::Relaxed) {
             // An earlier send of this message was throttled: this one waits with the dispatch.
@@ -190,9 +224,13 @@ impl Sender {
         if stop.load(Ordering::Relaxed) || !self.still_sending(dispatch_id).await {
             return (ItemOutcome::SetAside, None, Outcome::Release);
         }
-        if let Err(e) = self.wait_for_slot(message, slot).await {
-            tracing::warn!(dispatch = %dispatch_id, error = %e, "no send slot; claim given back");
-            return (ItemOutcome::Retry, None, Outcome::Release);
+        match self.wait_for_slot(message, slot, stop_at).await {
+            Ok(true) => {}
+            Ok(false) => return later(),
+            Err(e) => {
+                tracing::warn!(dispatch = %dispatch_id, error = %e, "no send slot; claim given back");
+                return (ItemOutcome::Retry, None, Outcome::Release);
+            }
         }
         if stop.load(Ordering::Relaxed) {
             return (ItemOutcome::SetAside, None, Outcome::Release);
@@ -222,8 +260,12 @@ impl Sender {
                         Ok(at) => at,
                         Err(e) => break Err(SendError::Transient(e.to_string())),
                     };
-                    if let Err(e) = self.wait_for_slot(message, slot).await {
-                        break Err(SendError::Transient(e.to_string()));
+                    match self.wait_for_slot(message, slot, stop_at).await {
+                        Ok(true) => {}
+                        // No time left for another attempt: the provider has not taken the
+                        // message, so it waits for a later invocation.
+                        Ok(false) => return later(),
+                        Err(e) => break Err(SendError::Transient(e.to_string())),
                     }
                 }
                 other => break other,

@@ -16,9 +16,10 @@ mod tally;
 
 pub use tally::{ItemOutcome, Tally};
 
+use crate::pacing::slot_interval;
 use crate::ports::{
     new_token, Completion, DispatchBook, Mailer, Notices, Outcome, Packages, Quota,
-    RecipientLedger, Recorded, SendSlots, Texter,
+    RecipientLedger, Recorded, SendQueue, SendSlots, Texter,
 };
 use domain::config::Config;
 use domain::keys::RecipientKey;
@@ -26,6 +27,7 @@ use domain::limits::MAX_RECIPIENTS_PER_WRITE;
 use domain::model::{rfc3339, DispatchState};
 use domain::notice::Event;
 use domain::queue::{SendBatch, SendItem};
+use domain::Deadline;
 use domain::{Error, Result};
 use futures::{stream, FutureExt, StreamExt};
 use intake::template::MessageTemplate;
@@ -45,6 +47,13 @@ const STATE_FRESH_FOR: Duration = Duration::from_secs(5);
 
 const QUOTA_USED_UP: &str = "the account's 24-hour sending quota is used up";
 
+/// How long before its deadline an invocation stops sending: what follows the last send
+/// (writing results, with retries; completion; the answer) must fit in it. A fifth of the
+/// time the invocation has, between 1 and 15 seconds.
+pub fn margin_for(remaining: Duration) -> Duration {
+    (remaining / 5).clamp(Duration::from_secs(1), Duration::from_secs(15))
+}
+
 /// What the sender works with.
 #[derive(Clone)]
 pub struct SendPorts {
@@ -56,6 +65,7 @@ pub struct SendPorts {
     pub packages: Arc<dyn Packages>,
     pub completion: Arc<dyn Completion>,
     pub notices: Arc<dyn Notices>,
+    pub queue: Arc<dyn SendQueue>,
 }
 
 /// The settings sending follows, from the configuration.
@@ -129,14 +139,16 @@ impl Sender {
 
     /// Handles the messages of one invocation; returns the ids of those that must come
     /// again. Each message stands alone: one that cannot be read or sent never fails the
-    /// others.
-    pub async fn handle(&self, deliveries: Vec<Delivery>) -> Vec<String> {
+    /// others. Nothing is claimed or sent that cannot be done before `deadline` less
+    /// [`margin_for`]; the recipients left go back on the queue as a new message.
+    pub async fn handle(&self, deliveries: Vec<Delivery>, deadline: Deadline) -> Vec<String> {
+        let stop_at = deadline.less(margin_for(deadline.remaining()));
         let results: Vec<(Delivery, Option<SendBatch>, Result<Tally>)> = stream::iter(deliveries)
             .map(|d| {
                 async move {
                     match serde_json::from_str::<SendBatch>(&d.body) {
                         Ok(batch) => {
-                            let r = self.send_batch(&batch).await;
+                            let r = self.send_batch(&batch, stop_at).await;
                             (d, Some(batch), r)
                         }
                         Err(e) => (d, None, Err(Error::Malformed(format!("send message: {e}")))),
@@ -155,12 +167,21 @@ impl Sender {
             let (id, receives) = (delivery.message_id, delivery.receives);
             let (retry, not_done) = match result {
                 Ok(mut t) => {
-                    let not_done = std::mem::take(&mut t.retry);
+                    let mut not_done = std::mem::take(&mut t.retry);
+                    let later = std::mem::take(&mut t.later);
                     if let Some(b) = &batch {
                         per_dispatch
                             .entry(b.dispatch_id.clone())
                             .or_default()
                             .merge(t);
+                        if !later.is_empty() {
+                            if let Err(e) = self.requeue(b, &later).await {
+                                // The whole message comes again instead; what was sent is
+                                // no longer pending and is not sent twice.
+                                tracing::warn!(message_id = %id, error = %e, "recipients not put back on the queue; the message comes again");
+                                not_done.extend(later);
+                            }
+                        }
                     }
                     // Throttled recipients are pending again and continue with the dispatch;
                     // only faults make the queue deliver the message again.
@@ -403,22 +424,66 @@ impl Sender {
         }
     }
 
-    /// Sends one queue message's recipients.
-    pub async fn send_batch(&self, batch: &SendBatch) -> Result<Tally> {
+    /// Puts recipients of a message back on the queue as a message of their own.
+    async fn requeue(&self, batch: &SendBatch, keys: &[RecipientKey]) -> Result<()> {
+        let items: Vec<SendItem> = batch
+            .items
+            .iter()
+            .filter(|i| keys.contains(&i.key))
+            .cloned()
+            .collect();
+        tracing::info!(dispatch = %batch.dispatch_id, recipients = items.len(), "no time left in this invocation; recipients put back on the queue");
+        self.ports
+            .queue
+            .requeue(&SendBatch {
+                dispatch_id: batch.dispatch_id.clone(),
+                items,
+            })
+            .await
+    }
+
+    /// How many sends could still be made before `stop_at` at the slower channel's rate,
+    /// were the schedule free: no more are claimed at once.
+    async fn sends_that_fit(&self, stop_at: Deadline) -> usize {
+        let rate = self
+            .email_rate_now()
+            .await
+            .min(self.settings.sms_rate_per_second);
+        let every = slot_interval(rate).as_nanos().max(1);
+        (stop_at.remaining().as_nanos() / every) as usize
+    }
+
+    /// Sends one queue message's recipients, those that can be before `stop_at`; the
+    /// others are in the tally's `later`.
+    pub async fn send_batch(&self, batch: &SendBatch, stop_at: Deadline) -> Result<Tally> {
         let mut tally = Tally::default();
         if batch.items.is_empty() {
             return Ok(tally);
         }
         let template = self.template(&batch.dispatch_id).await?;
-        for chunk in batch.items.chunks(MAX_RECIPIENTS_PER_WRITE) {
+        let keys = |items: &[SendItem]| items.iter().map(|i| i.key.clone()).collect::<Vec<_>>();
+        let mut rest: &[SendItem] = &batch.items;
+        while !rest.is_empty() {
+            let fit = self.sends_that_fit(stop_at).await;
+            if fit == 0 {
+                tally.later.extend(keys(rest));
+                break;
+            }
+            let (chunk, tail) = rest.split_at(rest.len().min(MAX_RECIPIENTS_PER_WRITE).min(fit));
             let t = self
-                .send_chunk(&batch.dispatch_id, &template, chunk)
+                .send_chunk(&batch.dispatch_id, &template, chunk, stop_at)
                 .await?;
             let stop = t.throttled + t.quota_reached + t.blocked > 0;
+            let out_of_time = !t.later.is_empty();
             tally.merge(t);
             if stop {
                 break;
             }
+            if out_of_time {
+                tally.later.extend(keys(tail));
+                break;
+            }
+            rest = tail;
         }
         Ok(tally)
     }
@@ -429,6 +494,7 @@ impl Sender {
         dispatch_id: &str,
         template: &MessageTemplate,
         items: &[SendItem],
+        stop_at: Deadline,
     ) -> Result<Tally> {
         let keys: Vec<_> = items.iter().map(|i| i.key.clone()).collect();
         let token = new_token();
@@ -444,7 +510,7 @@ impl Sender {
         }
         self.saw(dispatch_id, DispatchState::Sending).await;
         let held: Vec<&SendItem> = claimed.held.iter().map(|&i| &items[i]).collect();
-        let results = self.deliver(dispatch_id, template, &held).await;
+        let results = self.deliver(dispatch_id, template, &held, stop_at).await;
         let writes: Vec<_> = held
             .iter()
             .zip(&results)

@@ -21,6 +21,9 @@ pub enum ItemOutcome {
     /// Not sent, claim given back: the provider refuses the account or the sender (access
     /// denied, an unverified sender, sending paused, a suspended account).
     Blocked,
+    /// Not sent, claim given back: its send slot would come after this invocation must stop;
+    /// it goes back on the queue as a new message.
+    Later,
 }
 
 /// What one message's sends came to.
@@ -38,6 +41,8 @@ pub struct Tally {
     pub blocked_reason: Option<String>,
     /// Recipients given back for the message to come again.
     pub retry: Vec<RecipientKey>,
+    /// Recipients this invocation had no time left for, to go back on the queue.
+    pub later: Vec<RecipientKey>,
 }
 
 impl Tally {
@@ -56,6 +61,7 @@ impl Tally {
             ItemOutcome::Failed => self.failed += 1,
             ItemOutcome::Unknown => self.unknown += 1,
             ItemOutcome::Retry => self.retry.push(key.clone()),
+            ItemOutcome::Later => self.later.push(key.clone()),
             ItemOutcome::Throttled => self.throttled += 1,
             ItemOutcome::QuotaReached => self.quota_reached += 1,
             ItemOutcome::Blocked => self.blocked += 1,
@@ -77,5 +83,6 @@ impl Tally {
             self.blocked_reason = t.blocked_reason;
         }
         self.retry.extend(t.retry);
+        self.later.extend(t.later);
     }
 }

@@ -4,7 +4,8 @@
 use super::*;
 use crate::completion::{Completer, CompletionPorts};
 use crate::memory::{
-    MemoryDocuments, MemoryNotices, MemoryPackages, MemorySlots, MemoryStore, ScriptedProvider,
+    MemoryDocuments, MemoryNotices, MemoryPackages, MemoryQueue, MemorySlots, MemoryStore,
+    ScriptedProvider,
 };
 use crate::ports::SendError;
 use domain::model::{Channel, Dispatch, Recipient, RecipientState};
@@ -16,6 +17,7 @@ struct World {
     provider: Arc<ScriptedProvider>,
     slots: Arc<MemorySlots>,
     notices: Arc<MemoryNotices>,
+    queue: Arc<MemoryQueue>,
     batch: SendBatch,
 }
 
@@ -36,6 +38,11 @@ fn address(channel: Channel, i: usize) -> String {
 
 /// A sending dispatch of `n` recipients, alternating channels when `mixed`.
 fn world(n: usize, mixed: bool) -> World {
+    world_with(n, mixed, SETTINGS)
+}
+
+fn world_with(n: usize, mixed: bool, settings: SendSettings) -> World {
+    let queue = Arc::new(MemoryQueue::default());
     let store = Arc::new(MemoryStore::new());
     let provider = Arc::new(ScriptedProvider::default());
     let slots = Arc::new(MemorySlots::default());
@@ -100,8 +107,9 @@ fn world(n: usize, mixed: bool) -> World {
                 stale: store.clone(),
             })),
             notices: notices.clone(),
+            queue: queue.clone(),
         },
-        SETTINGS,
+        settings,
     );
     World {
         sender,
@@ -109,6 +117,7 @@ fn world(n: usize, mixed: bool) -> World {
         provider,
         slots,
         notices,
+        queue,
         batch: SendBatch {
             dispatch_id: "d1".into(),
             items,
@@ -117,6 +126,12 @@ fn world(n: usize, mixed: bool) -> World {
 }
 
 impl World {
+    /// Handles deliveries in an invocation with all the time it needs.
+    async fn run(&self, deliveries: Vec<Delivery>) -> Vec<String> {
+        self.sender
+            .handle(deliveries, Deadline::after(Duration::from_secs(900)))
+            .await
+    }
     fn delivery(&self, id: &str, receives: u32) -> Delivery {
         Delivery {
             message_id: id.into(),
@@ -148,8 +163,8 @@ impl World {
 async fn a_message_delivered_twice_at_once_sends_each_recipient_once() {
     let w = world(40, true);
     let (a, b) = tokio::join!(
-        w.sender.handle(vec![w.delivery("m", 1)]),
-        w.sender.handle(vec![w.delivery("m", 1)])
+        w.run(vec![w.delivery("m", 1)]),
+        w.run(vec![w.delivery("m", 1)])
     );
     assert!(a.is_empty() && b.is_empty(), "{a:?} {b:?}");
     let sent = w.provider.sent();
@@ -172,7 +187,7 @@ async fn a_message_delivered_twice_at_once_sends_each_recipient_once() {
 #[tokio::test]
 async fn messages_render_per_channel_with_the_recipients_fields() {
     let w = world(2, true);
-    w.sender.handle(vec![w.delivery("m", 1)]).await;
+    w.run(vec![w.delivery("m", 1)]).await;
     let mut sent = w.provider.sent();
     sent.sort();
     assert_eq!(sent[0].0, "+4520000001");
@@ -192,7 +207,7 @@ async fn a_throttle_gives_the_claims_back_and_the_dispatch_waits_for_continuatio
             "TooManyRequestsException: Maximum sending rate exceeded.".into(),
         )],
     );
-    let again = w.sender.handle(vec![w.delivery("m", 1)]).await;
+    let again = w.run(vec![w.delivery("m", 1)]).await;
     assert!(
         again.is_empty(),
         "a throttle does not make the message come again"
@@ -237,7 +252,7 @@ async fn a_refusal_over_the_daily_quota_waits_as_long_as_a_quota_recheck() {
             "LimitExceededException: Daily message quota exceeded.".into(),
         )],
     );
-    w.sender.handle(vec![w.delivery("m", 1)]).await;
+    w.run(vec![w.delivery("m", 1)]).await;
     let d = w.dispatch();
     assert_eq!(d.state, DispatchState::WaitingForContinuation);
     let resume = time::OffsetDateTime::parse(
@@ -257,7 +272,7 @@ async fn a_refused_account_pauses_the_dispatch_fails_nobody_and_resumes_when_men
             "AccountSuspendedException: the account's ability to send email is restricted".into(),
         )],
     );
-    let again = w.sender.handle(vec![w.delivery("m", 1)]).await;
+    let again = w.run(vec![w.delivery("m", 1)]).await;
     assert!(
         again.is_empty(),
         "set aside with the dispatch, not redelivered"
@@ -276,7 +291,7 @@ async fn a_refused_account_pauses_the_dispatch_fails_nobody_and_resumes_when_men
         .any(|(e, _, detail)| *e == Event::Blocked && detail.as_deref() == Some(&reason)));
     // An operator mends the configuration and resumes: the rest is sent, once each.
     w.store.set_state("d1", DispatchState::Sending);
-    w.sender.handle(vec![w.delivery("m", 1)]).await;
+    w.run(vec![w.delivery("m", 1)]).await;
     assert_eq!(w.states(), BTreeMap::from([(RecipientState::Sent, 6)]));
     assert_eq!(w.provider.sent().len(), 6);
     assert_eq!(w.dispatch().state, DispatchState::Completed);
@@ -290,7 +305,7 @@ async fn the_accounts_daily_quota_stops_sending_when_used_up() {
         max_24_hour_send: 100.0,
         sent_last_24_hours: 98.0,
     });
-    w.sender.handle(vec![w.delivery("m", 1)]).await;
+    w.run(vec![w.delivery("m", 1)]).await;
     assert_eq!(w.provider.sent().len(), 2, "only what the quota leaves");
     let d = w.dispatch();
     assert_eq!(d.state, DispatchState::WaitingForContinuation);
@@ -305,7 +320,7 @@ async fn a_transient_fault_is_tried_again_and_then_sent() {
         &address(Channel::Email, 0),
         [SendError::Transient("503 Service Unavailable".into())],
     );
-    let again = w.sender.handle(vec![w.delivery("m", 1)]).await;
+    let again = w.run(vec![w.delivery("m", 1)]).await;
     assert!(again.is_empty());
     assert_eq!(w.state_of(0).state, RecipientState::Sent);
     let runs = w.slots.runs();
@@ -322,7 +337,7 @@ async fn faults_that_persist_give_the_claim_back_and_the_message_comes_again() {
     let busy = || SendError::Transient("connection refused".into());
     w.provider
         .answer(&address(Channel::Email, 0), [busy(), busy(), busy()]);
-    let again = w.sender.handle(vec![w.delivery("m", 1)]).await;
+    let again = w.run(vec![w.delivery("m", 1)]).await;
     assert_eq!(again, vec!["m".to_string()]);
     assert_eq!(w.state_of(0).state, RecipientState::Pending);
     assert!(
@@ -333,7 +348,7 @@ async fn faults_that_persist_give_the_claim_back_and_the_message_comes_again() {
     assert!(!w.store.is_stuck("d1", &w.batch.items[0].key));
 
     // Delivered again, the message sends only the one given back.
-    let again = w.sender.handle(vec![w.delivery("m", 2)]).await;
+    let again = w.run(vec![w.delivery("m", 2)]).await;
     assert!(again.is_empty());
     assert_eq!(w.provider.sent().len(), 2);
     assert_eq!(w.dispatch().state, DispatchState::Completed);
@@ -345,10 +360,7 @@ async fn on_the_last_delivery_the_recipients_given_back_are_marked_stuck() {
     let busy = || SendError::Transient("connection refused".into());
     w.provider
         .answer(&address(Channel::Email, 1), [busy(), busy(), busy()]);
-    let again = w
-        .sender
-        .handle(vec![w.delivery("m", SETTINGS.max_receives)])
-        .await;
+    let again = w.run(vec![w.delivery("m", SETTINGS.max_receives)]).await;
     assert_eq!(
         again,
         vec!["m".to_string()],
@@ -374,7 +386,7 @@ async fn no_answer_makes_the_recipient_unknown_and_a_refusal_failed() {
             message: "Email address is not verified.".into(),
         }],
     );
-    let again = w.sender.handle(vec![w.delivery("m", 1)]).await;
+    let again = w.run(vec![w.delivery("m", 1)]).await;
     assert!(again.is_empty(), "neither is sent again automatically");
     let unknown = w.state_of(0);
     assert_eq!(unknown.state, RecipientState::Unknown);
@@ -400,7 +412,7 @@ async fn no_answer_makes_the_recipient_unknown_and_a_refusal_failed() {
 async fn a_recipient_whose_message_cannot_be_rendered_fails_alone() {
     let mut w = world(2, false);
     w.batch.items[0].fields.clear();
-    w.sender.handle(vec![w.delivery("m", 1)]).await;
+    w.run(vec![w.delivery("m", 1)]).await;
     let r = w.state_of(0);
     assert_eq!(r.state, RecipientState::Failed);
     assert!(r.reason.unwrap().starts_with("render_failed"));
@@ -411,7 +423,7 @@ async fn a_recipient_whose_message_cannot_be_rendered_fails_alone() {
 async fn a_paused_dispatch_sets_its_messages_aside() {
     let w = world(4, false);
     w.store.set_state("d1", DispatchState::Paused);
-    let again = w.sender.handle(vec![w.delivery("m", 1)]).await;
+    let again = w.run(vec![w.delivery("m", 1)]).await;
     assert!(again.is_empty(), "set aside, not redelivered");
     assert!(w.provider.sent().is_empty());
     assert_eq!(w.states(), BTreeMap::from([(RecipientState::Pending, 4)]));
@@ -425,7 +437,7 @@ async fn an_unreadable_message_comes_again_without_holding_up_the_others() {
         receives: 1,
         body: "{not json".into(),
     };
-    let again = w.sender.handle(vec![bad, w.delivery("good", 1)]).await;
+    let again = w.run(vec![bad, w.delivery("good", 1)]).await;
     assert_eq!(again, vec!["bad".to_string()]);
     assert_eq!(w.provider.sent().len(), 2);
 }
@@ -434,7 +446,7 @@ async fn an_unreadable_message_comes_again_without_holding_up_the_others() {
 async fn results_the_store_did_not_take_are_written_again() {
     let w = world(3, false);
     w.store.fail_next_records(2);
-    let again = w.sender.handle(vec![w.delivery("m", 1)]).await;
+    let again = w.run(vec![w.delivery("m", 1)]).await;
     assert!(again.is_empty());
     assert_eq!(w.states(), BTreeMap::from([(RecipientState::Sent, 3)]));
     assert_eq!(w.dispatch().counts.sent, 3);
@@ -444,7 +456,7 @@ async fn results_the_store_did_not_take_are_written_again() {
 async fn results_written_whose_answer_was_lost_are_not_counted_twice() {
     let w = world(5, true);
     w.store.lose_next_record_answers(1);
-    let again = w.sender.handle(vec![w.delivery("m", 1)]).await;
+    let again = w.run(vec![w.delivery("m", 1)]).await;
     assert!(again.is_empty());
     assert_eq!(w.states(), BTreeMap::from([(RecipientState::Sent, 5)]));
     assert_eq!(w.dispatch().counts.sent, 5, "counted once");
@@ -472,10 +484,7 @@ async fn concurrent_messages_take_runs_of_slots_that_never_overlap() {
         })
         .collect();
     let (half_a, half_b) = deliveries.split_at(3);
-    let (a, b) = tokio::join!(
-        w.sender.handle(half_a.to_vec()),
-        w.sender.handle(half_b.to_vec())
-    );
+    let (a, b) = tokio::join!(w.run(half_a.to_vec()), w.run(half_b.to_vec()));
     assert!(a.is_empty() && b.is_empty());
     assert_eq!(w.provider.sent().len(), 60);
     for channel in [Channel::Email, Channel::Sms] {
@@ -505,4 +514,86 @@ fn a_refusal_over_the_daily_quota_is_told_from_one_over_the_rate() {
     assert!(!is_daily_quota(
         "TooManyRequestsException: Maximum sending rate exceeded."
     ));
+}
+
+#[tokio::test]
+async fn an_invocation_sends_only_what_fits_before_its_deadline_and_puts_the_rest_back() {
+    // 40 emails at 10 a second take 4 s; the invocation has 3 s, less its margin (1 s).
+    let w = world_with(
+        40,
+        false,
+        SendSettings {
+            email_rate_per_second: 10.0,
+            ..SETTINGS
+        },
+    );
+    let started = tokio::time::Instant::now();
+    let again = w
+        .sender
+        .handle(
+            vec![w.delivery("m", 1)],
+            Deadline::after(Duration::from_secs(3)),
+        )
+        .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "done before the deadline"
+    );
+    assert!(
+        again.is_empty(),
+        "the message is not given back whole: {again:?}"
+    );
+    let first = w.provider.sent().len();
+    assert!(
+        (10..=25).contains(&first),
+        "{first} sent in about 2 s at 10/s"
+    );
+    let states = w.states();
+    assert_eq!(states.get(&RecipientState::Sent), Some(&first));
+    assert_eq!(
+        states.get(&RecipientState::Pending),
+        Some(&(40 - first)),
+        "no claim is left held: {states:?}"
+    );
+    let back = w.queue.take();
+    assert_eq!(back.len(), 1, "the rest goes back as one message");
+    assert_eq!(back[0].items.len(), 40 - first);
+    // The message put back is sent by a later invocation: everyone once.
+    let later = Delivery {
+        message_id: "m2".into(),
+        receives: 1,
+        body: serde_json::to_string(&back[0]).unwrap(),
+    };
+    assert!(w.run(vec![later]).await.is_empty());
+    let sent = w.provider.sent();
+    let distinct: std::collections::BTreeSet<_> = sent.iter().map(|(to, _, _)| to).collect();
+    assert_eq!((sent.len(), distinct.len()), (40, 40), "every address once");
+    assert_eq!(w.states(), BTreeMap::from([(RecipientState::Sent, 40)]));
+    assert!(w.queue.take().is_empty());
+}
+
+#[tokio::test]
+async fn an_invocation_with_no_time_left_claims_nothing() {
+    let w = world(5, false);
+    let again = w
+        .sender
+        .handle(
+            vec![w.delivery("m", 1)],
+            Deadline::after(Duration::from_millis(500)),
+        )
+        .await;
+    assert!(again.is_empty());
+    assert!(w.provider.sent().is_empty());
+    assert_eq!(w.states(), BTreeMap::from([(RecipientState::Pending, 5)]));
+    assert_eq!(w.queue.take()[0].items.len(), 5);
+}
+
+#[test]
+fn the_margin_is_a_fifth_of_the_time_between_one_and_fifteen_seconds() {
+    assert_eq!(
+        margin_for(Duration::from_secs(120)),
+        Duration::from_secs(15)
+    );
+    assert_eq!(margin_for(Duration::from_secs(20)), Duration::from_secs(4));
+    assert_eq!(margin_for(Duration::from_secs(2)), Duration::from_secs(1));
 }
