@@ -29,6 +29,8 @@ use serde::Serialize;
 
 /// An approved dispatch older than this is fanned out again.
 pub const REFAN_AFTER_SECS: i64 = 60;
+/// Time kept free before the deadline for the rest of a run (continuations, histories).
+pub const MARGIN: std::time::Duration = std::time::Duration::from_secs(60);
 /// Dispatches looked at per state and run.
 const PER_STATE: i32 = 100;
 
@@ -70,9 +72,12 @@ pub struct Report {
     pub histories_refreshed: Vec<String>,
 }
 
+/// One scheduled run. It stops settling dispatches when less than [`MARGIN`] is left before
+/// `deadline` (when Lambda ends the invocation); the next run, a minute later, goes on.
 pub async fn handle(
     deps: &Deps,
     _event: EventBridgeEvent<serde_json::Value>,
+    deadline: domain::Deadline,
 ) -> Result<Report, Error> {
     let mut report = Report::default();
     for d in deps
@@ -80,6 +85,10 @@ pub async fn handle(
         .list_dispatches(Some(DispatchState::Sending), PER_STATE)
         .await?
     {
+        if deadline.remaining() < MARGIN {
+            tracing::warn!(dispatch = %d.id, "no time left in this run; the next run settles the rest");
+            return Ok(report);
+        }
         if let Err(e) = settle_sending(deps, &d, &mut report).await {
             tracing::error!(dispatch = %d.id, error = %e, "could not settle dispatch");
         }

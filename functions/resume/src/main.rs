@@ -9,9 +9,11 @@ async fn main() -> Result<(), Error> {
     let config = domain::config::Config::from_env()?;
     let clients = adapters::clients::Clients::new(&adapters::clients::sdk_config().await);
     let deps = resume::Deps::new(config, &clients);
+    let deps = &deps;
     run(service_fn(
-        |event: LambdaEvent<EventBridgeEvent<serde_json::Value>>| async {
-            resume::handle(&deps, event.payload)
+        |event: LambdaEvent<EventBridgeEvent<serde_json::Value>>| async move {
+            let deadline = domain::Deadline::at_unix_ms(event.context.deadline);
+            resume::handle(deps, event.payload, deadline)
                 .await
                 .map_err(Error::from)
         },

@@ -71,6 +71,8 @@ pub struct System {
     pub stack: Stack,
     /// Invocations so far and those abandoned at their deadline, by function.
     pub invocations: Arc<Invocations>,
+    /// Each function's clients, under its own role, by its logical id.
+    functions: std::collections::HashMap<&'static str, Clients>,
     tasks: JoinSet<()>,
 }
 
@@ -141,6 +143,11 @@ impl Contract {
 }
 
 impl System {
+    /// The clients a function runs with (by its logical id, `SendFunction`): its role's.
+    pub fn clients_of(&self, function: &str) -> Option<&Clients> {
+        self.functions.get(function)
+    }
+
     pub async fn stop(mut self) {
         self.tasks.abort_all();
         while self.tasks.join_next().await.is_some() {}
@@ -256,8 +263,8 @@ pub async fn start(sdk: &aws_config::SdkConfig, stack: Stack, opts: Options) -> 
         loop {
             every.tick().await;
             let run = scheduled
-                .invoke(&counted, |_deadline| {
-                    resume::handle(&resume, schedule_event())
+                .invoke(&counted, |deadline| {
+                    resume::handle(&resume, schedule_event(), deadline)
                 })
                 .await;
             if let Some(Err(e)) = run {
@@ -290,6 +297,16 @@ pub async fn start(sdk: &aws_config::SdkConfig, stack: Stack, opts: Options) -> 
         issuer: opts.issuer.clone(),
         stack,
         invocations,
+        functions: [
+            ("ValidateFunction", validate_clients),
+            ("FanoutFunction", fanout_clients),
+            ("SendFunction", send_clients),
+            ("ResumeFunction", resume_clients),
+            ("ReceiptsFunction", receipts_clients),
+            ("ApiFunction", api_clients),
+        ]
+        .into_iter()
+        .collect(),
         tasks,
     })
 }
