@@ -952,11 +952,11 @@ async fn send_slots_are_had_by_every_sender_when_the_store_answers_slower_than_a
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_short_send_timeout_at_a_slow_rate_leaves_nobody_sending_and_sends_everyone_once() {
     let local = Local::start(Options {
-        timeouts: vec![("SendFunction", Duration::from_secs(6))],
+        timeouts: vec![("SendFunction", Duration::from_secs(10))],
         senders: Some(2),
         ..fast(&[
-            (vars::EMAIL_RATE_PER_SECOND, "4"),
-            (vars::SMS_RATE_PER_SECOND, "4"),
+            (vars::EMAIL_RATE_PER_SECOND, "3"),
+            (vars::SMS_RATE_PER_SECOND, "3"),
         ])
     })
     .await
@@ -974,6 +974,6 @@ async fn a_short_send_timeout_at_a_slow_rate_leaves_nobody_sending_and_sends_eve
     assert_eq!(delivered(&local.emulator).await, once_each(&addresses));
     let (runs, timed_out) = local.system.invocations.of("SendFunction");
     assert_eq!(timed_out, 0, "no send invocation ran into its timeout");
-    // 30 emails at 4 a second take 7.5 s: more than one 6 s invocation.
+    // 30 emails at 3 a second take 10 s: more than one 10 s invocation, which sends for 7.5 s.
     assert!(runs >= 2, "{runs} send invocations");
 }

@@ -16,6 +16,8 @@ use futures::{stream, FutureExt, StreamExt, TryStreamExt};
 pub const PAGES_PER_MESSAGE: usize = 10;
 /// Recipients read per page.
 pub const PAGE_SIZE: i32 = 1000;
+/// Time kept free before the deadline: a page left unread then goes to the continuation.
+pub const MARGIN: std::time::Duration = std::time::Duration::from_secs(30);
 
 pub struct Deps {
     pub config: Config,
@@ -33,12 +35,18 @@ impl Deps {
     }
 }
 
-pub async fn handle(deps: &Deps, event: SqsEvent) -> Result<SqsBatchResponse, Error> {
+/// Handles one invocation's messages. A shard not done when less than [`MARGIN`] is left
+/// before `deadline` continues in a new message.
+pub async fn handle(
+    deps: &Deps,
+    event: SqsEvent,
+    deadline: domain::Deadline,
+) -> Result<SqsBatchResponse, Error> {
     let mut failures = Vec::new();
     for record in event.records {
         let id = record.message_id.clone().unwrap_or_default();
         let result = match serde_json::from_str::<FanOut>(record.body.as_deref().unwrap_or("")) {
-            Ok(work) => fan_out(deps, &work).await,
+            Ok(work) => fan_out(deps, &work, deadline).await,
             Err(e) => Err(Error::Malformed(format!("fan-out message: {e}"))),
         };
         if let Err(e) = result {
@@ -51,7 +59,7 @@ pub async fn handle(deps: &Deps, event: SqsEvent) -> Result<SqsBatchResponse, Er
     Ok(sqs::batch_response(failures))
 }
 
-pub async fn fan_out(deps: &Deps, work: &FanOut) -> Result<()> {
+pub async fn fan_out(deps: &Deps, work: &FanOut, deadline: domain::Deadline) -> Result<()> {
     let d = deps
         .store
         .get_dispatch(&work.dispatch_id)
@@ -77,6 +85,9 @@ pub async fn fan_out(deps: &Deps, work: &FanOut) -> Result<()> {
     }
     let mut after = work.after.clone();
     for _ in 0..PAGES_PER_MESSAGE {
+        if deadline.remaining() < MARGIN {
+            break;
+        }
         let page = match work.action {
             FanOutAction::Send => {
                 deps.store

@@ -9,8 +9,10 @@ async fn main() -> Result<(), Error> {
     let config = domain::config::Config::from_env()?;
     let clients = adapters::clients::Clients::new(&adapters::clients::sdk_config().await);
     let deps = fanout::Deps::new(config, &clients);
-    run(service_fn(|event: LambdaEvent<SqsEvent>| async {
-        fanout::handle(&deps, event.payload)
+    let deps = &deps;
+    run(service_fn(|event: LambdaEvent<SqsEvent>| async move {
+        let deadline = domain::Deadline::at_unix_ms(event.context.deadline);
+        fanout::handle(deps, event.payload, deadline)
             .await
             .map_err(Error::from)
     }))

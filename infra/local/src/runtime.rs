@@ -219,9 +219,9 @@ pub async fn start(sdk: &aws_config::SdkConfig, stack: Stack, opts: Options) -> 
         opts.retry_after_secs,
         contract("FanoutFunction")?,
         &invocations,
-        move |ev, _deadline| {
+        move |ev, deadline| {
             let d = fanout.clone();
-            async move { fanout::handle(&d, ev).await }
+            async move { fanout::handle(&d, ev, deadline).await }
         },
     );
     let mut senders = contract("SendFunction")?;

@@ -48,10 +48,10 @@ const STATE_FRESH_FOR: Duration = Duration::from_secs(5);
 const QUOTA_USED_UP: &str = "the account's 24-hour sending quota is used up";
 
 /// How long before its deadline an invocation stops sending: what follows the last send
-/// (writing results, with retries; completion; the answer) must fit in it. A fifth of the
-/// time the invocation has, between 1 and 15 seconds.
+/// (writing results, with retries; completion; the answer) must fit in it. A quarter of the
+/// time the invocation has, between 3 and 20 seconds.
 pub fn margin_for(remaining: Duration) -> Duration {
-    (remaining / 5).clamp(Duration::from_secs(1), Duration::from_secs(15))
+    (remaining / 4).clamp(Duration::from_secs(3), Duration::from_secs(20))
 }
 
 /// What the sender works with.
