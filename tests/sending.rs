@@ -183,12 +183,15 @@ fn never_overlapping(mut runs: Vec<(i64, i64)>) -> Vec<(i64, i64)> {
     runs
 }
 
+/// Quick sends (200 a second) and a quick schedule; `extra` settings come first, so a rate
+/// among them replaces the quick one.
 fn fast(extra: &[(&'static str, &str)]) -> Options {
-    let mut overrides = vec![
+    let mut overrides: Vec<(&'static str, String)> =
+        extra.iter().map(|(k, v)| (*k, v.to_string())).collect();
+    overrides.extend([
         (vars::EMAIL_RATE_PER_SECOND, "200".to_string()),
         (vars::SMS_RATE_PER_SECOND, "200".to_string()),
-    ];
-    overrides.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+    ]);
     Options {
         overrides,
         tick_every: Duration::from_millis(500),
@@ -954,9 +957,12 @@ async fn a_short_send_timeout_at_a_slow_rate_leaves_nobody_sending_and_sends_eve
     let local = Local::start(Options {
         timeouts: vec![("SendFunction", Duration::from_secs(10))],
         senders: Some(2),
+        // One shard and one message of all 40, so that one invocation cannot send them all.
         ..fast(&[
             (vars::EMAIL_RATE_PER_SECOND, "3"),
             (vars::SMS_RATE_PER_SECOND, "3"),
+            (vars::KEY_SHARDS, "1"),
+            (vars::RECIPIENTS_PER_MESSAGE, "99"),
         ])
     })
     .await
@@ -976,4 +982,10 @@ async fn a_short_send_timeout_at_a_slow_rate_leaves_nobody_sending_and_sends_eve
     assert_eq!(timed_out, 0, "no send invocation ran into its timeout");
     // 30 emails at 3 a second take 10 s: more than one 10 s invocation, which sends for 7.5 s.
     assert!(runs >= 2, "{runs} send invocations");
+    // What the first could not send it put back on the send queue (under its own role).
+    let allowed = local.emulator.allowed_to("SendFunction").unwrap();
+    assert!(
+        allowed.get("sqs:SendMessage").is_some_and(|n| *n >= 1),
+        "the sender put nothing back: {allowed:?}"
+    );
 }

@@ -22,6 +22,8 @@ pub struct Emulator {
     pub admin: Credentials,
     /// Whether the emulator enforces IAM (a moto server started here does).
     pub enforces_iam: bool,
+    /// Where it logs its authorisations (a moto server started here).
+    iam_log: Option<PathBuf>,
 }
 
 /// Requests moto answers before it enforces IAM: the administrator's user, its policy and
@@ -92,6 +94,7 @@ impl Emulator {
             port,
             admin: test_credentials(),
             enforces_iam: true,
+            iam_log: Some(iam_log),
         };
         let client = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -126,6 +129,7 @@ impl Emulator {
             port,
             admin: test_credentials(),
             enforces_iam: false,
+            iam_log: None,
         })
     }
 
@@ -213,6 +217,30 @@ impl Emulator {
                 self.admin.secret_access_key().to_string(),
             ),
         ]
+    }
+
+    /// The actions this emulator allowed a function (by its logical id, `SendFunction`), with
+    /// how many times, from its log of authorisations.
+    pub fn allowed_to(&self, function: &str) -> Result<std::collections::BTreeMap<String, u64>> {
+        let mut out = std::collections::BTreeMap::new();
+        let Some(path) = &self.iam_log else {
+            return Ok(out);
+        };
+        let session = format!("/{function}");
+        for line in std::fs::read_to_string(path)?.lines() {
+            let Ok(d) = serde_json::from_str::<Value>(line) else {
+                continue;
+            };
+            let caller = d["caller"].as_str().unwrap_or_default();
+            if caller.contains(":assumed-role/")
+                && caller.ends_with(&session)
+                && d["allowed"] == true
+            {
+                *out.entry(d["action"].as_str().unwrap_or_default().to_string())
+                    .or_default() += 1;
+            }
+        }
+        Ok(out)
     }
 
     /// The emulator's record of everything it holds, including sent mail and SMS.

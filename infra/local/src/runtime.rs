@@ -202,7 +202,7 @@ pub async fn start(sdk: &aws_config::SdkConfig, stack: Stack, opts: Options) -> 
     let notifications = stack.output("NotificationQueueUrl")?.to_string();
     spawn_poller(
         &mut tasks,
-        &validate_clients,
+        (&validate_clients, &clients),
         notifications,
         opts.retry_after_secs,
         contract("ValidateFunction")?,
@@ -214,7 +214,7 @@ pub async fn start(sdk: &aws_config::SdkConfig, stack: Stack, opts: Options) -> 
     );
     spawn_poller(
         &mut tasks,
-        &fanout_clients,
+        (&fanout_clients, &clients),
         config.fanout_queue_url.clone(),
         opts.retry_after_secs,
         contract("FanoutFunction")?,
@@ -230,7 +230,7 @@ pub async fn start(sdk: &aws_config::SdkConfig, stack: Stack, opts: Options) -> 
     }
     spawn_poller(
         &mut tasks,
-        &send_clients,
+        (&send_clients, &clients),
         config.send_queue_url.clone(),
         opts.retry_after_secs,
         senders,
@@ -243,7 +243,7 @@ pub async fn start(sdk: &aws_config::SdkConfig, stack: Stack, opts: Options) -> 
 
     spawn_poller(
         &mut tasks,
-        &receipts_clients,
+        (&receipts_clients, &clients),
         stack.output("ReceiptsQueueUrl")?.to_string(),
         opts.retry_after_secs,
         contract("ReceiptsFunction")?,
@@ -340,7 +340,7 @@ fn uuid_like() -> String {
 #[allow(clippy::too_many_arguments)]
 fn spawn_poller<F, Fut>(
     tasks: &mut JoinSet<()>,
-    clients: &Clients,
+    (clients, admin): (&Clients, &Clients),
     queue_url: String,
     retry_after: i32,
     contract: Contract,
@@ -352,18 +352,27 @@ fn spawn_poller<F, Fut>(
 {
     for _ in 0..contract.concurrency {
         let sqs = clients.sqs.clone();
+        let admin = admin.sqs.clone();
         let url = queue_url.clone();
         let handler = handler.clone();
         let contract = contract.clone();
         let invocations = invocations.clone();
-        tasks.spawn(
-            async move { poll(sqs, url, retry_after, contract, invocations, handler).await },
-        );
+        tasks.spawn(async move {
+            poll(
+                (sqs, admin),
+                url,
+                retry_after,
+                contract,
+                invocations,
+                handler,
+            )
+            .await
+        });
     }
 }
 
 async fn poll<F, Fut>(
-    sqs: aws_sdk_sqs::Client,
+    (sqs, admin): (aws_sdk_sqs::Client, aws_sdk_sqs::Client),
     url: String,
     retry_after: i32,
     contract: Contract,
@@ -478,8 +487,10 @@ async fn poll<F, Fut>(
             .iter()
             .filter(|m| m.message_id.as_ref().is_some_and(|id| failed.contains(id)))
         {
+            // Locally only, and so as the administrator: Lambda leaves a failed message to
+            // come back after the queue's visibility timeout; here it comes back sooner.
             if let Some(handle) = &m.receipt_handle {
-                let _ = sqs
+                let _ = admin
                     .change_message_visibility()
                     .queue_url(&url)
                     .receipt_handle(handle)
