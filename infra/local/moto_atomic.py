@@ -25,6 +25,7 @@ import json
 import os
 import sys
 import threading
+import time
 
 from moto import settings
 
@@ -398,6 +399,97 @@ def keep_form_body(environ) -> None:
         _request.body = body
 
 
+class TransactionHolds:
+    """DynamoDB's transaction conflicts, as a window.
+
+    DynamoDB cancels a transaction that touches an item another transaction is writing
+    (reason `TransactionConflict`), and refuses a plain write to such an item with
+    `TransactionConflictException`. The launcher applies DynamoDB requests one at a time, so
+    no two transactions ever overlap; instead, an applied transaction holds its items for
+    `DYNAMODB_TRANSACTION_HOLD_MS` (0, the default, turns this off), as if it were still
+    being written, and a request touching a held item in that window is answered as
+    DynamoDB answers it. A retry of the same transaction (same client request token) is not
+    in conflict with itself.
+    """
+
+    WRITES = {"PutItem", "UpdateItem", "DeleteItem"}
+
+    def __init__(self, hold_ms: float) -> None:
+        self.hold = hold_ms / 1000.0
+        self.held: dict = {}
+
+    def _keys(self, environ, target: str, body: dict) -> list:
+        from moto.core import DEFAULT_ACCOUNT_ID
+        from moto.dynamodb.models import dynamodb_backends
+
+        scope = environ.get("HTTP_AUTHORIZATION", "").split("Credential=", 1)[-1].split("/")
+        region = scope[2] if len(scope) > 2 else "us-east-1"
+        tables = dynamodb_backends[DEFAULT_ACCOUNT_ID][region].tables
+
+        def key_of(op: dict, kind: str):
+            table = tables.get(op.get("TableName"))
+            if table is None:
+                return None
+            attrs = op.get("Item", {}) if kind == "Put" else op.get("Key", {})
+            key = {k: attrs.get(k) for k in table.table_key_attrs}
+            return (op.get("TableName"), json.dumps(key, sort_keys=True))
+
+        if target == "TransactWriteItems":
+            keys = []
+            for entry in body.get("TransactItems") or []:
+                for kind, op in entry.items():
+                    keys.append(key_of(op, kind))
+            return keys
+        return [key_of(body, "Put" if target == "PutItem" else "Key")]
+
+    def check(self, environ, body_bytes: bytes):
+        """A conflict answer (status, headers, body) for the request, or None; and what to
+        hold once it is applied."""
+        if self.hold <= 0:
+            return None, None
+        target = environ.get("HTTP_X_AMZ_TARGET", "").split(".", 1)[-1]
+        if target != "TransactWriteItems" and target not in self.WRITES:
+            return None, None
+        try:
+            body = json.loads(body_bytes or b"{}")
+        except ValueError:
+            return None, None
+        keys = self._keys(environ, target, body)
+        token = body.get("ClientRequestToken") or object()
+        now = time.monotonic()
+        self.held = {k: v for k, v in self.held.items() if v[0] > now}
+        busy = [k is not None and k in self.held and self.held[k][1] != token for k in keys]
+        if any(busy):
+            if target == "TransactWriteItems":
+                reasons = [
+                    {"Code": "TransactionConflict", "Message": "Transaction is ongoing for the item"}
+                    if b
+                    else {"Code": "None"}
+                    for b in busy
+                ]
+                codes = ", ".join(r["Code"] for r in reasons)
+                answer = {
+                    "__type": "com.amazonaws.dynamodb.v20120810#TransactionCanceledException",
+                    "Message": f"Transaction cancelled, please refer cancellation reasons for specific reasons [{codes}]",
+                    "CancellationReasons": reasons,
+                }
+            else:
+                answer = {
+                    "__type": "com.amazonaws.dynamodb.v20120810#TransactionConflictException",
+                    "message": "Transaction is ongoing for the item",
+                }
+            return answer, None
+        if target == "TransactWriteItems":
+            return None, (keys, token)
+        return None, None
+
+    def hold_items(self, keys, token) -> None:
+        until = time.monotonic() + self.hold
+        for k in keys:
+            if k is not None:
+                self.held[k] = (until, token)
+
+
 def main() -> None:
     if os.environ.get("IAM_LOG"):
         authorisations_logged(os.environ["IAM_LOG"])
@@ -413,13 +505,40 @@ def main() -> None:
     app = DomainDispatcherApplication(create_backend_app)
     app.debug = True
     dynamodb = threading.Lock()
+    holds = TransactionHolds(float(os.environ.get("DYNAMODB_TRANSACTION_HOLD_MS", "0")))
 
     def atomic_dynamodb(environ, start_response):
         keep_form_body(environ)
         if environ.get("HTTP_X_AMZ_TARGET", "").startswith("DynamoDB_"):
             with dynamodb:
+                body = b""
+                if holds.hold > 0:
+                    length = int(environ.get("CONTENT_LENGTH") or 0)
+                    body = environ["wsgi.input"].read(length) if length else b""
+                    environ["wsgi.input"] = io.BytesIO(body)
+                conflict, to_hold = holds.check(environ, body)
+                if conflict is not None:
+                    text = json.dumps(conflict).encode()
+                    start_response(
+                        "400 Bad Request",
+                        [
+                            ("Content-Type", "application/x-amz-json-1.0"),
+                            ("Content-Length", str(len(text))),
+                            ("x-amzn-RequestId", "conflict"),
+                        ],
+                    )
+                    return [text]
+                status = {}
+
+                def recorded(code, headers, exc_info=None):
+                    status["code"] = code
+                    return start_response(code, headers, exc_info)
+
                 # Build the whole response inside the lock.
-                return list(app(environ, start_response))
+                answer = list(app(environ, recorded))
+                if to_hold and status.get("code", "").startswith("200"):
+                    holds.hold_items(*to_hold)
+                return answer
         return app(environ, start_response)
 
     run_simple(host, port, atomic_dynamodb, threaded=True, request_handler=MotoRequestHandler)

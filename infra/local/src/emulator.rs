@@ -61,6 +61,11 @@ impl Emulator {
     /// Starts moto server (through `moto_atomic.py`, which gives its DynamoDB the atomic
     /// conditional writes DynamoDB has) and waits until it answers.
     pub async fn start() -> Result<Emulator> {
+        Emulator::start_with(&[]).await
+    }
+
+    /// Starts one with extra settings for the launcher (`DYNAMODB_TRANSACTION_HOLD_MS`).
+    pub async fn start_with(settings: &[(&str, &str)]) -> Result<Emulator> {
         let program = moto_python();
         if !program.exists() {
             bail!(
@@ -84,6 +89,7 @@ impl Emulator {
                 UNCHECKED_REQUESTS.to_string(),
             )
             .env("IAM_LOG", &iam_log)
+            .envs(settings.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
             .spawn()

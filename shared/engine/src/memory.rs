@@ -44,6 +44,8 @@ pub struct MemoryStore {
     failing_records: Mutex<u32>,
     /// Writes of results that are applied but whose answer is lost.
     unanswered_records: Mutex<u32>,
+    /// Writes of results that collide with other transactions and are not applied.
+    colliding_records: Mutex<u32>,
     audit: Mutex<HashMap<String, Vec<AuditEntry>>>,
     /// Stale histories: dispatch id and the time of the mark.
     stale: Mutex<BTreeMap<String, String>>,
@@ -102,6 +104,12 @@ impl MemoryStore {
         *lock(&self.failing_records) = n;
     }
 
+    /// The next `n` result writes collide with other writers (DynamoDB's transaction
+    /// conflicts, beyond the store's own retries) and are not applied.
+    pub fn collide_next_records(&self, n: u32) {
+        *lock(&self.colliding_records) = n;
+    }
+
     /// The next `n` result writes are applied, but their answers are lost.
     pub fn lose_next_record_answers(&self, n: u32) {
         *lock(&self.unanswered_records) = n;
@@ -158,6 +166,12 @@ impl RecipientLedger for MemoryStore {
         within_one_write(results.len(), "results in one write")?;
         if take_one(&self.failing_records) {
             return Err(store_silent());
+        }
+        if take_one(&self.colliding_records) {
+            return Err(Error::Conflict(format!(
+                "writing {} results of {dispatch_id} kept colliding",
+                results.len()
+            )));
         }
         let mut dispatches = lock(&self.dispatches);
         let mut all = lock(&self.recipients);

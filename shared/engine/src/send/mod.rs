@@ -47,6 +47,10 @@ const STATE_FRESH_FOR: Duration = Duration::from_secs(5);
 
 const QUOTA_USED_UP: &str = "the account's 24-hour sending quota is used up";
 
+/// How long before its deadline a sender stops retrying a result write: the answer to the
+/// queue must still be made.
+const RECORD_UNTIL: Duration = Duration::from_secs(1);
+
 /// How long before its deadline an invocation stops sending: what follows the last send
 /// (writing results, with retries; completion; the answer) must fit in it. A quarter of the
 /// time the invocation has, between 3 and 20 seconds.
@@ -148,7 +152,7 @@ impl Sender {
                 async move {
                     match serde_json::from_str::<SendBatch>(&d.body) {
                         Ok(batch) => {
-                            let r = self.send_batch(&batch, stop_at).await;
+                            let r = self.send_batch(&batch, stop_at, deadline).await;
                             (d, Some(batch), r)
                         }
                         Err(e) => (d, None, Err(Error::Malformed(format!("send message: {e}")))),
@@ -454,8 +458,13 @@ impl Sender {
     }
 
     /// Sends one queue message's recipients, those that can be before `stop_at`; the
-    /// others are in the tally's `later`.
-    pub async fn send_batch(&self, batch: &SendBatch, stop_at: Deadline) -> Result<Tally> {
+    /// others are in the tally's `later`. Results are written until `deadline`.
+    pub async fn send_batch(
+        &self,
+        batch: &SendBatch,
+        stop_at: Deadline,
+        deadline: Deadline,
+    ) -> Result<Tally> {
         let mut tally = Tally::default();
         if batch.items.is_empty() {
             return Ok(tally);
@@ -471,7 +480,7 @@ impl Sender {
             }
             let (chunk, tail) = rest.split_at(rest.len().min(MAX_RECIPIENTS_PER_WRITE).min(fit));
             let t = self
-                .send_chunk(&batch.dispatch_id, &template, chunk, stop_at)
+                .send_chunk(&batch.dispatch_id, &template, chunk, (stop_at, deadline))
                 .await?;
             let stop = t.throttled + t.quota_reached + t.blocked > 0;
             let out_of_time = !t.later.is_empty();
@@ -494,7 +503,7 @@ impl Sender {
         dispatch_id: &str,
         template: &MessageTemplate,
         items: &[SendItem],
-        stop_at: Deadline,
+        (stop_at, deadline): (Deadline, Deadline),
     ) -> Result<Tally> {
         let keys: Vec<_> = items.iter().map(|i| i.key.clone()).collect();
         let token = new_token();
@@ -505,7 +514,7 @@ impl Sender {
                 .iter()
                 .map(|&i| (keys[i].clone(), Outcome::Release))
                 .collect();
-            self.record(dispatch_id, &token, &back).await?;
+            self.record(dispatch_id, &token, &back, deadline).await?;
             return self.not_sending(dispatch_id).await;
         }
         self.saw(dispatch_id, DispatchState::Sending).await;
@@ -516,7 +525,7 @@ impl Sender {
             .zip(&results)
             .map(|(item, (_, _, outcome))| (item.key.clone(), outcome.clone()))
             .collect();
-        let written = self.record(dispatch_id, &token, &writes).await?;
+        let written = self.record(dispatch_id, &token, &writes, deadline).await?;
         if written.lost > 0 {
             tracing::error!(dispatch = %dispatch_id, lost = written.lost, "results not written: claims no longer held");
         }
@@ -553,29 +562,35 @@ impl Sender {
         }
     }
 
-    /// Results the provider already acted on must be written: retried with backoff for a
-    /// while.
+    /// Results the provider already acted on must be written: a fault of the store or a
+    /// collision with other writers is retried with backoff, for at least eight attempts
+    /// and then for as long as the invocation has time (until [`RECORD_UNTIL`] before its
+    /// deadline). Only then is the write given up, and its recipients become `unknown` once
+    /// their claims expire.
     async fn record(
         &self,
         dispatch_id: &str,
         token: &str,
         writes: &[(RecipientKey, Outcome)],
+        deadline: Deadline,
     ) -> Result<Recorded> {
         let mut delay = Duration::from_millis(100);
-        let mut last = None;
-        for _ in 0..8 {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
             match self.ports.ledger.record(dispatch_id, token, writes).await {
                 Ok(done) => return Ok(done),
-                Err(e) if e.is_retryable() => {
-                    tracing::warn!(dispatch = %dispatch_id, error = %e, "results not written yet; trying again");
-                    last = Some(e);
+                Err(e) if e.is_retryable() || matches!(e, Error::Conflict(_)) => {
+                    if attempt >= 8 && deadline.remaining() < RECORD_UNTIL + delay {
+                        return Err(e);
+                    }
+                    tracing::warn!(dispatch = %dispatch_id, attempt, error = %e, "results not written yet; trying again");
                     tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(2));
+                    delay = (delay * 2).min(Duration::from_secs(1));
                 }
                 Err(e) => return Err(e),
             }
         }
-        Err(last.unwrap_or_else(|| Error::Malformed("no attempt made".into())))
     }
 }
 

@@ -597,3 +597,16 @@ fn the_margin_is_a_quarter_of_the_time_between_three_and_twenty_seconds() {
     assert_eq!(margin_for(Duration::from_secs(20)), Duration::from_secs(5));
     assert_eq!(margin_for(Duration::from_secs(2)), Duration::from_secs(3));
 }
+
+#[tokio::test]
+async fn results_that_keep_colliding_are_retried_past_eight_attempts_and_never_dropped() {
+    // Nine collisions in a row: one more than the sender's eight quick attempts.
+    let w = world(10, false);
+    w.store.collide_next_records(9);
+    let again = w.run(vec![w.delivery("m", 1)]).await;
+    assert!(again.is_empty(), "{again:?}");
+    assert_eq!(w.provider.sent().len(), 10);
+    assert_eq!(w.states(), BTreeMap::from([(RecipientState::Sent, 10)]));
+    let d = w.dispatch();
+    assert_eq!((d.counts.sent, d.counts.unknown), (10, 0), "counters exact");
+}
