@@ -20,8 +20,6 @@ pub struct Emulator {
     /// The administrator's key: the deployment, the tests' set-up and their inspection use
     /// it; the functions use their own roles.
     pub admin: Credentials,
-    /// Whether the emulator enforces IAM (a moto server started here does).
-    pub enforces_iam: bool,
     /// Where it logs its authorisations (a moto server started here).
     iam_log: Option<PathBuf>,
 }
@@ -99,7 +97,6 @@ impl Emulator {
             endpoint: format!("http://127.0.0.1:{port}"),
             port,
             admin: test_credentials(),
-            enforces_iam: true,
             iam_log: Some(iam_log),
         };
         let client = reqwest::Client::new();
@@ -134,7 +131,6 @@ impl Emulator {
             endpoint: endpoint.trim_end_matches('/').to_string(),
             port,
             admin: test_credentials(),
-            enforces_iam: false,
             iam_log: None,
         })
     }
@@ -202,10 +198,13 @@ impl Emulator {
         }
     }
 
-    /// An SDK configuration pointed at the emulator, as the administrator.
+    /// An SDK configuration pointed at the emulator, as the administrator. For an emulator
+    /// named by `AWS_ENDPOINT_URL` the endpoints are left to the SDK's standard settings, so
+    /// a per-service one (`AWS_ENDPOINT_URL_DYNAMODB`, say) takes precedence.
     pub async fn sdk_config(&self) -> aws_config::SdkConfig {
+        let started_here = self.child.is_some();
         sdk_config_for(
-            &self.endpoint,
+            started_here.then_some(self.endpoint.as_str()),
             SharedCredentialsProvider::new(self.admin.clone()),
         )
         .await
@@ -232,18 +231,9 @@ impl Emulator {
         let Some(path) = &self.iam_log else {
             return Ok(out);
         };
-        let session = format!("/{function}");
-        for line in std::fs::read_to_string(path)?.lines() {
-            let Ok(d) = serde_json::from_str::<Value>(line) else {
-                continue;
-            };
-            let caller = d["caller"].as_str().unwrap_or_default();
-            if caller.contains(":assumed-role/")
-                && caller.ends_with(&session)
-                && d["allowed"] == true
-            {
-                *out.entry(d["action"].as_str().unwrap_or_default().to_string())
-                    .or_default() += 1;
+        for d in crate::iam::decisions(&std::fs::read_to_string(path)?) {
+            if d.allowed && d.function == function {
+                *out.entry(d.action).or_default() += 1;
             }
         }
         Ok(out)
@@ -343,16 +333,22 @@ fn test_credentials() -> Credentials {
     Credentials::new("test", "test", None, None, "local")
 }
 
-/// An SDK configuration for an endpoint on this machine, with the given credentials and the
-/// functions' timeouts and retries.
-pub async fn sdk_config_for(
-    endpoint: &str,
+/// An SDK configuration with the given credentials and the functions' timeouts and retries,
+/// for `endpoint`, or for the endpoints of the SDK's standard settings when `None`.
+async fn sdk_config_for(
+    endpoint: Option<&str>,
     credentials: SharedCredentialsProvider,
 ) -> aws_config::SdkConfig {
-    let loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(endpoint)
-        .region(aws_config::Region::new(REGION))
+    let region = std::env::var("AWS_REGION")
+        .ok()
+        .filter(|r| endpoint.is_none() && !r.is_empty())
+        .unwrap_or_else(|| REGION.to_string());
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(region))
         .credentials_provider(credentials);
+    if let Some(endpoint) = endpoint {
+        loader = loader.endpoint_url(endpoint);
+    }
     adapters::clients::sdk_config_from(loader).await
 }
 

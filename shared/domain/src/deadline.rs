@@ -19,10 +19,6 @@ impl Deadline {
         Deadline(SystemTime::now() + after)
     }
 
-    pub fn at(time: SystemTime) -> Deadline {
-        Deadline(time)
-    }
-
     /// Time left, zero once passed.
     pub fn remaining(&self) -> Duration {
         self.0
@@ -43,10 +39,6 @@ impl Deadline {
     pub fn less(&self, margin: Duration) -> Deadline {
         Deadline(self.0.checked_sub(margin).unwrap_or(UNIX_EPOCH))
     }
-
-    pub fn has_passed(&self) -> bool {
-        self.remaining().is_zero()
-    }
 }
 
 #[cfg(test)]
@@ -58,10 +50,8 @@ mod tests {
         let d = Deadline::after(Duration::from_secs(60));
         assert!(d.remaining() > Duration::from_secs(59));
         assert!(d.remaining() <= Duration::from_secs(60));
-        assert!(!d.has_passed());
         let past = Deadline::at_unix_ms(1_000);
         assert_eq!(past.remaining(), Duration::ZERO);
-        assert!(past.has_passed());
         assert_eq!(past.unix_ms(), 1_000);
         assert_eq!(
             d.less(Duration::from_secs(10)).unix_ms(),
