@@ -77,25 +77,23 @@ async fn a_transaction_on_an_item_another_one_holds_is_cancelled_as_dynamodb_can
         .collect();
     assert_eq!(codes, ["None", "TransactionConflict"]);
 
-    let put = db
-        .put_item()
-        .table_name("t")
-        .item("pk", AttributeValue::S("a".into()))
-        .send()
+    let put = |pk: &str| {
+        db.put_item()
+            .table_name("t")
+            .item("pk", AttributeValue::S(pk.into()))
+            .send()
+    };
+    let refused = put("a")
         .await
         .expect_err("a is held by the first transaction");
     assert!(
-        put.as_service_error()
+        refused
+            .as_service_error()
             .is_some_and(|e| e.is_transaction_conflict_exception()),
-        "{put:?}"
+        "{refused:?}"
     );
     // An item no transaction holds is written as usual; nothing of the cancelled one was.
-    db.put_item()
-        .table_name("t")
-        .item("pk", AttributeValue::S("z".into()))
-        .send()
-        .await
-        .unwrap();
+    put("z").await.unwrap();
     let c = db
         .get_item()
         .table_name("t")

@@ -71,24 +71,19 @@ async fn each_function_may_do_what_its_role_grants_and_nothing_more() {
 
     // A missing key: the API may list the reports bucket, so it is told the key is missing;
     // fan-out may not, and is refused as S3 refuses.
-    let missing = api
-        .s3
-        .get_object()
-        .bucket(&config.reports_bucket)
-        .key("dispatches/none/summary.json")
-        .send()
-        .await;
-    let err = missing.expect_err("there is no such key");
+    let read_missing = |clients: &adapters::clients::Clients| {
+        clients
+            .s3
+            .get_object()
+            .bucket(&config.reports_bucket)
+            .key("dispatches/none/summary.json")
+            .send()
+    };
+    let err = read_missing(api).await.expect_err("there is no such key");
     assert!(
         err.as_service_error().is_some_and(|e| e.is_no_such_key()),
         "{err:?}"
     );
-    let hidden = fanout
-        .s3
-        .get_object()
-        .bucket(&config.reports_bucket)
-        .key("dispatches/none/summary.json")
-        .send()
-        .await;
+    let hidden = read_missing(fanout).await;
     assert!(hidden.as_ref().is_err_and(denied), "{hidden:?}");
 }

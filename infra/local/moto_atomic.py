@@ -37,6 +37,14 @@ from moto.moto_server.werkzeug_app import (
 from werkzeug.serving import run_simple
 
 
+def item_key(table, kind: str, op: dict) -> dict | None:
+    """The key of the item a write names (a `Put` by its item, the others by `Key`), or None
+    when it does not name the whole key."""
+    attrs = op.get("Item", {}) if kind == "Put" else op.get("Key", {})
+    key = {k: attrs[k] for k in table.table_key_attrs if k in attrs}
+    return key if len(key) == len(table.table_key_attrs) else None
+
+
 def item_level_rollback() -> None:
     """Rolls back a cancelled transaction by restoring the items it names."""
     import copy
@@ -59,9 +67,8 @@ def item_level_rollback() -> None:
                 table = self.tables.get(op.get("TableName"))
                 if table is None:
                     continue
-                attrs = op["Item"] if kind == "Put" else op.get("Key", {})
-                key = {k: attrs[k] for k in table.table_key_attrs if k in attrs}
-                if len(key) != len(table.table_key_attrs):
+                key = item_key(table, kind, op)
+                if key is None:
                     continue
                 hash_key, range_key = self.get_keys_value(table, key)
                 before = table.get_item(hash_key, range_key)
@@ -428,10 +435,9 @@ class TransactionHolds:
 
         def key_of(op: dict, kind: str):
             table = tables.get(op.get("TableName"))
-            if table is None:
+            key = item_key(table, kind, op) if table is not None else None
+            if key is None:
                 return None
-            attrs = op.get("Item", {}) if kind == "Put" else op.get("Key", {})
-            key = {k: attrs.get(k) for k in table.table_key_attrs}
             return (op.get("TableName"), json.dumps(key, sort_keys=True))
 
         if target == "TransactWriteItems":

@@ -88,33 +88,48 @@ pub fn report(template: &Value, dir: &Path) -> Result<BTreeMap<String, RoleUse>>
     let entries =
         std::fs::read_dir(dir).with_context(|| format!("no logs in {}", dir.display()))?;
     for entry in entries.flatten() {
-        let text = std::fs::read_to_string(entry.path())?;
-        for line in text.lines() {
-            let Ok(d) = serde_json::from_str::<Value>(line) else {
+        for d in decisions(&std::fs::read_to_string(entry.path())?) {
+            let Some(role) = roles.get_mut(&d.function) else {
                 continue;
             };
-            // arn:aws:sts::<account>:assumed-role/<role>/<session>; the local runtime names
-            // each session after its function.
-            let caller = d["caller"].as_str().unwrap_or_default();
-            let Some(function) = caller
-                .split_once(":assumed-role/")
-                .and_then(|(_, rest)| rest.rsplit('/').next())
-            else {
-                continue;
-            };
-            let Some(role) = roles.get_mut(function) else {
-                continue;
-            };
-            let action = d["action"].as_str().unwrap_or_default().to_string();
-            if d["allowed"].as_bool() == Some(true) {
-                *role.used.entry(action).or_default() += 1;
+            if d.allowed {
+                *role.used.entry(d.action).or_default() += 1;
             } else {
-                let resource = d["resource"].as_str().unwrap_or_default().to_string();
-                *role.denied.entry((action, resource)).or_default() += 1;
+                *role.denied.entry((d.action, d.resource)).or_default() += 1;
             }
         }
     }
     Ok(roles)
+}
+
+/// One authorisation the emulator decided for a function.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// The function's logical id (`SendFunction`).
+    pub function: String,
+    pub action: String,
+    pub resource: String,
+    pub allowed: bool,
+}
+
+/// The decisions of a log made for functions; those for other callers (the administrator)
+/// are left out.
+pub fn decisions(log: &str) -> Vec<Decision> {
+    log.lines()
+        .filter_map(|line| {
+            let d = serde_json::from_str::<Value>(line).ok()?;
+            // arn:aws:sts::<account>:assumed-role/<role>/<session>; the local runtime names
+            // each session after its function.
+            let (_, assumed) = d["caller"].as_str()?.split_once(":assumed-role/")?;
+            let text = |k: &str| d[k].as_str().unwrap_or_default().to_string();
+            Some(Decision {
+                function: assumed.rsplit('/').next()?.to_string(),
+                action: text("action"),
+                resource: text("resource"),
+                allowed: d["allowed"].as_bool() == Some(true),
+            })
+        })
+        .collect()
 }
 
 /// The report as printed by `local iam-report`.

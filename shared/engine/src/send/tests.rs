@@ -128,9 +128,12 @@ fn world_with(n: usize, mixed: bool, settings: SendSettings) -> World {
 impl World {
     /// Handles deliveries in an invocation with all the time it needs.
     async fn run(&self, deliveries: Vec<Delivery>) -> Vec<String> {
-        self.sender
-            .handle(deliveries, Deadline::after(Duration::from_secs(900)))
-            .await
+        self.run_within(deliveries, Duration::from_secs(900)).await
+    }
+
+    /// Handles deliveries in an invocation that has `time`.
+    async fn run_within(&self, deliveries: Vec<Delivery>, time: Duration) -> Vec<String> {
+        self.sender.handle(deliveries, Deadline::after(time)).await
     }
     fn delivery(&self, id: &str, receives: u32) -> Delivery {
         Delivery {
@@ -529,11 +532,7 @@ async fn an_invocation_sends_only_what_fits_before_its_deadline_and_puts_the_res
     );
     let started = tokio::time::Instant::now();
     let again = w
-        .sender
-        .handle(
-            vec![w.delivery("m", 1)],
-            Deadline::after(Duration::from_secs(6)),
-        )
+        .run_within(vec![w.delivery("m", 1)], Duration::from_secs(6))
         .await;
     assert!(
         started.elapsed() < Duration::from_secs(6),
@@ -576,11 +575,7 @@ async fn an_invocation_sends_only_what_fits_before_its_deadline_and_puts_the_res
 async fn an_invocation_with_no_time_left_claims_nothing() {
     let w = world(5, false);
     let again = w
-        .sender
-        .handle(
-            vec![w.delivery("m", 1)],
-            Deadline::after(Duration::from_millis(500)),
-        )
+        .run_within(vec![w.delivery("m", 1)], Duration::from_millis(500))
         .await;
     assert!(again.is_empty());
     assert!(w.provider.sent().is_empty());
