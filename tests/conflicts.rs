@@ -1,7 +1,8 @@
-//! The emulator answers DynamoDB's transaction conflicts as DynamoDB does, when asked to
-//! (`DYNAMODB_TRANSACTION_HOLD_MS`): a transaction touching an item another transaction
-//! holds is cancelled with `TransactionConflict` as that item's reason, and a plain write to
-//! the item is refused with `TransactionConflictException`.
+//! The emulator answers DynamoDB's transaction conflicts as DynamoDB does
+//! (`DYNAMODB_TRANSACTION_HOLD_MS`, on by default): while a transaction is being written, a
+//! transaction touching one of its items is cancelled with `TransactionConflict` as that
+//! item's reason, and a plain write to the item is refused with
+//! `TransactionConflictException`. Once its answer is out, the items are free again.
 
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
@@ -49,12 +50,14 @@ async fn a_transaction_on_an_item_another_one_holds_is_cancelled_as_dynamodb_can
         .send()
         .await
         .unwrap();
-    db.transact_write_items()
-        .transact_items(add_one("t", "a"))
-        .transact_items(add_one("t", "b"))
-        .send()
-        .await
-        .unwrap();
+    // The first transaction takes 2 s; the others are sent while it is being written.
+    let first = tokio::spawn(
+        db.transact_write_items()
+            .transact_items(add_one("t", "a"))
+            .transact_items(add_one("t", "b"))
+            .send(),
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
 
     let second = db
         .transact_write_items()
@@ -104,5 +107,24 @@ async fn a_transaction_on_an_item_another_one_holds_is_cancelled_as_dynamodb_can
     assert!(
         c.item().is_none(),
         "the cancelled transaction wrote nothing"
+    );
+    assert!(
+        first.await.unwrap().is_ok(),
+        "the first transaction is applied"
+    );
+    // Its answer out, b is free again: the same writer's next transaction does not collide.
+    db.transact_write_items()
+        .transact_items(add_one("t", "b"))
+        .send()
+        .await
+        .expect("b is free once the first transaction answered");
+    assert_eq!(
+        emulator.conflicts().unwrap(),
+        [
+            ("PutItem".to_string(), 1),
+            ("TransactWriteItems".to_string(), 1)
+        ]
+        .into(),
+        "the emulator logs each conflict it answered"
     );
 }

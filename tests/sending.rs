@@ -989,3 +989,131 @@ async fn a_short_send_timeout_at_a_slow_rate_leaves_nobody_sending_and_sends_eve
         "the sender put nothing back: {allowed:?}"
     );
 }
+
+/// Messages waiting in each of the stack's dead-letter queues, by output name.
+async fn dead_lettered(local: &Local) -> BTreeMap<&'static str, u64> {
+    let mut out = BTreeMap::new();
+    for queue in [
+        "FanoutDeadLetterQueueUrl",
+        "SendDeadLetterQueueUrl",
+        "NotificationDeadLetterQueueUrl",
+    ] {
+        let url = local.system.stack.output(queue).unwrap().to_string();
+        let attrs = local
+            .system
+            .clients
+            .sqs
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+            .send()
+            .await
+            .unwrap();
+        let waiting = attrs
+            .attributes()
+            .and_then(|a| {
+                a.get(&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+            })
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(u64::MAX);
+        out.insert(queue, waiting);
+    }
+    out
+}
+
+/// 64 senders on one dispatch, with the emulator's transaction conflicts on and each
+/// transaction held longer than by default so that they collide often: every recipient is
+/// sent once, the counters are exact, nothing is dead-lettered, and an operator's pause in
+/// the middle of it answers 200 and stops the sending.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixty_four_senders_that_collide_send_each_once_count_exactly_and_a_pause_stops_them() {
+    let emulator = Emulator::start_with(&[("DYNAMODB_TRANSACTION_HOLD_MS", "50")])
+        .await
+        .unwrap();
+    let local = Local::on(
+        emulator,
+        Options {
+            senders: Some(64),
+            ..fast(&[
+                (vars::EMAIL_RATE_PER_SECOND, "50"),
+                (vars::SMS_RATE_PER_SECOND, "50"),
+                (vars::RECIPIENTS_PER_MESSAGE, "5"),
+            ])
+        },
+    )
+    .await
+    .unwrap();
+    let portal = local.portal();
+    let id = "sixty-four";
+    let addresses = upload(&local, id, 1200).await;
+    approve(&local, id).await;
+
+    // Counted from the emulator's log of what the senders were allowed to call: reading
+    // every sent message back each time would be a load of its own on the emulator.
+    let sends = || {
+        let allowed = local.emulator.allowed_to("SendFunction").unwrap();
+        ["ses:SendEmail", "sns:Publish"]
+            .iter()
+            .map(|a| allowed.get(*a).copied().unwrap_or(0))
+            .sum::<u64>()
+    };
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while sends() < 200 {
+        assert!(Instant::now() < deadline, "sending did not get going");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (status, body) = portal
+        .post(&format!("/dispatches/{id}/pause"))
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["state"], "paused");
+    // A sender looks at the dispatch at least every 5 s while sending; sixty-four of them
+    // keep the emulator busy, so its answers take a while longer.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let settled = sends();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let later = sends();
+    assert_eq!(settled, later, "nothing is sent while paused");
+    assert!(
+        later < addresses.len() as u64,
+        "the pause came before the end ({later} sent)"
+    );
+
+    let (status, body) = portal
+        .post(&format!("/dispatches/{id}/resume"))
+        .await
+        .unwrap();
+    assert_eq!(status, 202, "{body}");
+    let d = portal
+        .wait_for(id, &["completed"], Duration::from_secs(180), |_| {})
+        .await
+        .unwrap();
+    let c = &d["counts"];
+    assert_eq!(
+        (&c["sent"], &c["failed"], &c["unknown"], &c["stuck"]),
+        (&1200.into(), &0.into(), &0.into(), &0.into()),
+        "{d}"
+    );
+    assert_eq!(delivered(&local.emulator).await, once_each(&addresses));
+    // The counters agree with the records.
+    let store = adapters::dynamodb::Store::from_config(&local.system.clients, &local.system.config);
+    let shards = store.get_dispatch(id).await.unwrap().unwrap().shards;
+    let records = store.all_recipients_keyed(id, shards).await.unwrap();
+    assert_eq!(records.len(), 1200);
+    assert!(
+        records.iter().all(|(_, r)| r.state == RecipientState::Sent),
+        "every record is sent"
+    );
+    let conflicts = local.emulator.conflicts().unwrap();
+    assert!(
+        conflicts.get("TransactWriteItems").is_some_and(|n| *n > 0),
+        "the senders' transactions collided: {conflicts:?}"
+    );
+    assert!(
+        dead_lettered(&local).await.values().all(|n| *n == 0),
+        "{:?}",
+        dead_lettered(&local).await
+    );
+    local.system.stop().await;
+}

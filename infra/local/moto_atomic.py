@@ -412,18 +412,22 @@ class TransactionHolds:
     DynamoDB cancels a transaction that touches an item another transaction is writing
     (reason `TransactionConflict`), and refuses a plain write to such an item with
     `TransactionConflictException`. The launcher applies DynamoDB requests one at a time, so
-    no two transactions ever overlap; instead, an applied transaction holds its items for
-    `DYNAMODB_TRANSACTION_HOLD_MS` (0, the default, turns this off), as if it were still
-    being written, and a request touching a held item in that window is answered as
-    DynamoDB answers it. A retry of the same transaction (same client request token) is not
-    in conflict with itself.
+    no two transactions would ever overlap; instead, a transaction takes
+    `DYNAMODB_TRANSACTION_HOLD_MS` (0 turns this off): it is applied at once, and its items
+    stay held until its answer goes out that long after, as if it were still being written.
+    A request touching a held item meanwhile is answered as DynamoDB answers it. So
+    concurrent writers collide, while one writer's next request, sent after the answer,
+    does not. A retry of the same transaction (same client request token) is not in
+    conflict with itself. With `DYNAMODB_CONFLICT_LOG`, each conflict is logged there as a
+    JSON line.
     """
 
     WRITES = {"PutItem", "UpdateItem", "DeleteItem"}
 
-    def __init__(self, hold_ms: float) -> None:
+    def __init__(self, hold_ms: float, log=None) -> None:
         self.hold = hold_ms / 1000.0
         self.held: dict = {}
+        self.log = log
 
     def _keys(self, environ, target: str, body: dict) -> list:
         from moto.core import DEFAULT_ACCOUNT_ID
@@ -466,6 +470,9 @@ class TransactionHolds:
         self.held = {k: v for k, v in self.held.items() if v[0] > now}
         busy = [k is not None and k in self.held and self.held[k][1] != token for k in keys]
         if any(busy):
+            if self.log:
+                with open(self.log, "a", encoding="utf-8") as f:
+                    f.write(json.dumps({"target": target, "items": sum(busy)}) + "\n")
             if target == "TransactWriteItems":
                 reasons = [
                     {"Code": "TransactionConflict", "Message": "Transaction is ongoing for the item"}
@@ -495,6 +502,11 @@ class TransactionHolds:
             if k is not None:
                 self.held[k] = (until, token)
 
+    def release(self, keys, token) -> None:
+        for k in keys:
+            if k is not None and k in self.held and self.held[k][1] == token:
+                del self.held[k]
+
 
 def main() -> None:
     if os.environ.get("IAM_LOG"):
@@ -511,7 +523,10 @@ def main() -> None:
     app = DomainDispatcherApplication(create_backend_app)
     app.debug = True
     dynamodb = threading.Lock()
-    holds = TransactionHolds(float(os.environ.get("DYNAMODB_TRANSACTION_HOLD_MS", "0")))
+    holds = TransactionHolds(
+        float(os.environ.get("DYNAMODB_TRANSACTION_HOLD_MS", "0")),
+        os.environ.get("DYNAMODB_CONFLICT_LOG"),
+    )
 
     def atomic_dynamodb(environ, start_response):
         keep_form_body(environ)
@@ -542,9 +557,15 @@ def main() -> None:
 
                 # Build the whole response inside the lock.
                 answer = list(app(environ, recorded))
-                if to_hold and status.get("code", "").startswith("200"):
+                held = to_hold and status.get("code", "").startswith("200")
+                if held:
                     holds.hold_items(*to_hold)
-                return answer
+            if held:
+                # The transaction is still being written until its answer goes out.
+                time.sleep(holds.hold)
+                with dynamodb:
+                    holds.release(*to_hold)
+            return answer
         return app(environ, start_response)
 
     run_simple(host, port, atomic_dynamodb, threaded=True, request_handler=MotoRequestHandler)

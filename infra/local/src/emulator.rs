@@ -22,7 +22,13 @@ pub struct Emulator {
     pub admin: Credentials,
     /// Where it logs its authorisations (a moto server started here).
     iam_log: Option<PathBuf>,
+    conflict_log: Option<PathBuf>,
 }
+
+/// How long a DynamoDB transaction takes in the emulator, its items held meanwhile so that
+/// concurrent writers collide as on DynamoDB (`DYNAMODB_TRANSACTION_HOLD_MS`; "0" turns
+/// the conflicts off). DynamoDB's own transactions take some tens of milliseconds.
+pub const TRANSACTION_HOLD_MS: &str = "20";
 
 /// Requests moto answers before it enforces IAM: the administrator's user, its policy and
 /// its key. Every later request must be signed by a key and is allowed what its policies grant.
@@ -62,7 +68,8 @@ impl Emulator {
         Emulator::start_with(&[]).await
     }
 
-    /// Starts one with extra settings for the launcher (`DYNAMODB_TRANSACTION_HOLD_MS`).
+    /// Starts one with extra settings for the launcher (`DYNAMODB_TRANSACTION_HOLD_MS`,
+    /// [`TRANSACTION_HOLD_MS`] unless given).
     pub async fn start_with(settings: &[(&str, &str)]) -> Result<Emulator> {
         let program = moto_python();
         if !program.exists() {
@@ -79,6 +86,8 @@ impl Emulator {
             "{}-{port}.jsonl",
             time::OffsetDateTime::now_utc().unix_timestamp()
         ));
+        let conflict_log = std::env::temp_dir().join(format!("moto-{port}-conflicts.jsonl"));
+        let _ = std::fs::remove_file(&conflict_log);
         let child = Command::new(&program)
             .arg(&launcher)
             .args(["127.0.0.1", &port.to_string()])
@@ -87,6 +96,8 @@ impl Emulator {
                 UNCHECKED_REQUESTS.to_string(),
             )
             .env("IAM_LOG", &iam_log)
+            .env("DYNAMODB_TRANSACTION_HOLD_MS", TRANSACTION_HOLD_MS)
+            .env("DYNAMODB_CONFLICT_LOG", &conflict_log)
             .envs(settings.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
@@ -98,6 +109,7 @@ impl Emulator {
             port,
             admin: test_credentials(),
             iam_log: Some(iam_log),
+            conflict_log: Some(conflict_log),
         };
         let client = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -132,6 +144,7 @@ impl Emulator {
             port,
             admin: test_credentials(),
             iam_log: None,
+            conflict_log: None,
         })
     }
 
@@ -222,6 +235,29 @@ impl Emulator {
                 self.admin.secret_access_key().to_string(),
             ),
         ]
+    }
+
+    /// The transaction conflicts the emulator answered so far, by operation
+    /// (`TransactWriteItems`, `UpdateItem`, ...).
+    pub fn conflicts(&self) -> Result<std::collections::BTreeMap<String, u64>> {
+        let mut out = std::collections::BTreeMap::new();
+        let Some(path) = &self.conflict_log else {
+            return Ok(out);
+        };
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(e.into()),
+        };
+        for line in text.lines() {
+            // A line being written as this reads is left for the next read.
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            let target = v["target"].as_str().unwrap_or_default().to_string();
+            *out.entry(target).or_default() += 1;
+        }
+        Ok(out)
     }
 
     /// The actions this emulator allowed a function (by its logical id, `SendFunction`), with

@@ -337,6 +337,12 @@ fn uuid_like() -> String {
     )
 }
 
+/// Pollers of one function's queue. As Lambda's event source mapping, a few pollers receive
+/// batches and invoke the function for each, up to the trigger's `MaximumConcurrency` at once.
+/// (A poller per concurrent invocation would have dozens of long polls spinning in the
+/// emulator.)
+const POLLERS: usize = 4;
+
 #[allow(clippy::too_many_arguments)]
 fn spawn_poller<F, Fut>(
     tasks: &mut JoinSet<()>,
@@ -350,41 +356,45 @@ fn spawn_poller<F, Fut>(
     F: Fn(SqsEvent, domain::Deadline) -> Fut + Send + Sync + Clone + 'static,
     Fut: Future<Output = Result<SqsBatchResponse, domain::Error>> + Send,
 {
-    for _ in 0..contract.concurrency {
-        let sqs = clients.sqs.clone();
-        let admin = admin.sqs.clone();
-        let url = queue_url.clone();
+    let running = Arc::new(tokio::sync::Semaphore::new(contract.concurrency));
+    for _ in 0..contract.concurrency.min(POLLERS) {
+        let queue = Queue {
+            sqs: clients.sqs.clone(),
+            admin: admin.sqs.clone(),
+            url: queue_url.clone(),
+            retry_after,
+        };
         let handler = handler.clone();
         let contract = contract.clone();
         let invocations = invocations.clone();
-        tasks.spawn(async move {
-            poll(
-                (sqs, admin),
-                url,
-                retry_after,
-                contract,
-                invocations,
-                handler,
-            )
-            .await
-        });
+        let running = running.clone();
+        tasks.spawn(async move { poll(queue, contract, invocations, running, handler).await });
     }
 }
 
-async fn poll<F, Fut>(
-    (sqs, admin): (aws_sdk_sqs::Client, aws_sdk_sqs::Client),
+/// A function's queue, as its poller sees it.
+#[derive(Clone)]
+struct Queue {
+    sqs: aws_sdk_sqs::Client,
+    admin: aws_sdk_sqs::Client,
     url: String,
     retry_after: i32,
+}
+
+async fn poll<F, Fut>(
+    queue: Queue,
     contract: Contract,
     invocations: Arc<Invocations>,
+    running: Arc<tokio::sync::Semaphore>,
     handler: F,
 ) where
-    F: Fn(SqsEvent, domain::Deadline) -> Fut,
-    Fut: Future<Output = Result<SqsBatchResponse, domain::Error>>,
+    F: Fn(SqsEvent, domain::Deadline) -> Fut + Send + Sync + Clone + 'static,
+    Fut: Future<Output = Result<SqsBatchResponse, domain::Error>> + Send,
 {
+    let Queue { sqs, url, .. } = &queue;
     let arn = sqs
         .get_queue_attributes()
-        .queue_url(&url)
+        .queue_url(url)
         .attribute_names(QueueAttributeName::QueueArn)
         .send()
         .await
@@ -395,10 +405,16 @@ async fn poll<F, Fut>(
                 .cloned()
         })
         .unwrap_or_default();
+    // Invocations this poller started; they end with it (when the system stops).
+    let mut started = JoinSet::new();
     loop {
+        while started.try_join_next().is_some() {}
+        let Ok(permit) = running.clone().acquire_owned().await else {
+            return;
+        };
         let received = sqs
             .receive_message()
-            .queue_url(&url)
+            .queue_url(url)
             .max_number_of_messages(contract.batch_size.clamp(1, 10))
             .wait_time_seconds(1)
             .message_system_attribute_names(MessageSystemAttributeName::All)
@@ -415,89 +431,122 @@ async fn poll<F, Fut>(
         if messages.is_empty() {
             continue;
         }
-        let mut event = SqsEvent::default();
-        event.records = messages
-            .iter()
-            .map(|m| {
-                let mut r = SqsMessage::default();
-                r.message_id = m.message_id.clone();
-                r.receipt_handle = m.receipt_handle.clone();
-                r.body = m.body.clone();
-                r.md5_of_body = m.md5_of_body.clone();
-                r.attributes = m
-                    .attributes()
-                    .map(|a| {
-                        a.iter()
-                            .map(|(k, v)| (k.as_str().to_string(), v.clone()))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                r.event_source = Some("aws:sqs".into());
-                r.event_source_arn = Some(arn.clone());
-                r.aws_region = Some(crate::emulator::REGION.into());
-                r
-            })
-            .collect();
-        let answer = contract
-            .invoke(&invocations, |deadline| handler(event, deadline))
-            .await;
-        let Some(answer) = answer else {
-            // Abandoned at its deadline: nothing is deleted, and the messages come again once
-            // the queue's visibility timeout has passed.
-            continue;
-        };
-        let failed: HashSet<String> = match answer {
-            Ok(resp) => resp
-                .batch_item_failures
-                .into_iter()
-                .map(|f| f.item_identifier)
-                .collect(),
-            Err(e) => {
-                tracing::error!(queue = %url, error = %e, "handler failed; the whole batch comes again");
-                messages
-                    .iter()
-                    .filter_map(|m| m.message_id.clone())
-                    .collect()
-            }
-        };
-        let done: Vec<DeleteMessageBatchRequestEntry> = messages
-            .iter()
-            .filter(|m| !m.message_id.as_ref().is_some_and(|id| failed.contains(id)))
-            .enumerate()
-            .filter_map(|(i, m)| {
-                DeleteMessageBatchRequestEntry::builder()
-                    .id(i.to_string())
-                    .receipt_handle(m.receipt_handle.clone()?)
-                    .build()
-                    .ok()
-            })
-            .collect();
-        if !done.is_empty() {
-            if let Err(e) = sqs
-                .delete_message_batch()
-                .queue_url(&url)
-                .set_entries(Some(done))
-                .send()
-                .await
-            {
-                tracing::warn!(queue = %url, error = %domain::error::chain(&e), "delete failed; messages come again");
-            }
+        let (queue, contract, invocations, handler, arn) = (
+            queue.clone(),
+            contract.clone(),
+            invocations.clone(),
+            handler.clone(),
+            arn.clone(),
+        );
+        started.spawn(async move {
+            invoke_with(&queue, &contract, &invocations, handler, messages, &arn).await;
+            drop(permit);
+        });
+    }
+}
+
+/// One invocation with a batch of messages; then what Lambda does with its answer: deletes
+/// the messages that succeeded and leaves the others to come again.
+async fn invoke_with<F, Fut>(
+    queue: &Queue,
+    contract: &Contract,
+    invocations: &Invocations,
+    handler: F,
+    messages: Vec<aws_sdk_sqs::types::Message>,
+    arn: &str,
+) where
+    F: Fn(SqsEvent, domain::Deadline) -> Fut,
+    Fut: Future<Output = Result<SqsBatchResponse, domain::Error>>,
+{
+    let Queue {
+        sqs,
+        admin,
+        url,
+        retry_after,
+    } = queue;
+    let retry_after = *retry_after;
+    let mut event = SqsEvent::default();
+    event.records = messages
+        .iter()
+        .map(|m| {
+            let mut r = SqsMessage::default();
+            r.message_id = m.message_id.clone();
+            r.receipt_handle = m.receipt_handle.clone();
+            r.body = m.body.clone();
+            r.md5_of_body = m.md5_of_body.clone();
+            r.attributes = m
+                .attributes()
+                .map(|a| {
+                    a.iter()
+                        .map(|(k, v)| (k.as_str().to_string(), v.clone()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            r.event_source = Some("aws:sqs".into());
+            r.event_source_arn = Some(arn.to_string());
+            r.aws_region = Some(crate::emulator::REGION.into());
+            r
+        })
+        .collect();
+    let answer = contract
+        .invoke(invocations, |deadline| handler(event, deadline))
+        .await;
+    let Some(answer) = answer else {
+        // Abandoned at its deadline: nothing is deleted, and the messages come again once
+        // the queue's visibility timeout has passed.
+        return;
+    };
+    let failed: HashSet<String> = match answer {
+        Ok(resp) => resp
+            .batch_item_failures
+            .into_iter()
+            .map(|f| f.item_identifier)
+            .collect(),
+        Err(e) => {
+            tracing::error!(queue = %url, error = %e, "handler failed; the whole batch comes again");
+            messages
+                .iter()
+                .filter_map(|m| m.message_id.clone())
+                .collect()
         }
-        for m in messages
-            .iter()
-            .filter(|m| m.message_id.as_ref().is_some_and(|id| failed.contains(id)))
+    };
+    let done: Vec<DeleteMessageBatchRequestEntry> = messages
+        .iter()
+        .filter(|m| !m.message_id.as_ref().is_some_and(|id| failed.contains(id)))
+        .enumerate()
+        .filter_map(|(i, m)| {
+            DeleteMessageBatchRequestEntry::builder()
+                .id(i.to_string())
+                .receipt_handle(m.receipt_handle.clone()?)
+                .build()
+                .ok()
+        })
+        .collect();
+    if !done.is_empty() {
+        if let Err(e) = sqs
+            .delete_message_batch()
+            .queue_url(url)
+            .set_entries(Some(done))
+            .send()
+            .await
         {
-            // Locally only, and so as the administrator: Lambda leaves a failed message to
-            // come back after the queue's visibility timeout; here it comes back sooner.
-            if let Some(handle) = &m.receipt_handle {
-                let _ = admin
-                    .change_message_visibility()
-                    .queue_url(&url)
-                    .receipt_handle(handle)
-                    .visibility_timeout(retry_after)
-                    .send()
-                    .await;
-            }
+            tracing::warn!(queue = %url, error = %domain::error::chain(&e), "delete failed; messages come again");
+        }
+    }
+    for m in messages
+        .iter()
+        .filter(|m| m.message_id.as_ref().is_some_and(|id| failed.contains(id)))
+    {
+        // Locally only, and so as the administrator: Lambda leaves a failed message to
+        // come back after the queue's visibility timeout; here it comes back sooner.
+        if let Some(handle) = &m.receipt_handle {
+            let _ = admin
+                .change_message_visibility()
+                .queue_url(url)
+                .receipt_handle(handle)
+                .visibility_timeout(retry_after)
+                .send()
+                .await;
         }
     }
 }

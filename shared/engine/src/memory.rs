@@ -118,7 +118,8 @@ impl MemoryStore {
 
 #[async_trait]
 impl RecipientLedger for MemoryStore {
-    /// As one transaction: the dispatch's state and the claims under one hold of the store.
+    /// As one transaction: the claims under one hold of the store. As the DynamoDB ledger,
+    /// it does not look at the dispatch.
     async fn claim(
         &self,
         dispatch_id: &str,
@@ -126,11 +127,7 @@ impl RecipientLedger for MemoryStore {
         token: &str,
     ) -> Result<Claimed> {
         within_one_write(keys.len(), "recipients in one claim")?;
-        let dispatches = lock(&self.dispatches);
         let mut all = lock(&self.recipients);
-        let sending = dispatches
-            .get(dispatch_id)
-            .is_some_and(|d| d.state == DispatchState::Sending);
         let mut held = Vec::new();
         for (i, key) in keys.iter().enumerate() {
             let Some(h) = all.get_mut(&(dispatch_id.to_string(), key.clone())) else {
@@ -139,7 +136,7 @@ impl RecipientLedger for MemoryStore {
             if h.recipient.state == RecipientState::Sending && h.token.as_deref() == Some(token) {
                 // An earlier attempt of this claim was applied.
                 held.push(i);
-            } else if sending && h.recipient.state == RecipientState::Pending {
+            } else if h.recipient.state == RecipientState::Pending {
                 let now = now_rfc3339();
                 h.recipient.state = RecipientState::Sending;
                 h.recipient.claimed_at = Some(now.clone());
@@ -148,10 +145,7 @@ impl RecipientLedger for MemoryStore {
                 held.push(i);
             }
         }
-        Ok(Claimed {
-            held,
-            dispatch_not_sending: !sending,
-        })
+        Ok(Claimed { held })
     }
 
     /// As one transaction: every result and the dispatch's counters, or nothing. A write

@@ -17,8 +17,6 @@ use std::time::Duration;
 pub struct Claimed {
     /// Indices (into the keys asked for) of the recipients now held under the token.
     pub held: Vec<usize>,
-    /// The dispatch was not sending. Recipients in `held` must be given back.
-    pub dispatch_not_sending: bool,
 }
 
 /// What becomes of a claimed recipient.
@@ -68,12 +66,14 @@ pub fn new_token() -> String {
 }
 
 /// The recipients of dispatches being sent to: claimed before a send, their results written
-/// after, each write together with the dispatch's counters.
+/// after, each write together with the dispatch's counters. Neither touches the dispatch's
+/// own record, which every sender of a dispatch would share: the sender reads the
+/// dispatch's state instead ([`DispatchBook::state`]).
 #[async_trait]
 pub trait RecipientLedger: Send + Sync {
     /// Claims pending recipients of a sending dispatch under `token` (at most
     /// [`domain::limits::MAX_RECIPIENTS_PER_WRITE`]). Recipients that are not pending are
-    /// left out; the claim fails as a whole when the dispatch is not sending.
+    /// left out.
     async fn claim(&self, dispatch_id: &str, keys: &[RecipientKey], token: &str)
         -> Result<Claimed>;
 
@@ -95,6 +95,11 @@ pub trait RecipientLedger: Send + Sync {
 #[async_trait]
 pub trait DispatchBook: Send + Sync {
     async fn dispatch(&self, id: &str) -> Result<Option<Dispatch>>;
+
+    /// Only the dispatch's state: what a sender looks at before and while it sends.
+    async fn state(&self, id: &str) -> Result<Option<DispatchState>> {
+        Ok(self.dispatch(id).await?.map(|d| d.state))
+    }
 
     /// Moves a dispatch from `from` to `to`, setting the `stamps` fields (the dispatch's own
     /// text fields, such as `completed_at`), and returns it after; a conflict when it is no

@@ -2,26 +2,29 @@
 //! cost of two DynamoDB calls per queue message rather than two per recipient.
 //!
 //! - A sender claims all recipients of a message in one transaction: each recipient goes from
-//!   `pending` to `sending` under a claim token, and a condition check on the dispatch makes
-//!   the claim fail as a whole when the dispatch is no longer sending (an operator's pause, a
-//!   wait for continuation). Recipients another sender holds or that are already final drop
-//!   out, and the rest are claimed again.
+//!   `pending` to `sending` under a claim token. Recipients another sender holds or that are
+//!   already final drop out, and the rest are claimed again. The claim does not look at the
+//!   dispatch: a condition check on its item would make every claim of every sender touch
+//!   that one item, and DynamoDB cancels transactions that touch an item together. The sender
+//!   reads the dispatch's state before it sends what it claimed, and between sends.
 //! - The results go back in one transaction: each recipient moves from `sending` under our
-//!   token to its final state (or back to `pending`), together with the dispatch's counters.
-//!   The counters therefore move exactly when the records do.
+//!   token to its final state (or back to `pending`), together with one of the dispatch's
+//!   counter slots ([`super::counters`]), chosen at random for each attempt. The counters
+//!   therefore move exactly when the records do.
 //!
 //! A transaction the service applied but whose answer was lost is recognised on the next
 //! attempt: the recipients it names already carry our token in the state it asked for.
 
-use crate::dynamodb::{dispatch_pk, get_s, n, s, shard_pk, Item, Store, DISPATCH_SK};
+use crate::dynamodb::counters::any_slot;
+use crate::dynamodb::{dispatch_pk, get_s, s, shard_pk, Item, Store, DISPATCH_SK};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, ConditionCheck, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
+    AttributeValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
 };
 use domain::error::{Error, Result};
 use domain::keys::RecipientKey;
 use domain::limits::within_one_write;
-use domain::model::{now_rfc3339, DispatchState, RecipientState};
+use domain::model::{now_rfc3339, RecipientState};
 use engine::ports::{new_token, Claimed, Outcome, RecipientLedger, Recorded};
 use engine::retry::backoff;
 use std::collections::HashMap;
@@ -109,7 +112,7 @@ impl Store {
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
     }
 
-    /// Claims recipients of a sending dispatch under `token` (at most
+    /// Claims recipients of a dispatch under `token` (at most
     /// [`MAX_RECIPIENTS_PER_WRITE`]). Recipients that are not pending are left out.
     pub async fn claim_many(
         &self,
@@ -125,18 +128,7 @@ impl Store {
                 break;
             }
             let now = now_rfc3339();
-            let mut items = vec![TransactWriteItem::builder()
-                .condition_check(build(
-                    ConditionCheck::builder()
-                        .table_name(&self.table)
-                        .key("pk", s(dispatch_pk(dispatch_id)))
-                        .key("sk", s(DISPATCH_SK))
-                        .condition_expression("#state = :sending")
-                        .expression_attribute_names("#state", "state")
-                        .expression_attribute_values(":sending", s(DispatchState::Sending.as_str()))
-                        .build(),
-                )?)
-                .build()];
+            let mut items = Vec::with_capacity(open.len());
             for &i in &open {
                 items.push(
                     TransactWriteItem::builder()
@@ -178,7 +170,7 @@ impl Store {
                     let mut still_open = Vec::new();
                     let mut conflict = false;
                     for (pos, &i) in open.iter().enumerate() {
-                        match reasons.get(pos + 1) {
+                        match reasons.get(pos) {
                             Some((Some(code), item)) if code == "ConditionalCheckFailed" => {
                                 if ours(item) {
                                     // An earlier attempt of this claim was applied.
@@ -192,15 +184,7 @@ impl Store {
                             _ => still_open.push(i),
                         }
                     }
-                    if matches!(reasons.first(), Some((Some(c), _)) if c == "ConditionalCheckFailed")
-                    {
-                        held.sort_unstable();
-                        return Ok(Claimed {
-                            held,
-                            dispatch_not_sending: true,
-                        });
-                    }
-                    if conflict || reasons.first().is_some_and(|(c, _)| c.is_some()) {
+                    if conflict {
                         tokio::time::sleep(backoff(attempt)).await;
                     }
                     open = still_open;
@@ -214,14 +198,12 @@ impl Store {
             )));
         }
         held.sort_unstable();
-        Ok(Claimed {
-            held,
-            dispatch_not_sending: false,
-        })
+        Ok(Claimed { held })
     }
 
     /// Writes the results of recipients claimed under `token` (at most
-    /// [`MAX_RECIPIENTS_PER_WRITE`]) and the dispatch's counters, in one transaction.
+    /// [`MAX_RECIPIENTS_PER_WRITE`]) and one of the dispatch's counter slots, in one
+    /// transaction.
     pub async fn record_many(
         &self,
         dispatch_id: &str,
@@ -286,19 +268,13 @@ impl Store {
                 items.push(
                     TransactWriteItem::builder()
                         .update(build(
-                            self.dispatch_update(dispatch_id)
-                                .update_expression(
-                                    "ADD #sent :s, #failed :f, #unknown :u SET updated_at = :now",
-                                )
-                                .condition_expression("attribute_exists(pk)")
-                                .expression_attribute_names("#sent", "sent")
-                                .expression_attribute_names("#failed", "failed")
-                                .expression_attribute_names("#unknown", "unknown")
-                                .expression_attribute_values(":s", n(counts.sent))
-                                .expression_attribute_values(":f", n(counts.failed))
-                                .expression_attribute_values(":u", n(counts.unknown))
-                                .expression_attribute_values(":now", s(now))
-                                .build(),
+                            self.counter_update(
+                                dispatch_id,
+                                any_slot(),
+                                [counts.sent, counts.failed, counts.unknown, 0],
+                                &now,
+                            )
+                            .build(),
                         )?)
                         .build(),
                 );

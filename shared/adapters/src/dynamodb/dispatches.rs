@@ -1,6 +1,7 @@
 //! Dispatch items: the record of each dispatch, its transitions (conditional writes on the
 //! state), its stamps and its counters.
 
+use super::counters::{get_signed, retrying_conflicts, signed, Tallies, COUNTED};
 use super::*;
 
 pub(crate) fn dispatch_item(d: &Dispatch) -> Item {
@@ -68,22 +69,34 @@ pub fn attempts_value(attempts: &[domain::model::Attempt]) -> AttributeValue {
     s(serde_json::to_string(attempts).unwrap_or_else(|_| "[]".into()))
 }
 
+/// The dispatch an item holds, without its counter slots.
+#[cfg(test)]
 pub(crate) fn dispatch_from(item: &Item) -> Result<Dispatch> {
+    dispatch_with(item, &Tallies::default())
+}
+
+/// The dispatch an item holds, with the sum of its counter slots added.
+pub(crate) fn dispatch_with(item: &Item, tallies: &Tallies) -> Result<Dispatch> {
     let state = req_s(item, "state")?;
+    let counted = |i: usize| (get_signed(item, COUNTED[i]) + tallies.added[i]).max(0) as u64;
+    let updated_at = req_s(item, "updated_at")?;
     Ok(Dispatch {
         id: req_s(item, "id")?,
         title: req_s(item, "title")?,
         state: state.parse().map_err(Error::Malformed)?,
         created_at: req_s(item, "created_at")?,
-        updated_at: req_s(item, "updated_at")?,
+        updated_at: match &tallies.latest {
+            Some(at) if *at > updated_at => at.clone(),
+            _ => updated_at,
+        },
         counts: Counts {
             total: get_n(item, "total"),
             valid: get_n(item, "valid"),
             invalid: get_n(item, "invalid"),
-            sent: get_n(item, "sent"),
-            failed: get_n(item, "failed"),
-            unknown: get_n(item, "unknown"),
-            stuck: get_n(item, "stuck"),
+            sent: counted(0),
+            failed: counted(1),
+            unknown: counted(2),
+            stuck: counted(3),
             excluded: get_n(item, "excluded"),
         },
         problems: item
@@ -159,7 +172,30 @@ impl Store {
             .send()
             .await
             .map_err(Error::aws("GetItem"))?;
-        out.item.as_ref().map(dispatch_from).transpose()
+        match &out.item {
+            Some(item) => Ok(Some(self.dispatch_of(item).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Only a dispatch's state, read strongly consistent.
+    pub async fn dispatch_state(&self, id: &str) -> Result<Option<DispatchState>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(dispatch_pk(id)))
+            .key("sk", s(DISPATCH_SK))
+            .projection_expression("#state")
+            .expression_attribute_names("#state", "state")
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(Error::aws("GetItem"))?;
+        out.item
+            .as_ref()
+            .map(|item| req_s(item, "state")?.parse().map_err(Error::Malformed))
+            .transpose()
     }
 
     /// Dispatches, newest first; only those in `state` when given.
@@ -185,7 +221,7 @@ impl Store {
                 .expression_attribute_values(":p", s(ALL_DISPATCHES)),
         };
         let out = q.send().await.map_err(Error::aws("Query"))?;
-        out.items().iter().map(dispatch_from).collect()
+        self.dispatches_of(out.items()).await
     }
 
     /// Every dispatch in one of `states` (all of them when `states` is empty), read page by
@@ -200,7 +236,7 @@ impl Store {
                 .map(|st| (INDEX_BY_STATE, "gsi2pk", st.as_str()))
                 .collect()
         };
-        let mut out = Vec::new();
+        let mut items = Vec::new();
         for (index, key, value) in queries {
             let mut pages = self
                 .client
@@ -213,12 +249,10 @@ impl Store {
                 .send();
             while let Some(page) = pages.next().await {
                 let page = page.map_err(Error::aws("Query"))?;
-                for item in page.items() {
-                    out.push(dispatch_from(item)?);
-                }
+                items.extend(page.items().iter().cloned());
             }
         }
-        Ok(out)
+        self.dispatches_of(&items).await
     }
 
     /// Moves a dispatch from `from` to `to`, setting `extra` attributes too. Enforced by a
@@ -291,35 +325,35 @@ impl Store {
             names.insert(format!("#c{i}"), k.to_string());
             values.insert(format!(":c{i}"), v.clone());
         }
-        let out = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(dispatch_pk(id)))
-            .key("sk", s(DISPATCH_SK))
-            .update_expression(expr)
-            .condition_expression(condition)
-            .set_expression_attribute_names(Some(names))
-            .set_expression_attribute_values(Some(values))
-            .return_values(ReturnValue::AllNew)
-            .send()
-            .await
-            .map_err(|e| {
-                if is_conditional_failure(&e) {
-                    Error::Conflict(if unchanged.is_empty() {
-                        format!("dispatch '{id}' is not {from}")
-                    } else {
-                        format!("dispatch '{id}' is not {from}, or it changed meanwhile")
-                    })
+        let out = retrying_conflicts(|| {
+            self.client
+                .update_item()
+                .table_name(&self.table)
+                .key("pk", s(dispatch_pk(id)))
+                .key("sk", s(DISPATCH_SK))
+                .update_expression(expr.clone())
+                .condition_expression(condition.clone())
+                .set_expression_attribute_names(Some(names.clone()))
+                .set_expression_attribute_values(Some(values.clone()))
+                .return_values(ReturnValue::AllNew)
+                .send()
+        })
+        .await
+        .map_err(|e| {
+            if is_conditional_failure(&e) {
+                Error::Conflict(if unchanged.is_empty() {
+                    format!("dispatch '{id}' is not {from}")
                 } else {
-                    Error::aws("UpdateItem")(e)
-                }
-            })?;
-        out.attributes
-            .as_ref()
-            .map(dispatch_from)
-            .transpose()?
-            .ok_or_else(|| Error::NotFound(id.to_string()))
+                    format!("dispatch '{id}' is not {from}, or it changed meanwhile")
+                })
+            } else {
+                Error::aws("UpdateItem")(e)
+            }
+        })?;
+        match &out.attributes {
+            Some(item) => self.dispatch_of(item).await,
+            None => Err(Error::NotFound(id.to_string())),
+        }
     }
 
     /// Sets plain attributes of an existing dispatch (document keys, counts of validation).
@@ -332,24 +366,26 @@ impl Store {
             names.insert(format!("#x{i}"), k.to_string());
             values.insert(format!(":x{i}"), v.clone());
         }
-        self.client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(dispatch_pk(id)))
-            .key("sk", s(DISPATCH_SK))
-            .update_expression(expr)
-            .condition_expression("attribute_exists(pk)")
-            .set_expression_attribute_names(Some(names))
-            .set_expression_attribute_values(Some(values))
-            .send()
-            .await
-            .map_err(|e| {
-                if is_conditional_failure(&e) {
-                    Error::NotFound(id.to_string())
-                } else {
-                    Error::aws("UpdateItem")(e)
-                }
-            })?;
+        retrying_conflicts(|| {
+            self.client
+                .update_item()
+                .table_name(&self.table)
+                .key("pk", s(dispatch_pk(id)))
+                .key("sk", s(DISPATCH_SK))
+                .update_expression(expr.clone())
+                .condition_expression("attribute_exists(pk)")
+                .set_expression_attribute_names(Some(names.clone()))
+                .set_expression_attribute_values(Some(values.clone()))
+                .send()
+        })
+        .await
+        .map_err(|e| {
+            if is_conditional_failure(&e) {
+                Error::NotFound(id.to_string())
+            } else {
+                Error::aws("UpdateItem")(e)
+            }
+        })?;
         Ok(())
     }
 
@@ -361,35 +397,21 @@ impl Store {
         failed: u64,
         unknown: u64,
     ) -> Result<Dispatch> {
-        // One attempt: a retried ADD whose first attempt was applied would count twice. A lost
-        // addition only under-counts, which the recount of a quiet dispatch mends.
-        self.write_results(
-            id,
-            "ADD #sent :s, #failed :f, #unknown :u SET updated_at = :now",
-            1,
-            [sent, failed, unknown],
-        )
-        .await
+        self.add_to_counters(id, [sent, failed, unknown, 0]).await?;
+        self.get_dispatch(id)
+            .await?
+            .ok_or_else(|| Error::NotFound(id.to_string()))
     }
 
     /// Counts recipients whose queue message went to the dead-letter queue.
     pub(crate) async fn add_stuck(&self, id: &str, recipients: u64) -> Result<()> {
-        self.client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(dispatch_pk(id)))
-            .key("sk", s(DISPATCH_SK))
-            .update_expression("ADD stuck :n SET updated_at = :now")
-            .expression_attribute_values(":n", n(recipients))
-            .expression_attribute_values(":now", s(now_rfc3339()))
-            .condition_expression("attribute_exists(pk)")
-            .send()
-            .await
-            .map_err(Error::aws("UpdateItem"))?;
-        Ok(())
+        self.add_to_counters(id, [0, 0, 0, recipients]).await
     }
 
-    /// Sets the result counters to values counted from the records.
+    /// Sets the result counters to values counted from the records: the dispatch item's
+    /// counts become what was counted less what its counter slots hold. Only for a dispatch
+    /// whose records are quiet, as a result written between the read of the slots and this
+    /// write would be counted twice or not at all.
     pub async fn set_results(
         &self,
         id: &str,
@@ -397,50 +419,38 @@ impl Store {
         failed: u64,
         unknown: u64,
     ) -> Result<Dispatch> {
-        self.write_results(
-            id,
-            "SET #sent = :s, #failed = :f, #unknown = :u, updated_at = :now",
-            3,
-            [sent, failed, unknown],
-        )
+        let slots = self.tallies(id).await?;
+        let base = |i: usize, v: u64| signed(v as i64 - slots.added[i]);
+        let out = retrying_conflicts(|| {
+            self.client
+                .update_item()
+                .table_name(&self.table)
+                .key("pk", s(dispatch_pk(id)))
+                .key("sk", s(DISPATCH_SK))
+                .update_expression("SET #sent = :s, #failed = :f, #unknown = :u, updated_at = :now")
+                .expression_attribute_names("#sent", "sent")
+                .expression_attribute_names("#failed", "failed")
+                .expression_attribute_names("#unknown", "unknown")
+                .expression_attribute_values(":s", base(0, sent))
+                .expression_attribute_values(":f", base(1, failed))
+                .expression_attribute_values(":u", base(2, unknown))
+                .expression_attribute_values(":now", s(now_rfc3339()))
+                .condition_expression("attribute_exists(pk)")
+                .return_values(ReturnValue::AllNew)
+                .send()
+        })
         .await
-    }
-
-    pub(crate) async fn write_results(
-        &self,
-        id: &str,
-        expr: &str,
-        attempts: u32,
-        [sent, failed, unknown]: [u64; 3],
-    ) -> Result<Dispatch> {
-        let out = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(dispatch_pk(id)))
-            .key("sk", s(DISPATCH_SK))
-            .update_expression(expr)
-            .expression_attribute_names("#sent", "sent")
-            .expression_attribute_names("#failed", "failed")
-            .expression_attribute_names("#unknown", "unknown")
-            .expression_attribute_values(":s", n(sent))
-            .expression_attribute_values(":f", n(failed))
-            .expression_attribute_values(":u", n(unknown))
-            .expression_attribute_values(":now", s(now_rfc3339()))
-            .condition_expression("attribute_exists(pk)")
-            .return_values(ReturnValue::AllNew)
-            .customize()
-            .config_override(aws_sdk_dynamodb::config::Builder::default().retry_config(
-                aws_config::retry::RetryConfig::standard().with_max_attempts(attempts),
-            ))
-            .send()
-            .await
-            .map_err(Error::aws("UpdateItem"))?;
-        out.attributes
-            .as_ref()
-            .map(dispatch_from)
-            .transpose()?
-            .ok_or_else(|| Error::NotFound(id.to_string()))
+        .map_err(|e| {
+            if is_conditional_failure(&e) {
+                Error::NotFound(id.to_string())
+            } else {
+                Error::aws("UpdateItem")(e)
+            }
+        })?;
+        match &out.attributes {
+            Some(item) => dispatch_with(item, &slots),
+            None => Err(Error::NotFound(id.to_string())),
+        }
     }
 }
 
@@ -452,6 +462,10 @@ fn text_stamps<'a>(stamps: &[(&'a str, String)]) -> Vec<(&'a str, AttributeValue
 impl engine::ports::DispatchBook for Store {
     async fn dispatch(&self, id: &str) -> Result<Option<Dispatch>> {
         self.get_dispatch(id).await
+    }
+
+    async fn state(&self, id: &str) -> Result<Option<DispatchState>> {
+        self.dispatch_state(id).await
     }
 
     async fn transition(

@@ -12,6 +12,7 @@
 pub mod amend;
 pub mod audit;
 pub mod claims;
+pub mod counters;
 pub mod dispatches;
 pub mod rates;
 pub mod receipts;

@@ -95,7 +95,8 @@ impl Store {
             }
             None => set.push_str(" REMOVE receipt_detail"),
         }
-        match req.update_expression(set).send().await {
+        let req = req.update_expression(set);
+        match crate::dynamodb::counters::retrying_conflicts(|| req.clone().send()).await {
             Ok(_) => Ok(true),
             Err(e) if crate::dynamodb::is_conditional_failure(&e) => Ok(false),
             Err(e) => Err(Error::aws("UpdateItem receipt")(e)),

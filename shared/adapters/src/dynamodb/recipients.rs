@@ -1,6 +1,7 @@
 //! Recipient items: storing a validated list, paging a shard, single-recipient state changes,
 //! and the dead-letter queue's stuck marks.
 
+use super::counters::retrying_conflicts;
 use super::*;
 
 pub(crate) fn recipient_item(r: &Recipient, key: &RecipientKey) -> Item {
@@ -119,15 +120,14 @@ impl Store {
     pub async fn mark_stuck(&self, id: &str, keys: &[RecipientKey]) -> Result<u64> {
         let mut marked = 0;
         for key in keys {
-            let res = self
+            let req = self
                 .update_recipient(id, key)
                 .update_expression("SET stuck_at = :now, updated_at = :now")
                 .condition_expression("#state = :pending AND attribute_not_exists(stuck_at)")
                 .expression_attribute_names("#state", "state")
                 .expression_attribute_values(":pending", s(RecipientState::Pending.as_str()))
-                .expression_attribute_values(":now", s(now_rfc3339()))
-                .send()
-                .await;
+                .expression_attribute_values(":now", s(now_rfc3339()));
+            let res = retrying_conflicts(|| req.clone().send()).await;
             match res {
                 Ok(_) => marked += 1,
                 Err(e) if is_conditional_failure(&e) => {}
@@ -348,14 +348,13 @@ impl Store {
             names.insert(format!("#x{i}"), k.to_string());
             values.insert(format!(":x{i}"), s(v.clone()));
         }
-        let res = self
+        let req = self
             .update_recipient(dispatch_id, key)
             .update_expression(expr)
             .condition_expression("#state = :from")
             .set_expression_attribute_names(Some(names))
-            .set_expression_attribute_values(Some(values))
-            .send()
-            .await;
+            .set_expression_attribute_values(Some(values));
+        let res = retrying_conflicts(|| req.clone().send()).await;
         match res {
             Ok(_) => Ok(true),
             Err(e) if is_conditional_failure(&e) => Ok(false),

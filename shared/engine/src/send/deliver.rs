@@ -54,6 +54,16 @@ fn in_time(slot: i64, stop_at: Deadline) -> bool {
 }
 
 /// What becomes of a recipient whose slot comes too late for this invocation.
+/// How a wait for a send slot ended.
+enum SlotWait {
+    /// The slot has come: send.
+    Now,
+    /// The slot comes after the invocation must stop.
+    TooLate,
+    /// The dispatch is no longer sending.
+    NotSending,
+}
+
 fn later() -> Delivered {
     (ItemOutcome::Later, None, Outcome::Release)
 }
@@ -175,22 +185,28 @@ impl Sender {
 
     /// Waits for a send slot (Unix nanoseconds). A slot missed by more than [`MAX_LATE`] is
     /// replaced by a new one, up to [`NEW_SLOTS`] times; a sender that keeps missing them (a
-    /// starved machine) then sends late rather than not at all. `false` when the slot comes
-    /// after `stop_at`: the send is not made in this invocation.
+    /// starved machine) then sends late rather than not at all. Shortly before each slot it
+    /// looks at the dispatch, so that a pause made while the send waited still stops it, and
+    /// a read does not make the send late.
     async fn wait_for_slot(
         &self,
+        dispatch_id: &str,
         message: &Rendered,
         mut at: i64,
         stop_at: Deadline,
-    ) -> Result<bool> {
-        for _ in 0..NEW_SLOTS {
+    ) -> Result<SlotWait> {
+        for tries in 0..=NEW_SLOTS {
             if !in_time(at, stop_at) {
-                return Ok(false);
+                return Ok(SlotWait::TooLate);
+            }
+            tokio::time::sleep_until(instant_of(at - LOOK_AHEAD.as_nanos() as i64)).await;
+            if !self.still_sending(dispatch_id).await {
+                return Ok(SlotWait::NotSending);
             }
             tokio::time::sleep_until(instant_of(at)).await;
             let late = now_nanos() - at;
-            if late <= MAX_LATE.as_nanos() as i64 {
-                return Ok(true);
+            if late <= MAX_LATE.as_nanos() as i64 || tries == NEW_SLOTS {
+                return Ok(SlotWait::Now);
             }
             tracing::debug!(
                 late_ms = late / 1_000_000,
@@ -198,11 +214,7 @@ impl Sender {
             );
             at = self.new_slot(message).await?;
         }
-        if !in_time(at, stop_at) {
-            return Ok(false);
-        }
-        tokio::time::sleep_until(instant_of(at)).await;
-        Ok(true)
+        Ok(SlotWait::Now)
     }
 
     async fn send_one(
@@ -218,15 +230,13 @@ impl Sender {
             // An earlier send of this message was throttled: this one waits with the dispatch.
             return (ItemOutcome::SetAside, None, Outcome::Release);
         }
-        // Look at the dispatch shortly before the slot, so that a pause made while this send
-        // waited for its slot still stops it, and a read does not make the send late.
-        tokio::time::sleep_until(instant_of(slot - LOOK_AHEAD.as_nanos() as i64)).await;
-        if stop.load(Ordering::Relaxed) || !self.still_sending(dispatch_id).await {
-            return (ItemOutcome::SetAside, None, Outcome::Release);
-        }
-        match self.wait_for_slot(message, slot, stop_at).await {
-            Ok(true) => {}
-            Ok(false) => return later(),
+        match self
+            .wait_for_slot(dispatch_id, message, slot, stop_at)
+            .await
+        {
+            Ok(SlotWait::Now) => {}
+            Ok(SlotWait::NotSending) => return (ItemOutcome::SetAside, None, Outcome::Release),
+            Ok(SlotWait::TooLate) => return later(),
             Err(e) => {
                 tracing::warn!(dispatch = %dispatch_id, error = %e, "no send slot; claim given back");
                 return (ItemOutcome::Retry, None, Outcome::Release);
@@ -260,11 +270,17 @@ impl Sender {
                         Ok(at) => at,
                         Err(e) => break Err(SendError::Transient(e.to_string())),
                     };
-                    match self.wait_for_slot(message, slot, stop_at).await {
-                        Ok(true) => {}
+                    match self
+                        .wait_for_slot(dispatch_id, message, slot, stop_at)
+                        .await
+                    {
+                        Ok(SlotWait::Now) => {}
+                        Ok(SlotWait::NotSending) => {
+                            return (ItemOutcome::SetAside, None, Outcome::Release)
+                        }
                         // No time left for another attempt: the provider has not taken the
                         // message, so it waits for a later invocation.
-                        Ok(false) => return later(),
+                        Ok(SlotWait::TooLate) => return later(),
                         Err(e) => break Err(SendError::Transient(e.to_string())),
                     }
                 }
