@@ -111,6 +111,9 @@ async fn only_verified_callers_with_the_right_permission_act_and_four_eyes_hold(
     let (status, body) = local.anonymous().get("/dispatches").await.unwrap();
     assert_eq!(status, 401, "{body}");
     assert_eq!(body, r#"{"message":"Unauthorized"}"#);
+    // The template's one route without the authorizer.
+    let (status, body) = local.anonymous().get("/health").await.unwrap();
+    assert_eq!((status, body.as_str()), (200, r#"{"status":"ok"}"#));
     let forged = LocalIssuer::random().mint("mallory", &[SEND_ROLE], Duration::from_secs(600));
     let (status, _) = local
         .anonymous()

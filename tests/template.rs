@@ -242,3 +242,36 @@ fn only_what_the_emulator_cannot_run_is_left_out_locally() {
         resources(&t, "AWS::Lambda::Function").len()
     );
 }
+
+/// As the README says: `GET /health` needs no caller, and every other route is behind the JWT
+/// authorizer (one proxy route; the router answers the paths).
+#[test]
+fn only_health_is_reachable_without_a_token_and_every_other_route_is_behind_the_authorizer() {
+    let t = template();
+    assert_eq!(
+        local::deploy::public_routes(&t),
+        [("GET".to_string(), "/health".to_string())]
+    );
+    let routes = resources(&t, "AWS::ApiGatewayV2::Route");
+    let guarded: Vec<_> = routes
+        .iter()
+        .filter(|(_, r)| r["Properties"]["AuthorizationType"] != "NONE")
+        .map(|(_, r)| {
+            (
+                r["Properties"]["RouteKey"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                r["Properties"]["AuthorizationType"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        guarded,
+        [("ANY /{proxy+}".to_string(), "JWT".to_string())],
+        "every other path goes through the authorizer"
+    );
+}

@@ -33,6 +33,7 @@
 
 mod auth;
 mod error;
+mod input;
 mod routes;
 mod view;
 
@@ -41,6 +42,7 @@ pub use view::DispatchView;
 
 use adapters::dynamodb::Store;
 use adapters::s3::Documents;
+use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::middleware;
 use axum::routing::{get, post};
@@ -111,10 +113,18 @@ pub fn router(deps: Arc<Deps>) -> Router {
         .route("/dispatches/{id}/remove", post(recipients::remove))
         .route("/dispatches/{id}/resend", post(recipients::resend))
         .route("/dispatches/{id}/download", get(documents::download))
+        // Inside the caller check: refusals of a known caller are audited.
+        .route_layer(middleware::from_fn_with_state(
+            deps.clone(),
+            routes::steps::audit_refusals,
+        ))
         .route_layer(middleware::from_fn_with_state(deps.clone(), auth::identify));
     Router::new()
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
         .merge(guarded)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
+        .layer(DefaultBodyLimit::max(domain::limits::input::BODY_BYTES))
+        // Outermost: every refusal, the framework's own too, is a problem document.
+        .layer(middleware::from_fn(error::problems))
         .with_state(deps)
 }

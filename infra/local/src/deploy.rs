@@ -27,6 +27,8 @@ pub struct Stack {
     pub roles: HashMap<String, String>,
     /// What Lambda holds each function to, by its logical id, from the template.
     pub functions: HashMap<String, Function>,
+    /// The HTTP API's routes without an authorizer (`GET /health`), from the template.
+    pub public_routes: Vec<(String, String)>,
 }
 
 /// What Lambda holds a function to, as the template declares it.
@@ -323,7 +325,23 @@ async fn finish(
         outputs,
         roles,
         functions: functions(doc, &names)?,
+        public_routes: public_routes(doc),
     })
+}
+
+/// The HTTP API's routes the template leaves without an authorizer, as (method, path).
+pub fn public_routes(doc: &Value) -> Vec<(String, String)> {
+    let resources = doc["Resources"].as_object().into_iter().flatten();
+    resources
+        .filter(|(_, r)| {
+            r["Type"] == "AWS::ApiGatewayV2::Route"
+                && r["Properties"]["AuthorizationType"].as_str() == Some("NONE")
+        })
+        .filter_map(|(_, r)| {
+            let (method, path) = r["Properties"]["RouteKey"].as_str()?.split_once(' ')?;
+            Some((method.to_string(), path.to_string()))
+        })
+        .collect()
 }
 
 /// Each function's timeout and its queue trigger's batch size and concurrency.

@@ -34,6 +34,25 @@ impl Portal {
         }
     }
 
+    /// Any request: the status, the content type and the body as they came.
+    pub async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<(u16, String, Vec<u8>)> {
+        let method = reqwest::Method::from_bytes(method.as_bytes())?;
+        let r = self.request(method, path).body(body).send().await?;
+        let status = r.status().as_u16();
+        let content_type = r
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        Ok((status, content_type, r.bytes().await?.to_vec()))
+    }
+
     pub async fn get(&self, path: &str) -> Result<(u16, String)> {
         let r = self.request(reqwest::Method::GET, path).send().await?;
         Ok((r.status().as_u16(), r.text().await?))

@@ -280,7 +280,10 @@ pub async fn start(sdk: &aws_config::SdkConfig, stack: Stack, opts: Options) -> 
     // Every request passes the token check first, as behind API Gateway's JWT authorizer.
     let router = api::router(api)
         .layer(axum::middleware::from_fn_with_state(
-            opts.issuer.clone(),
+            crate::auth::Authorizer {
+                issuer: opts.issuer.clone(),
+                public: stack.public_routes.clone(),
+            },
             crate::auth::authorize,
         ))
         // Outermost, as API Gateway is: its limits apply before the authorizer runs.

@@ -17,3 +17,57 @@ pub fn within_one_write(count: usize, what: &str) -> Result<()> {
     }
     Ok(())
 }
+
+/// Limits on what callers send, each enforced where it enters (the API, the manifest, the
+/// list), so that nothing reaches a service past that service's own limits (DynamoDB's
+/// 400 KB item and 1,024-byte sort key, SQS's 256 KB message) and no answer echoes more than
+/// a bounded part of it back. The README's table of limits lists these.
+pub mod input {
+    /// A dispatch's title, in characters.
+    pub const TITLE_CHARS: usize = 200;
+    /// A recipient id named in a request (remove, resend), in bytes: well within DynamoDB's
+    /// 1,024-byte sort key.
+    pub const RECIPIENT_ID_BYTES: usize = 256;
+    /// Recipient ids one request names.
+    pub const CHOSEN_IDS: usize = 1000;
+    /// States one request names (`state` in a query, `states` in a resend).
+    pub const STATES: usize = 20;
+    /// A search (`q`), a state list (`state`) or another query value, in characters.
+    pub const QUERY_VALUE_CHARS: usize = 200;
+    /// An opaque page cursor, in characters (a shard and a sort key, hex-encoded).
+    pub const CURSOR_CHARS: usize = 2_100;
+    /// A request body the API reads, in bytes.
+    pub const BODY_BYTES: usize = 1024 * 1024;
+    /// An approver named in a forward, in characters.
+    pub const PERSON_CHARS: usize = 200;
+    /// A problem's detail, in characters: no answer echoes more of what was sent.
+    pub const DETAIL_CHARS: usize = 300;
+    /// An audit entry's outcome, in characters.
+    pub const AUDIT_OUTCOME_CHARS: usize = 1_000;
+}
+
+/// `text` cut to at most `max_chars` characters (on a character boundary), with `…` when
+/// anything was cut.
+pub fn truncated(text: &str, max_chars: usize) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(max_chars) {
+        None => std::borrow::Cow::Borrowed(text),
+        Some((at, _)) => {
+            let cut = text[..at].char_indices().last().map_or(0, |(i, _)| i);
+            std::borrow::Cow::Owned(format!("{}…", &text[..cut]))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncation_keeps_short_text_and_cuts_long_text_on_a_character_boundary() {
+        assert_eq!(truncated("abc", 3), "abc");
+        assert_eq!(truncated("abcd", 3), "ab…");
+        assert_eq!(truncated("æøåæøå", 4), "æøå…");
+        assert_eq!(truncated("æøåæøå", 4).chars().count(), 4);
+        assert_eq!(truncated("", 0), "");
+    }
+}

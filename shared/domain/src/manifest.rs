@@ -75,7 +75,8 @@ pub struct SmsPart {
 pub struct Manifest {
     /// Title shown to operators.
     pub title: String,
-    /// File name of the recipient list in the package (`.csv`, `.xlsx`, `.xlsm`, `.xls`, `.ods`).
+    /// File name of the recipient list in the package (`.csv`, `.tsv`, `.txt`, `.xlsx`,
+    /// `.xlsm`, `.xls`, `.ods`).
     pub list: String,
     /// Worksheet to read; the first one when absent.
     #[serde(default)]
@@ -148,7 +149,7 @@ impl Manifest {
         }
         if ListFormat::from_name(&self.list).is_none() {
             return Err(ManifestError::Invalid(format!(
-                "list '{}' must end in .csv, .xlsx, .xlsm, .xls or .ods",
+                "list '{}' must end in .csv, .tsv, .txt, .xlsx, .xlsm, .xls or .ods",
                 self.list
             )));
         }
@@ -245,7 +246,8 @@ impl ListFormat {
     pub fn from_name(name: &str) -> Option<ListFormat> {
         let ext = name.rsplit_once('.')?.1.to_ascii_lowercase();
         match ext.as_str() {
-            "csv" | "txt" => Some(ListFormat::Csv),
+            // Delimited text: the delimiter is found from the text, not the name.
+            "csv" | "tsv" | "txt" => Some(ListFormat::Csv),
             "xlsx" | "xlsm" | "xlsb" | "xls" | "ods" => Some(ListFormat::Workbook),
             _ => None,
         }

@@ -11,6 +11,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use domain::identity::{Caller, Permission};
+use domain::limits::input as limits;
 use domain::model::{now_rfc3339, Dispatch, DispatchState};
 use serde::Deserialize;
 
@@ -42,6 +43,15 @@ pub(crate) async fn approve(
         })?
     };
     let approved = async {
+        for (field, value) in [
+            ("list_sha256", &seen.list_sha256),
+            ("template_sha256", &seen.template_sha256),
+        ] {
+            if let Some(v) = value {
+                // A SHA-256 in hex.
+                crate::input::chars(field, v, 64)?;
+            }
+        }
         may_approve(&deps, &d, &caller)?;
         still_as_validated(&deps, &d, &seen).await?;
         approve_validated(&deps, &d, &caller.id).await
@@ -128,7 +138,7 @@ pub(crate) async fn forward(
                 format!("the body must be JSON like {{\"to\": \"approver-id\"}}: {e}"),
             )
         })?;
-        let to = req.to.trim().to_string();
+        let to = crate::input::chars("to", req.to.trim(), limits::PERSON_CHARS)?.to_string();
         if to.is_empty() {
             return Err(ApiError::new(StatusCode::BAD_REQUEST, "'to' is empty"));
         }

@@ -2,6 +2,7 @@
 
 use crate::auth::require;
 use crate::error::{ApiError, ApiResult};
+use crate::input;
 use crate::routes::steps::{load, record};
 use crate::view::DispatchView;
 use crate::AppState;
@@ -11,6 +12,7 @@ use axum::{Extension, Json};
 use documents::keys;
 use domain::identity::{Caller, Permission};
 use domain::ids::DispatchId;
+use domain::limits::input as limits;
 use domain::model::{Dispatch, DispatchState};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -27,7 +29,7 @@ pub(crate) struct ListQuery {
     order: Option<String>,
     /// `false` (default): without archived dispatches; `true`: with them; `only`.
     archived: Option<String>,
-    limit: Option<usize>,
+    limit: Option<String>,
     cursor: Option<String>,
 }
 
@@ -44,6 +46,17 @@ pub(crate) async fn list_dispatches(
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<Value>> {
     let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, m);
+    for (field, value) in [
+        ("state", &q.state),
+        ("q", &q.q),
+        ("sort", &q.sort),
+        ("order", &q.order),
+        ("archived", &q.archived),
+    ] {
+        if let Some(v) = value {
+            input::chars(field, v, limits::QUERY_VALUE_CHARS)?;
+        }
+    }
     let states = q
         .state
         .as_deref()
@@ -54,10 +67,7 @@ pub(crate) async fn list_dispatches(
         .map(str::parse::<DispatchState>)
         .collect::<Result<Vec<_>, _>>()
         .map_err(bad)?;
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=500).contains(&limit) {
-        return Err(bad("limit must be from 1 to 500".into()));
-    }
+    let limit = input::number("limit", q.limit.as_deref(), 50, (1, 500))?;
     let by_name = match q.sort.as_deref().unwrap_or("created") {
         "created" => false,
         "name" => true,
@@ -79,13 +89,9 @@ pub(crate) async fn list_dispatches(
     };
     let offset = match q.cursor.as_deref() {
         None => 0,
-        Some(c) => hex::decode(c)
-            .ok()
-            .and_then(|b| String::from_utf8(b).ok())
-            .and_then(|t| {
-                t.strip_prefix("offset:")
-                    .and_then(|n| n.parse::<usize>().ok())
-            })
+        Some(c) => input::cursor_text(c)?
+            .strip_prefix("offset:")
+            .and_then(|n| n.parse::<usize>().ok())
             .ok_or_else(|| bad("the cursor is not one this API gave".into()))?,
     };
     let archived = match q.archived.as_deref().unwrap_or("false") {
@@ -187,6 +193,9 @@ pub(crate) async fn start_dispatch(
         )
     })?;
     let id = DispatchId::parse(&req.id).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
+    if let Some(title) = &req.title {
+        input::chars("title", title, limits::TITLE_CHARS)?;
+    }
     let prefix = id.folder();
     let mut d = Dispatch::arrived(id.as_str(), &prefix, deps.config.key_shards);
     d.state = DispatchState::AwaitingUpload;

@@ -31,6 +31,13 @@ pub(crate) async fn get_report(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let d = load(&deps, &id).await?;
+    if d.report_key.is_none() && d.state == domain::model::DispatchState::ValidationFailed {
+        // Refused at file level: no row was checked, so no report is coming.
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "there is no validation report and there will be none: validation failed before any row was checked; the dispatch's problems say why",
+        ));
+    }
     document(
         &deps,
         d.report_key,

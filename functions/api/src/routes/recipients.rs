@@ -2,6 +2,7 @@
 
 use crate::auth::require;
 use crate::error::{ApiError, ApiResult};
+use crate::input;
 use crate::routes::steps::{audit_refusal, load, record, send_pending};
 use crate::view::DispatchView;
 use crate::{AppState, Deps};
@@ -9,6 +10,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use domain::identity::{Caller, Permission};
+use domain::limits::input as limits;
 use domain::model::{Dispatch, DispatchState, RecipientState};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -16,7 +18,7 @@ use serde_json::{json, Value};
 #[derive(Debug, Deserialize)]
 pub(crate) struct RecipientsQuery {
     state: Option<String>,
-    limit: Option<usize>,
+    limit: Option<String>,
     cursor: Option<String>,
 }
 
@@ -34,16 +36,12 @@ pub(crate) async fn get_recipients(
     let state = q
         .state
         .as_deref()
+        .map(|s| input::chars("state", s, limits::QUERY_VALUE_CHARS))
+        .transpose()?
         .map(str::parse::<domain::model::RecipientState>)
         .transpose()
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "limit must be from 1 to 1000",
-        ));
-    }
+    let limit = input::number("limit", q.limit.as_deref(), 100, (1, 1000))?;
     let bad_cursor = || {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -53,13 +51,11 @@ pub(crate) async fn get_recipients(
     let (mut shard, mut after) = match q.cursor.as_deref() {
         None => (0, None),
         Some(c) => {
-            let text = hex::decode(c)
-                .ok()
-                .and_then(|b| String::from_utf8(b).ok())
-                .ok_or_else(bad_cursor)?;
+            let text = input::cursor_text(c)?;
             let (shard, sk) = text.split_once(':').ok_or_else(bad_cursor)?;
             let shard: u32 = shard.parse().map_err(|_| bad_cursor())?;
-            if shard >= d.shards {
+            // DynamoDB refuses a sort key over 1,024 bytes; no cursor of ours holds one.
+            if shard >= d.shards || sk.len() > 1024 {
                 return Err(bad_cursor());
             }
             (shard, (!sk.is_empty()).then(|| sk.to_string()))
@@ -105,18 +101,42 @@ pub(crate) struct ChosenRecipients {
 }
 
 /// Recipients named in an action: at most this many per request.
-pub(crate) const MAX_CHOSEN: usize = 1000;
+pub(crate) const MAX_CHOSEN: usize = limits::CHOSEN_IDS;
 
 pub(crate) fn chosen_body(body: &[u8], example: &str) -> ApiResult<ChosenRecipients> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(ChosenRecipients::default());
     }
-    serde_json::from_slice(body).map_err(|e| {
+    let chosen: ChosenRecipients = serde_json::from_slice(body).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             format!("the body must be JSON like {example}: {e}"),
         )
-    })
+    })?;
+    // Bounded before anything else looks at them, whatever the dispatch's state.
+    if let Some(ids) = &chosen.recipient_ids {
+        if ids.len() > MAX_CHOSEN {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("name from 1 to {MAX_CHOSEN} recipient ids"),
+            ));
+        }
+        for id in ids {
+            input::bytes("a recipient id", id, limits::RECIPIENT_ID_BYTES)?;
+        }
+    }
+    if let Some(states) = &chosen.states {
+        if states.len() > limits::STATES {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("name at most {} states", limits::STATES),
+            ));
+        }
+        for s in states {
+            input::chars("a state", s, limits::QUERY_VALUE_CHARS)?;
+        }
+    }
+    Ok(chosen)
 }
 
 /// Looks up the named recipients; each must exist and be in a state `fits` accepts.

@@ -31,7 +31,7 @@ pub enum ListError {
     Empty,
     #[error("the recipient list has a header row but no recipients")]
     NoRows,
-    #[error("the recipient list '{0}' is neither CSV nor a workbook (.xlsx, .xlsm, .xls, .ods)")]
+    #[error("the recipient list '{0}' is neither delimited text (.csv, .tsv, .txt) nor a workbook (.xlsx, .xlsm, .xls, .ods)")]
     UnknownFormat(String),
     #[error("the workbook cannot be read: {0}")]
     Workbook(String),

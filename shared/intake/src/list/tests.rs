@@ -181,3 +181,13 @@ fn csv_in_utf16_with_a_byte_order_mark_is_read() {
     assert_eq!(r.encoding(), Some("UTF-16LE"));
     assert_eq!(cells(&mut r), [["7", "Åse"]]);
 }
+
+#[test]
+fn tab_separated_text_is_read_whatever_its_delimited_text_name() {
+    for name in ["list.tsv", "list.txt", "list.csv", "LIST.TSV"] {
+        let mut r = ListReader::open(name, b"id\tname\n1\tAnn\n2\tBo\n".to_vec(), None)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(r.headers(), ["id", "name"], "{name}");
+        assert_eq!(rows(&mut r).len(), 2, "{name}");
+    }
+}
