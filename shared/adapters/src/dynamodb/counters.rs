@@ -39,6 +39,25 @@ pub(crate) fn any_slot() -> u32 {
 /// The four counters results add to, in this order.
 pub(crate) const COUNTED: [&str; 4] = ["sent", "failed", "unknown", "stuck"];
 
+/// What an addition to a slot does.
+const ADD_TO_SLOT: &str =
+    "ADD #sent :sent, #failed :failed, #unknown :unknown, #stuck :stuck SET updated_at = :now";
+
+/// The names and values of an addition to a slot.
+fn slot_addition(added: [u64; 4], now: &str) -> (HashMap<String, String>, Item) {
+    let mut names = HashMap::new();
+    let mut values = Item::from([(":now".to_string(), s(now))]);
+    for (name, v) in COUNTED.iter().zip(added) {
+        names.insert(format!("#{name}"), name.to_string());
+        values.insert(format!(":{name}"), n(v));
+    }
+    (names, values)
+}
+
+fn slot_sk(slot: u32) -> AttributeValue {
+    s(format!("C#{slot:02}"))
+}
+
 /// The sum of a dispatch's counter slots, and when one of them last changed.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct Tallies {
@@ -75,9 +94,7 @@ pub(crate) fn is_transaction_conflict<E, R>(e: &aws_sdk_dynamodb::error::SdkErro
 where
     E: aws_sdk_dynamodb::error::ProvideErrorMetadata,
 {
-    e.as_service_error()
-        .and_then(|s| s.code())
-        .is_some_and(|c| c == "TransactionConflictException")
+    has_code(e, "TransactionConflictException")
 }
 
 /// A plain write, sent again (with backoff) while a transaction holds its item: DynamoDB
@@ -113,20 +130,14 @@ impl Store {
         added: [u64; 4],
         now: &str,
     ) -> aws_sdk_dynamodb::types::builders::UpdateBuilder {
-        let mut u = aws_sdk_dynamodb::types::Update::builder()
+        let (names, values) = slot_addition(added, now);
+        aws_sdk_dynamodb::types::Update::builder()
             .table_name(&self.table)
             .key("pk", s(counters_pk(dispatch_id)))
-            .key("sk", s(format!("C#{slot:02}")))
-            .update_expression(
-                "ADD #sent :sent, #failed :failed, #unknown :unknown, #stuck :stuck SET updated_at = :now",
-            )
-            .expression_attribute_values(":now", s(now));
-        for (name, v) in COUNTED.iter().zip(added) {
-            u = u
-                .expression_attribute_names(format!("#{name}"), *name)
-                .expression_attribute_values(format!(":{name}"), n(v));
-        }
-        u
+            .key("sk", slot_sk(slot))
+            .update_expression(ADD_TO_SLOT)
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
     }
 
     /// Adds to a dispatch's counters outside a transaction (claims that expired, stuck
@@ -134,39 +145,28 @@ impl Store {
     /// twice, and a lost one only under-counts, which the recount of a quiet dispatch mends.
     /// A refusal because a transaction holds the slot applied nothing; another slot is tried.
     pub(crate) async fn add_to_counters(&self, dispatch_id: &str, added: [u64; 4]) -> Result<()> {
-        let mut attempt = 0;
-        loop {
-            let mut req = self
-                .client
+        let (names, values) = slot_addition(added, &now_rfc3339());
+        // Each attempt on another slot.
+        retrying_conflicts(|| {
+            self.client
                 .update_item()
                 .table_name(&self.table)
                 .key("pk", s(counters_pk(dispatch_id)))
-                .key("sk", s(format!("C#{:02}", any_slot())))
-                .update_expression(
-                    "ADD #sent :sent, #failed :failed, #unknown :unknown, #stuck :stuck SET updated_at = :now",
-                )
-                .expression_attribute_values(":now", s(now_rfc3339()));
-            for (name, v) in COUNTED.iter().zip(added) {
-                req = req
-                    .expression_attribute_names(format!("#{name}"), *name)
-                    .expression_attribute_values(format!(":{name}"), n(v));
-            }
-            let res =
-                req.customize()
-                    .config_override(aws_sdk_dynamodb::config::Builder::default().retry_config(
+                .key("sk", slot_sk(any_slot()))
+                .update_expression(ADD_TO_SLOT)
+                .set_expression_attribute_names(Some(names.clone()))
+                .set_expression_attribute_values(Some(values.clone()))
+                .customize()
+                .config_override(
+                    aws_sdk_dynamodb::config::Builder::default().retry_config(
                         aws_config::retry::RetryConfig::standard().with_max_attempts(1),
-                    ))
-                    .send()
-                    .await;
-            match res {
-                Ok(_) => return Ok(()),
-                Err(e) if is_transaction_conflict(&e) && attempt + 1 < CONFLICT_ATTEMPTS => {
-                    tokio::time::sleep(engine::retry::backoff(attempt as usize)).await;
-                    attempt += 1;
-                }
-                Err(e) => return Err(Error::aws("UpdateItem")(e)),
-            }
-        }
+                    ),
+                )
+                .send()
+        })
+        .await
+        .map_err(Error::aws("UpdateItem"))?;
+        Ok(())
     }
 
     /// The sum of a dispatch's counter slots (one strongly consistent query).

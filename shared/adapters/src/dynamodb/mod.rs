@@ -98,13 +98,21 @@ fn opt(item: &mut Item, k: &str, v: &Option<String>) {
     }
 }
 
-pub(crate) fn is_conditional_failure<E, R>(e: &aws_sdk_dynamodb::error::SdkError<E, R>) -> bool
+/// Whether the service refused a request with this error code.
+pub(crate) fn has_code<E, R>(e: &aws_sdk_dynamodb::error::SdkError<E, R>, code: &str) -> bool
 where
     E: aws_sdk_dynamodb::error::ProvideErrorMetadata,
 {
     e.as_service_error()
         .and_then(|s| s.code())
-        .is_some_and(|c| c == "ConditionalCheckFailedException")
+        .is_some_and(|c| c == code)
+}
+
+pub(crate) fn is_conditional_failure<E, R>(e: &aws_sdk_dynamodb::error::SdkError<E, R>) -> bool
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata,
+{
+    has_code(e, "ConditionalCheckFailedException")
 }
 
 #[derive(Clone, Debug)]
