@@ -10,6 +10,7 @@ import os
 
 import msoffcrypto
 import openpyxl
+import openpyxl.styles
 import xlwt
 from odf.opendocument import OpenDocumentSpreadsheet
 from odf.table import Table, TableCell, TableRow
@@ -96,6 +97,46 @@ def main():
         table.addElement(tr)
     doc.spreadsheet.addElement(table)
     doc.save(out("calc.ods"))
+    formulas()
+    huge_dimension()
+
+
+def formulas():
+    """Formulas with no saved result, as programs that write workbooks without calculating
+    them leave them: the first row's name is a formula."""
+    book = openpyxl.Workbook()
+    ws = book.active
+    ws.append(HEADER)
+    for r in ROWS:
+        ws.append(r)
+    ws["B2"] = '=PROPER("søren")'
+    book.save(out("formula-unsaved.xlsx"))
+    doc = OpenDocumentSpreadsheet()
+    table = Table(name="Recipients")
+    for i, r in enumerate([HEADER] + ROWS):
+        tr = TableRow()
+        for j, v in enumerate(r):
+            if i == 1 and j == 1:
+                cell = TableCell(formula='of:=PROPER("søren")')
+            else:
+                cell = TableCell(valuetype="string")
+                cell.addElement(P(text=str(v)))
+            tr.addElement(cell)
+        table.addElement(tr)
+    doc.spreadsheet.addElement(table)
+    doc.save(out("formula-unsaved.ods"))
+
+
+def huge_dimension():
+    """17 recipients in a sheet whose formatting reaches its last row: the sheet declares
+    itself A1:E1048576."""
+    book = openpyxl.Workbook()
+    ws = book.active
+    ws.append(HEADER)
+    for i in range(17):
+        ws.append([f"{i + 1:04}", f"Person {i + 1}", f"p{i + 1}@example.org", "", ""])
+    ws.cell(row=1048576, column=5).font = openpyxl.styles.Font(bold=True)
+    book.save(out("huge-dimension.xlsx"))
 
 
 if __name__ == "__main__":

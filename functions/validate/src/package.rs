@@ -59,7 +59,7 @@ pub(crate) async fn check_package(deps: &Deps, bucket: &str, d: &Dispatch) -> Re
         .fetch(
             bucket,
             &format!("{prefix}{}", manifest::MANIFEST_FILE),
-            MAX_TEMPLATE_BYTES,
+            domain::limits::input::MANIFEST_BYTES as u64,
         )
         .await?
     {
@@ -70,7 +70,15 @@ pub(crate) async fn check_package(deps: &Deps, bucket: &str, d: &Dispatch) -> Re
                 "manifest.json was removed before it could be read",
             ))
         }
-        Fetched::TooLarge(_) => return Ok(failed(&d.id, "manifest.json is larger than 1 MiB")),
+        Fetched::TooLarge(size) => {
+            return Ok(failed(
+                &d.id,
+                format!(
+                    "manifest.json is {size} bytes; at most {} are accepted",
+                    domain::limits::input::MANIFEST_BYTES
+                ),
+            ))
+        }
     };
     let m = match Manifest::parse(&manifest_bytes) {
         Ok(m) => m,
@@ -155,15 +163,8 @@ pub(crate) async fn check_package(deps: &Deps, bucket: &str, d: &Dispatch) -> Re
         Ok(r) => r,
         Err(e) => return Ok(failed(&title, e.to_string())),
     };
-    if let Some(rows) = reader.declared_rows().filter(|r| *r > deps.config.max_rows) {
-        return Ok(failed(
-            &title,
-            format!(
-                "the sheet declares {rows} rows; at most {} are accepted",
-                deps.config.max_rows
-            ),
-        ));
-    }
+    // A sheet's declared size is only a hint (spreadsheet programs declare formatting far
+    // past the data): the row limit is enforced on the rows read.
     let headers = reader.headers().to_vec();
     let mut validator = match Validator::new(
         &d.id,

@@ -256,6 +256,40 @@ mod tests {
     }
 
     #[test]
+    fn the_download_keeps_the_header_and_cells_as_uploaded() {
+        let list = " id , name ,email\n1,  Ann ,ann@example.net\n   ,  ,\n2,Bo,bo@example.net\n";
+        let mut reader = ListReader::open_as(
+            "list.csv",
+            Box::new(std::io::Cursor::new(list.as_bytes().to_vec())),
+            None,
+            None,
+            intake::list::Cells::AsUploaded,
+        )
+        .unwrap();
+        let mut two = HashMap::new();
+        for line in [2, 4] {
+            two.insert(
+                line,
+                Status {
+                    status: "sent",
+                    reason: String::new(),
+                },
+            );
+        }
+        let w = write(&mut reader, &two, Format::Csv).unwrap();
+        assert_eq!((w.rows, w.unmatched), (2, 0));
+        let text = std::fs::read_to_string(w.file.path()).unwrap();
+        assert_eq!(
+            text.lines().collect::<Vec<_>>(),
+            [
+                " id , name ,email,dispatch_status,dispatch_reason",
+                "1,  Ann ,ann@example.net,sent,",
+                "2,Bo,bo@example.net,sent,",
+            ]
+        );
+    }
+
+    #[test]
     fn the_xlsx_download_reads_back_with_the_same_rows() {
         let mut reader = ListReader::open("list.csv", LIST.as_bytes().to_vec(), None).unwrap();
         let mut only_two = statuses_of_three();

@@ -44,6 +44,42 @@ pub mod input {
     pub const DETAIL_CHARS: usize = 300;
     /// An audit entry's outcome, in characters.
     pub const AUDIT_OUTCOME_CHARS: usize = 1_000;
+
+    /// A list cell the dispatch uses (id, address, channel, consent, status, merge field),
+    /// in characters; a longer one makes its row invalid.
+    pub const CELL_CHARS: usize = 10_000;
+    /// The merge values one recipient's messages use, together, in bytes: the recipient's
+    /// record stays far below DynamoDB's 400 KB item limit.
+    pub const RECIPIENT_VALUES_BYTES: usize = 100_000;
+    /// A column name in the list's header, in characters.
+    pub const COLUMN_NAME_CHARS: usize = 200;
+    /// Columns of a list's header.
+    pub const COLUMNS: usize = 1_000;
+    /// One problem's message in the validation report, in characters.
+    pub const PROBLEM_CHARS: usize = 500;
+    /// A recipient's recorded reason, in characters.
+    pub const REASON_CHARS: usize = 2_000;
+
+    /// `manifest.json`, in bytes.
+    pub const MANIFEST_BYTES: usize = 64 * 1024;
+    /// A file name in the manifest (list, templates), in bytes.
+    pub const FILE_NAME_BYTES: usize = 255;
+    /// A worksheet name, in characters (spreadsheet programs allow 31).
+    pub const SHEET_CHARS: usize = 100;
+    /// A text encoding's name, in characters.
+    pub const ENCODING_CHARS: usize = 40;
+    /// A column name the manifest gives (`columns`, exclusion columns), in characters.
+    pub const MANIFEST_COLUMN_CHARS: usize = COLUMN_NAME_CHARS;
+    /// The email sender (`email.from`), in characters.
+    pub const FROM_CHARS: usize = 320;
+    /// The email subject template, in characters.
+    pub const SUBJECT_CHARS: usize = 1_000;
+    /// An SMS sender id, in characters (the networks' limit for alphanumeric senders).
+    pub const SENDER_ID_CHARS: usize = 11;
+    /// Status codes an exclusion lists.
+    pub const EXCLUDED_CODES: usize = 1_000;
+    /// One excluded status code, in characters.
+    pub const EXCLUDED_CODE_CHARS: usize = 100;
 }
 
 /// `text` cut to at most `max_chars` characters (on a character boundary), with `…` when

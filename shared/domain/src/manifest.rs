@@ -3,6 +3,7 @@
 //! arrival starts validation.
 
 use crate::ids::DispatchId;
+use crate::limits::{input as limits, truncated};
 use crate::model::Channel;
 use serde::{Deserialize, Serialize};
 
@@ -128,14 +129,115 @@ pub enum ManifestError {
 
 impl Manifest {
     pub fn parse(bytes: &[u8]) -> Result<Manifest, ManifestError> {
-        let m: Manifest =
-            serde_json::from_slice(bytes).map_err(|e| ManifestError::Syntax(e.to_string()))?;
+        if bytes.len() > limits::MANIFEST_BYTES {
+            return Err(ManifestError::Invalid(format!(
+                "the file is {} bytes; at most {} are accepted",
+                bytes.len(),
+                limits::MANIFEST_BYTES
+            )));
+        }
+        let m: Manifest = serde_json::from_slice(bytes).map_err(|e| {
+            ManifestError::Syntax(truncated(&e.to_string(), limits::DETAIL_CHARS).into_owned())
+        })?;
         m.check()?;
         Ok(m)
     }
 
+    /// Every value within its limit, checked before any is looked at further, so that no
+    /// message quotes an unbounded value.
+    fn check_lengths(&self) -> Result<(), ManifestError> {
+        use limits::*;
+        let mut values: Vec<(&str, Option<&str>, usize)> = vec![
+            ("title", Some(self.title.as_str()), TITLE_CHARS),
+            ("sheet", self.sheet.as_deref(), SHEET_CHARS),
+            ("encoding", self.encoding.as_deref(), ENCODING_CHARS),
+            ("phone_region", self.phone_region.as_deref(), ENCODING_CHARS),
+            (
+                "columns.id",
+                Some(self.columns.id.as_str()),
+                MANIFEST_COLUMN_CHARS,
+            ),
+            (
+                "columns.email",
+                Some(self.columns.email.as_str()),
+                MANIFEST_COLUMN_CHARS,
+            ),
+            (
+                "columns.phone",
+                Some(self.columns.phone.as_str()),
+                MANIFEST_COLUMN_CHARS,
+            ),
+            (
+                "columns.channel",
+                Some(self.columns.channel.as_str()),
+                MANIFEST_COLUMN_CHARS,
+            ),
+            (
+                "exclusions.status_column",
+                self.exclusions.status_column.as_deref(),
+                MANIFEST_COLUMN_CHARS,
+            ),
+            (
+                "exclusions.consent_column",
+                self.exclusions.consent_column.as_deref(),
+                MANIFEST_COLUMN_CHARS,
+            ),
+        ];
+        if let Some(e) = &self.email {
+            values.push(("email.from", Some(&e.from), FROM_CHARS));
+            values.push(("email.subject", Some(&e.subject), SUBJECT_CHARS));
+        }
+        if let Some(s) = &self.sms {
+            values.push(("sms.sender_id", s.sender_id.as_deref(), SENDER_ID_CHARS));
+        }
+        for (field, value, max) in values {
+            if let Some(v) = value {
+                let chars = v.chars().count();
+                if chars > max {
+                    return Err(ManifestError::Invalid(format!(
+                        "{field} is {chars} characters long; at most {max} are accepted"
+                    )));
+                }
+            }
+        }
+        let mut names = vec![("list", Some(self.list.as_str()))];
+        if let Some(e) = &self.email {
+            names.push(("email.text", Some(&e.text)));
+            names.push(("email.html", e.html.as_deref()));
+        }
+        if let Some(s) = &self.sms {
+            names.push(("sms.text", Some(&s.text)));
+        }
+        for (field, name) in names {
+            if let Some(n) = name.filter(|n| n.len() > FILE_NAME_BYTES) {
+                return Err(ManifestError::Invalid(format!(
+                    "{field} is a file name of {} bytes; at most {FILE_NAME_BYTES} are accepted",
+                    n.len()
+                )));
+            }
+        }
+        let codes = &self.exclusions.excluded_codes;
+        if codes.len() > EXCLUDED_CODES {
+            return Err(ManifestError::Invalid(format!(
+                "exclusions.excluded_codes lists {} codes; at most {EXCLUDED_CODES} are accepted",
+                codes.len()
+            )));
+        }
+        if let Some(long) = codes
+            .iter()
+            .find(|c| c.chars().count() > EXCLUDED_CODE_CHARS)
+        {
+            return Err(ManifestError::Invalid(format!(
+                "exclusions.excluded_codes holds a code of {} characters; at most {EXCLUDED_CODE_CHARS} are accepted",
+                long.chars().count()
+            )));
+        }
+        Ok(())
+    }
+
     fn check(&self) -> Result<(), ManifestError> {
         let bad = |s: &str| Err(ManifestError::Invalid(s.to_string()));
+        self.check_lengths()?;
         if self.title.trim().is_empty() {
             return bad("title must not be empty");
         }
@@ -305,6 +407,79 @@ mod tests {
         .unwrap_err();
         assert!(e.to_string().contains("same folder"), "{e}");
         assert!(Manifest::parse(b"not json").is_err());
+    }
+
+    #[test]
+    fn every_value_is_bounded_and_no_refusal_quotes_an_unbounded_one() {
+        let good: serde_json::Value = serde_json::from_str(GOOD).unwrap();
+        let with = |pointer: &str, value: serde_json::Value| {
+            let mut v = good.clone();
+            let (parent, key) = pointer.rsplit_once('/').unwrap();
+            v.pointer_mut(parent).unwrap_or_else(|| panic!("{pointer}"))[key] = value;
+            Manifest::parse(&serde_json::to_vec(&v).unwrap())
+        };
+        let long = |n: usize| serde_json::Value::String("x".repeat(n));
+        for (pointer, field, max) in [
+            ("/title", "title", limits::TITLE_CHARS),
+            ("/columns/id", "columns.id", limits::MANIFEST_COLUMN_CHARS),
+            ("/email/from", "email.from", limits::FROM_CHARS),
+            ("/email/subject", "email.subject", limits::SUBJECT_CHARS),
+        ] {
+            assert!(with(pointer, long(max)).is_ok(), "{field} at its limit");
+            let e = with(pointer, long(max + 1)).unwrap_err().to_string();
+            assert_eq!(
+                e,
+                format!(
+                    "manifest.json: {field} is {} characters long; at most {max} are accepted",
+                    max + 1
+                )
+            );
+        }
+        let e = with(
+            "/list",
+            serde_json::json!(format!("{}.csv", "l".repeat(300))),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("list is a file name of 304 bytes; at most 255"),
+            "{e}"
+        );
+        let e = with(
+            "/sms",
+            serde_json::json!({"text": "s.txt", "sender_id": "TOWNHALLOFFICE"}),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("sms.sender_id is 14 characters long; at most 11"),
+            "{e}"
+        );
+        let codes: Vec<String> = (0..=limits::EXCLUDED_CODES)
+            .map(|i| i.to_string())
+            .collect();
+        let e = with(
+            "/exclusions",
+            serde_json::json!({"status_column": "status", "excluded_codes": codes}),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("lists 1001 codes; at most 1000"), "{e}");
+        // An unknown field with a huge name: the syntax error is cut short.
+        let mut v = good.clone();
+        v["x".repeat(100_000)] = serde_json::json!(1);
+        let e = Manifest::parse(&serde_json::to_vec(&v).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.chars().count() < limits::DETAIL_CHARS + 50,
+            "{} characters",
+            e.len()
+        );
+        // The file as a whole.
+        let big = format!("{}{}", " ".repeat(limits::MANIFEST_BYTES), GOOD);
+        let e = Manifest::parse(big.as_bytes()).unwrap_err().to_string();
+        assert!(e.contains("at most 65536 are accepted"), "{e}");
     }
 
     #[test]

@@ -21,6 +21,7 @@ fn outcome(name: &str, bytes: Vec<u8>) -> Value {
                 "rows": good.len(),
                 "lines": good.iter().map(|r| r.line).collect::<Vec<_>>(),
                 "first": good.first().map(|r| r.cells().collect::<Vec<_>>()),
+                "first_no_result": good.first().map(|r| r.no_result().to_vec()),
                 "row_errors": bad.iter().map(|e| e.message.clone()).collect::<Vec<_>>(),
             })
         }

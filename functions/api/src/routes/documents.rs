@@ -228,7 +228,7 @@ pub(crate) async fn download(
     }
     let m = package.manifest;
     let written = tokio::task::spawn_blocking(move || {
-        let mut reader = intake::list::ListReader::open_listed(&m, Box::new(list.file))
+        let mut reader = intake::list::ListReader::open_listed_as_uploaded(&m, Box::new(list.file))
             .map_err(|e| download::DownloadError::Read(e.to_string()))?;
         download::write(&mut reader, &statuses, format)
     })

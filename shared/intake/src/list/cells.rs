@@ -2,11 +2,17 @@
 
 use super::*;
 
-/// A cell as text the way the operator sees it in the spreadsheet.
+/// A cell as text the way the operator sees it in the spreadsheet, with the spaces around a
+/// text cell trimmed.
 pub fn cell_text(cell: &Data) -> String {
+    cell_text_as(cell, Cells::Trimmed)
+}
+
+/// A cell as text, text cells trimmed or as uploaded.
+pub fn cell_text_as(cell: &Data, cells: Cells) -> String {
     match cell {
         Data::Empty => String::new(),
-        Data::String(s) => s.trim().to_string(),
+        Data::String(s) => cells.apply(s).to_string(),
         Data::Int(i) => i.to_string(),
         Data::Float(f) => float_text(*f),
         Data::Bool(b) => if *b { "TRUE" } else { "FALSE" }.to_string(),
@@ -28,12 +34,13 @@ pub fn cell_text(cell: &Data) -> String {
 pub(super) fn cell_ref_str<'a>(
     cell: &'a calamine::DataRef<'_>,
     scratch: &'a mut String,
+    cells: Cells,
 ) -> &'a str {
     use chrono::Datelike;
     scratch.clear();
     match cell {
-        calamine::DataRef::SharedString(s) => return s.trim(),
-        calamine::DataRef::String(s) => return s.trim(),
+        calamine::DataRef::SharedString(s) => return cells.apply(s),
+        calamine::DataRef::String(s) => return cells.apply(s),
         calamine::DataRef::Empty => {}
         calamine::DataRef::Float(f) if whole(*f) => {
             let _ = write!(scratch, "{}", *f as i64);

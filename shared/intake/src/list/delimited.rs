@@ -11,6 +11,7 @@ pub(super) struct CsvSource {
     pub(super) seen_line: u64,
     /// Columns of the header.
     pub(super) width: usize,
+    pub(super) cells: Cells,
 }
 
 impl CsvSource {
@@ -44,9 +45,13 @@ impl CsvSource {
                     self.record.len(),
                 );
                 for c in self.record.iter() {
-                    cells.push_field(c.trim());
+                    cells.push_field(self.cells.apply(c));
                 }
-                Some(Ok(RawRow { line, cells }))
+                Some(Ok(RawRow {
+                    line,
+                    cells,
+                    no_result: Vec::new(),
+                }))
             }
             Err(e) => {
                 let message = match e.kind() {
@@ -61,7 +66,10 @@ impl CsvSource {
     }
 }
 
-pub(super) fn open_csv(text: Box<dyn Read + Send>) -> Result<(Vec<String>, Source), ListError> {
+pub(super) fn open_csv(
+    text: Box<dyn Read + Send>,
+    cells: Cells,
+) -> Result<(Vec<String>, Source), ListError> {
     // The delimiter is judged on the header line, read ahead and then handed on.
     let mut ahead = Vec::with_capacity(SNIFF_BYTES);
     let mut text = text;
@@ -85,9 +93,9 @@ pub(super) fn open_csv(text: Box<dyn Read + Send>) -> Result<(Vec<String>, Sourc
         .headers()
         .map_err(|e| ListError::Csv(e.to_string()))?
         .iter()
-        .map(|h| h.trim().to_string())
+        .map(|h| cells.apply(h).to_string())
         .collect::<Vec<_>>();
-    if headers.iter().all(|h| h.is_empty()) {
+    if headers.iter().all(|h| h.trim().is_empty()) {
         return Err(ListError::Empty);
     }
     let source = CsvSource {
@@ -96,6 +104,7 @@ pub(super) fn open_csv(text: Box<dyn Read + Send>) -> Result<(Vec<String>, Sourc
         seen_byte: 0,
         seen_line: 1,
         width: headers.len(),
+        cells,
     };
     Ok((headers, Source::Csv(source)))
 }

@@ -43,10 +43,32 @@ pub enum ListError {
     EmptyHeader(usize),
     #[error("the header row names '{0}' more than once")]
     DuplicateHeader(String),
+    #[error("the header row's column {column} has a name of {chars} characters; at most {max} are accepted", max = domain::limits::input::COLUMN_NAME_CHARS)]
+    LongHeader { column: usize, chars: usize },
+    #[error("the header row has {0} columns; at most {max} are accepted", max = domain::limits::input::COLUMNS)]
+    TooManyColumns(usize),
     #[error("'{name}' is named as a recipient list of its kind but holds {found}; save it again in the format its name says")]
     NotWhatItSays { name: String, found: &'static str },
     #[error("the workbook is password-protected (encrypted); save it without a password and upload it again")]
     Encrypted,
+}
+
+/// How a list's text cells come out: trimmed of surrounding spaces (what validation judges)
+/// or exactly as uploaded (what the download gives back).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Cells {
+    #[default]
+    Trimmed,
+    AsUploaded,
+}
+
+impl Cells {
+    pub(crate) fn apply(self, text: &str) -> &str {
+        match self {
+            Cells::Trimmed => text.trim(),
+            Cells::AsUploaded => text,
+        }
+    }
 }
 
 /// One data row with its line (CSV) or row (sheet) number; the header is 1. The cells are
@@ -55,6 +77,9 @@ pub enum ListError {
 pub struct RawRow {
     pub line: u64,
     cells: csv::StringRecord,
+    /// Columns (from 0) whose cell holds a formula with no saved result: the file was
+    /// written by a program that does not calculate, so the value is not in it.
+    no_result: Vec<usize>,
 }
 
 impl RawRow {
@@ -70,7 +95,19 @@ impl RawRow {
         RawRow {
             line,
             cells: record,
+            no_result: Vec::new(),
         }
+    }
+
+    /// The row with the columns whose formula has no saved result.
+    pub fn with_no_result(mut self, columns: Vec<usize>) -> RawRow {
+        self.no_result = columns;
+        self
+    }
+
+    /// Columns (from 0) whose cell is a formula with no saved result.
+    pub fn no_result(&self) -> &[usize] {
+        &self.no_result
     }
 
     /// The cell in column `i` (from 0), if the row has one.
@@ -86,8 +123,9 @@ impl RawRow {
         self.cells.len()
     }
 
+    /// True when every cell is blank (spaces count as blank) and none is a formula.
     pub fn is_empty(&self) -> bool {
-        self.cells.iter().all(str::is_empty)
+        self.no_result.is_empty() && self.cells.iter().all(|c| c.trim().is_empty())
     }
 }
 
@@ -118,10 +156,13 @@ enum Source {
         batch: std::vec::IntoIter<RawRow>,
         ended: bool,
     },
-    /// An .xls, .xlsb or .ods sheet, loaded whole (the file size limit bounds it).
+    /// An .xls, .xlsb or .ods sheet, loaded whole (the file size limit bounds it), with its
+    /// formulas when the reader has them.
     Sheet {
         range: calamine::Range<Data>,
+        formulas: Option<calamine::Range<String>>,
         next: usize,
+        cells: Cells,
     },
 }
 
@@ -183,6 +224,24 @@ impl ListReader {
         ListReader::open_input(name, Box::new(Cursor::new(bytes)), sheet, encoding)
     }
 
+    /// Opens the list a manifest names with its header and text cells exactly as uploaded
+    /// (not trimmed), for giving the list back.
+    pub fn open_listed_as_uploaded(
+        manifest: &domain::manifest::Manifest,
+        input: Box<dyn Input>,
+    ) -> Result<ListReader, ListError> {
+        ListReader::open_as(
+            &manifest.list,
+            input,
+            manifest.sheet.as_deref(),
+            manifest
+                .encoding
+                .as_deref()
+                .and_then(domain::manifest::encoding_for),
+            Cells::AsUploaded,
+        )
+    }
+
     /// Opens the list a manifest names (its file name, sheet and declared encoding) from a
     /// file or other seekable input.
     pub fn open_listed(
@@ -204,9 +263,20 @@ impl ListReader {
     /// .xlsx/.xlsm are read as a stream. The first bytes must agree with the name's format.
     pub fn open_input(
         name: &str,
+        input: Box<dyn Input>,
+        sheet: Option<&str>,
+        encoding: Option<&'static encoding_rs::Encoding>,
+    ) -> Result<ListReader, ListError> {
+        ListReader::open_as(name, input, sheet, encoding, Cells::Trimmed)
+    }
+
+    /// Opens a list with its text cells trimmed or as uploaded.
+    pub fn open_as(
+        name: &str,
         mut input: Box<dyn Input>,
         sheet: Option<&str>,
         encoding: Option<&'static encoding_rs::Encoding>,
+        cells: Cells,
     ) -> Result<ListReader, ListError> {
         let format = ListFormat::from_name(name)
             .ok_or_else(|| ListError::UnknownFormat(name.to_string()))?;
@@ -227,7 +297,7 @@ impl ListReader {
         let (headers, source, encoding, declared_rows) = match (format, content) {
             (ListFormat::Csv, Content::Text) => {
                 let (text, encoding) = decode_csv(input, &head, encoding).map_err(io_error)?;
-                let (h, s) = open_csv(text)?;
+                let (h, s) = open_csv(text, cells)?;
                 (h, s, Some(encoding), None)
             }
             (ListFormat::Csv, _) | (ListFormat::Workbook, Content::Text | Content::Pdf) => {
@@ -252,11 +322,11 @@ impl ListReader {
                 return Err(opened.err().unwrap_or_else(mismatch));
             }
             (ListFormat::Workbook, Content::Zip) if is_xlsx(name) => {
-                let (h, s, rows) = guarded(|| stream_xlsx(input, sheet))?;
+                let (h, s, rows) = guarded(|| stream_xlsx(input, sheet, cells))?;
                 (h, s, None, Some(rows))
             }
             (ListFormat::Workbook, _) => {
-                let (h, s) = guarded(|| open_workbook(input, sheet))?;
+                let (h, s) = guarded(|| open_workbook(input, sheet, cells))?;
                 (h, s, None, None)
             }
         };
@@ -334,7 +404,12 @@ impl ListReader {
                         }
                     },
                 },
-                Source::Sheet { range, next } => {
+                Source::Sheet {
+                    range,
+                    formulas,
+                    next,
+                    cells,
+                } => {
                     let height = range.height();
                     if *next >= height {
                         return None;
@@ -342,11 +417,32 @@ impl ListReader {
                     let idx = *next;
                     *next += 1;
                     let width = range.width();
-                    let start_row = range.start().map(|(r, _)| r as u64).unwrap_or(0);
-                    RawRow::new(
-                        start_row + idx as u64 + 1,
-                        (0..width).map(|c| range.get((idx, c)).map(cell_text).unwrap_or_default()),
-                    )
+                    let (start_row, start_col) = range.start().unwrap_or((0, 0));
+                    let row = RawRow::new(
+                        u64::from(start_row) + idx as u64 + 1,
+                        (0..width).map(|c| {
+                            range
+                                .get((idx, c))
+                                .map(|v| cell_text_as(v, *cells))
+                                .unwrap_or_default()
+                        }),
+                    );
+                    let no_result: Vec<usize> = formulas
+                        .as_ref()
+                        .map(|f| {
+                            (0..width)
+                                .filter(|&c| {
+                                    matches!(range.get((idx, c)), None | Some(Data::Empty))
+                                        && f.get_value((
+                                            start_row + idx as u32,
+                                            start_col + c as u32,
+                                        ))
+                                        .is_some_and(|text| !text.is_empty())
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    row.with_no_result(no_result)
                 }
             };
             if row.is_empty() {
@@ -360,9 +456,22 @@ impl ListReader {
 fn check_headers(headers: &[String]) -> Result<(), ListError> {
     let mut seen = std::collections::HashSet::new();
     // Trailing empty header cells (formatting left over in spreadsheets) are tolerated.
-    let last = headers.iter().rposition(|h| !h.is_empty()).unwrap_or(0);
+    let last = headers
+        .iter()
+        .rposition(|h| !h.trim().is_empty())
+        .unwrap_or(0);
+    if last + 1 > domain::limits::input::COLUMNS {
+        return Err(ListError::TooManyColumns(last + 1));
+    }
     for (i, h) in headers.iter().enumerate().take(last + 1) {
-        if h.is_empty() {
+        let chars = h.trim().chars().count();
+        if chars > domain::limits::input::COLUMN_NAME_CHARS {
+            return Err(ListError::LongHeader {
+                column: i + 1,
+                chars,
+            });
+        }
+        if h.trim().is_empty() {
             return Err(ListError::EmptyHeader(i + 1));
         }
         if !seen.insert(normalise_header(h)) {

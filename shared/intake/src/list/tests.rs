@@ -191,3 +191,136 @@ fn tab_separated_text_is_read_whatever_its_delimited_text_name() {
         assert_eq!(rows(&mut r).len(), 2, "{name}");
     }
 }
+
+#[test]
+fn cells_come_trimmed_for_checking_and_as_uploaded_for_giving_back() {
+    let csv = b" id , Name \n 1 ,  Ann  \n   ,  \n2,Bo\n".to_vec();
+    let mut trimmed = ListReader::open("l.csv", csv.clone(), None).unwrap();
+    assert_eq!(trimmed.headers(), ["id", "Name"]);
+    assert_eq!(cells(&mut trimmed), [["1", "Ann"], ["2", "Bo"]]);
+    let mut kept = ListReader::open_as(
+        "l.csv",
+        Box::new(Cursor::new(csv)),
+        None,
+        None,
+        Cells::AsUploaded,
+    )
+    .unwrap();
+    assert_eq!(kept.headers(), [" id ", " Name "]);
+    let got = rows(&mut kept);
+    // A row of spaces is blank either way, so the rows and their lines are the same.
+    assert_eq!(got.iter().map(|r| r.line).collect::<Vec<_>>(), [2, 4]);
+    assert_eq!(got[0].cells().collect::<Vec<_>>(), [" 1 ", "  Ann  "]);
+
+    let mut book = rust_xlsxwriter::Workbook::new();
+    let ws = book.add_worksheet();
+    ws.write_string(0, 0, " id").unwrap();
+    ws.write_string(0, 1, "Name ").unwrap();
+    ws.write_string(1, 0, "1").unwrap();
+    ws.write_string(1, 1, " Ann ").unwrap();
+    ws.write_string(2, 1, "   ").unwrap();
+    let bytes = book.save_to_buffer().unwrap();
+    let mut trimmed = ListReader::open("l.xlsx", bytes.clone(), None).unwrap();
+    assert_eq!(trimmed.headers(), ["id", "Name"]);
+    assert_eq!(cells(&mut trimmed), [["1", "Ann"]]);
+    let mut kept = ListReader::open_as(
+        "l.xlsx",
+        Box::new(Cursor::new(bytes)),
+        None,
+        None,
+        Cells::AsUploaded,
+    )
+    .unwrap();
+    assert_eq!(kept.headers(), [" id", "Name "]);
+    assert_eq!(cells(&mut kept), [["1", " Ann "]]);
+}
+
+#[test]
+fn a_header_past_its_limits_is_a_file_level_problem() {
+    let long = "n".repeat(domain::limits::input::COLUMN_NAME_CHARS + 1);
+    assert_eq!(
+        ListReader::open("l.csv", format!("id,{long}\n1,x\n").into_bytes(), None).err(),
+        Some(ListError::LongHeader {
+            column: 2,
+            chars: domain::limits::input::COLUMN_NAME_CHARS + 1
+        })
+    );
+    let wide: Vec<String> = (0..=domain::limits::input::COLUMNS)
+        .map(|i| format!("c{i}"))
+        .collect();
+    assert_eq!(
+        ListReader::open("l.csv", format!("{}\n", wide.join(",")).into_bytes(), None).err(),
+        Some(ListError::TooManyColumns(
+            domain::limits::input::COLUMNS + 1
+        ))
+    );
+    let within: Vec<String> = (0..domain::limits::input::COLUMNS)
+        .map(|i| format!("c{i}"))
+        .collect();
+    assert!(ListReader::open(
+        "l.csv",
+        format!("{}\n1\n", within.join(",")).into_bytes(),
+        None
+    )
+    .is_ok());
+}
+
+#[test]
+fn a_formula_without_a_saved_result_is_marked_and_its_row_is_not_blank() {
+    // As a program that writes formulas without calculating them leaves the cell.
+    let mut book = rust_xlsxwriter::Workbook::new();
+    let ws = book.add_worksheet();
+    ws.write_string(0, 0, "id").unwrap();
+    ws.write_string(0, 1, "name").unwrap();
+    ws.write_string(1, 0, "1").unwrap();
+    ws.write_formula(1, 1, "=UPPER(\"ann\")").unwrap();
+    ws.write_formula(2, 1, "=UPPER(\"bo\")").unwrap();
+    ws.write_string(3, 0, "3").unwrap();
+    ws.write_string(3, 1, "Cy").unwrap();
+    let bytes = without_formula_results(book.save_to_buffer().unwrap());
+    let mut r = ListReader::open("l.xlsx", bytes, None).unwrap();
+    let got = rows(&mut r);
+    assert_eq!(got.iter().map(|r| r.line).collect::<Vec<_>>(), [2, 3, 4]);
+    assert_eq!(got[0].no_result(), [1]);
+    assert_eq!(got[0].cells().collect::<Vec<_>>(), ["1", ""]);
+    assert_eq!(
+        got[1].no_result(),
+        [1],
+        "a row of nothing but a formula is not blank"
+    );
+    assert!(got[2].no_result().is_empty());
+}
+
+/// The workbook with the saved result of every formula taken out.
+fn without_formula_results(xlsx: Vec<u8>) -> Vec<u8> {
+    use std::io::Write;
+    let mut archive = zip::ZipArchive::new(Cursor::new(xlsx)).unwrap();
+    let mut out = zip::ZipWriter::new(Cursor::new(Vec::new()));
+    for i in 0..archive.len() {
+        let mut file = archive.by_index(i).unwrap();
+        let name = file.name().unwrap().to_string();
+        let mut body = String::new();
+        file.read_to_string(&mut body).unwrap();
+        if name.starts_with("xl/worksheets/") {
+            body = strip_results(&body);
+        }
+        out.start_file(name, zip::write::SimpleFileOptions::default())
+            .unwrap();
+        out.write_all(body.as_bytes()).unwrap();
+    }
+    out.finish().unwrap().into_inner()
+}
+
+/// A sheet's XML with every `<v>` that follows a formula's `</f>` left out.
+fn strip_results(sheet: &str) -> String {
+    let mut out = String::new();
+    let mut rest = sheet;
+    while let Some(at) = rest.find("</f><v>") {
+        out.push_str(&rest[..at + 4]);
+        let after = &rest[at + 4..];
+        let end = after.find("</v>").unwrap() + 4;
+        rest = &after[end..];
+    }
+    out.push_str(rest);
+    out
+}

@@ -45,6 +45,7 @@ pub(super) fn pick_sheet(names: Vec<String>, wanted: Option<&str>) -> Result<Str
 pub(super) fn stream_xlsx(
     input: Box<dyn Input>,
     sheet: Option<&str>,
+    cells: Cells,
 ) -> Result<(Vec<String>, Source, u64), ListError> {
     let book: calamine::Xlsx<_> =
         calamine::Xlsx::new(std::io::BufReader::with_capacity(64 * 1024, input)).map_err(|e| {
@@ -55,7 +56,7 @@ pub(super) fn stream_xlsx(
     let (tx, rx) = mpsc::sync_channel(4);
     std::thread::Builder::new()
         .name("xlsx-reader".into())
-        .spawn(move || read_xlsx_sheet(book, &name, &tx))
+        .spawn(move || read_xlsx_sheet(book, &name, &tx, cells))
         .map_err(|e| ListError::Workbook(format!("it cannot be read now ({e})")))?;
     match rx.recv() {
         Ok(Msg::Header {
@@ -89,16 +90,19 @@ pub(super) struct SheetRows<'a> {
     pub(super) record: csv::StringRecord,
     pub(super) scratch: String,
     pub(super) filled: bool,
+    /// Columns of the row being read whose formula has no saved result.
+    pub(super) no_result: Vec<usize>,
     pub(super) batch: Vec<RawRow>,
+    pub(super) cells: Cells,
 }
 
 impl SheetRows<'_> {
-    /// Takes one cell of the current row.
-    pub(super) fn cell(&mut self, column: u32, value: &calamine::DataRef<'_>) {
+    /// Takes one cell of the current row; `formula` when the cell holds one.
+    pub(super) fn cell(&mut self, column: u32, value: &calamine::DataRef<'_>, formula: bool) {
         match self.header {
             None => {
-                let text = cell_ref_str(value, &mut self.scratch);
-                if !text.is_empty() {
+                let text = cell_ref_str(value, &mut self.scratch, self.cells);
+                if !text.trim().is_empty() {
                     self.header_cells.push((column, text.to_string()));
                 }
             }
@@ -111,8 +115,12 @@ impl SheetRows<'_> {
                 else {
                     return;
                 };
-                let text = cell_ref_str(value, &mut self.scratch);
-                self.filled |= !text.is_empty();
+                if formula && matches!(value, calamine::DataRef::Empty) {
+                    self.no_result.push(i);
+                    self.filled = true;
+                }
+                let text = cell_ref_str(value, &mut self.scratch, self.cells);
+                self.filled |= !text.trim().is_empty();
                 if i >= self.record.len() {
                     while self.record.len() < i {
                         self.record.push_field("");
@@ -165,6 +173,7 @@ impl SheetRows<'_> {
         self.batch.push(RawRow {
             line: u64::from(row_no) + 1,
             cells,
+            no_result: std::mem::take(&mut self.no_result),
         });
         self.batch.len() < ROW_BATCH
             || self
@@ -189,6 +198,7 @@ pub(super) fn read_xlsx_sheet<R: Read + Seek>(
     mut book: calamine::Xlsx<R>,
     name: &str,
     tx: &mpsc::SyncSender<Msg>,
+    text_cells: Cells,
 ) {
     let mut cells = match book.worksheet_cells_reader(name) {
         Ok(c) => c,
@@ -206,13 +216,15 @@ pub(super) fn read_xlsx_sheet<R: Read + Seek>(
         record: csv::StringRecord::new(),
         scratch: String::new(),
         filled: false,
+        no_result: Vec::new(),
         batch: Vec::with_capacity(ROW_BATCH),
+        cells: text_cells,
     };
     let mut row_no: Option<u32> = None;
     loop {
-        match cells.next_cell() {
+        match cells.next_cell_with_formula_metadata() {
             Ok(Some(cell)) => {
-                let (r, c) = cell.get_position();
+                let (r, c) = cell.pos;
                 if row_no != Some(r) {
                     if let Some(prev) = row_no {
                         if !rows.end_row(prev) {
@@ -221,7 +233,7 @@ pub(super) fn read_xlsx_sheet<R: Read + Seek>(
                     }
                     row_no = Some(r);
                 }
-                rows.cell(c, cell.get_value());
+                rows.cell(c, &cell.value, cell.formula.is_some());
             }
             Ok(None) => {
                 if let Some(prev) = row_no {
@@ -246,6 +258,7 @@ pub(super) fn read_xlsx_sheet<R: Read + Seek>(
 pub(super) fn open_workbook(
     mut input: Box<dyn Input>,
     sheet: Option<&str>,
+    cells: Cells,
 ) -> Result<(Vec<String>, Source), ListError> {
     let mut bytes = Vec::new();
     input.read_to_end(&mut bytes).map_err(io_error)?;
@@ -267,8 +280,24 @@ pub(super) fn open_workbook(
     if range.is_empty() {
         return Err(ListError::Empty);
     }
+    // Formulas are only for telling a formula with no saved result from an empty cell: a
+    // sheet whose formulas cannot be read is read without them.
+    let formulas = book.worksheet_formula(&name).ok();
     let headers = (0..range.width())
-        .map(|c| range.get((0, c)).map(cell_text).unwrap_or_default())
+        .map(|c| {
+            range
+                .get((0, c))
+                .map(|v| cell_text_as(v, cells))
+                .unwrap_or_default()
+        })
         .collect::<Vec<_>>();
-    Ok((headers, Source::Sheet { range, next: 1 }))
+    Ok((
+        headers,
+        Source::Sheet {
+            range,
+            formulas,
+            next: 1,
+            cells,
+        },
+    ))
 }

@@ -28,6 +28,10 @@ pub struct Problem {
 /// Rows after which a CSV list's row count is estimated from its size.
 pub const ESTIMATE_AFTER: u64 = 1000;
 
+/// The fewest bytes a recipient's row takes in a compressed sheet (an id and an address
+/// compress to no fewer): a declared row count past a file's size over this is not believed.
+pub const MIN_SHEET_ROW_BYTES: u64 = 8;
+
 /// Codes used in the report, one per rule.
 pub mod codes {
     pub const MISSING_ID: &str = "missing_id";
@@ -49,6 +53,12 @@ pub mod codes {
     /// Not a problem with the row: the recipient has not agreed to be contacted.
     pub const NO_CONSENT: &str = "no_consent";
     pub const INVALID_CONSENT: &str = "invalid_consent";
+    /// A cell the dispatch uses holds a formula whose result the file does not have.
+    pub const FORMULA_WITHOUT_RESULT: &str = "formula_without_result";
+    /// A cell the dispatch uses is longer than the limit (the id longer than its own).
+    pub const VALUE_TOO_LONG: &str = "value_too_long";
+    /// The merge values of one recipient are larger together than the limit.
+    pub const VALUES_TOO_LARGE: &str = "values_too_large";
 }
 
 /// Leaves a valid row out because its address is on the suppression list: the row becomes
@@ -101,6 +111,8 @@ pub struct Validator<'a> {
     /// Merge fields each channel's template uses, with their columns (worked out once).
     email_fields: Vec<(String, Option<usize>)>,
     sms_fields: Vec<(String, Option<usize>)>,
+    /// Every column the checks or the messages read, once each, in order.
+    used: Vec<usize>,
     /// Fingerprints (128-bit hashes) of the ids and addresses seen: 16 bytes a row rather
     /// than the strings, so a million-row list stays small.
     seen_ids: Fingerprints,
@@ -223,6 +235,23 @@ impl<'a> Validator<'a> {
         let region_code = manifest.phone_region.as_deref().unwrap_or(default_region);
         let region = phonenumber::country::Id::from_str(&region_code.to_ascii_uppercase())
             .map_err(|_| vec![format!("'{region_code}' is not a known phone region")])?;
+        let email_fields = columns_of(template, Channel::Email, &names);
+        let sms_fields = columns_of(template, Channel::Sms, &names);
+        let mut used: Vec<usize> = [
+            id_col,
+            email_col,
+            phone_col,
+            channel_col,
+            status_col,
+            consent_col,
+        ]
+        .into_iter()
+        .chain(email_fields.iter().map(|(_, c)| *c))
+        .chain(sms_fields.iter().map(|(_, c)| *c))
+        .flatten()
+        .collect();
+        used.sort_unstable();
+        used.dedup();
         match (problems.is_empty(), id_col) {
             (true, Some(id_col)) => Ok(Validator {
                 manifest,
@@ -235,8 +264,9 @@ impl<'a> Validator<'a> {
                 status_col,
                 consent_col,
                 region,
-                email_fields: columns_of(template, Channel::Email, &names),
-                sms_fields: columns_of(template, Channel::Sms, &names),
+                email_fields,
+                sms_fields,
+                used,
                 names,
                 seen_ids: Fingerprints::default(),
                 seen_addresses: Fingerprints::default(),
@@ -247,11 +277,12 @@ impl<'a> Validator<'a> {
 
     /// Makes room for the whole list's ids and addresses at once, so the sets do not grow by
     /// doubling with both copies in memory: before the first row from the rows a sheet
-    /// declares, after `ESTIMATE_AFTER` rows of a CSV list from its size (`file_size`) and
-    /// how far those rows reached. Call it before checking row number `rows_read + 1`.
+    /// declares (no more than its file's size could hold: a declared size is only a hint),
+    /// after `ESTIMATE_AFTER` rows of a CSV list from its size (`file_size`) and how far
+    /// those rows reached. Call it before checking row number `rows_read + 1`.
     pub fn presize(&mut self, reader: &ListReader, file_size: u64, rows_read: u64, max_rows: u64) {
         let rest = match (rows_read, reader.declared_rows(), reader.progress()) {
-            (0, Some(declared), _) => declared,
+            (0, Some(declared), _) => declared.min(file_size / MIN_SHEET_ROW_BYTES),
             (ESTIMATE_AFTER, None, Some(read)) if read > 0 => file_size
                 .saturating_mul(ESTIMATE_AFTER)
                 .checked_div(read)
@@ -296,21 +327,81 @@ impl<'a> Validator<'a> {
         }
     }
 
+    /// A row whose used cells cannot be judged: a formula with no saved result, or a value
+    /// past its limit. It is invalid with those problems alone; its id is kept only when
+    /// within its limit.
+    fn unjudgeable(&self, row: &RawRow) -> Option<Checked> {
+        use domain::limits::input;
+        let mut problems = Vec::new();
+        let raw_id = row.cell(self.id_col).unwrap_or("");
+        let id = if raw_id.len() <= input::RECIPIENT_ID_BYTES {
+            raw_id
+        } else {
+            ""
+        };
+        for &i in &self.used {
+            let column = &self.names[i];
+            let value = row.cell(i).unwrap_or("");
+            let problem = |code, message| Problem {
+                line: row.line,
+                recipient_id: id.to_string(),
+                column: column.clone(),
+                code,
+                message,
+            };
+            if row.no_result().contains(&i) {
+                problems.push(problem(
+                    codes::FORMULA_WITHOUT_RESULT,
+                    format!("'{column}' holds a formula whose result is not saved in the file (a program that does not calculate formulas wrote it); open the file in the spreadsheet program, save it and upload it again"),
+                ));
+            } else if i == self.id_col && value.len() > input::RECIPIENT_ID_BYTES {
+                problems.push(problem(
+                    codes::VALUE_TOO_LONG,
+                    format!(
+                        "the recipient id is {} bytes long; at most {} are accepted",
+                        value.len(),
+                        input::RECIPIENT_ID_BYTES
+                    ),
+                ));
+            } else if value.len() > input::CELL_CHARS && value.chars().count() > input::CELL_CHARS {
+                problems.push(problem(
+                    codes::VALUE_TOO_LONG,
+                    format!(
+                        "'{column}' is {} characters long; at most {} are accepted",
+                        value.chars().count(),
+                        input::CELL_CHARS
+                    ),
+                ));
+            }
+        }
+        if problems.is_empty() {
+            return None;
+        }
+        let recipient = self.recipient(row.line, id.to_string(), None, None, BTreeMap::new());
+        Some(self.finish(recipient, problems, false))
+    }
+
     fn finish(
         &self,
         mut recipient: Recipient,
         problems: Vec<Problem>,
         keyed_by_id: bool,
     ) -> Checked {
+        use domain::limits::{input, truncated};
+        let mut problems = problems;
+        for p in &mut problems {
+            if p.message.len() > input::PROBLEM_CHARS {
+                p.message = truncated(&p.message, input::PROBLEM_CHARS).into_owned();
+            }
+        }
         if !problems.is_empty() {
             recipient.state = RecipientState::Invalid;
-            recipient.reason = Some(
-                problems
-                    .iter()
-                    .map(|p| format!("{}: {}", p.code, p.message))
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            );
+            let reason = problems
+                .iter()
+                .map(|p| format!("{}: {}", p.code, p.message))
+                .collect::<Vec<_>>()
+                .join("; ");
+            recipient.reason = Some(truncated(&reason, input::REASON_CHARS).into_owned());
         }
         Checked {
             recipient,

@@ -4,6 +4,9 @@ use super::*;
 
 impl Validator<'_> {
     pub fn check(&mut self, row: &RawRow) -> Checked {
+        if let Some(checked) = self.unjudgeable(row) {
+            return checked;
+        }
         let cell = |i: Option<usize>| -> &str { i.and_then(|i| row.cell(i)).unwrap_or("") };
         let line = row.line;
         let id = cell(Some(self.id_col)).to_string();
@@ -133,6 +136,19 @@ impl Validator<'_> {
                 }
                 fields.insert(f.clone(), v);
             }
+        }
+
+        let size: usize = fields.values().map(String::len).sum();
+        if size > domain::limits::input::RECIPIENT_VALUES_BYTES {
+            problem!(
+                "",
+                codes::VALUES_TOO_LARGE,
+                format!(
+                    "the values this recipient's message uses come to {size} bytes; at most {} are accepted",
+                    domain::limits::input::RECIPIENT_VALUES_BYTES
+                ),
+            );
+            fields.clear();
         }
 
         // A row with more values than the header has columns is usually one where an

@@ -248,3 +248,153 @@ fn email_addresses_are_checked_properly() {
     );
     assert_eq!(check_email("").unwrap_err().0, codes::MISSING_ADDRESS);
 }
+
+#[test]
+fn a_formula_without_a_saved_result_gets_its_own_problem_in_place_of_an_empty_value() {
+    let (m, t) = (manifest(), template());
+    let h: Vec<String> = ["id", "name", "email", "phone", "channel", "town", "note"]
+        .map(String::from)
+        .to_vec();
+    let mut v = Validator::new("d", &m, &t, &h, "DK").unwrap();
+    let unsaved =
+        row(2, &["1", "", "a@example.org", "", "email", "Oslo", ""]).with_no_result(vec![1]);
+    let c = v.check(&unsaved);
+    assert_eq!(c.recipient.state, RecipientState::Invalid);
+    assert_eq!(c.problems.len(), 1, "{:?}", c.problems);
+    assert_eq!(c.problems[0].code, codes::FORMULA_WITHOUT_RESULT);
+    assert_eq!(c.problems[0].column, "name");
+    assert!(c.problems[0]
+        .message
+        .contains("open the file in the spreadsheet program, save it"));
+    // A formula in a column the dispatch does not use changes nothing.
+    let unused =
+        row(3, &["2", "Bo", "b@example.org", "", "email", "Oslo", ""]).with_no_result(vec![6]);
+    assert!(v.check(&unused).problems.is_empty());
+}
+
+#[test]
+fn values_past_their_limits_make_the_row_invalid_without_storing_them() {
+    use domain::limits::input;
+    let (m, t) = (manifest(), template());
+    let h: Vec<String> = ["id", "name", "email", "phone", "channel", "town", "note"]
+        .map(String::from)
+        .to_vec();
+    let mut v = Validator::new("d", &m, &t, &h, "DK").unwrap();
+    let long_id = "9".repeat(input::RECIPIENT_ID_BYTES + 1);
+    let c = v.check(&row(
+        2,
+        &[&long_id, "Ann", "a@example.org", "", "email", "Oslo", ""],
+    ));
+    assert_eq!(c.problems.len(), 1, "{:?}", c.problems);
+    assert_eq!(c.problems[0].code, codes::VALUE_TOO_LONG);
+    assert!(c.problems[0].message.contains("at most 256"));
+    assert_eq!(
+        c.recipient.recipient_id, "",
+        "an id past its limit is not kept"
+    );
+    assert!(!c.keyed_by_id);
+    let within_id = "9".repeat(input::RECIPIENT_ID_BYTES);
+    assert!(v
+        .check(&row(
+            3,
+            &[&within_id, "Ann", "a3@example.org", "", "email", "Oslo", ""]
+        ))
+        .problems
+        .is_empty());
+
+    let long_town = "å".repeat(input::CELL_CHARS + 1);
+    let c = v.check(&row(
+        4,
+        &["4", "Bo", "b@example.org", "", "email", &long_town, ""],
+    ));
+    assert_eq!(c.problems.len(), 1);
+    assert_eq!(c.problems[0].code, codes::VALUE_TOO_LONG);
+    assert_eq!(c.problems[0].column, "town");
+    assert!(c.recipient.fields.is_empty());
+    assert!(c.recipient.reason.as_ref().unwrap().len() < 1_000);
+    // Characters count, not bytes: 10,000 å are within the limit.
+    let full_town = "å".repeat(input::CELL_CHARS);
+    assert!(v
+        .check(&row(
+            5,
+            &["5", "Cy", "c@example.org", "", "email", &full_town, ""]
+        ))
+        .problems
+        .is_empty());
+    // A long cell in a column the dispatch does not use is not judged.
+    let long_note = "x".repeat(input::CELL_CHARS * 3);
+    assert!(v
+        .check(&row(
+            6,
+            &["6", "Di", "d@example.org", "", "email", "Oslo", &long_note]
+        ))
+        .problems
+        .is_empty());
+}
+
+#[test]
+fn merge_values_too_large_together_make_the_row_invalid_and_are_not_stored() {
+    use domain::limits::input;
+    let m = manifest();
+    let fields: Vec<String> = (0..12).map(|i| format!("f{i}")).collect();
+    let text = fields
+        .iter()
+        .map(|f| format!("{{{{ {f} }}}}"))
+        .collect::<String>();
+    let t = MessageTemplate::compile(TemplateSource {
+        email: Some(EmailSource {
+            from: "a@example.org".into(),
+            subject: "Hi".into(),
+            text,
+            html: None,
+        }),
+        sms: None,
+    })
+    .unwrap();
+    let mut h: Vec<String> = ["id", "email", "channel"].map(String::from).to_vec();
+    h.extend(fields.iter().cloned());
+    let mut v = Validator::new("d", &m, &t, &h, "DK").unwrap();
+    let value = "v".repeat(input::CELL_CHARS);
+    let mut cells = vec!["1", "a@example.org", "email"];
+    cells.extend(std::iter::repeat_n(value.as_str(), 12));
+    let c = v.check(&row(2, &cells));
+    assert_eq!(c.problems.len(), 1, "{:?}", c.problems);
+    assert_eq!(c.problems[0].code, codes::VALUES_TOO_LARGE);
+    assert!(
+        c.problems[0].message.contains("120000 bytes"),
+        "{}",
+        c.problems[0].message
+    );
+    assert!(c.recipient.fields.is_empty());
+    // Nine such values and three short ones (90,003 bytes) are within the limit.
+    cells.truncate(3 + 9);
+    cells.extend(["a", "b", "c"]);
+    cells[0] = "2";
+    cells[1] = "b@example.org";
+    let c = v.check(&row(3, &cells));
+    assert!(c.problems.is_empty(), "{:?}", c.problems);
+}
+
+#[test]
+fn a_declared_sheet_size_past_what_the_file_could_hold_is_not_believed() {
+    let (m, t) = (manifest(), template());
+    let bytes = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/corpus/lists/huge-dimension.xlsx"
+    ))
+    .unwrap();
+    let size = bytes.len() as u64;
+    let reader = ListReader::open("huge-dimension.xlsx", bytes, None).unwrap();
+    assert_eq!(reader.declared_rows(), Some(1_048_575));
+    let h: Vec<String> = ["id", "name", "email", "phone", "channel", "town"]
+        .map(String::from)
+        .to_vec();
+    let mut v = Validator::new("d", &m, &t, &h, "DK").unwrap();
+    v.presize(&reader, size, 0, 1_000_000);
+    assert!(v.seen_ids.capacity() >= (size / MIN_SHEET_ROW_BYTES) as usize);
+    assert!(
+        v.seen_ids.capacity() < 4 * (size / MIN_SHEET_ROW_BYTES) as usize,
+        "{}",
+        v.seen_ids.capacity()
+    );
+}
