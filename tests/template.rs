@@ -3,11 +3,12 @@
 //! function, every function's environment is the typed configuration, every queue has a
 //! dead-letter queue after at least five receives and a visibility of at least six times its
 //! function's timeout, every trigger reports partial batch failures under a concurrency cap,
-//! and only what the emulator cannot run is left out locally.
+//! and only what the emulator cannot run is left out locally; every alarm notifies the alarm
+//! topic, and the dashboard and alarms on the functions' own metrics name what the sender emits.
 
 use domain::config::vars;
 use local::emulator::repo_root;
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::collections::BTreeSet;
 
 fn template() -> Value {
@@ -204,8 +205,9 @@ fn only_what_the_emulator_cannot_run_is_left_out_locally() {
         "AWS::Lambda::Function",
         "AWS::Lambda::EventSourceMapping",
         "AWS::Lambda::Permission",
-        // What exists only for the functions: their error alarms, schedule and API.
+        // What exists only for the functions: their alarms and dashboard, schedule and API.
         "AWS::CloudWatch::Alarm",
+        "AWS::CloudWatch::Dashboard",
         "AWS::Events::Rule",
         "AWS::ApiGatewayV2::Api",
         "AWS::ApiGatewayV2::Authorizer",
@@ -273,5 +275,77 @@ fn only_health_is_reachable_without_a_token_and_every_other_route_is_behind_the_
         guarded,
         [("ANY /{proxy+}".to_string(), "JWT".to_string())],
         "every other path goes through the authorizer"
+    );
+}
+
+/// Every alarm notifies the alarm topic, when it fires and when it clears; the alarms and the
+/// dashboard on the functions' own metrics name only metrics the sender emits.
+#[test]
+fn every_alarm_notifies_the_alarm_topic_and_the_dashboard_shows_what_is_emitted() {
+    let t = template();
+    let alarms = resources(&t, "AWS::CloudWatch::Alarm");
+    assert!(alarms.len() >= 12, "{}", alarms.len());
+    for (name, a) in &alarms {
+        for actions in ["AlarmActions", "OKActions"] {
+            assert_eq!(
+                a["Properties"][actions],
+                json!([{"Ref": "AlarmTopic"}]),
+                "{name}: {actions}"
+            );
+        }
+    }
+    assert_eq!(t["Resources"]["AlarmTopic"]["Type"], "AWS::SNS::Topic");
+    assert_eq!(
+        t["Outputs"]["AlarmTopicArn"]["Value"],
+        json!({"Ref": "AlarmTopic"})
+    );
+
+    let figures = engine::metrics::SendFigures {
+        dispatch_id: "d".into(),
+        sent: 1,
+        failed: 0,
+        unknown: 0,
+        throttled: 0,
+        quota_reached: 0,
+        blocked: 0,
+        later: 0,
+        seconds: 1.0,
+    };
+    let line: Value = serde_json::from_str(&figures.emf_line("send", 0)).unwrap();
+    let emitted: BTreeSet<String> = line["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["Name"].as_str().unwrap().to_string())
+        .collect();
+    for (name, a) in &alarms {
+        if a["Properties"]["Namespace"] == engine::metrics::NAMESPACE {
+            let metric = a["Properties"]["MetricName"].as_str().unwrap();
+            assert!(
+                emitted.contains(metric),
+                "{name} watches {metric}, never emitted"
+            );
+            assert_eq!(
+                a["Properties"]["Dimensions"],
+                json!([{"Name": "Function", "Value": "send"}]),
+                "{name}"
+            );
+        }
+    }
+    let body = t["Resources"]["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
+        .as_str()
+        .expect("the dashboard body is a substituted string");
+    let body: Value = serde_json::from_str(body).expect("the dashboard body is JSON");
+    let mut shown = BTreeSet::new();
+    for w in body["widgets"].as_array().unwrap() {
+        for m in w["properties"]["metrics"].as_array().unwrap() {
+            if m[0] == engine::metrics::NAMESPACE {
+                shown.insert(m[1].as_str().unwrap().to_string());
+            }
+        }
+    }
+    assert_eq!(
+        shown, emitted,
+        "the dashboard shows every metric emitted, and only those"
     );
 }

@@ -141,16 +141,8 @@ async fn enqueue(
             })
         })
         .collect();
-    let bodies = items
-        .chunks(deps.config.recipients_per_message)
-        .map(|chunk| {
-            serde_json::to_string(&SendBatch {
-                dispatch_id: dispatch_id.to_string(),
-                items: chunk.to_vec(),
-            })
-            .map_err(|e| Error::Malformed(e.to_string()))
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let bodies = SendBatch::pack(dispatch_id, items, deps.config.recipients_per_message)
+        .map_err(|e| Error::Malformed(e.to_string()))?;
     sqs::send_all(&deps.sqs, &deps.config.send_queue_url, bodies).await
 }
 

@@ -182,6 +182,40 @@ pub async fn handle(
     Ok(report)
 }
 
+/// Where a pass over a dispatch's shards has come: the shard and the sort key to continue
+/// after.
+struct Pages {
+    shards: u32,
+    shard: u32,
+    after: Option<String>,
+}
+
+impl Pages {
+    fn new(shards: u32) -> Pages {
+        Pages {
+            shards,
+            shard: 0,
+            after: None,
+        }
+    }
+
+    /// The next page to ask for, `None` when every shard has been read.
+    fn next_query(&self) -> Option<(u32, Option<String>)> {
+        (self.shard < self.shards).then(|| (self.shard, self.after.clone()))
+    }
+
+    /// A page came back with `next`: the same shard goes on, or the next shard starts.
+    fn reached(&mut self, next: Option<String>) {
+        match next {
+            Some(n) => self.after = Some(n),
+            None => {
+                self.shard += 1;
+                self.after = None;
+            }
+        }
+    }
+}
+
 /// Hands a dispatch's pending recipients to the senders again (through fan-out).
 async fn hand_out(deps: &Deps, d: &Dispatch) -> Result<()> {
     sqs::fan_out_all(
@@ -197,32 +231,42 @@ async fn settle_sending(deps: &Deps, d: &Dispatch, report: &mut Report) -> Resul
     let mut d = d.clone();
     let stall = deps.config.stall_secs as i64;
     if d.counts.outstanding() > 0 && age_secs(&d.updated_at) >= stall {
-        let recipients = deps.store.all_recipients_keyed(&d.id, d.shards).await?;
         let mut expired = 0;
         let mut pending = 0;
         let (mut sent, mut failed, mut unknown) = (0, 0, 0);
         let mut newest_change = i64::MAX;
-        for (key, r) in &recipients {
-            newest_change = newest_change.min(age_secs(&r.updated_at));
-            match r.state {
-                RecipientState::Sending => {
-                    let claimed = r.claimed_at.as_deref().map(age_secs).unwrap_or(i64::MAX);
-                    if claimed >= deps.config.claim_expiry_secs as i64 {
-                        let reason = format!(
+        // A page at a time: the records are looked at, not kept.
+        let mut pages = Pages::new(d.shards);
+        while let Some((shard, after)) = pages.next_query() {
+            let page = deps
+                .store
+                .query_shard(&d.id, shard, None, after, 1000)
+                .await?;
+            pages.reached(page.next.clone());
+            for (key, r) in &page.recipients {
+                newest_change = newest_change.min(age_secs(&r.updated_at));
+                match r.state {
+                    RecipientState::Sending => {
+                        let claimed = r.claimed_at.as_deref().map(age_secs).unwrap_or(i64::MAX);
+                        if claimed >= deps.config.claim_expiry_secs as i64 {
+                            let reason = format!(
                             "claimed at {} by a sender that recorded no result; the provider may have accepted the message, so it is not re-sent automatically",
                             r.claimed_at.as_deref().unwrap_or("an unknown time")
                         );
-                        if deps.store.record_unknown(&d.id, key, &reason).await? {
-                            expired += 1;
-                            unknown += 1;
+                            if deps.store.record_unknown(&d.id, key, &reason).await? {
+                                expired += 1;
+                                unknown += 1;
+                            }
                         }
                     }
+                    RecipientState::Pending => pending += 1,
+                    RecipientState::Sent => sent += 1,
+                    RecipientState::Failed => failed += 1,
+                    RecipientState::Unknown => unknown += 1,
+                    RecipientState::Invalid
+                    | RecipientState::Rejected
+                    | RecipientState::Excluded => {}
                 }
-                RecipientState::Pending => pending += 1,
-                RecipientState::Sent => sent += 1,
-                RecipientState::Failed => failed += 1,
-                RecipientState::Unknown => unknown += 1,
-                RecipientState::Invalid | RecipientState::Rejected | RecipientState::Excluded => {}
             }
         }
         if expired > 0 {

@@ -8,11 +8,13 @@
 //! - [`sqs`]: sending to the work queues, batch answers
 //! - [`channels`]: SES and SNS delivery
 //! - [`notify`]: operator notifications
+//! - [`metrics`]: metrics as embedded metric format lines on standard output
 //! - [`wiring`]: the engine's ports built on AWS
 
 pub mod channels;
 pub mod clients;
 pub mod dynamodb;
+pub mod metrics;
 pub mod notify;
 pub mod s3;
 pub mod sqs;

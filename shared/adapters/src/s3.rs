@@ -346,6 +346,10 @@ impl engine::ports::ReportDocuments for Documents {
     async fn put(&self, key: &str, body: Vec<u8>, content_type: &str) -> Result<()> {
         self.put_report_document(key, body, content_type).await
     }
+
+    async fn put_file(&self, key: &str, path: &std::path::Path, content_type: &str) -> Result<()> {
+        self.put_report_file(key, path, content_type).await
+    }
 }
 
 #[async_trait::async_trait]

@@ -32,13 +32,15 @@ pub async fn fan_out_all(
     send_all(sqs, fanout_queue_url, bodies).await
 }
 
-/// Sends message bodies to a queue, ten per call, retrying entries the queue did not take.
+/// Sends message bodies to a queue, up to ten and 256 KiB per call, retrying entries the
+/// queue did not take.
 pub async fn send_all(
     sqs: &aws_sdk_sqs::Client,
     queue_url: &str,
     bodies: Vec<String>,
 ) -> Result<()> {
-    for chunk in bodies.chunks(10) {
+    for call in domain::queue::batch_calls(&bodies) {
+        let chunk = &bodies[call];
         let mut pending: Vec<(String, &String)> = chunk
             .iter()
             .enumerate()

@@ -28,6 +28,7 @@ pub fn send_ports(clients: &Clients, config: &Config) -> SendPorts {
         packages: docs.clone(),
         completion: Arc::new(completer_on(&store, &docs)),
         notices: Arc::new(Notifier::from_config(clients, config)),
+        metrics: Arc::new(crate::metrics::EmfMetrics::new("send")),
         queue: Arc::new(crate::sqs::SendQueue::new(
             clients.sqs.clone(),
             config.send_queue_url.clone(),

@@ -1,13 +1,13 @@
 //! The history of a dispatch: the CSV of every recipient and the audit trail, and its summary.
 
-use crate::csvout::CsvDoc;
 use domain::audit::AuditEntry;
 use domain::keys::RecipientKey;
 use domain::model::{now_rfc3339, Counts, Dispatch, DispatchState, Recipient, RecipientState};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
-/// Columns of the history document: one `recipient` row per row of the list, in list order,
+/// Columns of the history document: one `recipient` row per row of the list, in list order
+/// (written by [`HistoryWriter`]),
 /// then one `audit` row per entry of the dispatch's audit trail, oldest first. The `record`
 /// column says which a row is.
 ///
@@ -81,47 +81,166 @@ pub fn shipment_error(r: &Recipient) -> Option<&str> {
     }
 }
 
-/// The history CSV of a dispatch: its recipients in list order, then its audit trail.
-pub fn history_csv(recipients: &[(RecipientKey, Recipient)], audit: &[AuditEntry]) -> Vec<u8> {
-    let mut rows: Vec<&(RecipientKey, Recipient)> = recipients.iter().collect();
-    rows.sort_by_key(|(_, r)| r.line);
-    let mut doc = CsvDoc::new(&HISTORY_COLUMNS);
-    for (key, r) in rows {
-        let line = r.line.to_string();
-        let record_key = format!("{}/{}", key.shard, key.sk);
-        let attempt = r.send_attempt.to_string();
-        doc.row([
-            "recipient",
-            r.recipient_id.as_str(),
-            line.as_str(),
-            r.channel.map(|c| c.as_str()).unwrap_or(""),
-            r.address.as_deref().unwrap_or(""),
-            if reachable(r) { "yes" } else { "no" },
-            record_key.as_str(),
-            r.message_id.as_deref().unwrap_or(""),
-            r.sent_at.as_deref().unwrap_or(""),
-            r.receipt_at.as_deref().unwrap_or(""),
-            r.receipt.map(|x| x.as_str()).unwrap_or(""),
-            shipment_state(r),
-            shipment_error(r).unwrap_or(""),
-            r.state.as_str(),
-            attempt.as_str(),
-            r.updated_at.as_str(),
-            "",
-            "",
-            "",
-        ]);
+/// Lines of the list one bucket of the history holds. Recipients come in storage order
+/// (shard by shard), so each row goes to the bucket of its line on temporary disk, and the
+/// document is the buckets in turn, each sorted in memory: what the writer holds at a time is
+/// one bucket, however long the list.
+pub const BUCKET_LINES: u64 = 50_000;
+
+/// The recipient row of the history.
+fn recipient_row(key: &RecipientKey, r: &Recipient) -> [String; HISTORY_COLUMNS.len()] {
+    let text = |s: &str| s.to_string();
+    [
+        text("recipient"),
+        r.recipient_id.clone(),
+        r.line.to_string(),
+        text(r.channel.map(|c| c.as_str()).unwrap_or("")),
+        r.address.clone().unwrap_or_default(),
+        text(if reachable(r) { "yes" } else { "no" }),
+        format!("{}/{}", key.shard, key.sk),
+        r.message_id.clone().unwrap_or_default(),
+        r.sent_at.clone().unwrap_or_default(),
+        r.receipt_at.clone().unwrap_or_default(),
+        text(r.receipt.map(|x| x.as_str()).unwrap_or("")),
+        text(shipment_state(r)),
+        text(shipment_error(r).unwrap_or("")),
+        text(r.state.as_str()),
+        r.send_attempt.to_string(),
+        r.updated_at.clone(),
+        String::new(),
+        String::new(),
+        String::new(),
+    ]
+}
+
+/// What the summary counts of the recipients, tallied as they pass.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Tally {
+    pub shipment_states: BTreeMap<&'static str, u64>,
+    pub receipts: BTreeMap<&'static str, u64>,
+    pub reachable: u64,
+    pub recipients: u64,
+}
+
+impl Tally {
+    pub fn add(&mut self, r: &Recipient) {
+        *self.shipment_states.entry(shipment_state(r)).or_insert(0) += 1;
+        if let Some(x) = r.receipt {
+            *self.receipts.entry(x.as_str()).or_insert(0) += 1;
+        }
+        if reachable(r) {
+            self.reachable += 1;
+        }
+        self.recipients += 1;
     }
-    for e in audit {
-        let mut row = [""; HISTORY_COLUMNS.len()];
-        row[0] = "audit";
-        row[15] = e.at.as_str();
-        row[16] = e.actor.as_str();
-        row[17] = e.action.as_str();
-        row[18] = e.outcome.as_str();
-        doc.row(row);
+}
+
+type Bucket = csv::Writer<std::io::BufWriter<std::fs::File>>;
+
+/// Writes a dispatch's history CSV from its recipients in any order, in bounded memory (see
+/// [`BUCKET_LINES`]), and tallies its summary on the way.
+pub struct HistoryWriter {
+    dir: tempfile::TempDir,
+    bucket_lines: u64,
+    buckets: BTreeMap<u64, Bucket>,
+    tally: Tally,
+}
+
+impl HistoryWriter {
+    pub fn new() -> std::io::Result<HistoryWriter> {
+        HistoryWriter::with_bucket_lines(BUCKET_LINES)
     }
-    doc.finish()
+
+    pub fn with_bucket_lines(bucket_lines: u64) -> std::io::Result<HistoryWriter> {
+        Ok(HistoryWriter {
+            dir: tempfile::tempdir()?,
+            bucket_lines: bucket_lines.max(1),
+            buckets: BTreeMap::new(),
+            tally: Tally::default(),
+        })
+    }
+
+    fn bucket_path(&self, bucket: u64) -> std::path::PathBuf {
+        self.dir.path().join(format!("{bucket}.csv"))
+    }
+
+    /// Takes one recipient.
+    pub fn add(&mut self, key: &RecipientKey, r: &Recipient) -> std::io::Result<()> {
+        self.tally.add(r);
+        let bucket = r.line / self.bucket_lines;
+        if !self.buckets.contains_key(&bucket) {
+            let file = std::fs::File::create(self.bucket_path(bucket))?;
+            let writer = csv::WriterBuilder::new()
+                .has_headers(false)
+                .from_writer(std::io::BufWriter::with_capacity(16 * 1024, file));
+            self.buckets.insert(bucket, writer);
+        }
+        if let Some(w) = self.buckets.get_mut(&bucket) {
+            w.write_record(recipient_row(key, r))?;
+        }
+        Ok(())
+    }
+
+    /// The tally so far.
+    pub fn tally(&self) -> &Tally {
+        &self.tally
+    }
+
+    /// The document: the recipients in list order, then the audit trail, in a temporary
+    /// file; and the tally.
+    pub fn finish(self, audit: &[AuditEntry]) -> std::io::Result<(tempfile::NamedTempFile, Tally)> {
+        let mut doc = crate::csvout::CsvFile::temporary(&HISTORY_COLUMNS)?;
+        let HistoryWriter {
+            dir,
+            buckets,
+            tally,
+            ..
+        } = self;
+        for (bucket, writer) in buckets {
+            writer
+                .into_inner()
+                .map_err(|e| std::io::Error::other(e.to_string()))?
+                .into_inner()
+                .map_err(|e| e.into_error())?
+                .sync_data()?;
+            let path = dir.path().join(format!("{bucket}.csv"));
+            let mut rows = csv::ReaderBuilder::new()
+                .has_headers(false)
+                .from_path(&path)?
+                .into_records()
+                .collect::<Result<Vec<_>, _>>()?;
+            rows.sort_by_key(|row| row.get(2).and_then(|l| l.parse::<u64>().ok()));
+            for row in &rows {
+                doc.row(row.iter());
+            }
+            drop(rows);
+            std::fs::remove_file(&path)?;
+        }
+        for e in audit {
+            let mut row = [""; HISTORY_COLUMNS.len()];
+            row[0] = "audit";
+            row[15] = e.at.as_str();
+            row[16] = e.actor.as_str();
+            row[17] = e.action.as_str();
+            row[18] = e.outcome.as_str();
+            doc.row(row);
+        }
+        Ok((doc.finish_file()?, tally))
+    }
+}
+
+/// The history CSV of recipients held in memory: their rows in list order, then the audit
+/// trail.
+pub fn history_csv(
+    recipients: &[(RecipientKey, Recipient)],
+    audit: &[AuditEntry],
+) -> std::io::Result<Vec<u8>> {
+    let mut w = HistoryWriter::new()?;
+    for (key, r) in recipients {
+        w.add(key, r)?;
+    }
+    let (file, _) = w.finish(audit)?;
+    std::fs::read(file.path())
 }
 
 /// The summary document of a dispatch's history: counts, receipts and the audit trail.
@@ -153,33 +272,17 @@ pub struct HistorySummary {
     pub written_at: String,
 }
 
-pub fn history_summary(
-    d: &Dispatch,
-    recipients: &[(RecipientKey, Recipient)],
-    audit: Vec<AuditEntry>,
-) -> HistorySummary {
-    let mut shipment_states = BTreeMap::new();
-    let mut receipts = BTreeMap::new();
-    let mut reach = 0;
-    for (_, r) in recipients {
-        *shipment_states.entry(shipment_state(r)).or_insert(0) += 1;
-        if let Some(x) = r.receipt {
-            *receipts.entry(x.as_str()).or_insert(0) += 1;
-        }
-        if reachable(r) {
-            reach += 1;
-        }
-    }
+pub fn history_summary(d: &Dispatch, tally: Tally, audit: Vec<AuditEntry>) -> HistorySummary {
     HistorySummary {
         dispatch_id: d.id.clone(),
         title: d.title.clone(),
         state: d.state,
         completion: d.completion.clone(),
         counts: d.counts,
-        shipment_states,
-        receipts,
-        reachable: reach,
-        unreachable: recipients.len() as u64 - reach,
+        shipment_states: tally.shipment_states,
+        receipts: tally.receipts,
+        reachable: tally.reachable,
+        unreachable: tally.recipients - tally.reachable,
         created_at: d.created_at.clone(),
         approved_by: d.approved_by.clone(),
         approved_at: d.approved_at.clone(),
@@ -241,7 +344,8 @@ mod tests {
             },
         ];
         let text =
-            String::from_utf8(history_csv(&[invalid, bounced, sent("7", 2)], &audit)).unwrap();
+            String::from_utf8(history_csv(&[invalid, bounced, sent("7", 2)], &audit).unwrap())
+                .unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], HISTORY_COLUMNS.join(","));
         assert_eq!(
@@ -272,10 +376,38 @@ mod tests {
         let mut delivered = sent("1", 2);
         delivered.1.receipt = Some(Receipt::Delivered);
         let d = Dispatch::arrived("d", "incoming/d/", 1);
-        let s = history_summary(&d, &[delivered, sent("2", 3)], vec![]);
+        let mut tally = Tally::default();
+        for (_, r) in [delivered, sent("2", 3)] {
+            tally.add(&r);
+        }
+        let s = history_summary(&d, tally, vec![]);
         assert_eq!(s.shipment_states.get("delivered"), Some(&1));
         assert_eq!(s.shipment_states.get("sent"), Some(&1));
         assert_eq!(s.receipts.get("delivered"), Some(&1));
         assert_eq!((s.reachable, s.unreachable), (2, 0));
+    }
+
+    #[test]
+    fn rows_in_any_order_come_out_in_list_order_across_buckets() {
+        // 1,000 recipients in storage order (by id, as a shard gives them), buckets of 64
+        // lines: the document is in list order all the same.
+        let mut all: Vec<(RecipientKey, Recipient)> = (0..1000u64)
+            .map(|i| sent(&format!("id{}", (i * 7919) % 1000), i + 2))
+            .collect();
+        all.sort_by(|a, b| a.0.sk.cmp(&b.0.sk));
+        let mut w = HistoryWriter::with_bucket_lines(64).unwrap();
+        for (k, r) in &all {
+            w.add(k, r).unwrap();
+        }
+        assert_eq!(w.tally().recipients, 1000);
+        let (file, tally) = w.finish(&[]).unwrap();
+        assert_eq!(tally.shipment_states.get("sent"), Some(&1000));
+        let text = std::fs::read_to_string(file.path()).unwrap();
+        let lines: Vec<u64> = text
+            .lines()
+            .skip(1)
+            .map(|l| l.split(',').nth(2).unwrap().parse().unwrap())
+            .collect();
+        assert_eq!(lines, (2..1002).collect::<Vec<u64>>());
     }
 }

@@ -61,3 +61,112 @@ pub struct SendBatch {
     pub dispatch_id: String,
     pub items: Vec<SendItem>,
 }
+
+impl SendBatch {
+    /// The bodies of the messages that carry `items`: at most `per_message` recipients and
+    /// [`MESSAGE_BYTES`] each, in order. One recipient always fits (validation bounds what a
+    /// recipient carries well below it).
+    pub fn pack(
+        dispatch_id: &str,
+        items: Vec<SendItem>,
+        per_message: usize,
+    ) -> serde_json::Result<Vec<String>> {
+        let per_message = per_message.max(1);
+        let envelope = serde_json::to_string(&SendBatch {
+            dispatch_id: dispatch_id.to_string(),
+            items: Vec::new(),
+        })?
+        .len();
+        let mut bodies = Vec::new();
+        let mut batch: Vec<SendItem> = Vec::new();
+        let mut size = envelope;
+        for item in items {
+            let item_size = serde_json::to_string(&item)?.len() + 1;
+            if !batch.is_empty() && (batch.len() == per_message || size + item_size > MESSAGE_BYTES)
+            {
+                bodies.push(serde_json::to_string(&SendBatch {
+                    dispatch_id: dispatch_id.to_string(),
+                    items: std::mem::take(&mut batch),
+                })?);
+                size = envelope;
+            }
+            size += item_size;
+            batch.push(item);
+        }
+        if !batch.is_empty() {
+            bodies.push(serde_json::to_string(&SendBatch {
+                dispatch_id: dispatch_id.to_string(),
+                items: batch,
+            })?);
+        }
+        Ok(bodies)
+    }
+}
+
+/// The most one message body may hold, in bytes: SQS takes 256 KiB a message and a batch.
+pub const MESSAGE_BYTES: usize = 256 * 1024;
+
+/// Groups message bodies into `SendMessageBatch` calls: at most ten entries and
+/// [`MESSAGE_BYTES`] together a call, in order. Each returned range is one call.
+pub fn batch_calls(bodies: &[String]) -> Vec<std::ops::Range<usize>> {
+    let mut calls = Vec::new();
+    let mut start = 0;
+    let mut size = 0;
+    for (i, body) in bodies.iter().enumerate() {
+        if i > start && (i - start == 10 || size + body.len() > MESSAGE_BYTES) {
+            calls.push(start..i);
+            start = i;
+            size = 0;
+        }
+        size += body.len();
+    }
+    if start < bodies.len() {
+        calls.push(start..bodies.len());
+    }
+    calls
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(i: usize, value_bytes: usize) -> SendItem {
+        SendItem {
+            key: RecipientKey {
+                shard: 0,
+                sk: format!("R#{i}"),
+            },
+            recipient_id: i.to_string(),
+            channel: Channel::Email,
+            address: format!("r{i}@example.org"),
+            fields: BTreeMap::from([("note".to_string(), "x".repeat(value_bytes))]),
+        }
+    }
+
+    #[test]
+    fn messages_hold_at_most_their_count_and_their_bytes_and_keep_every_recipient() {
+        let small: Vec<SendItem> = (0..25).map(|i| item(i, 10)).collect();
+        let bodies = SendBatch::pack("d", small, 10).unwrap();
+        assert_eq!(bodies.len(), 3);
+        // Large recipients: 100,000 bytes each, so two to a message.
+        let large: Vec<SendItem> = (0..5).map(|i| item(i, 100_000)).collect();
+        let bodies = SendBatch::pack("d", large, 10).unwrap();
+        assert_eq!(bodies.len(), 3);
+        let mut ids = Vec::new();
+        for b in &bodies {
+            assert!(b.len() <= MESSAGE_BYTES, "{}", b.len());
+            let batch: SendBatch = serde_json::from_str(b).unwrap();
+            ids.extend(batch.items.into_iter().map(|i| i.recipient_id));
+        }
+        assert_eq!(ids, ["0", "1", "2", "3", "4"]);
+    }
+
+    #[test]
+    fn batch_calls_hold_ten_entries_and_their_bytes() {
+        let small = vec!["x".repeat(100); 25];
+        assert_eq!(batch_calls(&small), [0..10, 10..20, 20..25]);
+        let large = vec!["x".repeat(100_000); 5];
+        assert_eq!(batch_calls(&large), [0..2, 2..4, 4..5]);
+        assert!(batch_calls(&[]).is_empty());
+    }
+}

@@ -13,11 +13,10 @@ use crate::ports::{
     AuditTrail, Completion, DispatchBook, RecipientRoll, ReportDocuments, StaleHistories,
 };
 use async_trait::async_trait;
-use documents::history::{history_csv, history_summary};
+use documents::history::{history_summary, HistoryWriter};
 use documents::keys;
 use domain::audit::SYSTEM;
-use domain::keys::RecipientKey;
-use domain::model::{now_rfc3339, Dispatch, DispatchState, Recipient, RecipientState};
+use domain::model::{now_rfc3339, Dispatch, DispatchState, RecipientState};
 use domain::{Error, Result};
 use std::sync::Arc;
 
@@ -68,26 +67,51 @@ impl Completer {
 
     /// Writes the history documents of a dispatch and records where they are.
     pub async fn write_history(&self, d: &Dispatch) -> Result<Dispatch> {
-        let recipients = self.ports.recipients.every_recipient(d).await?;
-        self.write_history_of(d, &recipients).await
+        match self.pass(d, false).await? {
+            Some(writer) => self.write_history_of(d, writer).await,
+            None => Err(Error::Conflict(format!(
+                "dispatch '{}' has recipients still open",
+                d.id
+            ))),
+        }
     }
 
-    async fn write_history_of(
-        &self,
-        d: &Dispatch,
-        recipients: &[(RecipientKey, Recipient)],
-    ) -> Result<Dispatch> {
+    /// Reads every recipient of a dispatch, a page at a time, into a history writer (on
+    /// temporary disk: the pass holds one page). With `stop_at_open`, `None` as soon as a
+    /// recipient is still pending or being sent.
+    async fn pass(&self, d: &Dispatch, stop_at_open: bool) -> Result<Option<HistoryWriter>> {
+        let mut writer = HistoryWriter::new().map_err(local_disk)?;
+        for shard in 0..d.shards {
+            let mut after = None;
+            loop {
+                let page = self.ports.recipients.page(d, shard, after).await?;
+                for (key, r) in &page.recipients {
+                    if stop_at_open
+                        && matches!(r.state, RecipientState::Pending | RecipientState::Sending)
+                    {
+                        return Ok(None);
+                    }
+                    writer.add(key, r).map_err(local_disk)?;
+                }
+                match page.next {
+                    Some(next) => after = Some(next),
+                    None => break,
+                }
+            }
+        }
+        Ok(Some(writer))
+    }
+
+    async fn write_history_of(&self, d: &Dispatch, writer: HistoryWriter) -> Result<Dispatch> {
         let key = keys::history(&d.id);
         let audit = self.ports.audit.trail(&d.id).await?;
+        let (file, tally) = writer.finish(&audit).map_err(local_disk)?;
         self.ports
             .documents
-            .put(
-                &key,
-                history_csv(recipients, &audit),
-                "text/csv; charset=utf-8",
-            )
+            .put_file(&key, file.path(), "text/csv; charset=utf-8")
             .await?;
-        let summary = serde_json::to_vec_pretty(&history_summary(d, recipients, audit))
+        drop(file);
+        let summary = serde_json::to_vec_pretty(&history_summary(d, tally, audit))
             .map_err(|e| Error::Malformed(e.to_string()))?;
         self.ports
             .documents
@@ -124,21 +148,16 @@ impl Completer {
 #[async_trait]
 impl Completion for Completer {
     /// Completes a sending dispatch that has nothing outstanding and writes its history. The
-    /// counters say when to look; the records, read once for the history anyway, decide: a
-    /// recipient still pending or being sent keeps the dispatch open.
+    /// counters say when to look; the records, read once for the history anyway (a page at
+    /// a time), decide: a recipient still pending or being sent keeps the dispatch open.
     async fn complete_if_done(&self, d: &Dispatch) -> Result<Option<Dispatch>> {
         if d.state != DispatchState::Sending || d.counts.outstanding() > 0 {
             return Ok(None);
         }
-        let recipients = self.ports.recipients.every_recipient(d).await?;
-        let open = recipients
-            .iter()
-            .filter(|(_, r)| matches!(r.state, RecipientState::Pending | RecipientState::Sending))
-            .count();
-        if open > 0 {
-            tracing::warn!(dispatch = %d.id, open, "counters say done but recipients are open; not completing");
+        let Some(writer) = self.pass(d, true).await? else {
+            tracing::warn!(dispatch = %d.id, "counters say done but a recipient is open; not completing");
             return Ok(None);
-        }
+        };
         let to = d.final_state();
         let mut stamps = vec![("completed_at", now_rfc3339())];
         if to == DispatchState::Completed {
@@ -163,7 +182,15 @@ impl Completion for Completer {
             .audit
             .append(&d.id, SYSTEM, "completed", outcome)
             .await;
-        self.write_history_of(&done, &recipients).await.map(Some)
+        self.write_history_of(&done, writer).await.map(Some)
+    }
+}
+
+/// Temporary disk failing under a pass: the function's environment, not the dispatch.
+fn local_disk(e: std::io::Error) -> Error {
+    Error::Aws {
+        op: "writing the history to temporary disk",
+        source: Box::new(e),
     }
 }
 

@@ -8,10 +8,12 @@
 //! - [`completion`]: the end of a dispatch and its history
 //! - [`pacing`]: send slots at a shared rate
 //! - [`retry`]: waits between colliding writes
+//! - [`metrics`]: what sending reports of itself (embedded metric format)
 //! - [`memory`]: the ports in memory, for tests
 
 pub mod completion;
 pub mod memory;
+pub mod metrics;
 pub mod pacing;
 pub mod ports;
 pub mod retry;

@@ -7,8 +7,8 @@
 use crate::pacing::earliest_start;
 use crate::ports::{
     AuditTrail, Claimed, DispatchBook, Mailer, Notices, Outcome, Packages, Quota, RecipientLedger,
-    RecipientRoll, Recorded, ReportDocuments, SendError, SendQueue, SendSlots, StaleHistories,
-    Texter,
+    RecipientPage, RecipientRoll, Recorded, ReportDocuments, SendError, SendQueue, SendSlots,
+    StaleHistories, Texter,
 };
 use async_trait::async_trait;
 use domain::audit::AuditEntry;
@@ -331,16 +331,25 @@ impl DispatchBook for MemoryStore {
 
 #[async_trait]
 impl RecipientRoll for MemoryStore {
-    async fn every_recipient(&self, d: &Dispatch) -> Result<Vec<(RecipientKey, Recipient)>> {
-        let mut out: Vec<(RecipientKey, Recipient)> = lock(&self.recipients)
+    async fn page(&self, d: &Dispatch, shard: u32, after: Option<String>) -> Result<RecipientPage> {
+        let mut all: Vec<(RecipientKey, Recipient)> = lock(&self.recipients)
             .iter()
-            .filter(|((id, _), _)| *id == d.id)
+            .filter(|((id, key), _)| *id == d.id && key.shard == shard)
+            .filter(|((_, key), _)| after.as_ref().is_none_or(|a| key.sk > *a))
             .map(|((_, key), h)| (key.clone(), h.recipient.clone()))
             .collect();
-        out.sort_by_key(|(_, r)| r.line);
-        Ok(out)
+        all.sort_by(|a, b| a.0.sk.cmp(&b.0.sk));
+        let next = (all.len() > MEMORY_PAGE).then(|| all[MEMORY_PAGE - 1].0.sk.clone());
+        all.truncate(MEMORY_PAGE);
+        Ok(RecipientPage {
+            recipients: all,
+            next,
+        })
     }
 }
+
+/// Recipients in one page of the in-memory store: small, so that tests cross pages.
+pub const MEMORY_PAGE: usize = 3;
 
 #[async_trait]
 impl AuditTrail for MemoryStore {
@@ -385,6 +394,24 @@ impl StaleHistories for MemoryStore {
     }
 }
 
+/// Every figure sending reported, in order.
+#[derive(Default)]
+pub struct MemoryMetrics {
+    figures: Mutex<Vec<crate::metrics::SendFigures>>,
+}
+
+impl MemoryMetrics {
+    pub fn figures(&self) -> Vec<crate::metrics::SendFigures> {
+        lock(&self.figures).clone()
+    }
+}
+
+impl crate::ports::Metrics for MemoryMetrics {
+    fn sends(&self, figures: &crate::metrics::SendFigures) {
+        lock(&self.figures).push(figures.clone());
+    }
+}
+
 /// Documents by key, with their content type.
 #[derive(Default)]
 pub struct MemoryDocuments {
@@ -402,6 +429,11 @@ impl ReportDocuments for MemoryDocuments {
     async fn put(&self, key: &str, body: Vec<u8>, content_type: &str) -> Result<()> {
         lock(&self.docs).insert(key.to_string(), (body, content_type.to_string()));
         Ok(())
+    }
+
+    async fn put_file(&self, key: &str, path: &std::path::Path, content_type: &str) -> Result<()> {
+        let body = std::fs::read(path).map_err(|e| Error::Malformed(e.to_string()))?;
+        self.put(key, body, content_type).await
     }
 }
 

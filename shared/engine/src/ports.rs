@@ -119,8 +119,17 @@ pub trait DispatchBook: Send + Sync {
 /// Every recipient of a dispatch, for the documents that show them all.
 #[async_trait]
 pub trait RecipientRoll: Send + Sync {
-    /// The recipients of a dispatch with their storage keys, in list order.
-    async fn every_recipient(&self, d: &Dispatch) -> Result<Vec<(RecipientKey, Recipient)>>;
+    /// One page of a dispatch's key shard, in storage order, after the sort key `after`: a
+    /// pass over a dispatch reads it a page at a time, never whole.
+    async fn page(&self, d: &Dispatch, shard: u32, after: Option<String>) -> Result<RecipientPage>;
+}
+
+/// A page of recipients with their storage keys.
+#[derive(Debug, Default)]
+pub struct RecipientPage {
+    pub recipients: Vec<(RecipientKey, Recipient)>,
+    /// The sort key to continue after, when the shard has more.
+    pub next: Option<String>,
 }
 
 /// Who did what to a dispatch.
@@ -133,10 +142,19 @@ pub trait AuditTrail: Send + Sync {
     async fn trail(&self, dispatch_id: &str) -> Result<Vec<AuditEntry>>;
 }
 
+/// What sending reports of itself, for dashboards and alarms.
+pub trait Metrics: Send + Sync {
+    /// One invocation's sends for one dispatch.
+    fn sends(&self, figures: &crate::metrics::SendFigures);
+}
+
 /// Documents written for operators (reports, histories).
 #[async_trait]
 pub trait ReportDocuments: Send + Sync {
     async fn put(&self, key: &str, body: Vec<u8>, content_type: &str) -> Result<()>;
+
+    /// Puts a document written to local disk, read from there as it goes.
+    async fn put_file(&self, key: &str, path: &std::path::Path, content_type: &str) -> Result<()>;
 }
 
 /// Histories that receipts made stale since they were written.

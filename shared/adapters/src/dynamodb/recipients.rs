@@ -403,7 +403,22 @@ impl Store {
 
 #[async_trait::async_trait]
 impl engine::ports::RecipientRoll for Store {
-    async fn every_recipient(&self, d: &Dispatch) -> Result<Vec<(RecipientKey, Recipient)>> {
-        self.all_recipients_keyed(&d.id, d.shards).await
+    async fn page(
+        &self,
+        d: &Dispatch,
+        shard: u32,
+        after: Option<String>,
+    ) -> Result<engine::ports::RecipientPage> {
+        let page = self
+            .query_shard(&d.id, shard, None, after, PASS_PAGE)
+            .await?;
+        Ok(engine::ports::RecipientPage {
+            recipients: page.recipients,
+            next: page.next,
+        })
     }
 }
+
+/// Recipients asked for in one page of a pass over a dispatch (DynamoDB stops a page at
+/// 1 MB before that).
+const PASS_PAGE: i32 = 1000;

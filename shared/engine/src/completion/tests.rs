@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::memory::{MemoryDocuments, MemoryStore};
-use domain::model::Channel;
+use domain::model::{Channel, Recipient};
 
 struct World {
     store: Arc<MemoryStore>,
@@ -193,4 +193,32 @@ async fn a_stale_mark_of_a_dispatch_not_finished_writes_nothing() {
     assert!(written.is_empty());
     assert!(w.docs.get(&keys::history("d1")).is_none());
     assert!(w.store.stale(10).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn the_pass_reads_every_page_of_every_shard_and_the_history_follows_the_list() {
+    // 20 recipients over two shards, pages of three: many pages, stored by id.
+    let w = world(&[RecipientState::Sent; 20]);
+    w.complete().await;
+    let history = w.history();
+    let lines: Vec<u64> = history
+        .lines()
+        .filter(|l| l.starts_with("recipient,"))
+        .map(|l| l.split(',').nth(2).unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(lines, (2..22).collect::<Vec<u64>>());
+    assert_eq!(w.summary()["reachable"], 20);
+    assert_eq!(w.summary()["shipment_states"]["sent"], 20);
+}
+
+#[tokio::test]
+async fn an_open_recipient_in_any_page_keeps_the_dispatch_open() {
+    let mut states = [RecipientState::Sent; 20];
+    states[19] = RecipientState::Pending;
+    let w = world(&states);
+    let mut d = w.dispatch();
+    d.counts.sent = 20;
+    assert!(w.completer.complete_if_done(&d).await.unwrap().is_none());
+    assert_eq!(w.dispatch().state, DispatchState::Sending);
+    assert!(w.docs.get(&keys::history("d1")).is_none());
 }

@@ -70,6 +70,7 @@ pub struct SendPorts {
     pub completion: Arc<dyn Completion>,
     pub notices: Arc<dyn Notices>,
     pub queue: Arc<dyn SendQueue>,
+    pub metrics: Arc<dyn crate::ports::Metrics>,
 }
 
 /// The settings sending follows, from the configuration.
@@ -146,6 +147,7 @@ impl Sender {
     /// others. Nothing is claimed or sent that cannot be done before `deadline` less
     /// [`margin_for`]; the recipients left go back on the queue as a new message.
     pub async fn handle(&self, deliveries: Vec<Delivery>, deadline: Deadline) -> Vec<String> {
+        let started = std::time::Instant::now();
         let stop_at = deadline.less(margin_for(deadline.remaining()));
         let results: Vec<(Delivery, Option<SendBatch>, Result<Tally>)> = stream::iter(deliveries)
             .map(|d| {
@@ -228,7 +230,11 @@ impl Sender {
                 }
             }
         }
+        let seconds = started.elapsed().as_secs_f64();
         for (dispatch_id, t) in per_dispatch {
+            self.ports
+                .metrics
+                .sends(&crate::metrics::SendFigures::of(&dispatch_id, &t, seconds));
             self.after(&dispatch_id, t).await;
         }
         failures

@@ -4,8 +4,8 @@
 use super::*;
 use crate::completion::{Completer, CompletionPorts};
 use crate::memory::{
-    MemoryDocuments, MemoryNotices, MemoryPackages, MemoryQueue, MemorySlots, MemoryStore,
-    ScriptedProvider,
+    MemoryDocuments, MemoryMetrics, MemoryNotices, MemoryPackages, MemoryQueue, MemorySlots,
+    MemoryStore, ScriptedProvider,
 };
 use crate::ports::SendError;
 use domain::model::{Channel, Dispatch, Recipient, RecipientState};
@@ -18,6 +18,7 @@ struct World {
     slots: Arc<MemorySlots>,
     notices: Arc<MemoryNotices>,
     queue: Arc<MemoryQueue>,
+    metrics: Arc<MemoryMetrics>,
     batch: SendBatch,
 }
 
@@ -48,6 +49,7 @@ fn world_with(n: usize, mixed: bool, settings: SendSettings) -> World {
     let slots = Arc::new(MemorySlots::default());
     let notices = Arc::new(MemoryNotices::default());
     let packages = Arc::new(MemoryPackages::default());
+    let metrics = Arc::new(MemoryMetrics::default());
     packages.put(
         "d1",
         TemplateSource {
@@ -108,6 +110,7 @@ fn world_with(n: usize, mixed: bool, settings: SendSettings) -> World {
             })),
             notices: notices.clone(),
             queue: queue.clone(),
+            metrics: metrics.clone(),
         },
         settings,
     );
@@ -118,6 +121,7 @@ fn world_with(n: usize, mixed: bool, settings: SendSettings) -> World {
         slots,
         notices,
         queue,
+        metrics,
         batch: SendBatch {
             dispatch_id: "d1".into(),
             items,
@@ -185,6 +189,13 @@ async fn a_message_delivered_twice_at_once_sends_each_recipient_once() {
         .filter(|(e, _, _)| *e == Event::Completed)
         .collect();
     assert_eq!(completed.len(), 1, "one completion notice");
+    // Each invocation reports what it did; together, every recipient once.
+    let figures = w.metrics.figures();
+    assert_eq!(figures.len(), 2);
+    assert!(figures
+        .iter()
+        .all(|f| f.dispatch_id == "d1" && f.seconds > 0.0));
+    assert_eq!(figures.iter().map(|f| f.sent).sum::<u64>(), 40);
 }
 
 #[tokio::test]
@@ -239,6 +250,10 @@ async fn a_throttle_gives_the_claims_back_and_the_dispatch_waits_for_continuatio
         w.provider.sent().len() < 10,
         "sends after the throttle stopped"
     );
+    let figures = w.metrics.figures();
+    assert_eq!(figures.len(), 1);
+    assert!(figures[0].throttled >= 1, "{figures:?}");
+    assert_eq!(figures[0].sent, d.counts.sent);
     assert!(w
         .notices
         .sent()

@@ -361,18 +361,26 @@ fn merge_values_too_large_together_make_the_row_invalid_and_are_not_stored() {
     assert_eq!(c.problems.len(), 1, "{:?}", c.problems);
     assert_eq!(c.problems[0].code, codes::VALUES_TOO_LARGE);
     assert!(
-        c.problems[0].message.contains("120000 bytes"),
+        c.problems[0].message.contains("bytes; at most 100000"),
         "{}",
         c.problems[0].message
     );
     assert!(c.recipient.fields.is_empty());
-    // Nine such values and three short ones (90,003 bytes) are within the limit.
+    // Nine such values and three short ones (about 90,000 bytes) are within the limit.
     cells.truncate(3 + 9);
     cells.extend(["a", "b", "c"]);
     cells[0] = "2";
     cells[1] = "b@example.org";
     let c = v.check(&row(3, &cells));
     assert!(c.problems.is_empty(), "{:?}", c.problems);
+    // Control characters take six bytes each as stored: two values of 10,000 of them
+    // (20,000 bytes of text) are too many.
+    let controls = "\u{1}".repeat(input::CELL_CHARS);
+    let mut cells = vec!["3", "c@example.org", "email", &controls, &controls];
+    cells.extend(std::iter::repeat_n("v", 10));
+    let c = v.check(&row(4, &cells));
+    assert_eq!(c.problems.len(), 1, "{:?}", c.problems);
+    assert_eq!(c.problems[0].code, codes::VALUES_TOO_LARGE);
 }
 
 #[test]
