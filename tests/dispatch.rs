@@ -277,6 +277,19 @@ async fn run_dispatch(list_name: &str, list: Vec<u8>) {
     assert_eq!(d["counts"]["invalid"], invalid.len() as u64);
     assert_eq!(d["counts"]["valid"], 230 - invalid.len() as u64);
 
+    // The report is a link that works for a while (an answer of Lambda holds at most 6 MB),
+    // offered as a file to save.
+    let (status, location) = portal
+        .location(&format!("/dispatches/{id}/report"))
+        .await
+        .unwrap();
+    assert_eq!(status, 303);
+    let location = location.expect("a Location");
+    assert!(location.contains("X-Amz-Expires=900"), "{location}");
+    assert!(
+        location.contains(&format!("{id}-report.csv")),
+        "the link names the file: {location}"
+    );
     // The report names each broken row by its line and rule.
     let (status, report) = portal
         .get(&format!("/dispatches/{id}/report"))

@@ -58,6 +58,24 @@ impl Portal {
         Ok((r.status().as_u16(), r.text().await?))
     }
 
+    /// A request that does not follow a redirect: the status and the `Location` it names.
+    pub async fn location(&self, path: &str) -> Result<(u16, Option<String>)> {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        let mut r = http.get(format!("{}{path}", self.base));
+        if let Some(t) = &self.token {
+            r = r.bearer_auth(t);
+        }
+        let r = r.send().await?;
+        let location = r
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        Ok((r.status().as_u16(), location))
+    }
+
     pub async fn get_bytes(&self, path: &str) -> Result<(u16, Vec<u8>)> {
         let r = self.request(reqwest::Method::GET, path).send().await?;
         Ok((r.status().as_u16(), r.bytes().await?.to_vec()))

@@ -26,6 +26,30 @@ pub(crate) async fn document(
     Ok(([(header::CONTENT_TYPE, content_type)], body).into_response())
 }
 
+/// How long a link to a large document works.
+pub(crate) const DOCUMENT_LINK_SECS: u64 = 15 * 60;
+
+/// A document that may be large (a report, a history: a row per recipient): `303` to a link
+/// that works for [`DOCUMENT_LINK_SECS`], since an answer of Lambda holds at most 6 MB.
+pub(crate) async fn linked_document(
+    deps: &Deps,
+    key: Option<String>,
+    what: &str,
+    filename: &str,
+) -> ApiResult<Response> {
+    let key =
+        key.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("there is no {what} yet")))?;
+    let link = deps
+        .docs
+        .report_link(
+            &key,
+            filename,
+            std::time::Duration::from_secs(DOCUMENT_LINK_SECS),
+        )
+        .await?;
+    Ok((StatusCode::SEE_OTHER, [(header::LOCATION, link)]).into_response())
+}
+
 pub(crate) async fn get_report(
     State(deps): State<AppState>,
     Path(id): Path<String>,
@@ -38,11 +62,11 @@ pub(crate) async fn get_report(
             "there is no validation report and there will be none: validation failed before any row was checked; the dispatch's problems say why",
         ));
     }
-    document(
+    linked_document(
         &deps,
         d.report_key,
         "validation report",
-        "text/csv; charset=utf-8",
+        &format!("{id}-report.csv"),
     )
     .await
 }
@@ -112,11 +136,11 @@ pub(crate) async fn get_attempt_report(
         .iter()
         .find(|a| a.attempt == n)
         .and_then(|a| a.report_key.clone());
-    document(
+    linked_document(
         &deps,
         key,
         "report of that attempt",
-        "text/csv; charset=utf-8",
+        &format!("{id}-report-{n}.csv"),
     )
     .await
 }
@@ -136,11 +160,11 @@ pub(crate) async fn get_history(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let d = load(&deps, &id).await?;
-    document(
+    linked_document(
         &deps,
         d.history_key,
         "history document",
-        "text/csv; charset=utf-8",
+        &format!("{id}-history.csv"),
     )
     .await
 }
