@@ -18,11 +18,9 @@ use std::time::Duration;
 const ITEM_CONCURRENCY: usize = MAX_RECIPIENTS_PER_WRITE;
 /// Extra attempts at a send that failed without reaching the provider (5xx, connection).
 const TRANSIENT_RETRIES: u32 = 2;
-/// A send this much behind its slot takes a new one rather than catching up: late sends that
-/// catch up would bunch together and exceed the rate.
+/// A send this much behind its slot is late: it goes out through the channel's catch-up gate
+/// instead of at once, so that late sends keep the slots' spacing rather than bunching.
 const MAX_LATE: Duration = Duration::from_millis(15);
-/// New slots a send takes after missing its slot before it goes late anyway.
-const NEW_SLOTS: usize = 2;
 /// How long before its slot a send looks at the dispatch's state.
 const LOOK_AHEAD: Duration = Duration::from_millis(100);
 
@@ -53,7 +51,6 @@ fn in_time(slot: i64, stop_at: Deadline) -> bool {
     slot <= stop_at.unix_ms().saturating_mul(1_000_000)
 }
 
-/// What becomes of a recipient whose slot comes too late for this invocation.
 /// How a wait for a send slot ended.
 enum SlotWait {
     /// The slot has come: send.
@@ -62,6 +59,40 @@ enum SlotWait {
     TooLate,
     /// The dispatch is no longer sending.
     NotSending,
+}
+
+/// The pace of a channel's sends within one message, for sends that are behind their slots.
+///
+/// A late send takes no new slot (that would cost a write to the shared schedule for every
+/// send while the senders or the provider cannot keep up, and slow the store further). It goes
+/// out late instead, but no sooner than one slot interval after the previous late send of the
+/// same channel, so that a run that fell behind is sent at the rate's spacing, never in a
+/// burst. Every send still uses one slot of the shared schedule, at or after its time, so
+/// the rate holds over any period however far behind the senders are; what they achieve is
+/// what they and the provider can do, at the same calls per recipient.
+struct CatchUp {
+    every: Duration,
+    next_at: std::sync::Mutex<i64>,
+}
+
+impl CatchUp {
+    fn new(every: Duration) -> CatchUp {
+        CatchUp {
+            every,
+            next_at: std::sync::Mutex::new(i64::MIN),
+        }
+    }
+
+    /// When a send that is late now may go (Unix nanoseconds).
+    fn next(&self, now: i64) -> i64 {
+        let mut next_at = self
+            .next_at
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let at = (*next_at).max(now);
+        *next_at = at.saturating_add(self.every.as_nanos() as i64);
+        at
+    }
 }
 
 fn later() -> Delivered {
@@ -146,14 +177,20 @@ impl Sender {
             }
         }
         let stop = AtomicBool::new(false);
+        let email_gate = CatchUp::new(email_every);
+        let sms_gate = CatchUp::new(sms_every);
         let sent: Vec<(usize, Delivered)> = stream::iter(scheduled)
             .map(|(i, r, at)| {
                 let stop = &stop;
                 let item = held[i];
+                let gate = match r {
+                    Rendered::Email(_) => &email_gate,
+                    Rendered::Sms(_) => &sms_gate,
+                };
                 async move {
                     (
                         i,
-                        self.send_one(dispatch_id, item, &r, stop, at, stop_at)
+                        self.send_one(dispatch_id, item, &r, stop, (at, gate), stop_at)
                             .await,
                     )
                 }
@@ -183,38 +220,39 @@ impl Sender {
         Ok(self.ports.slots.take(message.channel(), 1, every).await? * 1_000_000)
     }
 
-    /// Waits for a send slot (Unix nanoseconds). A slot missed by more than [`MAX_LATE`] is
-    /// replaced by a new one, up to [`NEW_SLOTS`] times; a sender that keeps missing them (a
-    /// starved machine) then sends late rather than not at all. Shortly before each slot it
-    /// looks at the dispatch, so that a pause made while the send waited still stops it, and
-    /// a read does not make the send late.
+    /// Waits for a send slot (Unix nanoseconds). Shortly before the slot it looks at the
+    /// dispatch, so that a pause made while the send waited still stops it, and a read does
+    /// not make the send late. A send more than [`MAX_LATE`] behind its slot waits for the
+    /// channel's [`CatchUp`] gate instead of going at once.
     async fn wait_for_slot(
         &self,
         dispatch_id: &str,
-        message: &Rendered,
-        mut at: i64,
+        at: i64,
+        gate: &CatchUp,
         stop_at: Deadline,
-    ) -> Result<SlotWait> {
-        for tries in 0..=NEW_SLOTS {
-            if !in_time(at, stop_at) {
-                return Ok(SlotWait::TooLate);
-            }
-            tokio::time::sleep_until(instant_of(at - LOOK_AHEAD.as_nanos() as i64)).await;
-            if !self.still_sending(dispatch_id).await {
-                return Ok(SlotWait::NotSending);
-            }
-            tokio::time::sleep_until(instant_of(at)).await;
-            let late = now_nanos() - at;
-            if late <= MAX_LATE.as_nanos() as i64 || tries == NEW_SLOTS {
-                return Ok(SlotWait::Now);
-            }
-            tracing::debug!(
-                late_ms = late / 1_000_000,
-                "send slot missed; taking a new one"
-            );
-            at = self.new_slot(message).await?;
+    ) -> SlotWait {
+        if !in_time(at, stop_at) {
+            return SlotWait::TooLate;
         }
-        Ok(SlotWait::Now)
+        tokio::time::sleep_until(instant_of(at - LOOK_AHEAD.as_nanos() as i64)).await;
+        if !self.still_sending(dispatch_id).await {
+            return SlotWait::NotSending;
+        }
+        tokio::time::sleep_until(instant_of(at)).await;
+        let now = now_nanos();
+        if now - at <= MAX_LATE.as_nanos() as i64 {
+            return SlotWait::Now;
+        }
+        let go = gate.next(now);
+        if !in_time(go, stop_at) {
+            return SlotWait::TooLate;
+        }
+        tracing::debug!(
+            late_ms = (go - at) / 1_000_000,
+            "behind the send schedule; sending at the slots' spacing"
+        );
+        tokio::time::sleep_until(instant_of(go)).await;
+        SlotWait::Now
     }
 
     async fn send_one(
@@ -223,24 +261,17 @@ impl Sender {
         item: &SendItem,
         message: &Rendered,
         stop: &AtomicBool,
-        slot: i64,
+        (slot, gate): (i64, &CatchUp),
         stop_at: Deadline,
     ) -> Delivered {
         if stop.load(Ordering::Relaxed) {
             // An earlier send of this message was throttled: this one waits with the dispatch.
             return (ItemOutcome::SetAside, None, Outcome::Release);
         }
-        match self
-            .wait_for_slot(dispatch_id, message, slot, stop_at)
-            .await
-        {
-            Ok(SlotWait::Now) => {}
-            Ok(SlotWait::NotSending) => return (ItemOutcome::SetAside, None, Outcome::Release),
-            Ok(SlotWait::TooLate) => return later(),
-            Err(e) => {
-                tracing::warn!(dispatch = %dispatch_id, error = %e, "no send slot; claim given back");
-                return (ItemOutcome::Retry, None, Outcome::Release);
-            }
+        match self.wait_for_slot(dispatch_id, slot, gate, stop_at).await {
+            SlotWait::Now => {}
+            SlotWait::NotSending => return (ItemOutcome::SetAside, None, Outcome::Release),
+            SlotWait::TooLate => return later(),
         }
         if stop.load(Ordering::Relaxed) {
             return (ItemOutcome::SetAside, None, Outcome::Release);
@@ -270,18 +301,14 @@ impl Sender {
                         Ok(at) => at,
                         Err(e) => break Err(SendError::Transient(e.to_string())),
                     };
-                    match self
-                        .wait_for_slot(dispatch_id, message, slot, stop_at)
-                        .await
-                    {
-                        Ok(SlotWait::Now) => {}
-                        Ok(SlotWait::NotSending) => {
+                    match self.wait_for_slot(dispatch_id, slot, gate, stop_at).await {
+                        SlotWait::Now => {}
+                        SlotWait::NotSending => {
                             return (ItemOutcome::SetAside, None, Outcome::Release)
                         }
                         // No time left for another attempt: the provider has not taken the
                         // message, so it waits for a later invocation.
-                        Ok(SlotWait::TooLate) => return later(),
-                        Err(e) => break Err(SendError::Transient(e.to_string())),
+                        SlotWait::TooLate => return later(),
                     }
                 }
                 other => break other,

@@ -43,10 +43,21 @@ fn world(n: usize, mixed: bool) -> World {
 }
 
 fn world_with(n: usize, mixed: bool, settings: SendSettings) -> World {
+    let slots = Arc::new(MemorySlots::default());
+    world_on(n, mixed, settings, slots.clone(), slots)
+}
+
+/// A world whose senders take their slots from `taken_from`, which records its runs in `slots`.
+fn world_on(
+    n: usize,
+    mixed: bool,
+    settings: SendSettings,
+    slots: Arc<MemorySlots>,
+    taken_from: Arc<dyn SendSlots>,
+) -> World {
     let queue = Arc::new(MemoryQueue::default());
     let store = Arc::new(MemoryStore::new());
     let provider = Arc::new(ScriptedProvider::default());
-    let slots = Arc::new(MemorySlots::default());
     let notices = Arc::new(MemoryNotices::default());
     let packages = Arc::new(MemoryPackages::default());
     let metrics = Arc::new(MemoryMetrics::default());
@@ -97,7 +108,7 @@ fn world_with(n: usize, mixed: bool, settings: SendSettings) -> World {
         SendPorts {
             ledger: store.clone(),
             dispatches: store.clone(),
-            slots: slots.clone(),
+            slots: taken_from,
             mailer: provider.clone(),
             texter: provider.clone(),
             packages,
@@ -519,6 +530,46 @@ async fn concurrent_messages_take_runs_of_slots_that_never_overlap() {
             assert!(pair[0].1 <= pair[1].0, "{channel}: runs overlap: {pair:?}");
         }
     }
+}
+
+/// Slots that are already half a second past when they are handed out: a sender that has
+/// fallen behind its schedule (a slow machine, a slow store).
+struct PastSlots(Arc<MemorySlots>);
+
+#[async_trait::async_trait]
+impl SendSlots for PastSlots {
+    async fn take(&self, channel: Channel, count: u32, interval: Duration) -> domain::Result<i64> {
+        Ok(self.0.take(channel, count, interval).await? - 500)
+    }
+}
+
+#[tokio::test]
+async fn a_sender_behind_its_schedule_takes_no_new_slots_and_keeps_their_spacing() {
+    let settings = SendSettings {
+        email_rate_per_second: 100.0,
+        ..SETTINGS
+    };
+    let slots = Arc::new(MemorySlots::default());
+    let w = world_on(
+        20,
+        false,
+        settings,
+        slots.clone(),
+        Arc::new(PastSlots(slots)),
+    );
+    assert!(w.run(vec![w.delivery("m1", 1)]).await.is_empty());
+    let mut sent: Vec<i64> = w.provider.sent().into_iter().map(|(_, _, at)| at).collect();
+    assert_eq!(sent.len(), 20, "everyone is sent to, late");
+    // One run of twenty slots was taken, and no more: lateness costs no writes.
+    assert_eq!(w.slots.runs().len(), 1, "{:?}", w.slots.runs());
+    // The late sends go at the slots' spacing (10.2 ms at 100 per second), not at once.
+    sent.sort();
+    let span = sent[19] - sent[0];
+    assert!(
+        span >= 19 * 10 - 5,
+        "twenty late sends spanned only {span} ms"
+    );
+    assert_eq!(w.states(), BTreeMap::from([(RecipientState::Sent, 20)]));
 }
 
 #[test]
