@@ -198,8 +198,28 @@ async fn every_function_binary_boots_and_answers_a_sample_event() {
         .await,
         "resume",
     );
-    assert_eq!(v["completed"], serde_json::json!([]));
-    assert_eq!(v["fanned_out_again"], serde_json::json!([]));
+    assert_eq!(v["handed_out"], serde_json::json!([]), "{v}");
+
+    // resume, on its settle queue: the dispatch is awaiting approval, not sending, so there
+    // is nothing to settle and the message is done with.
+    let v = json(
+        boot(
+            &bins,
+            "resume",
+            &emulator,
+            &stack,
+            event("sqs-settle.json", ""),
+        )
+        .await,
+        "resume",
+    );
+    assert_eq!(v["batchItemFailures"], serde_json::json!([]), "{v}");
+    let d = store
+        .get_dispatch("winter-notice")
+        .await
+        .expect("read")
+        .expect("dispatch");
+    assert_eq!(d.state, domain::model::DispatchState::AwaitingApproval);
 
     // receipts: an SES delivery event (in SNS's envelope) for a message this system never
     // sent, from long ago, is dropped; a body that is no event is handed back to the queue.

@@ -1,9 +1,14 @@
 //! Resume: runs on a schedule and moves along what an interrupted step left behind.
 //!
+//! The scheduled run only looks: it lists the dispatches in each state and hands every one
+//! that needs work to its own message on the settle queue, which the same function reads
+//! (one message per invocation), so that a large dispatch never holds up the others. What a
+//! settle message does:
 //! - A dispatch waiting for continuation whose `resume_at` has come goes back to sending, and
 //!   its recipients not yet sent are handed to the senders again.
 //! - A sending dispatch whose counters have not moved for a while is looked at record by
-//!   record: a claim older than the claim expiry with no result (a sender that died after
+//!   record, a page at a time, continuing in a new message when the invocation's time runs
+//!   short: a claim older than the claim expiry with no result (a sender that died after
 //!   calling the provider) becomes `unknown`, never re-sent; the counters are recounted (an
 //!   update lost to a crash); recipients still pending are handed out again; and the dispatch
 //!   completes when nothing is outstanding.
@@ -19,9 +24,10 @@ use adapters::dynamodb::Store;
 use adapters::s3::Documents;
 use adapters::sqs;
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use domain::config::Config;
 use domain::model::{age_secs, Dispatch, DispatchState, RecipientState};
-use domain::queue::FanOutAction;
+use domain::queue::{FanOutAction, Settle, SettleWork, StallPass};
 use domain::{Error, Result};
 use engine::completion::Completer;
 use engine::ports::Completion;
@@ -56,7 +62,7 @@ impl Deps {
     }
 }
 
-/// What one run did.
+/// What one settle message did.
 #[derive(Debug, Default, Serialize, PartialEq, Eq)]
 pub struct Report {
     pub completed: Vec<String>,
@@ -70,114 +76,216 @@ pub struct Report {
     pub histories_written: Vec<String>,
     /// Finished dispatches whose history was written again after receipts arrived.
     pub histories_refreshed: Vec<String>,
+    /// Passes over a dispatch's records that go on in a new message.
+    pub passes_continued: Vec<String>,
 }
 
-/// One scheduled run. It stops settling dispatches when less than [`MARGIN`] is left before
-/// `deadline` (when Lambda ends the invocation); the next run, a minute later, goes on.
+/// What one scheduled run handed out: a settle message per dispatch that needs work.
+#[derive(Debug, Default, Serialize, PartialEq, Eq)]
+pub struct Schedule {
+    pub handed_out: Vec<Settle>,
+}
+
+/// What the function is invoked with: a batch from the settle queue, or the schedule's event.
+#[derive(Debug, serde::Deserialize)]
+#[serde(untagged)]
+pub enum Trigger {
+    Settle(SqsEvent),
+    Schedule(EventBridgeEvent<serde_json::Value>),
+}
+
+/// What an invocation answers: the schedule's hand-out, or the settle batch's failures.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum Answer {
+    Schedule(Schedule),
+    Settle(SqsBatchResponse),
+}
+
+/// One invocation, by its trigger.
+pub async fn on_event(
+    deps: &Deps,
+    event: Trigger,
+    deadline: domain::Deadline,
+) -> Result<Answer, Error> {
+    match event {
+        Trigger::Settle(batch) => settle(deps, batch, deadline).await.map(Answer::Settle),
+        Trigger::Schedule(e) => handle(deps, e, deadline).await.map(Answer::Schedule),
+    }
+}
+
+/// The work a listed dispatch needs now, if any.
+pub fn work_for(d: &Dispatch, config: &Config) -> Option<SettleWork> {
+    match d.state {
+        DispatchState::Sending => (d.counts.outstanding() == 0
+            || age_secs(&d.updated_at) >= config.stall_secs as i64)
+            .then_some(SettleWork::Sending { pass: None }),
+        DispatchState::WaitingForContinuation => d
+            .resume_at
+            .as_deref()
+            .is_none_or(|t| age_secs(t) >= 0)
+            .then_some(SettleWork::Continue),
+        DispatchState::Approved => {
+            (age_secs(&d.updated_at) >= REFAN_AFTER_SECS).then_some(SettleWork::FanOutAgain)
+        }
+        // A claim given back after the rejection leaves its recipient pending, so the
+        // rejection is handed out again (only pending recipients change) until no claim can
+        // come back any more.
+        DispatchState::Rejected => (age_secs(&d.updated_at)
+            <= config.claim_expiry_secs as i64 + REFAN_AFTER_SECS)
+            .then_some(SettleWork::RejectAgain),
+        DispatchState::Completed | DispatchState::CompletedWithErrors | DispatchState::Closed => {
+            d.history_key.is_none().then_some(SettleWork::WriteHistory)
+        }
+        _ => None,
+    }
+}
+
+/// The states whose dispatches a scheduled run looks at.
+const LOOKED_AT: [DispatchState; 7] = [
+    DispatchState::Sending,
+    DispatchState::WaitingForContinuation,
+    DispatchState::Approved,
+    DispatchState::Rejected,
+    DispatchState::Completed,
+    DispatchState::CompletedWithErrors,
+    DispatchState::Closed,
+];
+
+/// One scheduled run: hands each dispatch that needs work to its own settle message. It
+/// reads only the dispatch items (at most [`PER_STATE`] per state) and the stale-history
+/// marks, so it takes about the same time however large the dispatches are.
 pub async fn handle(
     deps: &Deps,
     _event: EventBridgeEvent<serde_json::Value>,
+    _deadline: domain::Deadline,
+) -> Result<Schedule, Error> {
+    let queue = deps.config.settle_queue_url.as_deref().ok_or_else(|| {
+        Error::Malformed(format!(
+            "{} is not set: the scheduled run has nowhere to hand its work",
+            domain::config::vars::SETTLE_QUEUE_URL
+        ))
+    })?;
+    let mut out = Schedule::default();
+    for state in LOOKED_AT {
+        for d in deps.store.list_dispatches(Some(state), PER_STATE).await? {
+            if let Some(work) = work_for(&d, &deps.config) {
+                out.handed_out.push(Settle {
+                    dispatch_id: d.id.clone(),
+                    work,
+                });
+            }
+        }
+    }
+    for (id, since) in deps.completer.stale_marks(PER_STATE).await? {
+        out.handed_out.push(Settle {
+            dispatch_id: id,
+            work: SettleWork::RefreshHistory { since },
+        });
+    }
+    let bodies = out
+        .handed_out
+        .iter()
+        .map(|w| serde_json::to_string(w).map_err(|e| Error::Malformed(e.to_string())))
+        .collect::<Result<Vec<_>>>()?;
+    sqs::send_all(&deps.sqs, queue, bodies).await?;
+    if !out.handed_out.is_empty() {
+        tracing::info!(work = ?out.handed_out, "scheduled run handed out");
+    }
+    Ok(out)
+}
+
+/// Settle messages, one dispatch each. A message whose work failed is handed back to the
+/// queue alone (and after the receive limit lands in the dead-letter queue).
+pub async fn settle(
+    deps: &Deps,
+    event: SqsEvent,
+    deadline: domain::Deadline,
+) -> Result<SqsBatchResponse, Error> {
+    let mut failures = Vec::new();
+    for record in event.records {
+        let id = record.message_id.clone().unwrap_or_default();
+        let result = match serde_json::from_str::<Settle>(record.body.as_deref().unwrap_or("")) {
+            Ok(work) => settle_one(deps, &work, deadline).await.map(|report| {
+                if report != Report::default() {
+                    tracing::info!(?report, "settled");
+                }
+            }),
+            Err(e) => Err(Error::Malformed(format!("settle message: {e}"))),
+        };
+        if let Err(e) = result {
+            tracing::error!(message_id = %id, error = %e, "settle failed");
+            failures.push(id);
+        }
+    }
+    Ok(sqs::batch_response(failures))
+}
+
+/// The work of one settle message.
+pub async fn settle_one(
+    deps: &Deps,
+    work: &Settle,
     deadline: domain::Deadline,
 ) -> Result<Report, Error> {
     let mut report = Report::default();
-    for d in deps
-        .store
-        .list_dispatches(Some(DispatchState::Sending), PER_STATE)
-        .await?
-    {
-        if deadline.remaining() < MARGIN {
-            tracing::warn!(dispatch = %d.id, "no time left in this run; the next run settles the rest");
-            return Ok(report);
+    let id = &work.dispatch_id;
+    if let SettleWork::RefreshHistory { since } = &work.work {
+        if deps.completer.refresh_history(id, since).await? {
+            report.histories_refreshed.push(id.clone());
         }
-        if let Err(e) = settle_sending(deps, &d, &mut report).await {
-            tracing::error!(dispatch = %d.id, error = %e, "could not settle dispatch");
-        }
+        return Ok(report);
     }
-    for d in deps
-        .store
-        .list_dispatches(Some(DispatchState::WaitingForContinuation), PER_STATE)
-        .await?
-    {
-        if d.resume_at.as_deref().is_some_and(|t| age_secs(t) < 0) {
-            continue;
+    let Some(d) = deps.store.get_dispatch(id).await? else {
+        return Ok(report);
+    };
+    match (&work.work, d.state) {
+        (SettleWork::Sending { pass }, DispatchState::Sending) => {
+            settle_sending(deps, &d, pass.clone(), deadline, &mut report).await?
         }
-        match deps
-            .store
-            .transition(
-                &d.id,
-                DispatchState::WaitingForContinuation,
-                DispatchState::Sending,
-                &[],
-            )
-            .await
-        {
-            Ok(_) => {
-                match hand_out(deps, &d).await {
-                    Ok(()) => report.continued.push(d.id.clone()),
-                    // Left sending with recipients pending: the stall check hands them out.
-                    Err(e) => {
-                        tracing::error!(dispatch = %d.id, error = %e, "continuation not queued")
-                    }
+        (SettleWork::Continue, DispatchState::WaitingForContinuation) => {
+            if d.resume_at.as_deref().is_some_and(|t| age_secs(t) < 0) {
+                return Ok(report);
+            }
+            match deps
+                .store
+                .transition(
+                    &d.id,
+                    DispatchState::WaitingForContinuation,
+                    DispatchState::Sending,
+                    &[],
+                )
+                .await
+            {
+                // Should the hand-out fail, the dispatch is sending with recipients pending:
+                // the stall check hands them out.
+                Ok(_) => {
+                    hand_out(deps, &d).await?;
+                    report.continued.push(d.id.clone());
                 }
-            }
-            Err(Error::Conflict(_)) => {}
-            Err(e) => tracing::error!(dispatch = %d.id, error = %e, "could not continue dispatch"),
-        }
-    }
-    for d in deps
-        .store
-        .list_dispatches(Some(DispatchState::Approved), PER_STATE)
-        .await?
-    {
-        if age_secs(&d.updated_at) >= REFAN_AFTER_SECS {
-            match hand_out(deps, &d).await {
-                Ok(()) => report.fanned_out_again.push(d.id.clone()),
-                Err(e) => tracing::error!(dispatch = %d.id, error = %e, "fan-out not re-issued"),
+                Err(Error::Conflict(_)) => {}
+                Err(e) => return Err(e),
             }
         }
-    }
-    // A dispatch rejected while sending: a claim given back after the rejection leaves its
-    // recipient pending, so the rejection is handed out again (only pending recipients
-    // change) until no claim can come back any more.
-    for d in deps
-        .store
-        .list_dispatches(Some(DispatchState::Rejected), PER_STATE)
-        .await?
-    {
-        if age_secs(&d.updated_at) <= deps.config.claim_expiry_secs as i64 + REFAN_AFTER_SECS {
-            match sqs::fan_out_all(
+        (SettleWork::FanOutAgain, DispatchState::Approved) => {
+            hand_out(deps, &d).await?;
+            report.fanned_out_again.push(d.id.clone());
+        }
+        (SettleWork::RejectAgain, DispatchState::Rejected) => {
+            sqs::fan_out_all(
                 &deps.sqs,
                 &deps.config.fanout_queue_url,
                 &d,
                 FanOutAction::Reject,
             )
-            .await
-            {
-                Ok(()) => report.rejections_handed_out.push(d.id.clone()),
-                Err(e) => tracing::error!(dispatch = %d.id, error = %e, "rejection not re-issued"),
-            }
+            .await?;
+            report.rejections_handed_out.push(d.id.clone());
         }
-    }
-    match deps.completer.refresh_stale_histories(PER_STATE).await {
-        Ok(ids) => report.histories_refreshed = ids,
-        Err(e) => tracing::error!(error = %e, "stale histories not refreshed"),
-    }
-    for state in [
-        DispatchState::Completed,
-        DispatchState::CompletedWithErrors,
-        DispatchState::Closed,
-    ] {
-        for d in deps.store.list_dispatches(Some(state), PER_STATE).await? {
-            if d.history_key.is_none() {
-                match deps.completer.write_history(&d).await {
-                    Ok(_) => report.histories_written.push(d.id.clone()),
-                    Err(e) => tracing::error!(dispatch = %d.id, error = %e, "history not written"),
-                }
-            }
+        (SettleWork::WriteHistory, state) if state.is_finished() && d.history_key.is_none() => {
+            deps.completer.write_history(&d).await?;
+            report.histories_written.push(d.id.clone());
         }
-    }
-    if report != Report::default() {
-        tracing::info!(?report, "resume run");
+        // The dispatch moved on since the work was handed out: nothing left to do.
+        _ => {}
     }
     Ok(report)
 }
@@ -191,14 +299,6 @@ struct Pages {
 }
 
 impl Pages {
-    fn new(shards: u32) -> Pages {
-        Pages {
-            shards,
-            shard: 0,
-            after: None,
-        }
-    }
-
     /// The next page to ask for, `None` when every shard has been read.
     fn next_query(&self) -> Option<(u32, Option<String>)> {
         (self.shard < self.shards).then(|| (self.shard, self.after.clone()))
@@ -227,24 +327,52 @@ async fn hand_out(deps: &Deps, d: &Dispatch) -> Result<()> {
     .await
 }
 
-async fn settle_sending(deps: &Deps, d: &Dispatch, report: &mut Report) -> Result<()> {
+/// Records read per page of a stall pass.
+const PASS_PAGE: i32 = 1000;
+
+async fn settle_sending(
+    deps: &Deps,
+    d: &Dispatch,
+    pass: Option<StallPass>,
+    deadline: domain::Deadline,
+    report: &mut Report,
+) -> Result<()> {
     let mut d = d.clone();
     let stall = deps.config.stall_secs as i64;
-    if d.counts.outstanding() > 0 && age_secs(&d.updated_at) >= stall {
-        let mut expired = 0;
-        let mut pending = 0;
-        let (mut sent, mut failed, mut unknown) = (0, 0, 0);
-        let mut newest_change = i64::MAX;
+    let looking = pass.is_some() || age_secs(&d.updated_at) >= stall;
+    if d.counts.outstanding() > 0 && looking {
+        let mut p = pass.unwrap_or_else(|| StallPass {
+            dispatch_updated_at: d.updated_at.clone(),
+            newest_change: i64::MAX,
+            ..StallPass::default()
+        });
         // A page at a time: the records are looked at, not kept.
-        let mut pages = Pages::new(d.shards);
+        let mut pages = Pages {
+            shards: d.shards,
+            shard: p.shard,
+            after: p.after.take(),
+        };
         while let Some((shard, after)) = pages.next_query() {
+            if deadline.remaining() < MARGIN {
+                // Out of time: the pass goes on in a new message, where it came to.
+                p.shard = pages.shard;
+                p.after = pages.after.take();
+                let body = serde_json::to_string(&Settle {
+                    dispatch_id: d.id.clone(),
+                    work: SettleWork::Sending { pass: Some(p) },
+                })
+                .map_err(|e| Error::Malformed(e.to_string()))?;
+                sqs::send_all(&deps.sqs, settle_queue(deps)?, vec![body]).await?;
+                report.passes_continued.push(d.id.clone());
+                return Ok(());
+            }
             let page = deps
                 .store
-                .query_shard(&d.id, shard, None, after, 1000)
+                .query_shard(&d.id, shard, None, after, PASS_PAGE)
                 .await?;
             pages.reached(page.next.clone());
             for (key, r) in &page.recipients {
-                newest_change = newest_change.min(age_secs(&r.updated_at));
+                p.newest_change = p.newest_change.min(age_secs(&r.updated_at));
                 match r.state {
                     RecipientState::Sending => {
                         let claimed = r.claimed_at.as_deref().map(age_secs).unwrap_or(i64::MAX);
@@ -254,35 +382,45 @@ async fn settle_sending(deps: &Deps, d: &Dispatch, report: &mut Report) -> Resul
                             r.claimed_at.as_deref().unwrap_or("an unknown time")
                         );
                             if deps.store.record_unknown(&d.id, key, &reason).await? {
-                                expired += 1;
-                                unknown += 1;
+                                p.expired += 1;
+                                p.unknown += 1;
                             }
                         }
                     }
-                    RecipientState::Pending => pending += 1,
-                    RecipientState::Sent => sent += 1,
-                    RecipientState::Failed => failed += 1,
-                    RecipientState::Unknown => unknown += 1,
+                    RecipientState::Pending => p.pending += 1,
+                    RecipientState::Sent => p.sent += 1,
+                    RecipientState::Failed => p.failed += 1,
+                    RecipientState::Unknown => p.unknown += 1,
                     RecipientState::Invalid
                     | RecipientState::Rejected
                     | RecipientState::Excluded => {}
                 }
             }
         }
-        if expired > 0 {
-            // Counted by the one who moved the records, like every other result.
-            d = deps.store.add_results(&d.id, 0, 0, expired).await?;
-            report.expired_claims.push((d.id.clone(), expired));
-        }
         // A sender adds to the counters right after writing a record (within the SDK's
         // operation timeout). Recounting while records still change could count a result
-        // whose addition is on its way; so only a dispatch quiet in its records too.
-        // The records read above are the count: nothing moved them since, or the dispatch
-        // would not be quiet.
-        if newest_change >= stall && d.counts.outstanding() > 0 {
-            d = deps.store.set_results(&d.id, sent, failed, unknown).await?;
+        // whose addition is on its way; so only a dispatch quiet in its records, and whose
+        // counters did not move while the pass read them (it may have taken several
+        // invocations).
+        let now = deps
+            .store
+            .get_dispatch(&d.id)
+            .await?
+            .ok_or_else(|| Error::NotFound(d.id.clone()))?;
+        let quiet = p.newest_change >= stall && now.updated_at == p.dispatch_updated_at;
+        d = now;
+        if p.expired > 0 {
+            // Counted by the one who moved the records, like every other result.
+            d = deps.store.add_results(&d.id, 0, 0, p.expired).await?;
+            report.expired_claims.push((d.id.clone(), p.expired));
+        }
+        if quiet && d.state == DispatchState::Sending && d.counts.outstanding() > 0 {
+            d = deps
+                .store
+                .set_results(&d.id, p.sent, p.failed, p.unknown)
+                .await?;
             report.recounted.push(d.id.clone());
-            if pending > 0 {
+            if p.pending > 0 {
                 // Pending recipients of a quiet dispatch have no message on the way any more.
                 hand_out(deps, &d).await?;
                 report.fanned_out_again.push(d.id.clone());
@@ -300,4 +438,138 @@ async fn settle_sending(deps: &Deps, d: &Dispatch, report: &mut Report) -> Resul
         report.completed.push(d.id.clone());
     }
     Ok(())
+}
+
+fn settle_queue(deps: &Deps) -> Result<&str> {
+    deps.config.settle_queue_url.as_deref().ok_or_else(|| {
+        Error::Malformed(format!(
+            "{} is not set",
+            domain::config::vars::SETTLE_QUEUE_URL
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use domain::config::vars;
+
+    fn config() -> Config {
+        Config::from_lookup(&|k| {
+            [
+                (vars::TABLE_NAME, "t"),
+                (vars::UPLOADS_BUCKET, "u"),
+                (vars::REPORTS_BUCKET, "r"),
+                (vars::FANOUT_QUEUE_URL, "f"),
+                (vars::SEND_QUEUE_URL, "s"),
+                (vars::STALL_SECS, "120"),
+            ]
+            .iter()
+            .find(|(n, _)| *n == k)
+            .map(|(_, v)| v.to_string())
+        })
+        .expect("configuration")
+    }
+
+    fn dispatch(state: DispatchState, changed_secs_ago: i64) -> Dispatch {
+        let mut d = Dispatch::arrived("d", "incoming/d/", 4);
+        d.state = state;
+        d.updated_at = (time::OffsetDateTime::now_utc()
+            - time::Duration::seconds(changed_secs_ago))
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("time");
+        d
+    }
+
+    #[test]
+    fn only_dispatches_that_need_work_are_handed_out() {
+        let c = config();
+        // Sending with recipients outstanding: only once the counters have been quiet.
+        let mut busy = dispatch(DispatchState::Sending, 5);
+        busy.counts.total = 10;
+        busy.counts.valid = 10;
+        assert_eq!(work_for(&busy, &c), None);
+        let mut quiet = busy.clone();
+        quiet.updated_at = dispatch(DispatchState::Sending, 600).updated_at;
+        assert_eq!(
+            work_for(&quiet, &c),
+            Some(SettleWork::Sending { pass: None })
+        );
+        // Nothing outstanding: completion, however recent the last change.
+        let mut done = busy.clone();
+        done.counts.sent = 10;
+        assert_eq!(
+            work_for(&done, &c),
+            Some(SettleWork::Sending { pass: None })
+        );
+        // Waiting: when its time has come.
+        let mut waiting = dispatch(DispatchState::WaitingForContinuation, 5);
+        waiting.resume_at = Some(dispatch(DispatchState::Sending, -60).updated_at);
+        assert_eq!(work_for(&waiting, &c), None);
+        waiting.resume_at = Some(dispatch(DispatchState::Sending, 1).updated_at);
+        assert_eq!(work_for(&waiting, &c), Some(SettleWork::Continue));
+        // Approved and not picked up for a minute: fanned out again.
+        assert_eq!(work_for(&dispatch(DispatchState::Approved, 5), &c), None);
+        assert_eq!(
+            work_for(&dispatch(DispatchState::Approved, 61), &c),
+            Some(SettleWork::FanOutAgain)
+        );
+        // Rejected: for as long as a claim could still be given back.
+        assert_eq!(
+            work_for(&dispatch(DispatchState::Rejected, 5), &c),
+            Some(SettleWork::RejectAgain)
+        );
+        assert_eq!(
+            work_for(&dispatch(DispatchState::Rejected, 5_000), &c),
+            None
+        );
+        // Finished: only without a history.
+        let mut finished = dispatch(DispatchState::Completed, 5);
+        assert_eq!(work_for(&finished, &c), Some(SettleWork::WriteHistory));
+        finished.history_key = Some("h".into());
+        assert_eq!(work_for(&finished, &c), None);
+        assert_eq!(
+            work_for(&dispatch(DispatchState::AwaitingApproval, 9_000), &c),
+            None
+        );
+    }
+
+    #[test]
+    fn a_pass_continues_from_where_it_came_to() {
+        let work = Settle {
+            dispatch_id: "d".into(),
+            work: SettleWork::Sending {
+                pass: Some(StallPass {
+                    shard: 3,
+                    after: Some("R#3#k".into()),
+                    dispatch_updated_at: "2026-12-03T08:00:00Z".into(),
+                    sent: 7,
+                    newest_change: 200,
+                    ..StallPass::default()
+                }),
+            },
+        };
+        let body = serde_json::to_string(&work).unwrap();
+        assert!(body.contains(r#""work":"sending""#), "{body}");
+        assert_eq!(serde_json::from_str::<Settle>(&body).unwrap(), work);
+        // The trigger tells a settle batch from the schedule's event.
+        let batch: Trigger = serde_json::from_str(
+            &std::fs::read_to_string(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../events/sqs-settle.json"
+            ))
+            .unwrap(),
+        )
+        .unwrap();
+        assert!(matches!(batch, Trigger::Settle(_)), "{batch:?}");
+        let schedule: Trigger = serde_json::from_str(
+            &std::fs::read_to_string(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../events/eventbridge-schedule.json"
+            ))
+            .unwrap(),
+        )
+        .unwrap();
+        assert!(matches!(schedule, Trigger::Schedule(_)), "{schedule:?}");
+    }
 }

@@ -1,6 +1,6 @@
-//! Lambda entry point: configuration and clients once, then the runtime loop.
+//! Lambda entry point: configuration and clients once, then the runtime loop. The function
+//! has two triggers: the schedule (an EventBridge event) and the settle queue (SQS records).
 
-use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 
 #[tokio::main]
@@ -11,9 +11,9 @@ async fn main() -> Result<(), Error> {
     let deps = resume::Deps::new(config, &clients);
     let deps = &deps;
     run(service_fn(
-        |event: LambdaEvent<EventBridgeEvent<serde_json::Value>>| async move {
+        |event: LambdaEvent<resume::Trigger>| async move {
             let deadline = domain::Deadline::at_unix_ms(event.context.deadline);
-            resume::handle(deps, event.payload, deadline)
+            resume::on_event(deps, event.payload, deadline)
                 .await
                 .map_err(Error::from)
         },

@@ -254,6 +254,20 @@ pub async fn start(sdk: &aws_config::SdkConfig, stack: Stack, opts: Options) -> 
         },
     );
 
+    let settler = resume.clone();
+    spawn_poller(
+        &mut tasks,
+        (&resume_clients, &clients),
+        stack.output("SettleQueueUrl")?.to_string(),
+        opts.retry_after_secs,
+        contract("ResumeFunction")?,
+        &invocations,
+        move |ev, deadline| {
+            let d = settler.clone();
+            async move { resume::settle(&d, ev, deadline).await }
+        },
+    );
+
     let tick = opts.tick_every;
     let scheduled = contract("ResumeFunction")?;
     let counted = invocations.clone();

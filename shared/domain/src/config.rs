@@ -17,6 +17,9 @@ pub struct Config {
     pub fanout_queue_url: String,
     /// Queue of send work (batches of recipients).
     pub send_queue_url: String,
+    /// Queue of settle work: the scheduled run hands each dispatch that needs moving along
+    /// to its own message there (read by the scheduled function only).
+    pub settle_queue_url: Option<String>,
     /// Region for phone numbers written without a country code (ISO 3166 alpha-2).
     pub default_phone_region: String,
     /// Emails per second all sender instances together send at most (the SES account's own
@@ -81,8 +84,9 @@ pub mod vars {
     pub const ROLES_CLAIM: &str = "ROLES_CLAIM";
     pub const FOUR_EYES: &str = "FOUR_EYES";
     pub const OPERATOR_TOPIC_ARN: &str = "OPERATOR_TOPIC_ARN";
+    pub const SETTLE_QUEUE_URL: &str = "SETTLE_QUEUE_URL";
     /// Every variable the configuration reads.
-    pub const ALL: [&str; 22] = [
+    pub const ALL: [&str; 23] = [
         TABLE_NAME,
         UPLOADS_BUCKET,
         REPORTS_BUCKET,
@@ -105,6 +109,7 @@ pub mod vars {
         ROLES_CLAIM,
         FOUR_EYES,
         OPERATOR_TOPIC_ARN,
+        SETTLE_QUEUE_URL,
     ];
 }
 
@@ -203,6 +208,9 @@ impl Config {
             reports_bucket: r.required(vars::REPORTS_BUCKET),
             fanout_queue_url: r.required(vars::FANOUT_QUEUE_URL),
             send_queue_url: r.required(vars::SEND_QUEUE_URL),
+            settle_queue_url: (r.lookup)(vars::SETTLE_QUEUE_URL)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty()),
             default_phone_region: region.to_ascii_uppercase(),
             email_rate_per_second: r.number(vars::EMAIL_RATE_PER_SECOND, 14.0, 0.1, 100_000.0),
             sms_rate_per_second: r.number(vars::SMS_RATE_PER_SECOND, 20.0, 0.1, 100_000.0),

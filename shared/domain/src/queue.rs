@@ -16,6 +16,58 @@ pub enum FanOutAction {
     Reject,
 }
 
+/// A pass over a dispatch's records that did not finish in one invocation: where it came to
+/// and what it counted so far, carried by the message that continues it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StallPass {
+    /// The shard being read and the sort key to continue after.
+    pub shard: u32,
+    #[serde(default)]
+    pub after: Option<String>,
+    /// When the dispatch last changed as the pass began: a change since means senders are
+    /// at work, and the pass's counts are not a recount.
+    pub dispatch_updated_at: String,
+    /// Claims found expired and made unknown by this pass (not yet added to the counters).
+    pub expired: u64,
+    pub pending: u64,
+    pub sent: u64,
+    pub failed: u64,
+    pub unknown: u64,
+    /// Seconds since the most recent change of any record read.
+    pub newest_change: i64,
+}
+
+/// What the settle function does for one dispatch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "work")]
+pub enum SettleWork {
+    /// A sending dispatch: complete it when nothing is outstanding, or look at a quiet one
+    /// record by record (expired claims, a recount, pending recipients handed out again).
+    Sending {
+        #[serde(default)]
+        pass: Option<StallPass>,
+    },
+    /// A dispatch waiting for continuation whose time has come: back to sending.
+    Continue,
+    /// An approved dispatch fan-out never picked up: fanned out again.
+    FanOutAgain,
+    /// A dispatch rejected lately: its rejection handed out again.
+    RejectAgain,
+    /// A finished dispatch without its history document.
+    WriteHistory,
+    /// A finished dispatch whose history receipts made stale since `since`.
+    RefreshHistory { since: String },
+}
+
+/// Settle work: one dispatch and what it needs. The scheduled run sends one per dispatch, so
+/// that a large dispatch does not hold up the others.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settle {
+    pub dispatch_id: String,
+    #[serde(flatten)]
+    pub work: SettleWork,
+}
+
 /// Fan-out work: one key shard of a dispatch, continuing after `after` when a previous
 /// invocation stopped part way.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -130,17 +130,32 @@ impl Completer {
     /// Returns the dispatches written.
     pub async fn refresh_stale_histories(&self, limit: i32) -> Result<Vec<String>> {
         let mut written = Vec::new();
-        for (id, since) in self.ports.stale.stale(limit).await? {
-            match self.ports.dispatches.dispatch(&id).await? {
-                Some(d) if d.state.is_finished() => {
-                    self.write_history(&d).await?;
-                    written.push(id.clone());
-                }
-                // Not finished (cannot happen for a mark) or gone: nothing to write.
-                _ => {}
+        for (id, since) in self.stale_marks(limit).await? {
+            if self.refresh_history(&id, &since).await? {
+                written.push(id);
             }
-            self.ports.stale.refreshed(&id, &since).await?;
         }
+        Ok(written)
+    }
+
+    /// The dispatches whose histories receipts made stale, with the time of the first
+    /// receipt since the last writing, at most `limit`.
+    pub async fn stale_marks(&self, limit: i32) -> Result<Vec<(String, String)>> {
+        self.ports.stale.stale(limit).await
+    }
+
+    /// Writes one stale history again and clears its mark (unless a receipt came after
+    /// `since`). False when there was nothing to write.
+    pub async fn refresh_history(&self, id: &str, since: &str) -> Result<bool> {
+        let written = match self.ports.dispatches.dispatch(id).await? {
+            Some(d) if d.state.is_finished() => {
+                self.write_history(&d).await?;
+                true
+            }
+            // Not finished (cannot happen for a mark) or gone: nothing to write.
+            _ => false,
+        };
+        self.ports.stale.refreshed(id, since).await?;
         Ok(written)
     }
 }
