@@ -436,6 +436,37 @@ async fn run_dispatch(list_name: &str, list: Vec<u8>) {
         sms.iter().map(|s| (s.to.clone(), s.text.clone())).collect();
     assert_eq!(got_sms, want_sms);
 
+    // The sender's embedded-metric lines (CloudWatch's input) account for every send, by
+    // channel, with the provider's answer times.
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&local.system.metrics_file)
+        .expect("metrics lines")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a metric line is JSON"))
+        .filter(|l: &serde_json::Value| l["Dispatch"] == id)
+        .collect();
+    let by_channel = |channel: &str, metric: &str| -> u64 {
+        lines
+            .iter()
+            .filter(|l| l["Channel"] == channel)
+            .map(|l| l[metric].as_u64().expect("a count"))
+            .sum()
+    };
+    assert_eq!(by_channel("email", "Sent"), want_mail.len() as u64);
+    assert_eq!(by_channel("sms", "Sent"), want_sms.len() as u64);
+    let answers: Vec<f64> = lines
+        .iter()
+        .filter(|l| l["Channel"] == "email")
+        .flat_map(|l| l["ProviderSeconds"].as_array().cloned().unwrap_or_default())
+        .map(|v| v.as_f64().expect("seconds"))
+        .collect();
+    assert!(!answers.is_empty() && answers.iter().all(|s| *s > 0.0 && *s < 30.0));
+    let dispatch_sent: u64 = lines
+        .iter()
+        .filter(|l| l["Channel"].is_null())
+        .map(|l| l["Sent"].as_u64().expect("a count"))
+        .sum();
+    assert_eq!(dispatch_sent, (want_mail.len() + want_sms.len()) as u64);
+
     // Every row is stored in exactly one final state; sent ones carry the provider's id.
     let store = adapters::dynamodb::Store::new(
         aws_sdk_dynamodb::Client::new(&local.sdk),

@@ -310,14 +310,24 @@ fn every_alarm_notifies_the_alarm_topic_and_the_dashboard_shows_what_is_emitted(
         blocked: 0,
         later: 0,
         seconds: 1.0,
+        conflicts_retried: 0,
+        channels: vec![(
+            domain::model::Channel::Email,
+            engine::send::ChannelTally::default(),
+        )],
     };
-    let line: Value = serde_json::from_str(&figures.emf_line("send", 0)).unwrap();
-    let emitted: BTreeSet<String> = line["_aws"]["CloudWatchMetrics"][0]["Metrics"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["Name"].as_str().unwrap().to_string())
-        .collect();
+    let mut lines = vec![figures.emf_line("send", 0)];
+    lines.extend(figures.channel_lines("send", 0));
+    let mut emitted = BTreeSet::new();
+    for line in &lines {
+        let line: Value = serde_json::from_str(line).unwrap();
+        for m in line["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+            .as_array()
+            .unwrap()
+        {
+            emitted.insert(m["Name"].as_str().unwrap().to_string());
+        }
+    }
     for (name, a) in &alarms {
         if a["Properties"]["Namespace"] == engine::metrics::NAMESPACE {
             let metric = a["Properties"]["MetricName"].as_str().unwrap();

@@ -51,6 +51,75 @@ fn counts(d: &Value) -> String {
     )
 }
 
+/// The sending as it goes: on a terminal a live bar (recipients done of those to send, the
+/// rate, the state and the counts), elsewhere a line each time the counts change.
+struct SendingBar {
+    bar: indicatif::ProgressBar,
+    last: String,
+    /// When the first recipient was done, for the rate.
+    first_done: Option<std::time::Instant>,
+}
+
+impl SendingBar {
+    fn new() -> SendingBar {
+        let bar = indicatif::ProgressBar::with_draw_target(
+            Some(0),
+            indicatif::ProgressDrawTarget::stdout(),
+        );
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "    [{bar:32}] {pos}/{len} done  {elapsed}  {msg}",
+        ) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        SendingBar {
+            bar,
+            last: String::new(),
+            first_done: None,
+        }
+    }
+
+    fn show(&mut self, d: &Value) {
+        let c = &d["counts"];
+        let n = |k: &str| c[k].as_u64().unwrap_or(0);
+        let state = d["state"].as_str().unwrap_or_default();
+        let done = n("sent") + n("failed") + n("unknown");
+        if done > 0 && self.first_done.is_none() {
+            self.first_done = Some(std::time::Instant::now());
+        }
+        let secs = self.first_done.map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0);
+        let rate = if secs >= 1.0 {
+            format!("{:.1}/s", done.saturating_sub(1) as f64 / secs)
+        } else {
+            "–".to_string()
+        };
+        if self.bar.is_hidden() {
+            let line = format!(
+                "    {state:<22} {}   {}",
+                d["progress"].as_str().unwrap_or_default(),
+                counts(d)
+            );
+            if line != self.last {
+                println!("{line}");
+                self.last = line;
+            }
+        } else {
+            self.bar.set_length(n("valid"));
+            self.bar.set_position(done);
+            self.bar.set_message(format!(
+                "{rate:>7}  {state:<22} failed {} | unknown {}",
+                n("failed"),
+                n("unknown")
+            ));
+        }
+    }
+
+    fn finish(&self) {
+        if !self.bar.is_hidden() {
+            self.bar.finish();
+        }
+    }
+}
+
 async fn demo() -> Result<()> {
     let id = "winter-notice";
     let package = repo_root().join("examples").join(id);
@@ -136,26 +205,16 @@ async fn demo() -> Result<()> {
         "==> sending (paced at {}/s email and {}/s SMS per sender)",
         local.system.config.email_rate_per_second, local.system.config.sms_rate_per_second
     );
-    let mut last = String::new();
+    let mut bar = SendingBar::new();
     let d = portal
         .wait_for(
             id,
             &["completed", "completed_with_errors"],
             Duration::from_secs(600),
-            |d| {
-                let line = format!(
-                    "    {:<22} {}   {}",
-                    d["state"].as_str().unwrap_or_default(),
-                    d["progress"].as_str().unwrap_or_default(),
-                    counts(d)
-                );
-                if line != last {
-                    println!("{line}");
-                    last = line;
-                }
-            },
+            |d| bar.show(d),
         )
         .await?;
+    bar.finish();
     // The history document is written right after completion.
     let mut history = String::new();
     for _ in 0..100 {

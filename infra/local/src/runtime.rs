@@ -71,6 +71,8 @@ pub struct System {
     pub stack: Stack,
     /// Invocations so far and those abandoned at their deadline, by function.
     pub invocations: Arc<Invocations>,
+    /// Where the sender's embedded-metric lines go (CloudWatch's part in AWS).
+    pub metrics_file: std::path::PathBuf,
     /// Each function's clients, under its own role, by its logical id.
     functions: std::collections::HashMap<&'static str, Clients>,
     tasks: JoinSet<()>,
@@ -192,7 +194,21 @@ pub async fn start(sdk: &aws_config::SdkConfig, stack: Stack, opts: Options) -> 
 
     let validate = Arc::new(validate::Deps::new(config.clone(), &validate_clients));
     let fanout = Arc::new(fanout::Deps::new(config.clone(), &fanout_clients));
-    let send = Arc::new(send::Deps::new(config.clone(), &send_clients));
+    // CloudWatch's part: the sender's embedded-metric lines go to a file of this stack's.
+    let metrics_file = crate::emulator::repo_root()
+        .join(".local/metrics")
+        .join(format!("{}.emf.log", stack.name));
+    if let Some(dir) = metrics_file.parent() {
+        std::fs::create_dir_all(dir).context("cannot make the metrics folder")?;
+    }
+    let mut send_ports = adapters::wiring::send_ports(&send_clients, &config);
+    send_ports.metrics = Arc::new(adapters::metrics::EmfMetrics::to_file(
+        "send",
+        metrics_file.clone(),
+    ));
+    let send = Arc::new(send::Deps {
+        sender: engine::send::Sender::new(send_ports, engine::send::SendSettings::from(&config)),
+    });
     let resume = Arc::new(resume::Deps::new(config.clone(), &resume_clients));
     let receipts = Arc::new(receipts::Deps::new(config.clone(), &receipts_clients));
     let api = Arc::new(api::Deps::new(config.clone(), &api_clients));
@@ -314,6 +330,7 @@ pub async fn start(sdk: &aws_config::SdkConfig, stack: Stack, opts: Options) -> 
         issuer: opts.issuer.clone(),
         stack,
         invocations,
+        metrics_file,
         functions: [
             ("ValidateFunction", validate_clients),
             ("FanoutFunction", fanout_clients),

@@ -1,9 +1,11 @@
 //! What sending reports of itself: per invocation and dispatch, how many recipients were
-//! sent, failed, unknown, throttled or put back, and the rate achieved, as CloudWatch
-//! embedded metric format lines (one JSON object on a line of the function's log, which
-//! CloudWatch turns into metrics without an API call).
+//! sent, failed, unknown, throttled or put back, the rate achieved and the conflicting writes
+//! tried again; and per channel, the same counts and how long the provider took to answer
+//! each send. As CloudWatch embedded metric format lines (one JSON object on a line of the
+//! function's log, which CloudWatch turns into metrics without an API call).
 
-use crate::send::Tally;
+use crate::send::{ChannelTally, Tally};
+use domain::model::Channel;
 use serde_json::{json, Map, Value};
 
 /// The namespace of the metrics in CloudWatch.
@@ -23,6 +25,10 @@ pub struct SendFigures {
     pub later: u64,
     /// How long the invocation's sends took, in seconds.
     pub seconds: f64,
+    /// Writes refused for a transaction conflict and sent again, in the invocation.
+    pub conflicts_retried: u64,
+    /// The counts by channel, with the provider's answer times.
+    pub channels: Vec<(Channel, ChannelTally)>,
 }
 
 impl SendFigures {
@@ -37,6 +43,8 @@ impl SendFigures {
             blocked: t.blocked,
             later: t.later.len() as u64,
             seconds,
+            conflicts_retried: 0,
+            channels: t.channels.iter().map(|(c, t)| (*c, t.clone())).collect(),
         }
     }
 
@@ -68,6 +76,7 @@ impl SendFigures {
             .collect();
         definitions.push(json!({"Name": "AchievedRate", "Unit": "Count/Second"}));
         definitions.push(json!({"Name": "SendSeconds", "Unit": "Seconds"}));
+        definitions.push(json!({"Name": "ConflictsRetried", "Unit": "Count"}));
         let mut line = Map::new();
         line.insert(
             "_aws".into(),
@@ -87,7 +96,55 @@ impl SendFigures {
         }
         line.insert("AchievedRate".into(), json!(self.achieved_rate()));
         line.insert("SendSeconds".into(), json!(self.seconds));
+        line.insert("ConflictsRetried".into(), json!(self.conflicts_retried));
         Value::Object(line).to_string()
+    }
+
+    /// One embedded metric format line per channel that had sends: its counts and the
+    /// provider's answer times (`ProviderSeconds`, up to 100 values, which CloudWatch turns
+    /// into a distribution), by function and channel and by function, dispatch and channel.
+    pub fn channel_lines(&self, function: &str, at_ms: i64) -> Vec<String> {
+        self.channels
+            .iter()
+            .map(|(channel, t)| {
+                let counts: [(&str, u64); 4] = [
+                    ("Sent", t.sent),
+                    ("Failed", t.failed),
+                    ("Unknown", t.unknown),
+                    ("Throttled", t.throttled),
+                ];
+                let mut definitions: Vec<Value> = counts
+                    .iter()
+                    .map(|(name, _)| json!({"Name": name, "Unit": "Count"}))
+                    .collect();
+                definitions.push(json!({"Name": "ProviderSeconds", "Unit": "Seconds"}));
+                let mut line = Map::new();
+                line.insert(
+                    "_aws".into(),
+                    json!({
+                        "Timestamp": at_ms,
+                        "CloudWatchMetrics": [{
+                            "Namespace": NAMESPACE,
+                            "Dimensions": [["Function", "Channel"], ["Function", "Dispatch", "Channel"]],
+                            "Metrics": definitions,
+                        }],
+                    }),
+                );
+                line.insert("Function".into(), json!(function));
+                line.insert("Dispatch".into(), json!(self.dispatch_id));
+                line.insert("Channel".into(), json!(channel.as_str()));
+                for (name, value) in counts {
+                    line.insert(name.into(), json!(value));
+                }
+                let answers: Vec<f64> = t
+                    .answer_micros
+                    .iter()
+                    .map(|us| *us as f64 / 1e6)
+                    .collect();
+                line.insert("ProviderSeconds".into(), json!(answers));
+                Value::Object(line).to_string()
+            })
+            .collect()
     }
 }
 
@@ -107,6 +164,26 @@ mod tests {
             blocked: 0,
             later: 3,
             seconds: 0.8,
+            conflicts_retried: 2,
+            channels: vec![
+                (
+                    Channel::Email,
+                    ChannelTally {
+                        sent: 30,
+                        failed: 1,
+                        unknown: 0,
+                        throttled: 2,
+                        answer_micros: vec![48_000, 52_500],
+                    },
+                ),
+                (
+                    Channel::Sms,
+                    ChannelTally {
+                        sent: 10,
+                        ..ChannelTally::default()
+                    },
+                ),
+            ],
         };
         let line: Value = serde_json::from_str(&f.emf_line("send", 1_764_000_000_000)).unwrap();
         let meta = &line["_aws"]["CloudWatchMetrics"][0];
@@ -128,9 +205,38 @@ mod tests {
         for name in &declared {
             assert!(line[*name].is_number(), "{name} has a value");
         }
-        assert_eq!(declared.len(), 9);
+        assert_eq!(declared.len(), 10);
         assert_eq!(line["Sent"], 40);
         assert_eq!(line["PutBack"], 3);
         assert_eq!(line["AchievedRate"], 50.0);
+        assert_eq!(line["ConflictsRetried"], 2);
+
+        let lines: Vec<Value> = f
+            .channel_lines("send", 1_764_000_000_000)
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2);
+        let email = &lines[0];
+        let meta = &email["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(
+            meta["Dimensions"],
+            json!([["Function", "Channel"], ["Function", "Dispatch", "Channel"]])
+        );
+        for name in meta["Metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["Name"].as_str().unwrap())
+        {
+            assert!(!email[name].is_null(), "{name} has a value");
+        }
+        assert_eq!(email["Channel"], "email");
+        assert_eq!(email["Sent"], 30);
+        assert_eq!(email["Throttled"], 2);
+        assert_eq!(email["ProviderSeconds"], json!([0.048, 0.0525]));
+        assert_eq!(lines[1]["Channel"], "sms");
+        assert_eq!(lines[1]["Sent"], 10);
+        assert_eq!(lines[1]["ProviderSeconds"], json!([]));
     }
 }

@@ -185,6 +185,7 @@ impl Store {
                         }
                     }
                     if conflict {
+                        super::counters::note_conflict_retried();
                         tokio::time::sleep(backoff(attempt)).await;
                     }
                     open = still_open;
@@ -317,6 +318,7 @@ impl Store {
                         return Ok(counts);
                     }
                     if conflict || reasons.last().is_some_and(|(c, _)| c.is_some()) {
+                        super::counters::note_conflict_retried();
                         tokio::time::sleep(backoff(attempt)).await;
                     }
                     open = still_open;

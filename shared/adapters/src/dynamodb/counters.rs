@@ -99,6 +99,21 @@ where
 
 /// A plain write, sent again (with backoff) while a transaction holds its item: DynamoDB
 /// applied nothing of a write it refused so, and the SDK does not retry that refusal.
+/// Writes of this process refused for a transaction conflict and sent again, since the
+/// figures last took them.
+static CONFLICTS_RETRIED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Counts one write sent again after a transaction conflict.
+pub(crate) fn note_conflict_retried() {
+    CONFLICTS_RETRIED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The writes sent again after a transaction conflict since the last call (the process's
+/// figure: on Lambda, one invocation's).
+pub fn take_conflicts_retried() -> u64 {
+    CONFLICTS_RETRIED.swap(0, std::sync::atomic::Ordering::Relaxed)
+}
+
 pub(crate) async fn retrying_conflicts<T, E, R, F, Fut>(
     mut send: F,
 ) -> std::result::Result<T, aws_sdk_dynamodb::error::SdkError<E, R>>
@@ -113,6 +128,7 @@ where
     loop {
         match send().await {
             Err(e) if is_transaction_conflict(&e) && attempt + 1 < CONFLICT_ATTEMPTS => {
+                note_conflict_retried();
                 tokio::time::sleep(engine::retry::backoff(attempt as usize)).await;
                 attempt += 1;
             }

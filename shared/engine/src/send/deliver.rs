@@ -107,8 +107,9 @@ impl Sender {
         template: &MessageTemplate,
         held: &[&SendItem],
         stop_at: Deadline,
-    ) -> Vec<Delivered> {
+    ) -> Vec<(Delivered, Option<Duration>)> {
         let mut out: Vec<Option<Delivered>> = vec![None; held.len()];
+        let mut answers: Vec<Option<Duration>> = vec![None; held.len()];
         let mut plans: Vec<(usize, Rendered)> = Vec::new();
         for (i, item) in held.iter().enumerate() {
             let rendered = match item.channel {
@@ -179,7 +180,7 @@ impl Sender {
         let stop = AtomicBool::new(false);
         let email_gate = CatchUp::new(email_every);
         let sms_gate = CatchUp::new(sms_every);
-        let sent: Vec<(usize, Delivered)> = stream::iter(scheduled)
+        let sent: Vec<(usize, (Delivered, Option<Duration>))> = stream::iter(scheduled)
             .map(|(i, r, at)| {
                 let stop = &stop;
                 let item = held[i];
@@ -199,11 +200,13 @@ impl Sender {
             .buffer_unordered(ITEM_CONCURRENCY)
             .collect()
             .await;
-        for (i, d) in sent {
+        for (i, (d, answered)) in sent {
             out[i] = Some(d);
+            answers[i] = answered;
         }
         out.into_iter()
-            .map(|d| d.unwrap_or((ItemOutcome::Retry, None, Outcome::Release)))
+            .zip(answers)
+            .map(|(d, a)| (d.unwrap_or((ItemOutcome::Retry, None, Outcome::Release)), a))
             .collect()
     }
 
@@ -255,7 +258,26 @@ impl Sender {
         SlotWait::Now
     }
 
+    /// Sends one recipient's message at its slot: what became of it, and how long the
+    /// provider took to answer its last attempt, if one was made.
     async fn send_one(
+        &self,
+        dispatch_id: &str,
+        item: &SendItem,
+        message: &Rendered,
+        stop: &AtomicBool,
+        slot: (i64, &CatchUp),
+        stop_at: Deadline,
+    ) -> (Delivered, Option<Duration>) {
+        let mut answered = None;
+        let d = self
+            .send_timed(dispatch_id, item, message, stop, slot, stop_at, &mut answered)
+            .await;
+        (d, answered)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn send_timed(
         &self,
         dispatch_id: &str,
         item: &SendItem,
@@ -263,6 +285,7 @@ impl Sender {
         stop: &AtomicBool,
         (slot, gate): (i64, &CatchUp),
         stop_at: Deadline,
+        answered: &mut Option<Duration>,
     ) -> Delivered {
         if stop.load(Ordering::Relaxed) {
             // An earlier send of this message was throttled: this one waits with the dispatch.
@@ -287,10 +310,12 @@ impl Sender {
         }
         let mut attempt = 0;
         let result = loop {
+            let asked = std::time::Instant::now();
             let r = match message {
                 Rendered::Email(m) => self.ports.mailer.send_email(&item.address, m).await,
                 Rendered::Sms(m) => self.ports.texter.send_sms(&item.address, m).await,
             };
+            *answered = Some(asked.elapsed());
             match r {
                 Err(SendError::Transient(why)) if attempt < TRANSIENT_RETRIES => {
                     attempt += 1;

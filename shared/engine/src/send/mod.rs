@@ -14,7 +14,7 @@
 mod deliver;
 mod tally;
 
-pub use tally::{ItemOutcome, Tally};
+pub use tally::{ChannelTally, ItemOutcome, Tally, MAX_ANSWER_SAMPLES};
 
 use crate::pacing::slot_interval;
 use crate::ports::{
@@ -530,15 +530,18 @@ impl Sender {
         let writes: Vec<_> = held
             .iter()
             .zip(&results)
-            .map(|(item, (_, _, outcome))| (item.key.clone(), outcome.clone()))
+            .map(|(item, ((_, _, outcome), _))| (item.key.clone(), outcome.clone()))
             .collect();
         let written = self.record(dispatch_id, &token, &writes, deadline).await?;
         if written.lost > 0 {
             tracing::error!(dispatch = %dispatch_id, lost = written.lost, "results not written: claims no longer held");
         }
         let mut tally = Tally::default();
-        for (item, (o, why, _)) in held.iter().zip(results) {
-            tally.add(o, &item.key, why);
+        for (item, ((o, why, _), answered)) in held.iter().zip(results) {
+            tally.add(o, (&item.key, item.channel), why);
+            if let Some(took) = answered {
+                tally.answered(item.channel, took);
+            }
         }
         Ok(tally)
     }

@@ -1,6 +1,25 @@
 //! What became of the recipients of the messages one invocation handled.
 
 use domain::keys::RecipientKey;
+use domain::model::Channel;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Answer times kept per channel and tally: CloudWatch takes at most 100 values of a metric
+/// in one embedded-metric line.
+pub const MAX_ANSWER_SAMPLES: usize = 100;
+
+/// One channel's part of a tally.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ChannelTally {
+    pub sent: u64,
+    pub failed: u64,
+    pub unknown: u64,
+    pub throttled: u64,
+    /// How long the provider took to answer sends, in microseconds (the first
+    /// [`MAX_ANSWER_SAMPLES`]).
+    pub answer_micros: Vec<u64>,
+}
 
 /// What became of one recipient in this invocation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,12 +62,27 @@ pub struct Tally {
     pub retry: Vec<RecipientKey>,
     /// Recipients this invocation had no time left for, to go back on the queue.
     pub later: Vec<RecipientKey>,
+    /// The same outcomes by channel, with the provider's answer times.
+    pub channels: BTreeMap<Channel, ChannelTally>,
 }
 
 impl Tally {
     /// Counts one recipient's outcome, with the provider's words when it throttled or
     /// refused the account.
-    pub(super) fn add(&mut self, o: ItemOutcome, key: &RecipientKey, why: Option<String>) {
+    pub(super) fn add(
+        &mut self,
+        o: ItemOutcome,
+        (key, channel): (&RecipientKey, Channel),
+        why: Option<String>,
+    ) {
+        let c = self.channels.entry(channel).or_default();
+        match o {
+            ItemOutcome::Sent => c.sent += 1,
+            ItemOutcome::Failed => c.failed += 1,
+            ItemOutcome::Unknown => c.unknown += 1,
+            ItemOutcome::Throttled => c.throttled += 1,
+            _ => {}
+        }
         let slot = match o {
             ItemOutcome::Blocked => &mut self.blocked_reason,
             _ => &mut self.throttle_reason,
@@ -84,5 +118,23 @@ impl Tally {
         }
         self.retry.extend(t.retry);
         self.later.extend(t.later);
+        for (channel, t) in t.channels {
+            let c = self.channels.entry(channel).or_default();
+            c.sent += t.sent;
+            c.failed += t.failed;
+            c.unknown += t.unknown;
+            c.throttled += t.throttled;
+            let room = MAX_ANSWER_SAMPLES.saturating_sub(c.answer_micros.len());
+            c.answer_micros.extend(t.answer_micros.into_iter().take(room));
+        }
+    }
+
+    /// Notes how long the provider took to answer one send.
+    pub(super) fn answered(&mut self, channel: Channel, took: Duration) {
+        let c = self.channels.entry(channel).or_default();
+        if c.answer_micros.len() < MAX_ANSWER_SAMPLES {
+            c.answer_micros
+                .push(u64::try_from(took.as_micros()).unwrap_or(u64::MAX));
+        }
     }
 }

@@ -221,6 +221,15 @@ async fn messages_render_per_channel_with_the_recipients_fields() {
     assert_eq!(sent[1].1, "Dear N0");
     let r = w.state_of(0);
     assert!(r.message_id.is_some() && r.sent_at.is_some());
+    // The figures say what went by which channel, and how long each answer took.
+    let figures = w.metrics.figures();
+    assert_eq!(figures.len(), 1);
+    let channels: Vec<_> = figures[0]
+        .channels
+        .iter()
+        .map(|(c, t)| (*c, t.sent, t.answer_micros.len()))
+        .collect();
+    assert_eq!(channels, vec![(Channel::Email, 1, 1), (Channel::Sms, 1, 1)]);
 }
 
 #[tokio::test]
