@@ -238,18 +238,40 @@ async fn resend_sends_again_only_to_the_failed_recipients_as_a_new_audited_attem
     let (status, body) = local.operator().post(&path).await.unwrap();
     assert_eq!(status, 403, "resending needs the send permission: {body}");
 
-    // The resend: every failed recipient, nobody else.
+    // The resend: every failed recipient, nobody else, by a job the portal follows.
     let (status, body) = approver.post(&path).await.unwrap();
     assert_eq!(status, 202, "{body}");
-    let mut resent: Vec<&str> = body["resent"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap())
-        .collect();
-    resent.sort_unstable();
-    assert_eq!(resent, ["2", "4"]);
-    assert_eq!(body["dispatch"]["send_attempt"], 2, "{body}");
+    let job = &body["job"];
+    assert_eq!(job["kind"], "resend", "{body}");
+    assert_eq!(job["states"], json!(["failed"]), "{body}");
+    assert_eq!(job["state"], "queued", "{body}");
+    assert_eq!(job["requested_by"], "approver", "{body}");
+    let link = job["link"].as_str().unwrap().to_string();
+    assert_eq!(
+        link,
+        format!("/dispatches/{id}/jobs/{}", job["id"].as_str().unwrap())
+    );
+    let mut job = Value::Null;
+    for _ in 0..200 {
+        let (status, text) = approver.get(&link).await.unwrap();
+        assert_eq!(status, 200, "{text}");
+        job = serde_json::from_str(&text).unwrap();
+        if job["state"] == "succeeded" || job["state"] == "failed" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(job["done"], 2, "{job}");
+    assert_eq!(job["skipped"], 0, "{job}");
+    assert_eq!(job["send_attempt"], 2, "{job}");
+    assert_eq!(job["looked_at"], 5, "every record was looked at: {job}");
+    assert!(job["finished_at"].is_string(), "{job}");
+    let (status, text) = approver
+        .get(&format!("/dispatches/{id}/jobs/nothing-here"))
+        .await
+        .unwrap();
+    assert_eq!(status, 404, "{text}");
     let d = wait(&local, id, &["completed", "completed_with_errors"]).await;
     assert_eq!(d["counts"]["sent"], 4, "{d}");
     assert_eq!(d["counts"]["failed"], 0, "{d}");
@@ -542,6 +564,17 @@ async fn removed_recipients_are_never_sent_and_the_download_shows_every_status()
         .await
         .unwrap();
     assert_eq!(status, 200, "{body}");
+    assert_eq!(body["state"], "closed", "{body}");
+    // The history is written again with the close in it by a job.
+    let job = &body["history_job"];
+    assert_eq!(job["kind"], "history", "{body}");
+    assert_eq!(job["requested_by"], "approver", "{body}");
+    let job = approver
+        .wait_for_job(job["link"].as_str().unwrap(), Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(job["looked_at"], 5, "{job}");
     let (rows, audit_rows) = history(&local, id).await;
     assert_eq!(rows.len(), 5);
     assert_eq!(rows["2"]["state"], "excluded");

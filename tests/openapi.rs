@@ -106,7 +106,9 @@ fn the_document_is_openapi_3_and_names_the_routes_of_the_router() {
 
 /// A path of the document with its parameters filled in, for a dispatch that does not exist.
 fn concrete(path: &str) -> String {
-    path.replace("{id}", "no-such-dispatch").replace("{n}", "1")
+    path.replace("{id}", "no-such-dispatch")
+        .replace("{n}", "1")
+        .replace("{job}", "no-such-job")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -366,6 +366,15 @@ async fn receipts_are_recorded_suppress_addresses_and_refresh_the_history() {
     assert_eq!(body["state"], "closed");
     assert_eq!(body["completion"], "manual");
     assert!(body["closed_at"].is_string());
+    let job = local
+        .portal()
+        .wait_for_job(
+            body["history_job"]["link"].as_str().unwrap(),
+            std::time::Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    assert_eq!(job["state"], "succeeded", "{job}");
     let (status, _) = local
         .portal()
         .post("/dispatches/second/close")

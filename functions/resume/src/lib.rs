@@ -26,6 +26,7 @@ use adapters::sqs;
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use domain::config::Config;
+use domain::job::{JobKind, JobState};
 use domain::model::{age_secs, Dispatch, DispatchState, RecipientState};
 use domain::queue::{FanOutAction, Settle, SettleWork, StallPass};
 use domain::{Error, Result};
@@ -78,6 +79,9 @@ pub struct Report {
     pub histories_refreshed: Vec<String>,
     /// Passes over a dispatch's records that go on in a new message.
     pub passes_continued: Vec<String>,
+    /// Operators' jobs that finished, and those that go on in a new message.
+    pub jobs_finished: Vec<String>,
+    pub jobs_continued: Vec<String>,
 }
 
 /// What one scheduled run handed out: a settle message per dispatch that needs work.
@@ -205,8 +209,9 @@ pub async fn settle(
     let mut failures = Vec::new();
     for record in event.records {
         let id = record.message_id.clone().unwrap_or_default();
-        let result = match serde_json::from_str::<Settle>(record.body.as_deref().unwrap_or("")) {
-            Ok(work) => settle_one(deps, &work, deadline).await.map(|report| {
+        let work = serde_json::from_str::<Settle>(record.body.as_deref().unwrap_or(""));
+        let result = match &work {
+            Ok(work) => settle_one(deps, work, deadline).await.map(|report| {
                 if report != Report::default() {
                     tracing::info!(?report, "settled");
                 }
@@ -215,10 +220,42 @@ pub async fn settle(
         };
         if let Err(e) = result {
             tracing::error!(message_id = %id, error = %e, "settle failed");
+            let receives: u32 = record
+                .attributes
+                .get("ApproximateReceiveCount")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(1);
+            if let Ok(work) = &work {
+                if receives >= deps.config.max_receives {
+                    // The message goes to the dead-letter queue: its job ends, saying why,
+                    // rather than staying queued in the portal.
+                    give_up_job(deps, work, &e).await;
+                }
+            }
             failures.push(id);
         }
     }
     Ok(sqs::batch_response(failures))
+}
+
+/// Ends the job of a settle message that will not be delivered again.
+async fn give_up_job(deps: &Deps, work: &Settle, e: &Error) {
+    let SettleWork::Job { job_id, .. } = &work.work else {
+        return;
+    };
+    match deps.store.get_job(&work.dispatch_id, job_id).await {
+        Ok(Some(mut job)) if !job.state.is_finished() => {
+            job.finish(
+                JobState::Failed,
+                format!("the worker gave up after {} tries: {e}", deps.config.max_receives),
+            );
+            if let Err(e) = deps.store.put_job(&job).await {
+                tracing::error!(job = %job_id, error = %e, "job not marked failed");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::error!(job = %job_id, error = %e, "job not marked failed"),
+    }
 }
 
 /// The work of one settle message.
@@ -283,6 +320,24 @@ pub async fn settle_one(
         (SettleWork::WriteHistory, state) if state.is_finished() && d.history_key.is_none() => {
             deps.completer.write_history(&d).await?;
             report.histories_written.push(d.id.clone());
+        }
+        (
+            SettleWork::Job {
+                job_id,
+                shard,
+                after,
+            },
+            _,
+        ) => {
+            run_job(
+                deps,
+                &d,
+                job_id,
+                (*shard, after.clone()),
+                deadline,
+                &mut report,
+            )
+            .await?
         }
         // The dispatch moved on since the work was handed out: nothing left to do.
         _ => {}
@@ -437,6 +492,151 @@ async fn settle_sending(
             .await;
         report.completed.push(d.id.clone());
     }
+    Ok(())
+}
+
+/// An operator's job, a page of records at a time from `(shard, after)`; when the
+/// invocation's time runs short it goes on in a new message. Its progress is written after
+/// every page, so the portal sees it move.
+async fn run_job(
+    deps: &Deps,
+    d: &Dispatch,
+    job_id: &str,
+    (shard, after): (u32, Option<String>),
+    deadline: domain::Deadline,
+    report: &mut Report,
+) -> Result<()> {
+    let Some(mut job) = deps.store.get_job(&d.id, job_id).await? else {
+        tracing::warn!(dispatch = %d.id, job = %job_id, "no such job; nothing to do");
+        return Ok(());
+    };
+    if job.state.is_finished() {
+        return Ok(());
+    }
+    job.state = JobState::Running;
+    let states = match job.kind.clone() {
+        JobKind::Resend { states } => states,
+        JobKind::History => {
+            // One pass over the records into the history on temporary disk.
+            match deps.completer.write_history(d).await {
+                Ok(_) => {
+                    job.looked_at = d.counts.total;
+                    job.done = d.counts.total;
+                    job.finish(
+                        JobState::Succeeded,
+                        format!("history written again: {} rows", d.counts.total),
+                    );
+                }
+                // Never written while recipients are open: waiting would not change that.
+                Err(Error::Conflict(why)) => job.finish(JobState::Failed, why),
+                // Tried again when the message comes back.
+                Err(e) => return Err(e),
+            }
+            deps.store.put_job(&job).await?;
+            report.jobs_finished.push(job.id.clone());
+            return Ok(());
+        }
+    };
+    let mut pages = Pages {
+        shards: d.shards,
+        shard,
+        after,
+    };
+    let mut moved = false;
+    while let Some((shard, after)) = pages.next_query() {
+        if deadline.remaining() < MARGIN {
+            job.updated_at = domain::model::now_rfc3339();
+            deps.store.put_job(&job).await?;
+            let body = serde_json::to_string(&Settle {
+                dispatch_id: d.id.clone(),
+                work: SettleWork::Job {
+                    job_id: job.id.clone(),
+                    shard: pages.shard,
+                    after: pages.after.take(),
+                },
+            })
+            .map_err(|e| Error::Malformed(e.to_string()))?;
+            sqs::send_all(&deps.sqs, settle_queue(deps)?, vec![body]).await?;
+            report.jobs_continued.push(job.id.clone());
+            return Ok(());
+        }
+        let page = deps
+            .store
+            .query_shard(&d.id, shard, None, after, PASS_PAGE)
+            .await?;
+        pages.reached(page.next.clone());
+        job.looked_at += page.recipients.len() as u64;
+        let chosen: Vec<_> = page
+            .recipients
+            .into_iter()
+            .filter(|(_, r)| states.contains(&r.state))
+            .collect();
+        if !chosen.is_empty() {
+            let now = deps
+                .store
+                .get_dispatch(&d.id)
+                .await?
+                .ok_or_else(|| Error::NotFound(d.id.clone()))?;
+            let continuing = job.send_attempt.is_some();
+            let done = deps
+                .store
+                .resend_as(&now, &chosen, &job.requested_by, continuing)
+                .await?;
+            if !continuing && !done.done.is_empty() {
+                job.send_attempt = Some(now.send_attempt + 1);
+            }
+            job.done += done.done.len() as u64;
+            job.skipped += done.skipped.len() as u64;
+            if done.dispatch_moved {
+                moved = true;
+                break;
+            }
+        }
+        job.updated_at = domain::model::now_rfc3339();
+        deps.store.put_job(&job).await?;
+    }
+    let action = job.kind.action();
+    if job.done == 0 {
+        let why = if moved {
+            format!(
+                "the dispatch is no longer {}",
+                DispatchState::CompletedWithErrors
+            )
+        } else {
+            "the recipients changed meanwhile".to_string()
+        };
+        let outcome = format!("refused: nothing was resent: {why}");
+        deps.store
+            .audit_or_log(&d.id, &job.requested_by, action, &outcome)
+            .await;
+        job.finish(JobState::Failed, outcome);
+    } else {
+        let mut outcome = format!(
+            "send attempt {}: {} sent again (job {})",
+            job.send_attempt.unwrap_or_default(),
+            job.done,
+            job.id
+        );
+        if job.skipped > 0 {
+            outcome.push_str(&format!("; {} had changed and were left", job.skipped));
+        }
+        if moved {
+            outcome.push_str("; the dispatch moved on before the rest");
+        }
+        deps.store
+            .audit_or_log(&d.id, &job.requested_by, action, &outcome)
+            .await;
+        // Should this fail, the stall check hands the pending recipients out.
+        let now = deps
+            .store
+            .get_dispatch(&d.id)
+            .await?
+            .ok_or_else(|| Error::NotFound(d.id.clone()))?;
+        hand_out(deps, &now).await?;
+        job.finish(JobState::Succeeded, outcome);
+    }
+    deps.store.put_job(&job).await?;
+    report.jobs_finished.push(job.id.clone());
     Ok(())
 }
 

@@ -86,7 +86,10 @@ impl SendingBar {
         if done > 0 && self.first_done.is_none() {
             self.first_done = Some(std::time::Instant::now());
         }
-        let secs = self.first_done.map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0);
+        let secs = self
+            .first_done
+            .map(|t| t.elapsed().as_secs_f64())
+            .unwrap_or(0.0);
         let rate = if secs >= 1.0 {
             format!("{:.1}/s", done.saturating_sub(1) as f64 / secs)
         } else {
@@ -238,8 +241,16 @@ async fn demo() -> Result<()> {
         if status != 200 {
             bail!("closing answered {status}: {body}");
         }
+        // Closing has the history written again, with the close in its audit rows, by a job.
+        if let Some(link) = body["history_job"]["link"].as_str() {
+            let job = portal.wait_for_job(link, Duration::from_secs(120)).await?;
+            println!(
+                "    history job {}: {}",
+                job["state"].as_str().unwrap_or_default(),
+                job["outcome"].as_str().unwrap_or_default()
+            );
+        }
         d = body;
-        // Closing writes the history again, with the close in its audit rows.
         let (status, body) = portal.get(&format!("/dispatches/{id}/history")).await?;
         if status == 200 {
             history = body;

@@ -107,6 +107,25 @@ impl Portal {
         }
     }
 
+    /// Reads a job again (`link`, as the API gave it) until it has finished, as a portal does.
+    pub async fn wait_for_job(&self, link: &str, timeout: Duration) -> Result<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (status, body) = self.get(link).await?;
+            if status != 200 {
+                bail!("GET {link} answered {status}: {body}");
+            }
+            let job: Value = serde_json::from_str(&body)?;
+            if job["state"] == "succeeded" || job["state"] == "failed" {
+                return Ok(job);
+            }
+            if Instant::now() > deadline {
+                bail!("job {link} did not finish within {timeout:?}: {job}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Waits until the dispatch is in one of `states`, calling `progress` on every look.
     pub async fn wait_for(
         &self,

@@ -22,6 +22,7 @@ pub mod deadline;
 pub mod error;
 pub mod identity;
 pub mod ids;
+pub mod job;
 pub mod keys;
 pub mod limits;
 pub mod manifest;

@@ -57,6 +57,15 @@ pub enum SettleWork {
     WriteHistory,
     /// A finished dispatch whose history receipts made stale since `since`.
     RefreshHistory { since: String },
+    /// An operator's job ([`crate::job::Job`]) on the dispatch, continuing at `shard` after
+    /// the sort key `after`.
+    Job {
+        job_id: String,
+        #[serde(default)]
+        shard: u32,
+        #[serde(default)]
+        after: Option<String>,
+    },
 }
 
 /// Settle work: one dispatch and what it needs. The scheduled run sends one per dispatch, so

@@ -44,6 +44,13 @@ impl Completer {
     /// Closes a dispatch that completed with errors, by an operator's decision, and writes
     /// its history again with the close in it.
     pub async fn close(&self, id: &str, by: &str) -> Result<Dispatch> {
+        let closed = self.close_only(id, by).await?;
+        self.write_history(&closed).await
+    }
+
+    /// [`Completer::close`] without writing the history, for a caller that has it written
+    /// elsewhere (a job: the pass grows with the list).
+    pub async fn close_only(&self, id: &str, by: &str) -> Result<Dispatch> {
         let closed = self
             .ports
             .dispatches
@@ -62,7 +69,7 @@ impl Completer {
             .audit
             .append(id, by, "closed", "closed (manual)")
             .await;
-        self.write_history(&closed).await
+        Ok(closed)
     }
 
     /// Writes the history documents of a dispatch and records where they are.

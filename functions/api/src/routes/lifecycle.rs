@@ -22,14 +22,35 @@ pub(crate) async fn close(
     State(deps): State<AppState>,
     Path(id): Path<String>,
     Extension(caller): Extension<Caller>,
-) -> ApiResult<Json<DispatchView>> {
+) -> ApiResult<Json<serde_json::Value>> {
     load(&deps, &id).await?;
     require(&caller, Permission::Send, "close a dispatch")?;
     let by = caller.id;
-    let closed = deps.completer.close(&id, &by).await;
+    let closed = deps.completer.close_only(&id, &by).await;
     let d = audit_refusal(&deps, &id, &by, "closed", closed).await?;
     tracing::info!(dispatch = %id, by = %by, "closed");
-    Ok(Json(d.into()))
+    // The history is written again with the close in it by a job: the pass grows with the
+    // list. Should the job not be queued, the schedule writes it again (a stale mark).
+    let job = match crate::routes::recipients::queue_job(
+        &deps,
+        &d,
+        domain::job::JobKind::History,
+        &by,
+    )
+    .await
+    {
+        Ok(job) => Some(crate::routes::recipients::job_view(&job)),
+        Err(e) => {
+            tracing::error!(dispatch = %id, error = ?e, "history job not queued; marked stale for the schedule");
+            if let Err(e) = deps.store.mark_history_stale(&id, &now_rfc3339()).await {
+                tracing::error!(dispatch = %id, error = %e, "history not marked for rewriting");
+            }
+            None
+        }
+    };
+    let mut view = serde_json::to_value(DispatchView::from(d)).unwrap_or_default();
+    view["history_job"] = job.unwrap_or_default();
+    Ok(Json(view))
 }
 
 /// What a lifecycle action writes besides the new state.

@@ -8,10 +8,13 @@ use crate::view::DispatchView;
 use crate::{AppState, Deps};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use axum::{Extension, Json};
 use domain::identity::{Caller, Permission};
+use domain::job::{Job, JobKind};
 use domain::limits::input as limits;
 use domain::model::{Dispatch, DispatchState, RecipientState};
+use domain::queue::{Settle, SettleWork};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -293,11 +296,40 @@ pub(crate) async fn resend(
     Path(id): Path<String>,
     Extension(caller): Extension<Caller>,
     body: axum::body::Bytes,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<axum::response::Response> {
     let d = load(&deps, &id).await?;
     require(&caller, Permission::Send, "resend")?;
     let done = resend_checked(&deps, &d, &caller, &body).await;
-    let done = audit_refusal(&deps, &id, &caller.id, "resend", done).await?;
+    let done = match audit_refusal(&deps, &id, &caller.id, "resend", done).await? {
+        Resent::Now(done) => done,
+        Resent::Job(job) => {
+            let states: Vec<&str> = match &job.kind {
+                JobKind::Resend { states } => states.iter().map(|s| s.as_str()).collect(),
+                JobKind::History => Vec::new(),
+            };
+            record(
+                &deps,
+                &id,
+                &caller.id,
+                "resend",
+                &format!(
+                    "queued as job {}: every recipient {}",
+                    job.id,
+                    states.join(" or ")
+                ),
+            )
+            .await;
+            return Ok((
+                StatusCode::ACCEPTED,
+                [(axum::http::header::LOCATION, job_path(&job))],
+                Json(json!({
+                    "dispatch": DispatchView::from(d),
+                    "job": job_view(&job),
+                })),
+            )
+                .into_response());
+        }
+    };
     let ids: Vec<&str> = done.done.iter().map(String::as_str).collect();
     let mut outcome = format!(
         "send attempt {}: {} sent again: {}",
@@ -319,7 +351,70 @@ pub(crate) async fn resend(
             "resent": done.done,
             "skipped": done.skipped,
         })),
-    ))
+    )
+        .into_response())
+}
+
+/// What a resend came to: recipients named by id are resent in the request (there are at
+/// most [`MAX_CHOSEN`]); recipients chosen by state, however many, by a job.
+pub(crate) enum Resent {
+    Now(adapters::dynamodb::amend::Amended),
+    Job(Job),
+}
+
+fn job_path(job: &Job) -> String {
+    format!("/dispatches/{}/jobs/{}", job.dispatch_id, job.id)
+}
+
+/// A job as the API shows it: the job with the path to read it again.
+pub(crate) fn job_view(job: &Job) -> Value {
+    let mut v = serde_json::to_value(job).unwrap_or(Value::Null);
+    v["link"] = json!(job_path(job));
+    v
+}
+
+/// One job of a dispatch: its state, how far it came and, once finished, what came of it.
+pub(crate) async fn get_job(
+    State(deps): State<AppState>,
+    Path((id, job_id)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    input::bytes("job", &job_id, limits::RECIPIENT_ID_BYTES)?;
+    let _ = load(&deps, &id).await?;
+    match deps.store.get_job(&id, &job_id).await? {
+        Some(job) => Ok(Json(job_view(&job))),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("dispatch {id} has no job {job_id}"),
+        )),
+    }
+}
+
+/// Accepts a job: written as queued, then handed to the worker's queue.
+pub(crate) async fn queue_job(
+    deps: &Deps,
+    d: &Dispatch,
+    kind: JobKind,
+    by: &str,
+) -> ApiResult<Job> {
+    let queue = deps.config.settle_queue_url.as_deref().ok_or_else(|| {
+        ApiError::from(domain::Error::Malformed(format!(
+            "{} is not set: jobs have no worker",
+            domain::config::vars::SETTLE_QUEUE_URL
+        )))
+    })?;
+    let job = Job::new(&d.id, kind, by, uuid::Uuid::new_v4().simple().to_string());
+    deps.store.put_job(&job).await?;
+    let body = serde_json::to_string(&Settle {
+        dispatch_id: d.id.clone(),
+        work: SettleWork::Job {
+            job_id: job.id.clone(),
+            shard: 0,
+            after: None,
+        },
+    })
+    .map_err(|e| ApiError::from(domain::Error::Malformed(e.to_string())))?;
+    adapters::sqs::send_all(&deps.sqs, queue, vec![body]).await?;
+    Ok(job)
 }
 
 pub(crate) async fn resend_checked(
@@ -327,7 +422,7 @@ pub(crate) async fn resend_checked(
     d: &Dispatch,
     caller: &Caller,
     body: &[u8],
-) -> ApiResult<adapters::dynamodb::amend::Amended> {
+) -> ApiResult<Resent> {
     let req = chosen_body(
         body,
         r#"{"recipient_ids": ["1042"]} or {"states": ["failed", "unknown"]}"#,
@@ -370,7 +465,25 @@ pub(crate) async fn resend_checked(
                     )),
                 })
                 .collect::<ApiResult<Vec<_>>>()?;
-            deps.store.recipients_in(d, &states).await?
+            let mut states: Vec<RecipientState> = states;
+            states.dedup();
+            let waiting: u64 = states
+                .iter()
+                .map(|s| match s {
+                    RecipientState::Failed => d.counts.failed,
+                    RecipientState::Unknown => d.counts.unknown,
+                    _ => 0,
+                })
+                .sum();
+            if waiting == 0 {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "there is nobody to resend to: no recipient is in the states asked for",
+                ));
+            }
+            return queue_job(deps, d, JobKind::Resend { states }, &caller.id)
+                .await
+                .map(Resent::Job);
         }
     };
     if chosen.is_empty() {
@@ -394,5 +507,5 @@ pub(crate) async fn resend_checked(
             format!("nothing was resent: {why}"),
         ));
     }
-    Ok(done)
+    Ok(Resent::Now(done))
 }

@@ -101,9 +101,27 @@ impl Store {
         chosen: &[(RecipientKey, Recipient)],
         by: &str,
     ) -> Result<Amended> {
-        let attempt = d.send_attempt + 1;
+        self.resend_as(d, chosen, by, false).await
+    }
+
+    /// [`Store::resend`], or with `continuing` more recipients of the send attempt an
+    /// earlier call began (`d.send_attempt`, the dispatch still sending it): a job that
+    /// resends a page at a time.
+    pub async fn resend_as(
+        &self,
+        d: &Dispatch,
+        chosen: &[(RecipientKey, Recipient)],
+        by: &str,
+        continuing: bool,
+    ) -> Result<Amended> {
+        let attempt = if continuing {
+            d.send_attempt
+        } else {
+            d.send_attempt + 1
+        };
         let now = now_rfc3339();
         let dispatch = |first: bool, rs: &[&(RecipientKey, Recipient)]| {
+            let first = first && !continuing;
             let failed = rs
                 .iter()
                 .filter(|(_, r)| r.state == RecipientState::Failed)

@@ -4,6 +4,7 @@
 //! |------------|----------------------------|-----------------|------------------------------------------|
 //! | dispatch   | `D#<id>`                   | `DISPATCH`      | by-created (`gsi1`), by-state (`gsi2`)   |
 //! | recipient  | `D#<id>#S#<shard>`         | `R#<recipient id>` or `L#<line>` | none                    |
+//! | job        | `D#<id>#JOBS`              | `JOB#<job id>`  | none                                     |
 //!
 //! Recipients are spread over key shards (a hash of the recipient id) so that one dispatch
 //! is not held to the write rate of a single partition. A row without a usable unique id is
@@ -14,6 +15,7 @@ pub mod audit;
 pub mod claims;
 pub mod counters;
 pub mod dispatches;
+pub mod jobs;
 pub mod rates;
 pub mod receipts;
 pub mod recipients;

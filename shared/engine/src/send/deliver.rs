@@ -271,7 +271,15 @@ impl Sender {
     ) -> (Delivered, Option<Duration>) {
         let mut answered = None;
         let d = self
-            .send_timed(dispatch_id, item, message, stop, slot, stop_at, &mut answered)
+            .send_timed(
+                dispatch_id,
+                item,
+                message,
+                stop,
+                slot,
+                stop_at,
+                &mut answered,
+            )
             .await;
         (d, answered)
     }

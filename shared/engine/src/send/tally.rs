@@ -125,7 +125,8 @@ impl Tally {
             c.unknown += t.unknown;
             c.throttled += t.throttled;
             let room = MAX_ANSWER_SAMPLES.saturating_sub(c.answer_micros.len());
-            c.answer_micros.extend(t.answer_micros.into_iter().take(room));
+            c.answer_micros
+                .extend(t.answer_micros.into_iter().take(room));
         }
     }
 
