@@ -535,6 +535,36 @@ async fn removed_recipients_are_never_sent_and_the_download_shows_every_status()
         .unwrap();
     assert_eq!(status, 400);
 
+    // The same download as a job, for a list of any size: the job's result is a link to
+    // the same file.
+    let (status, body) = approver
+        .post(&format!("/dispatches/{id}/download"))
+        .await
+        .unwrap();
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["job"]["kind"], "download", "{body}");
+    assert_eq!(body["job"]["format"], "csv", "{body}");
+    let job = approver
+        .wait_for_job(
+            body["job"]["link"].as_str().unwrap(),
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(job["done"], 5, "rows written: {job}");
+    assert_eq!(job["looked_at"], 5, "records read: {job}");
+    assert!(job.get("result_key").is_none(), "{job}");
+    let link = job["result"].as_str().expect("a link to the file");
+    assert!(link.contains("X-Amz-Expires=900"), "{link}");
+    let via_job = reqwest::get(link).await.unwrap().text().await.unwrap();
+    assert_eq!(via_job, text, "the job wrote the file the request did");
+    let (status, body) = approver
+        .post(&format!("/dispatches/{id}/download?format=pdf"))
+        .await
+        .unwrap();
+    assert_eq!(status, 400, "{body}");
+
     // A list changed in the package folder after validation is not passed off as the
     // validated one.
     local
@@ -557,6 +587,27 @@ async fn removed_recipients_are_never_sent_and_the_download_shows_every_status()
         .await
         .unwrap();
     assert_eq!(status, 409, "{}", String::from_utf8_lossy(&bytes));
+    let (status, body) = approver
+        .post(&format!("/dispatches/{id}/download"))
+        .await
+        .unwrap();
+    assert_eq!(status, 202, "{body}");
+    let job = approver
+        .wait_for_job(
+            body["job"]["link"].as_str().unwrap(),
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    assert_eq!(job["state"], "failed", "{job}");
+    assert!(
+        job["outcome"]
+            .as_str()
+            .unwrap()
+            .contains("not the one validated"),
+        "{job}"
+    );
+    assert!(job["result"].is_null(), "{job}");
 
     // Close after review; the history CSV ends with the audit trail, every action in it.
     let (status, body) = approver

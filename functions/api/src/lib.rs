@@ -113,7 +113,10 @@ pub fn router(deps: Arc<Deps>) -> Router {
         .route("/dispatches/{id}/remove", post(recipients::remove))
         .route("/dispatches/{id}/resend", post(recipients::resend))
         .route("/dispatches/{id}/jobs/{job}", get(recipients::get_job))
-        .route("/dispatches/{id}/download", get(documents::download))
+        .route(
+            "/dispatches/{id}/download",
+            get(documents::download).post(documents::download_job),
+        )
         // Inside the caller check: refusals of a known caller are audited.
         .route_layer(middleware::from_fn_with_state(
             deps.clone(),

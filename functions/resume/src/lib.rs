@@ -26,7 +26,7 @@ use adapters::sqs;
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use domain::config::Config;
-use domain::job::{JobKind, JobState};
+use domain::job::{JobKind, JobState, ListFormat};
 use domain::model::{age_secs, Dispatch, DispatchState, RecipientState};
 use domain::queue::{FanOutAction, Settle, SettleWork, StallPass};
 use domain::{Error, Result};
@@ -247,7 +247,10 @@ async fn give_up_job(deps: &Deps, work: &Settle, e: &Error) {
         Ok(Some(mut job)) if !job.state.is_finished() => {
             job.finish(
                 JobState::Failed,
-                format!("the worker gave up after {} tries: {e}", deps.config.max_receives),
+                format!(
+                    "the worker gave up after {} tries: {e}",
+                    deps.config.max_receives
+                ),
             );
             if let Err(e) = deps.store.put_job(&job).await {
                 tracing::error!(job = %job_id, error = %e, "job not marked failed");
@@ -516,6 +519,36 @@ async fn run_job(
     job.state = JobState::Running;
     let states = match job.kind.clone() {
         JobKind::Resend { states } => states,
+        JobKind::Download { format } => {
+            let format = match format {
+                ListFormat::Csv => documents::download::Format::Csv,
+                ListFormat::Xlsx => documents::download::Format::Xlsx,
+            };
+            match adapters::download::write(
+                &deps.store,
+                &deps.docs,
+                d,
+                format,
+                deps.config.max_list_bytes,
+            )
+            .await?
+            {
+                Ok(w) => {
+                    job.looked_at = w.records;
+                    job.done = w.rows;
+                    job.result_key = Some(w.key);
+                    job.result_name = Some(w.filename);
+                    job.finish(
+                        JobState::Succeeded,
+                        format!("{} rows with their statuses", w.rows),
+                    );
+                }
+                Err(refusal) => job.finish(JobState::Failed, refusal.message()),
+            }
+            deps.store.put_job(&job).await?;
+            report.jobs_finished.push(job.id.clone());
+            return Ok(());
+        }
         JobKind::History => {
             // One pass over the records into the history on temporary disk.
             match deps.completer.write_history(d).await {

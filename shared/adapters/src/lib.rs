@@ -13,6 +13,7 @@
 
 pub mod channels;
 pub mod clients;
+pub mod download;
 pub mod dynamodb;
 pub mod metrics;
 pub mod notify;

@@ -8,7 +8,7 @@ use crate::csvout::CsvFile;
 use crate::history::{shipment_error, shipment_state};
 use domain::model::Recipient;
 use intake::list::{normalise_header, ListReader};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// The columns appended to the list's own.
 pub const STATUS_COLUMNS: [&str; 2] = ["dispatch_status", "dispatch_reason"];
@@ -39,8 +39,119 @@ impl Format {
 /// A recipient's status as the download shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Status {
-    pub status: &'static str,
+    pub status: String,
     pub reason: String,
+}
+
+/// Recipients' statuses by line, looked up as the list is written (lines increasing).
+pub trait Statuses {
+    fn status(&mut self, line: u64) -> std::io::Result<Option<Status>>;
+}
+
+impl Statuses for HashMap<u64, Status> {
+    fn status(&mut self, line: u64) -> std::io::Result<Option<Status>> {
+        Ok(self.get(&line).cloned())
+    }
+}
+
+/// Lines per bucket of a [`StatusBook`]: what it holds in memory at once.
+pub const STATUS_BUCKET_LINES: u64 = 50_000;
+
+type BucketWriter = csv::Writer<std::io::BufWriter<std::fs::File>>;
+
+/// Statuses of a whole dispatch in bounded memory: added in any order (a page of records
+/// at a time), kept on temporary disk in buckets of lines; looked up in line order, one
+/// bucket in memory at a time.
+pub struct StatusBook {
+    dir: tempfile::TempDir,
+    bucket_lines: u64,
+    writers: BTreeMap<u64, BucketWriter>,
+    written: bool,
+    loaded: Option<(u64, HashMap<u64, Status>)>,
+}
+
+impl StatusBook {
+    pub fn new() -> std::io::Result<StatusBook> {
+        StatusBook::with_bucket_lines(STATUS_BUCKET_LINES)
+    }
+
+    pub fn with_bucket_lines(bucket_lines: u64) -> std::io::Result<StatusBook> {
+        Ok(StatusBook {
+            dir: tempfile::tempdir()?,
+            bucket_lines: bucket_lines.max(1),
+            writers: BTreeMap::new(),
+            written: false,
+            loaded: None,
+        })
+    }
+
+    fn path(&self, bucket: u64) -> std::path::PathBuf {
+        self.dir.path().join(format!("{bucket}.csv"))
+    }
+
+    /// Takes one recipient's status.
+    pub fn add(&mut self, r: &Recipient) -> std::io::Result<()> {
+        let bucket = r.line / self.bucket_lines;
+        if !self.writers.contains_key(&bucket) {
+            let file = std::fs::File::create(self.path(bucket))?;
+            self.writers.insert(
+                bucket,
+                csv::WriterBuilder::new()
+                    .has_headers(false)
+                    .from_writer(std::io::BufWriter::with_capacity(16 * 1024, file)),
+            );
+        }
+        if let Some(w) = self.writers.get_mut(&bucket) {
+            let line = r.line.to_string();
+            w.write_record([
+                line.as_str(),
+                shipment_state(r),
+                shipment_error(r).unwrap_or_default(),
+            ])?;
+        }
+        Ok(())
+    }
+}
+
+impl Statuses for StatusBook {
+    fn status(&mut self, line: u64) -> std::io::Result<Option<Status>> {
+        if !self.written {
+            for (_, mut w) in std::mem::take(&mut self.writers) {
+                w.flush()?;
+            }
+            self.written = true;
+        }
+        let bucket = line / self.bucket_lines;
+        if self.loaded.as_ref().map(|(b, _)| *b) != Some(bucket) {
+            let mut statuses = HashMap::new();
+            let path = self.path(bucket);
+            if path.exists() {
+                let mut reader = csv::ReaderBuilder::new()
+                    .has_headers(false)
+                    .from_path(&path)?;
+                for record in reader.records() {
+                    let record = record?;
+                    let line: u64 = record
+                        .get(0)
+                        .and_then(|l| l.parse().ok())
+                        .ok_or_else(|| std::io::Error::other("a status without its line"))?;
+                    statuses.insert(
+                        line,
+                        Status {
+                            status: record.get(1).unwrap_or_default().to_string(),
+                            reason: record.get(2).unwrap_or_default().to_string(),
+                        },
+                    );
+                }
+            }
+            // The bucket before is never asked for again: the list is read in line order.
+            self.loaded = Some((bucket, statuses));
+        }
+        Ok(self
+            .loaded
+            .as_ref()
+            .and_then(|(_, s)| s.get(&line).cloned()))
+    }
 }
 
 /// The status of every recipient, by its line in the list.
@@ -51,7 +162,7 @@ pub fn statuses<'a>(recipients: impl IntoIterator<Item = &'a Recipient>) -> Hash
             (
                 r.line,
                 Status {
-                    status: shipment_state(r),
+                    status: shipment_state(r).to_string(),
                     reason: shipment_error(r).unwrap_or_default().to_string(),
                 },
             )
@@ -103,7 +214,7 @@ fn header(list: &[String]) -> Vec<String> {
 /// report names such rows).
 pub fn write(
     reader: &mut ListReader,
-    statuses: &HashMap<u64, Status>,
+    statuses: &mut impl Statuses,
     format: Format,
 ) -> Result<Written, DownloadError> {
     let width = reader.headers().len();
@@ -121,9 +232,10 @@ pub fn write(
             cells.extend(row.cells().take(width));
         }
         cells.resize(width, "");
-        match statuses.get(&line) {
+        let status = statuses.status(line).map_err(write_error)?;
+        match &status {
             Some(s) => {
-                cells.push(s.status);
+                cells.push(&s.status);
                 cells.push(&s.reason);
             }
             None => {
@@ -224,6 +336,38 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_status_book_on_disk_answers_as_the_statuses_in_memory_do() {
+        let mut rs: Vec<Recipient> = (2..40)
+            .map(|line| match line % 3 {
+                0 => recipient(line, RecipientState::Sent, None),
+                1 => recipient(
+                    line,
+                    RecipientState::Failed,
+                    Some("MessageRejected: no, \"quoted\""),
+                ),
+                _ => recipient(line, RecipientState::Invalid, Some("invalid_email: no @")),
+            })
+            .collect();
+        // Added in any order (a page of a key shard after another), looked up in line order.
+        rs.reverse();
+        rs.swap(3, 20);
+        let mut in_memory = statuses(&rs);
+        let mut book = StatusBook::with_bucket_lines(7).unwrap();
+        for r in &rs {
+            book.add(r).unwrap();
+        }
+        for line in 0..45 {
+            assert_eq!(
+                book.status(line).unwrap(),
+                in_memory.status(line).unwrap(),
+                "line {line}"
+            );
+        }
+        assert_eq!(book.status(4).unwrap().unwrap().status, "failed");
+        assert!(book.loaded.as_ref().is_some_and(|(_, s)| s.len() <= 7));
+    }
+
     fn statuses_of_three() -> HashMap<u64, Status> {
         let mut bounced = recipient(3, RecipientState::Sent, None);
         bounced.receipt = Some(Receipt::Bounced);
@@ -240,7 +384,7 @@ mod tests {
     #[test]
     fn the_csv_download_is_the_list_with_a_status_per_row() {
         let mut reader = ListReader::open("list.csv", LIST.as_bytes().to_vec(), None).unwrap();
-        let w = write(&mut reader, &statuses_of_three(), Format::Csv).unwrap();
+        let w = write(&mut reader, &mut statuses_of_three(), Format::Csv).unwrap();
         assert_eq!((w.rows, w.unmatched), (3, 0));
         let text = std::fs::read_to_string(w.file.path()).unwrap();
         let lines: Vec<&str> = text.lines().collect();
@@ -271,12 +415,12 @@ mod tests {
             two.insert(
                 line,
                 Status {
-                    status: "sent",
+                    status: "sent".into(),
                     reason: String::new(),
                 },
             );
         }
-        let w = write(&mut reader, &two, Format::Csv).unwrap();
+        let w = write(&mut reader, &mut two, Format::Csv).unwrap();
         assert_eq!((w.rows, w.unmatched), (2, 0));
         let text = std::fs::read_to_string(w.file.path()).unwrap();
         assert_eq!(
@@ -294,7 +438,7 @@ mod tests {
         let mut reader = ListReader::open("list.csv", LIST.as_bytes().to_vec(), None).unwrap();
         let mut only_two = statuses_of_three();
         only_two.remove(&4);
-        let w = write(&mut reader, &only_two, Format::Xlsx).unwrap();
+        let w = write(&mut reader, &mut only_two, Format::Xlsx).unwrap();
         assert_eq!((w.rows, w.unmatched), (3, 1));
         let bytes = std::fs::read(w.file.path()).unwrap();
         let mut back = ListReader::open("download.xlsx", bytes, None).unwrap();

@@ -32,6 +32,16 @@ pub enum JobKind {
     Resend { states: Vec<RecipientState> },
     /// The history documents written again (after a close, so that they hold it).
     History,
+    /// The validated list with each recipient's status, as a file in the reports bucket.
+    Download { format: ListFormat },
+}
+
+/// The formats a list is downloaded in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListFormat {
+    Csv,
+    Xlsx,
 }
 
 impl JobKind {
@@ -40,6 +50,7 @@ impl JobKind {
         match self {
             JobKind::Resend { .. } => "resend",
             JobKind::History => "history",
+            JobKind::Download { .. } => "download",
         }
     }
 }
@@ -67,6 +78,11 @@ pub struct Job {
     pub send_attempt: Option<u32>,
     /// What came of it, in words, once finished.
     pub outcome: Option<String>,
+    /// The document it wrote, in the reports bucket, and the file name a link gives it.
+    #[serde(default)]
+    pub result_key: Option<String>,
+    #[serde(default)]
+    pub result_name: Option<String>,
 }
 
 impl Job {
@@ -87,6 +103,8 @@ impl Job {
             looked_at: 0,
             send_attempt: None,
             outcome: None,
+            result_key: None,
+            result_name: None,
         }
     }
 

@@ -188,6 +188,45 @@ pub(crate) struct DownloadQuery {
     format: Option<String>,
 }
 
+/// The download as a job, for a list of any size: `202` with the job; once it has
+/// succeeded, the job's `result` is a link to the file.
+pub(crate) async fn download_job(
+    State(deps): State<AppState>,
+    Path(id): Path<String>,
+    axum::Extension(caller): axum::Extension<domain::identity::Caller>,
+    Query(q): Query<DownloadQuery>,
+) -> ApiResult<Response> {
+    use domain::job::{JobKind, ListFormat};
+    let d = load(&deps, &id).await?;
+    let format = match q.format.as_deref().unwrap_or("csv") {
+        "csv" => ListFormat::Csv,
+        "xlsx" => ListFormat::Xlsx,
+        other => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("format '{other}' is not offered; use csv or xlsx"),
+            ))
+        }
+    };
+    if d.package_key.is_none() || d.list_sha256.is_none() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            adapters::download::Refusal::NoList.message(),
+        ));
+    }
+    let job =
+        crate::routes::recipients::queue_job(&deps, &d, JobKind::Download { format }, &caller.id)
+            .await?;
+    let view = crate::routes::recipients::job_view(&job);
+    let location = view["link"].as_str().unwrap_or_default().to_string();
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, location)],
+        Json(serde_json::json!({ "job": view })),
+    )
+        .into_response())
+}
+
 /// How long a download link works.
 pub(crate) const DOWNLOAD_LINK_SECS: u64 = 15 * 60;
 
@@ -199,7 +238,7 @@ pub(crate) async fn download(
     Path(id): Path<String>,
     Query(q): Query<DownloadQuery>,
 ) -> ApiResult<Response> {
-    use documents::download::{self, Format};
+    use documents::download::Format;
     let d = load(&deps, &id).await?;
     let format = match q.format.as_deref().unwrap_or("csv") {
         "csv" => Format::Csv,
@@ -211,76 +250,29 @@ pub(crate) async fn download(
             ))
         }
     };
-    if d.package_key.is_none() || d.list_sha256.is_none() {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "there is no validated list to download yet",
-        ));
-    }
-    let package = deps.docs.package(&id).await?;
-    let list = match deps
-        .docs
-        .fetch_to_file(
-            &deps.docs.uploads_bucket,
-            &package.list_key,
-            deps.config.max_list_bytes,
-        )
-        .await?
+    let written = match adapters::download::write(
+        &deps.store,
+        &deps.docs,
+        &d,
+        format,
+        deps.config.max_list_bytes,
+    )
+    .await?
     {
-        adapters::s3::Fetched::Found(f) => f,
-        _ => {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                format!(
-                    "the validated list {} is no longer in the package folder",
-                    package.list_key
-                ),
-            ))
+        Ok(w) => w,
+        Err(refusal) => {
+            let status = match refusal {
+                adapters::download::Refusal::NoList => StatusCode::NOT_FOUND,
+                _ => StatusCode::CONFLICT,
+            };
+            return Err(ApiError::new(status, refusal.message()));
         }
     };
-    if Some(&list.sha256) != d.list_sha256.as_ref() {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "the list in the package folder is not the one validated; repeat the validation first",
-        ));
-    }
-    // A shard at a time: only the statuses are kept, not the records.
-    let mut statuses = std::collections::HashMap::new();
-    for shard in 0..d.shards {
-        let records = deps.store.shard_recipients(&id, shard, None).await?;
-        statuses.extend(download::statuses(records.iter().map(|(_, r)| r)));
-    }
-    let m = package.manifest;
-    let written = tokio::task::spawn_blocking(move || {
-        let mut reader = intake::list::ListReader::open_listed_as_uploaded(&m, Box::new(list.file))
-            .map_err(|e| download::DownloadError::Read(e.to_string()))?;
-        download::write(&mut reader, &statuses, format)
-    })
-    .await
-    .map_err(|e| {
-        tracing::error!(dispatch = %id, error = %e, "download writer stopped");
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
-    })?
-    .map_err(|e| {
-        tracing::error!(dispatch = %id, error = %e, "download not written");
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "the download could not be written",
-        )
-    })?;
-    if written.unmatched > 0 {
-        tracing::warn!(dispatch = %id, unmatched = written.unmatched, "rows without a recorded recipient");
-    }
-    let key = keys::download(&id, format.extension());
-    deps.docs
-        .put_report_file(&key, written.file.path(), format.content_type())
-        .await?;
-    let filename = format!("{id}-status.{}", format.extension());
     let link = deps
         .docs
         .report_link(
-            &key,
-            &filename,
+            &written.key,
+            &written.filename,
             std::time::Duration::from_secs(DOWNLOAD_LINK_SECS),
         )
         .await?;

@@ -305,7 +305,7 @@ pub(crate) async fn resend(
         Resent::Job(job) => {
             let states: Vec<&str> = match &job.kind {
                 JobKind::Resend { states } => states.iter().map(|s| s.as_str()).collect(),
-                JobKind::History => Vec::new(),
+                _ => Vec::new(),
             };
             record(
                 &deps,
@@ -359,7 +359,7 @@ pub(crate) async fn resend(
 /// most [`MAX_CHOSEN`]); recipients chosen by state, however many, by a job.
 pub(crate) enum Resent {
     Now(adapters::dynamodb::amend::Amended),
-    Job(Job),
+    Job(Box<Job>),
 }
 
 fn job_path(job: &Job) -> String {
@@ -369,9 +369,16 @@ fn job_path(job: &Job) -> String {
 /// A job as the API shows it: the job with the path to read it again.
 pub(crate) fn job_view(job: &Job) -> Value {
     let mut v = serde_json::to_value(job).unwrap_or(Value::Null);
+    if let Some(o) = v.as_object_mut() {
+        o.remove("result_key");
+        o.remove("result_name");
+    }
     v["link"] = json!(job_path(job));
     v
 }
+
+/// How long the link to a job's document works.
+const RESULT_LINK_SECS: u64 = 15 * 60;
 
 /// One job of a dispatch: its state, how far it came and, once finished, what came of it.
 pub(crate) async fn get_job(
@@ -381,7 +388,18 @@ pub(crate) async fn get_job(
     input::bytes("job", &job_id, limits::RECIPIENT_ID_BYTES)?;
     let _ = load(&deps, &id).await?;
     match deps.store.get_job(&id, &job_id).await? {
-        Some(job) => Ok(Json(job_view(&job))),
+        Some(job) => {
+            let mut view = job_view(&job);
+            // The document it wrote, by a link made now: a link works for minutes.
+            if let (Some(key), Some(name)) = (&job.result_key, &job.result_name) {
+                let link = deps
+                    .docs
+                    .report_link(key, name, std::time::Duration::from_secs(RESULT_LINK_SECS))
+                    .await?;
+                view["result"] = json!(link);
+            }
+            Ok(Json(view))
+        }
         None => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             format!("dispatch {id} has no job {job_id}"),
@@ -483,7 +501,7 @@ pub(crate) async fn resend_checked(
             }
             return queue_job(deps, d, JobKind::Resend { states }, &caller.id)
                 .await
-                .map(Resent::Job);
+                .map(|job| Resent::Job(Box::new(job)));
         }
     };
     if chosen.is_empty() {
