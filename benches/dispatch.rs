@@ -7,7 +7,9 @@
 //!    reached the emulator at, and the busiest one-second window.
 //!
 //! `cargo bench --bench dispatch` (or `make bench`). Settings: BENCH_RECIPIENTS (default 3000),
-//! BENCH_RATE (emails per second, default 50), BENCH_SENDERS (sender instances, default 4).
+//! BENCH_RATE (emails per second, default 50), BENCH_SENDERS (sender instances, default 4),
+//! BENCH_PROVIDER_MS (how long SES takes to answer each SendEmail, held by the proxy; default
+//! 0, AWS answers in tens of milliseconds).
 
 use domain::config::vars;
 use local::emulator::Emulator;
@@ -72,6 +74,7 @@ async fn run() {
     let recipients: usize = env_or("BENCH_RECIPIENTS", 3000);
     let rate: f64 = env_or("BENCH_RATE", 50.0);
     let senders: usize = env_or("BENCH_SENDERS", 4);
+    let provider_ms: u64 = env_or("BENCH_PROVIDER_MS", 0);
 
     let emulator = Emulator::start().await.expect("emulator");
     let proxy = FaultProxy::start(&emulator.endpoint).await;
@@ -84,6 +87,14 @@ async fn run() {
         ..Options::default()
     };
     let local = Local::on(emulator, options).await.expect("local system");
+    if provider_ms > 0 {
+        proxy.add(
+            |s| s.is_send_email(),
+            mass_dispatch::proxy::Fault::Delay(Duration::from_millis(provider_ms)),
+            0,
+            None,
+        );
+    }
     let portal = local.portal();
     // The bench watches the dispatch straight from the emulator, past the proxy.
     let store = adapters::dynamodb::Store::new(
@@ -131,7 +142,7 @@ async fn run() {
     local.system.stop().await;
 
     println!(
-        "\n# Dispatch of {recipients} email recipients, rate {rate}/s, {senders} sender instances"
+        "\n# Dispatch of {recipients} email recipients, rate {rate}/s, {senders} sender instances, SES answering after {provider_ms} ms"
     );
     println!(
         "validation {:.1} s, approval to completion {:.1} s\n",

@@ -103,3 +103,37 @@ impl engine::ports::SendQueue for SendQueue {
         send_all(&self.sqs, &self.url, vec![body]).await
     }
 }
+
+/// Completion handed to the settle queue: a sender whose results may have been a dispatch's
+/// last does not read the whole dispatch itself (its invocation is short and its temporary
+/// disk small); it sends the dispatch to the resume function, which completes it and writes
+/// its history. The answer is always `None`: the completion, and its notice, come from there.
+pub struct SettleHandOff {
+    sqs: aws_sdk_sqs::Client,
+    queue_url: String,
+}
+
+impl SettleHandOff {
+    pub fn new(sqs: aws_sdk_sqs::Client, queue_url: String) -> SettleHandOff {
+        SettleHandOff { sqs, queue_url }
+    }
+}
+
+#[async_trait::async_trait]
+impl engine::ports::Completion for SettleHandOff {
+    async fn complete_if_done(
+        &self,
+        d: &domain::model::Dispatch,
+    ) -> Result<Option<domain::model::Dispatch>> {
+        if d.state != domain::model::DispatchState::Sending || d.counts.outstanding() > 0 {
+            return Ok(None);
+        }
+        let body = serde_json::to_string(&domain::queue::Settle {
+            dispatch_id: d.id.clone(),
+            work: domain::queue::SettleWork::Sending { pass: None },
+        })
+        .map_err(|e| Error::Malformed(e.to_string()))?;
+        send_all(&self.sqs, &self.queue_url, vec![body]).await?;
+        Ok(None)
+    }
+}

@@ -26,7 +26,15 @@ pub fn send_ports(clients: &Clients, config: &Config) -> SendPorts {
         )),
         texter: Arc::new(SmsSender::new(clients.sns.clone())),
         packages: docs.clone(),
-        completion: Arc::new(completer_on(&store, &docs)),
+        // Where there is a settle queue the resume function completes dispatches, with the
+        // time and disk a whole-dispatch pass needs; without one the sender does.
+        completion: match &config.settle_queue_url {
+            Some(queue) => Arc::new(crate::sqs::SettleHandOff::new(
+                clients.sqs.clone(),
+                queue.clone(),
+            )),
+            None => Arc::new(completer_on(&store, &docs)),
+        },
         notices: Arc::new(Notifier::from_config(clients, config)),
         metrics: Arc::new(crate::metrics::EmfMetrics::new("send")),
         queue: Arc::new(crate::sqs::SendQueue::new(
