@@ -61,37 +61,103 @@ enum SlotWait {
     NotSending,
 }
 
-/// The pace of a channel's sends within one message, for sends that are behind their slots.
+/// Runs of new slots a message's late sends of one channel may take together before the
+/// rest of them go back on the queue.
+const RETAKES: u32 = 4;
+
+/// Late sends of one channel within one message.
 ///
-/// A late send takes no new slot (that would cost a write to the shared schedule for every
-/// send while the senders or the provider cannot keep up, and slow the store further). It goes
-/// out late instead, but no sooner than one slot interval after the previous late send of the
-/// same channel, so that a run that fell behind is sent at the rate's spacing, never in a
-/// burst. Every send still uses one slot of the shared schedule, at or after its time, so
-/// the rate holds over any period however far behind the senders are; what they achieve is
-/// what they and the provider can do, at the same calls per recipient.
+/// A send that comes to its slot more than [`MAX_LATE`] late (a slow answer of the store put
+/// its run in the past, or the machine was starved) must not go at once: it would share a
+/// moment with another sender's slot and put more than the rate into that second. Taking a
+/// new slot per late send keeps the rate but costs a write per send exactly when the store
+/// is slow. So the first late send takes one new run for every send of the message that is
+/// late with it (its slot at or before now), and they go at those slots in order: one write
+/// for the lot. When even that run comes too late, another is taken. After [`RETAKES`] runs
+/// (a machine too starved to keep any schedule) the rest go late, one slot interval apart,
+/// rather than at once or after more writes.
 struct CatchUp {
+    channel: Channel,
     every: Duration,
-    next_at: std::sync::Mutex<i64>,
+    /// Slots (Unix nanoseconds) of this message's sends still waiting for theirs.
+    waiting: std::sync::Mutex<std::collections::BTreeSet<i64>>,
+    /// New slots taken for late sends and not yet handed out, and the runs taken.
+    reserve: tokio::sync::Mutex<(std::collections::VecDeque<i64>, u32)>,
+    /// After the runs: the earliest moment of the next late send.
+    spaced: std::sync::Mutex<i64>,
 }
 
 impl CatchUp {
-    fn new(every: Duration) -> CatchUp {
+    fn new(channel: Channel, every: Duration) -> CatchUp {
         CatchUp {
+            channel,
             every,
-            next_at: std::sync::Mutex::new(i64::MIN),
+            waiting: std::sync::Mutex::new(Default::default()),
+            reserve: tokio::sync::Mutex::new((Default::default(), 0)),
+            spaced: std::sync::Mutex::new(i64::MIN),
         }
     }
 
-    /// When a send that is late now may go (Unix nanoseconds).
-    fn next(&self, now: i64) -> i64 {
-        let mut next_at = self
-            .next_at
+    fn waiting(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<i64>> {
+        self.waiting
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let at = (*next_at).max(now);
-        *next_at = at.saturating_add(self.every.as_nanos() as i64);
-        at
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A send that will wait for slot `at`.
+    fn expect(&self, at: i64) {
+        self.waiting().insert(at);
+    }
+
+    /// The send of slot `at` no longer waits for it.
+    fn gone(&self, at: i64) {
+        self.waiting().remove(&at);
+    }
+
+    /// A new slot for the send of slot `at`, late at `now`, and whether it is one of a run
+    /// of the shared schedule (else the message has taken its runs and it goes late, spaced).
+    async fn late(&self, slots: &dyn crate::ports::SendSlots, at: i64, now: i64) -> (i64, bool) {
+        let mut reserve = self.reserve.lock().await;
+        let (queue, runs) = &mut *reserve;
+        // New slots that have passed meanwhile stay unused.
+        while queue
+            .front()
+            .is_some_and(|s| now - *s > MAX_LATE.as_nanos() as i64)
+        {
+            queue.pop_front();
+        }
+        if queue.is_empty() && *runs < RETAKES {
+            let late_with_it = {
+                let waiting = self.waiting();
+                let behind = waiting.range(..=now + MAX_LATE.as_nanos() as i64).count();
+                behind + usize::from(!waiting.contains(&at))
+            };
+            let count = u32::try_from(late_with_it.max(1)).unwrap_or(u32::MAX);
+            match slots.take(self.channel, count, self.every).await {
+                Ok(start_ms) => {
+                    let every = self.every.as_nanos() as i64;
+                    queue.extend((0..count as i64).map(|n| start_ms * 1_000_000 + every * n));
+                    *runs += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "no new send slots for late sends; they go late, spaced");
+                    *runs = RETAKES;
+                }
+            }
+        }
+        self.gone(at);
+        match queue.pop_front() {
+            Some(slot) => (slot, true),
+            None => {
+                let mut spaced = self
+                    .spaced
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let go = (*spaced).max(now);
+                *spaced = go.saturating_add(self.every.as_nanos() as i64);
+                (go, false)
+            }
+        }
     }
 }
 
@@ -178,8 +244,14 @@ impl Sender {
             }
         }
         let stop = AtomicBool::new(false);
-        let email_gate = CatchUp::new(email_every);
-        let sms_gate = CatchUp::new(sms_every);
+        let email_gate = CatchUp::new(Channel::Email, email_every);
+        let sms_gate = CatchUp::new(Channel::Sms, sms_every);
+        for (_, r, at) in &scheduled {
+            match r {
+                Rendered::Email(_) => email_gate.expect(*at),
+                Rendered::Sms(_) => sms_gate.expect(*at),
+            }
+        }
         let sent: Vec<(usize, (Delivered, Option<Duration>))> = stream::iter(scheduled)
             .map(|(i, r, at)| {
                 let stop = &stop;
@@ -225,37 +297,48 @@ impl Sender {
 
     /// Waits for a send slot (Unix nanoseconds). Shortly before the slot it looks at the
     /// dispatch, so that a pause made while the send waited still stops it, and a read does
-    /// not make the send late. A send more than [`MAX_LATE`] behind its slot waits for the
-    /// channel's [`CatchUp`] gate instead of going at once.
+    /// not make the send late. A send more than [`MAX_LATE`] behind its slot gets a new one
+    /// from the channel's [`CatchUp`], or goes back on the queue.
     async fn wait_for_slot(
         &self,
         dispatch_id: &str,
-        at: i64,
+        mut at: i64,
         gate: &CatchUp,
         stop_at: Deadline,
     ) -> SlotWait {
-        if !in_time(at, stop_at) {
-            return SlotWait::TooLate;
+        loop {
+            if !in_time(at, stop_at) {
+                gate.gone(at);
+                return SlotWait::TooLate;
+            }
+            tokio::time::sleep_until(instant_of(at - LOOK_AHEAD.as_nanos() as i64)).await;
+            if !self.still_sending(dispatch_id).await {
+                gate.gone(at);
+                return SlotWait::NotSending;
+            }
+            tokio::time::sleep_until(instant_of(at)).await;
+            let now = now_nanos();
+            if now - at <= MAX_LATE.as_nanos() as i64 {
+                gate.gone(at);
+                return SlotWait::Now;
+            }
+            match gate.late(self.ports.slots.as_ref(), at, now).await {
+                (next, true) => {
+                    tracing::debug!(
+                        late_ms = (now - at) / 1_000_000,
+                        "behind the send schedule; a new slot from the message's run"
+                    );
+                    at = next;
+                }
+                (go, false) => {
+                    if !in_time(go, stop_at) {
+                        return SlotWait::TooLate;
+                    }
+                    tokio::time::sleep_until(instant_of(go)).await;
+                    return SlotWait::Now;
+                }
+            }
         }
-        tokio::time::sleep_until(instant_of(at - LOOK_AHEAD.as_nanos() as i64)).await;
-        if !self.still_sending(dispatch_id).await {
-            return SlotWait::NotSending;
-        }
-        tokio::time::sleep_until(instant_of(at)).await;
-        let now = now_nanos();
-        if now - at <= MAX_LATE.as_nanos() as i64 {
-            return SlotWait::Now;
-        }
-        let go = gate.next(now);
-        if !in_time(go, stop_at) {
-            return SlotWait::TooLate;
-        }
-        tracing::debug!(
-            late_ms = (go - at) / 1_000_000,
-            "behind the send schedule; sending at the slots' spacing"
-        );
-        tokio::time::sleep_until(instant_of(go)).await;
-        SlotWait::Now
     }
 
     /// Sends one recipient's message at its slot: what became of it, and how long the

@@ -543,42 +543,74 @@ async fn concurrent_messages_take_runs_of_slots_that_never_overlap() {
 
 /// Slots that are already half a second past when they are handed out: a sender that has
 /// fallen behind its schedule (a slow machine, a slow store).
-struct PastSlots(Arc<MemorySlots>);
+/// Send slots on a store whose answers come late: the first `late` runs start 500 ms in the
+/// past by the time the sender has them.
+struct PastSlots(Arc<MemorySlots>, std::sync::atomic::AtomicU32);
 
 #[async_trait::async_trait]
 impl SendSlots for PastSlots {
     async fn take(&self, channel: Channel, count: u32, interval: Duration) -> domain::Result<i64> {
-        Ok(self.0.take(channel, count, interval).await? - 500)
+        let start = self.0.take(channel, count, interval).await?;
+        let left = self.1.load(std::sync::atomic::Ordering::SeqCst);
+        if left == 0 {
+            return Ok(start);
+        }
+        self.1.store(left - 1, std::sync::atomic::Ordering::SeqCst);
+        Ok(start - 500)
     }
 }
 
-#[tokio::test]
-async fn a_sender_behind_its_schedule_takes_no_new_slots_and_keeps_their_spacing() {
+fn behind(late_runs: u32) -> World {
     let settings = SendSettings {
         email_rate_per_second: 100.0,
         ..SETTINGS
     };
     let slots = Arc::new(MemorySlots::default());
-    let w = world_on(
+    world_on(
         20,
         false,
         settings,
         slots.clone(),
-        Arc::new(PastSlots(slots)),
-    );
+        Arc::new(PastSlots(slots, late_runs.into())),
+    )
+}
+
+#[tokio::test]
+async fn sends_behind_their_slots_take_one_new_run_together_and_never_go_outside_a_slot() {
+    let w = behind(1);
     assert!(w.run(vec![w.delivery("m1", 1)]).await.is_empty());
     let mut sent: Vec<i64> = w.provider.sent().into_iter().map(|(_, _, at)| at).collect();
-    assert_eq!(sent.len(), 20, "everyone is sent to, late");
-    // One run of twenty slots was taken, and no more: lateness costs no writes.
-    assert_eq!(w.slots.runs().len(), 1, "{:?}", w.slots.runs());
-    // The late sends go at the slots' spacing (10.2 ms at 100 per second), not at once.
+    assert_eq!(sent.len(), 20, "everyone is sent to");
+    // The run that came back in the past, and one new run for all twenty late sends: one
+    // write for the lot, not one per send.
+    let runs = w.slots.runs();
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    assert!(
+        runs[1].2 - runs[1].1 >= 204,
+        "twenty slots in the new run: {runs:?}"
+    );
+    // The sends keep the slots' spacing (10.2 ms at 100 per second), never bunched.
     sent.sort();
     let span = sent[19] - sent[0];
-    assert!(
-        span >= 19 * 10 - 5,
-        "twenty late sends spanned only {span} ms"
-    );
+    assert!(span >= 19 * 10 - 5, "twenty sends spanned only {span} ms");
     assert_eq!(w.states(), BTreeMap::from([(RecipientState::Sent, 20)]));
+}
+
+#[tokio::test]
+async fn sends_that_stay_behind_go_late_at_the_slots_spacing_after_their_runs() {
+    let w = behind(u32::MAX);
+    assert!(w.run(vec![w.delivery("m1", 1)]).await.is_empty());
+    // The run, then four runs for the late sends, and no more writes after them.
+    assert_eq!(w.slots.runs().len(), 5, "{:?}", w.slots.runs());
+    let mut sent: Vec<i64> = w.provider.sent().into_iter().map(|(_, _, at)| at).collect();
+    assert_eq!(sent.len(), 20, "everyone is sent to");
+    assert_eq!(w.states(), BTreeMap::from([(RecipientState::Sent, 20)]));
+    sent.sort();
+    assert!(
+        sent[19] - sent[0] >= 19 * 10 - 15,
+        "twenty sends bunched into {} ms",
+        sent[19] - sent[0]
+    );
 }
 
 #[test]
