@@ -390,6 +390,11 @@ impl Sender {
         if stop.load(Ordering::Relaxed) {
             return (ItemOutcome::SetAside, None, Outcome::Release);
         }
+        // The wait may have outlasted its look at the dispatch (a late send waited for the
+        // store to give it a new slot): looked at again, from the sighting while it is fresh.
+        if !self.still_sending(dispatch_id).await {
+            return (ItemOutcome::SetAside, None, Outcome::Release);
+        }
         // Taken last, so that only a send that goes out uses the quota.
         if matches!(message, Rendered::Email(_)) && !self.take_email_allowance().await {
             stop.store(true, Ordering::Relaxed);
@@ -425,6 +430,9 @@ impl Sender {
                         // No time left for another attempt: the provider has not taken the
                         // message, so it waits for a later invocation.
                         SlotWait::TooLate => return later(),
+                    }
+                    if !self.still_sending(dispatch_id).await {
+                        return (ItemOutcome::SetAside, None, Outcome::Release);
                     }
                 }
                 other => break other,

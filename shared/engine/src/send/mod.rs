@@ -387,9 +387,10 @@ impl Sender {
     /// than [`STATE_FRESH_FOR`]. A failed read keeps the last answer: a pause is an
     /// operator's wish, not a fault to stop on.
     async fn still_sending(&self, dispatch_id: &str) -> bool {
-        if let Some((at, state)) = self.live.lock().await.get(dispatch_id) {
+        let last = self.live.lock().await.get(dispatch_id).copied();
+        if let Some((at, state)) = last {
             if at.elapsed() < STATE_FRESH_FOR {
-                return *state == DispatchState::Sending;
+                return state == DispatchState::Sending;
             }
         }
         match self.ports.dispatches.state(dispatch_id).await {
@@ -397,7 +398,7 @@ impl Sender {
                 self.saw(dispatch_id, state).await;
                 state == DispatchState::Sending
             }
-            _ => true,
+            _ => last.is_none_or(|(_, state)| state == DispatchState::Sending),
         }
     }
 
