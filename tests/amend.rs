@@ -346,6 +346,106 @@ async fn resend_sends_again_only_to_the_failed_recipients_as_a_new_audited_attem
     local.system.stop().await;
 }
 
+/// The resume function with no more time than its margin: a resend job reads one page per
+/// invocation and goes on in a new message of the settle queue from where it came to, one
+/// shard after another (16 of them), and ends as it would in one go: every record looked at
+/// once, the two failed recipients sent again in one attempt, the sent ones left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_resend_job_short_of_time_goes_on_a_page_per_invocation_and_ends_the_same() {
+    let emulator = Emulator::start().await.unwrap();
+    let proxy = FaultProxy::start(&emulator.endpoint).await;
+    let local = Local::on(
+        emulator,
+        Options {
+            endpoint: Some(proxy.url.clone()),
+            // As long as the function's margin: only the page every invocation may read.
+            timeouts: vec![("ResumeFunction", resume::MARGIN)],
+            ..Options::default()
+        },
+    )
+    .await
+    .unwrap();
+    proxy.add(
+        |s| {
+            s.is_send_email()
+                && (s.body.contains("bo@example.net") || s.body.contains("di@example.net"))
+        },
+        Fault::Refuse("MessageRejected"),
+        0,
+        Some(2),
+    );
+    let id = "resend-paged";
+    upload_package(&local, id).await;
+    wait(&local, id, &["awaiting_approval"]).await;
+    let approver = local.portal();
+    let (status, body) = approver
+        .post(&format!("/dispatches/{id}/approve"))
+        .await
+        .unwrap();
+    assert_eq!(status, 202, "{body}");
+    let d = wait(&local, id, &["completed_with_errors"]).await;
+    assert_eq!(d["counts"]["failed"], 2, "{d}");
+    let store = adapters::dynamodb::Store::from_config(&local.system.clients, &local.system.config);
+    let shards = u64::from(store.get_dispatch(id).await.unwrap().unwrap().shards);
+    assert!(shards > 1, "a dispatch of {shards} shards");
+    let settle_sends = || {
+        local
+            .emulator
+            .allowed_to("ResumeFunction")
+            .unwrap()
+            .get("sqs:SendMessage")
+            .copied()
+            .unwrap_or(0)
+    };
+    let before = settle_sends();
+
+    let (status, body) = approver
+        .post(&format!("/dispatches/{id}/resend"))
+        .await
+        .unwrap();
+    assert_eq!(status, 202, "{body}");
+    let link = body["job"]["link"].as_str().unwrap().to_string();
+    let mut job = Value::Null;
+    for _ in 0..600 {
+        let (status, text) = approver.get(&link).await.unwrap();
+        assert_eq!(status, 200, "{text}");
+        job = serde_json::from_str(&text).unwrap();
+        if job["state"] == "succeeded" || job["state"] == "failed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(job["looked_at"], 5, "every record looked at once: {job}");
+    assert_eq!(job["done"], 2, "{job}");
+    assert_eq!(job["skipped"], 0, "{job}");
+    assert_eq!(
+        job["send_attempt"], 2,
+        "one attempt across the invocations: {job}"
+    );
+    // A continuation per shard after the first, each a message of the resume function.
+    let continued = settle_sends() - before;
+    assert!(
+        continued >= shards - 1,
+        "the job went on in {continued} messages for {shards} shards"
+    );
+
+    // The invalid row keeps it "with errors".
+    let d = wait(&local, id, &["completed_with_errors"]).await;
+    assert_eq!(d["counts"]["sent"], 4, "{d}");
+    assert_eq!(d["counts"]["failed"], 0, "{d}");
+    assert_eq!(d["send_attempt"], 2, "{d}");
+    let mails = mail_count(&local).await;
+    for address in ["ann", "bo", "cy", "di"] {
+        assert_eq!(
+            mails.get(&format!("{address}@example.net")),
+            Some(&1),
+            "{mails:?}"
+        );
+    }
+    local.system.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn removed_recipients_are_never_sent_and_the_download_shows_every_status() {
     let local = Local::start(Options::default()).await.unwrap();

@@ -84,8 +84,9 @@ pub async fn fan_out(deps: &Deps, work: &FanOut, deadline: domain::Deadline) -> 
         }
     }
     let mut after = work.after.clone();
-    for _ in 0..PAGES_PER_MESSAGE {
-        if deadline.remaining() < MARGIN {
+    // At least one page per message, so that a fan-out moves on however short the time.
+    for page_no in 0..PAGES_PER_MESSAGE {
+        if page_no > 0 && deadline.remaining() < MARGIN {
             break;
         }
         let page = match work.action {

@@ -26,13 +26,14 @@ use adapters::sqs;
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use domain::config::Config;
-use domain::job::{JobKind, JobState, ListFormat};
 use domain::model::{age_secs, Dispatch, DispatchState, RecipientState};
 use domain::queue::{FanOutAction, Settle, SettleWork, StallPass};
 use domain::{Error, Result};
 use engine::completion::Completer;
 use engine::ports::Completion;
 use serde::Serialize;
+
+mod jobs;
 
 /// An approved dispatch older than this is fanned out again.
 pub const REFAN_AFTER_SECS: i64 = 60;
@@ -164,12 +165,7 @@ pub async fn handle(
     _event: EventBridgeEvent<serde_json::Value>,
     _deadline: domain::Deadline,
 ) -> Result<Schedule, Error> {
-    let queue = deps.config.settle_queue_url.as_deref().ok_or_else(|| {
-        Error::Malformed(format!(
-            "{} is not set: the scheduled run has nowhere to hand its work",
-            domain::config::vars::SETTLE_QUEUE_URL
-        ))
-    })?;
+    let queue = settle_queue(deps)?;
     let mut out = Schedule::default();
     for state in LOOKED_AT {
         for d in deps.store.list_dispatches(Some(state), PER_STATE).await? {
@@ -187,12 +183,7 @@ pub async fn handle(
             work: SettleWork::RefreshHistory { since },
         });
     }
-    let bodies = out
-        .handed_out
-        .iter()
-        .map(|w| serde_json::to_string(w).map_err(|e| Error::Malformed(e.to_string())))
-        .collect::<Result<Vec<_>>>()?;
-    sqs::send_all(&deps.sqs, queue, bodies).await?;
+    sqs::send_settle(&deps.sqs, queue, &out.handed_out).await?;
     if !out.handed_out.is_empty() {
         tracing::info!(work = ?out.handed_out, "scheduled run handed out");
     }
@@ -220,45 +211,17 @@ pub async fn settle(
         };
         if let Err(e) = result {
             tracing::error!(message_id = %id, error = %e, "settle failed");
-            let receives: u32 = record
-                .attributes
-                .get("ApproximateReceiveCount")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(1);
             if let Ok(work) = &work {
-                if receives >= deps.config.max_receives {
+                if sqs::receive_count(&record) >= deps.config.max_receives {
                     // The message goes to the dead-letter queue: its job ends, saying why,
                     // rather than staying queued in the portal.
-                    give_up_job(deps, work, &e).await;
+                    jobs::give_up(deps, work, &e).await;
                 }
             }
             failures.push(id);
         }
     }
     Ok(sqs::batch_response(failures))
-}
-
-/// Ends the job of a settle message that will not be delivered again.
-async fn give_up_job(deps: &Deps, work: &Settle, e: &Error) {
-    let SettleWork::Job { job_id, .. } = &work.work else {
-        return;
-    };
-    match deps.store.get_job(&work.dispatch_id, job_id).await {
-        Ok(Some(mut job)) if !job.state.is_finished() => {
-            job.finish(
-                JobState::Failed,
-                format!(
-                    "the worker gave up after {} tries: {e}",
-                    deps.config.max_receives
-                ),
-            );
-            if let Err(e) = deps.store.put_job(&job).await {
-                tracing::error!(job = %job_id, error = %e, "job not marked failed");
-            }
-        }
-        Ok(_) => {}
-        Err(e) => tracing::error!(job = %job_id, error = %e, "job not marked failed"),
-    }
 }
 
 /// The work of one settle message.
@@ -332,7 +295,7 @@ pub async fn settle_one(
             },
             _,
         ) => {
-            run_job(
+            jobs::run(
                 deps,
                 &d,
                 job_id,
@@ -350,20 +313,20 @@ pub async fn settle_one(
 
 /// Where a pass over a dispatch's shards has come: the shard and the sort key to continue
 /// after.
-struct Pages {
-    shards: u32,
-    shard: u32,
-    after: Option<String>,
+pub(crate) struct Pages {
+    pub(crate) shards: u32,
+    pub(crate) shard: u32,
+    pub(crate) after: Option<String>,
 }
 
 impl Pages {
     /// The next page to ask for, `None` when every shard has been read.
-    fn next_query(&self) -> Option<(u32, Option<String>)> {
+    pub(crate) fn next_query(&self) -> Option<(u32, Option<String>)> {
         (self.shard < self.shards).then(|| (self.shard, self.after.clone()))
     }
 
     /// A page came back with `next`: the same shard goes on, or the next shard starts.
-    fn reached(&mut self, next: Option<String>) {
+    pub(crate) fn reached(&mut self, next: Option<String>) {
         match next {
             Some(n) => self.after = Some(n),
             None => {
@@ -375,7 +338,7 @@ impl Pages {
 }
 
 /// Hands a dispatch's pending recipients to the senders again (through fan-out).
-async fn hand_out(deps: &Deps, d: &Dispatch) -> Result<()> {
+pub(crate) async fn hand_out(deps: &Deps, d: &Dispatch) -> Result<()> {
     sqs::fan_out_all(
         &deps.sqs,
         &deps.config.fanout_queue_url,
@@ -386,7 +349,7 @@ async fn hand_out(deps: &Deps, d: &Dispatch) -> Result<()> {
 }
 
 /// Records read per page of a stall pass.
-const PASS_PAGE: i32 = 1000;
+pub(crate) const PASS_PAGE: i32 = 1000;
 
 async fn settle_sending(
     deps: &Deps,
@@ -410,17 +373,18 @@ async fn settle_sending(
             shard: p.shard,
             after: p.after.take(),
         };
+        // At least one page per invocation, so that the pass moves on however short the time.
+        let mut paged = false;
         while let Some((shard, after)) = pages.next_query() {
-            if deadline.remaining() < MARGIN {
+            if paged && deadline.remaining() < MARGIN {
                 // Out of time: the pass goes on in a new message, where it came to.
                 p.shard = pages.shard;
                 p.after = pages.after.take();
-                let body = serde_json::to_string(&Settle {
+                let work = Settle {
                     dispatch_id: d.id.clone(),
                     work: SettleWork::Sending { pass: Some(p) },
-                })
-                .map_err(|e| Error::Malformed(e.to_string()))?;
-                sqs::send_all(&deps.sqs, settle_queue(deps)?, vec![body]).await?;
+                };
+                sqs::send_settle(&deps.sqs, settle_queue(deps)?, &[work]).await?;
                 report.passes_continued.push(d.id.clone());
                 return Ok(());
             }
@@ -428,6 +392,7 @@ async fn settle_sending(
                 .store
                 .query_shard(&d.id, shard, None, after, PASS_PAGE)
                 .await?;
+            paged = true;
             pages.reached(page.next.clone());
             for (key, r) in &page.recipients {
                 p.newest_change = p.newest_change.min(age_secs(&r.updated_at));
@@ -498,182 +463,7 @@ async fn settle_sending(
     Ok(())
 }
 
-/// An operator's job, a page of records at a time from `(shard, after)`; when the
-/// invocation's time runs short it goes on in a new message. Its progress is written after
-/// every page, so the portal sees it move.
-async fn run_job(
-    deps: &Deps,
-    d: &Dispatch,
-    job_id: &str,
-    (shard, after): (u32, Option<String>),
-    deadline: domain::Deadline,
-    report: &mut Report,
-) -> Result<()> {
-    let Some(mut job) = deps.store.get_job(&d.id, job_id).await? else {
-        tracing::warn!(dispatch = %d.id, job = %job_id, "no such job; nothing to do");
-        return Ok(());
-    };
-    if job.state.is_finished() {
-        return Ok(());
-    }
-    job.state = JobState::Running;
-    let states = match job.kind.clone() {
-        JobKind::Resend { states } => states,
-        JobKind::Download { format } => {
-            let format = match format {
-                ListFormat::Csv => documents::download::Format::Csv,
-                ListFormat::Xlsx => documents::download::Format::Xlsx,
-            };
-            match adapters::download::write(
-                &deps.store,
-                &deps.docs,
-                d,
-                format,
-                deps.config.max_list_bytes,
-            )
-            .await?
-            {
-                Ok(w) => {
-                    job.looked_at = w.records;
-                    job.done = w.rows;
-                    job.result_key = Some(w.key);
-                    job.result_name = Some(w.filename);
-                    job.finish(
-                        JobState::Succeeded,
-                        format!("{} rows with their statuses", w.rows),
-                    );
-                }
-                Err(refusal) => job.finish(JobState::Failed, refusal.message()),
-            }
-            deps.store.put_job(&job).await?;
-            report.jobs_finished.push(job.id.clone());
-            return Ok(());
-        }
-        JobKind::History => {
-            // One pass over the records into the history on temporary disk.
-            match deps.completer.write_history(d).await {
-                Ok(_) => {
-                    job.looked_at = d.counts.total;
-                    job.done = d.counts.total;
-                    job.finish(
-                        JobState::Succeeded,
-                        format!("history written again: {} rows", d.counts.total),
-                    );
-                }
-                // Never written while recipients are open: waiting would not change that.
-                Err(Error::Conflict(why)) => job.finish(JobState::Failed, why),
-                // Tried again when the message comes back.
-                Err(e) => return Err(e),
-            }
-            deps.store.put_job(&job).await?;
-            report.jobs_finished.push(job.id.clone());
-            return Ok(());
-        }
-    };
-    let mut pages = Pages {
-        shards: d.shards,
-        shard,
-        after,
-    };
-    let mut moved = false;
-    while let Some((shard, after)) = pages.next_query() {
-        if deadline.remaining() < MARGIN {
-            job.updated_at = domain::model::now_rfc3339();
-            deps.store.put_job(&job).await?;
-            let body = serde_json::to_string(&Settle {
-                dispatch_id: d.id.clone(),
-                work: SettleWork::Job {
-                    job_id: job.id.clone(),
-                    shard: pages.shard,
-                    after: pages.after.take(),
-                },
-            })
-            .map_err(|e| Error::Malformed(e.to_string()))?;
-            sqs::send_all(&deps.sqs, settle_queue(deps)?, vec![body]).await?;
-            report.jobs_continued.push(job.id.clone());
-            return Ok(());
-        }
-        let page = deps
-            .store
-            .query_shard(&d.id, shard, None, after, PASS_PAGE)
-            .await?;
-        pages.reached(page.next.clone());
-        job.looked_at += page.recipients.len() as u64;
-        let chosen: Vec<_> = page
-            .recipients
-            .into_iter()
-            .filter(|(_, r)| states.contains(&r.state))
-            .collect();
-        if !chosen.is_empty() {
-            let now = deps
-                .store
-                .get_dispatch(&d.id)
-                .await?
-                .ok_or_else(|| Error::NotFound(d.id.clone()))?;
-            let continuing = job.send_attempt.is_some();
-            let done = deps
-                .store
-                .resend_as(&now, &chosen, &job.requested_by, continuing)
-                .await?;
-            if !continuing && !done.done.is_empty() {
-                job.send_attempt = Some(now.send_attempt + 1);
-            }
-            job.done += done.done.len() as u64;
-            job.skipped += done.skipped.len() as u64;
-            if done.dispatch_moved {
-                moved = true;
-                break;
-            }
-        }
-        job.updated_at = domain::model::now_rfc3339();
-        deps.store.put_job(&job).await?;
-    }
-    let action = job.kind.action();
-    if job.done == 0 {
-        let why = if moved {
-            format!(
-                "the dispatch is no longer {}",
-                DispatchState::CompletedWithErrors
-            )
-        } else {
-            "the recipients changed meanwhile".to_string()
-        };
-        let outcome = format!("refused: nothing was resent: {why}");
-        deps.store
-            .audit_or_log(&d.id, &job.requested_by, action, &outcome)
-            .await;
-        job.finish(JobState::Failed, outcome);
-    } else {
-        let mut outcome = format!(
-            "send attempt {}: {} sent again (job {})",
-            job.send_attempt.unwrap_or_default(),
-            job.done,
-            job.id
-        );
-        if job.skipped > 0 {
-            outcome.push_str(&format!("; {} had changed and were left", job.skipped));
-        }
-        if moved {
-            outcome.push_str("; the dispatch moved on before the rest");
-        }
-        deps.store
-            .audit_or_log(&d.id, &job.requested_by, action, &outcome)
-            .await;
-        // Should this fail, the stall check hands the pending recipients out.
-        let now = deps
-            .store
-            .get_dispatch(&d.id)
-            .await?
-            .ok_or_else(|| Error::NotFound(d.id.clone()))?;
-        hand_out(deps, &now).await?;
-        job.finish(JobState::Succeeded, outcome);
-    }
-    deps.store.put_job(&job).await?;
-    report.jobs_finished.push(job.id.clone());
-    Ok(())
-}
-
-fn settle_queue(deps: &Deps) -> Result<&str> {
+pub(crate) fn settle_queue(deps: &Deps) -> Result<&str> {
     deps.config.settle_queue_url.as_deref().ok_or_else(|| {
         Error::Malformed(format!(
             "{} is not set",

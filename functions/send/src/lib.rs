@@ -3,7 +3,7 @@
 //! [`engine::send`]; this function hands it the queue's messages and answers SQS with the
 //! ones that must come again.
 
-use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use domain::config::Config;
 use domain::Error;
 use engine::send::{Delivery, SendSettings, Sender};
@@ -14,22 +14,15 @@ pub struct Deps {
 
 impl Deps {
     pub fn new(config: Config, clients: &adapters::clients::Clients) -> Deps {
+        Deps::on(adapters::wiring::send_ports(clients, &config), &config)
+    }
+
+    /// A sender on ports built elsewhere (the local runtime's metrics go to a file).
+    pub fn on(ports: engine::send::SendPorts, config: &Config) -> Deps {
         Deps {
-            sender: Sender::new(
-                adapters::wiring::send_ports(clients, &config),
-                SendSettings::from(&config),
-            ),
+            sender: Sender::new(ports, SendSettings::from(config)),
         }
     }
-}
-
-/// How many times SQS has handed out a message, as it says.
-fn receive_count(record: &SqsMessage) -> u32 {
-    record
-        .attributes
-        .get("ApproximateReceiveCount")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1)
 }
 
 /// Handles one invocation's messages; `deadline` is when Lambda ends the invocation, and
@@ -43,7 +36,7 @@ pub async fn handle(
         .records
         .into_iter()
         .map(|record| Delivery {
-            receives: receive_count(&record),
+            receives: adapters::sqs::receive_count(&record),
             message_id: record.message_id.unwrap_or_default(),
             body: record.body.unwrap_or_default(),
         })

@@ -6,6 +6,7 @@ pub mod deploy;
 pub mod emulator;
 pub mod gateway;
 pub mod iam;
+pub mod memory;
 pub mod portal;
 pub mod runtime;
 

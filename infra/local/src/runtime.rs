@@ -81,21 +81,45 @@ pub struct System {
 /// Invocations made and invocations that ran past their deadline, by function.
 #[derive(Debug, Default)]
 pub struct Invocations {
-    counts: std::sync::Mutex<std::collections::BTreeMap<&'static str, (u64, u64)>>,
+    counts: std::sync::Mutex<std::collections::BTreeMap<&'static str, FunctionRuns>>,
+}
+
+/// One function's invocations so far.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FunctionRuns {
+    pub invocations: u64,
+    pub timed_out: u64,
+    /// The longest invocation.
+    pub longest: Duration,
+    /// The most memory one invocation held at once, in bytes ([`crate::memory`]; 0 unless a
+    /// bench installed the counting allocator).
+    pub peak_bytes: u64,
 }
 
 impl Invocations {
-    fn count(&self, function: &'static str, timed_out: bool) {
+    fn count(&self, function: &'static str, timed_out: bool, took: Duration, peak_bytes: u64) {
         let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         let entry = counts.entry(function).or_default();
-        entry.0 += 1;
-        entry.1 += timed_out as u64;
+        entry.invocations += 1;
+        entry.timed_out += timed_out as u64;
+        entry.longest = entry.longest.max(took);
+        entry.peak_bytes = entry.peak_bytes.max(peak_bytes);
     }
 
     /// (invocations, of which timed out) of a function so far.
     pub fn of(&self, function: &str) -> (u64, u64) {
         let counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        counts.get(function).copied().unwrap_or_default()
+        counts
+            .get(function)
+            .map_or((0, 0), |r| (r.invocations, r.timed_out))
+    }
+
+    /// Every function's invocations so far, by logical id.
+    pub fn all(&self) -> std::collections::BTreeMap<&'static str, FunctionRuns> {
+        self.counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
@@ -131,8 +155,18 @@ impl Contract {
         run: impl FnOnce(domain::Deadline) -> F,
     ) -> Option<T> {
         let deadline = domain::Deadline::after(self.timeout);
-        let out = tokio::time::timeout(self.timeout, run(deadline)).await.ok();
-        invocations.count(self.function, out.is_none());
+        let tag = crate::memory::begin();
+        let started = tokio::time::Instant::now();
+        let out =
+            tokio::time::timeout(self.timeout, crate::memory::Tagged::new(tag, run(deadline)))
+                .await
+                .ok();
+        invocations.count(
+            self.function,
+            out.is_none(),
+            started.elapsed(),
+            crate::memory::peak(tag),
+        );
         if out.is_none() {
             tracing::error!(
                 function = self.function,
@@ -206,9 +240,7 @@ pub async fn start(sdk: &aws_config::SdkConfig, stack: Stack, opts: Options) -> 
         "send",
         metrics_file.clone(),
     ));
-    let send = Arc::new(send::Deps {
-        sender: engine::send::Sender::new(send_ports, engine::send::SendSettings::from(&config)),
-    });
+    let send = Arc::new(send::Deps::on(send_ports, &config));
     let resume = Arc::new(resume::Deps::new(config.clone(), &resume_clients));
     let receipts = Arc::new(receipts::Deps::new(config.clone(), &receipts_clients));
     let api = Arc::new(api::Deps::new(config.clone(), &api_clients));

@@ -48,6 +48,11 @@ pub struct Written {
     pub records: u64,
 }
 
+/// Whether `d` has a validated list to download.
+pub fn has_list(d: &Dispatch) -> bool {
+    d.package_key.is_some() && d.list_sha256.is_some()
+}
+
 /// Writes the download of `d` in `format`.
 pub async fn write(
     store: &Store,
@@ -56,7 +61,7 @@ pub async fn write(
     format: Format,
     max_list_bytes: u64,
 ) -> Result<std::result::Result<Written, Refusal>> {
-    if d.package_key.is_none() || d.list_sha256.is_none() {
+    if !has_list(d) {
         return Ok(Err(Refusal::NoList));
     }
     let package = docs.package(&d.id).await?;

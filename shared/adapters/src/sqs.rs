@@ -21,6 +21,29 @@ pub fn batch_response(failed: impl IntoIterator<Item = String>) -> SqsBatchRespo
     resp
 }
 
+/// How many times SQS has handed out a message, as it says (1 when it does not say).
+pub fn receive_count(record: &aws_lambda_events::event::sqs::SqsMessage) -> u32 {
+    record
+        .attributes
+        .get("ApproximateReceiveCount")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+}
+
+/// Puts settle work (the resume function's: hand-outs, continuations, jobs, completions) on
+/// the settle queue.
+pub async fn send_settle(
+    sqs: &aws_sdk_sqs::Client,
+    settle_queue_url: &str,
+    work: &[domain::queue::Settle],
+) -> Result<()> {
+    let bodies = work
+        .iter()
+        .map(|w| serde_json::to_string(w).map_err(|e| Error::Malformed(e.to_string())))
+        .collect::<Result<Vec<_>>>()?;
+    send_all(sqs, settle_queue_url, bodies).await
+}
+
 /// Starts fan-out of a whole dispatch: one message per key shard on the fan-out queue.
 pub async fn fan_out_all(
     sqs: &aws_sdk_sqs::Client,
@@ -128,12 +151,11 @@ impl engine::ports::Completion for SettleHandOff {
         if d.state != domain::model::DispatchState::Sending || d.counts.outstanding() > 0 {
             return Ok(None);
         }
-        let body = serde_json::to_string(&domain::queue::Settle {
+        let work = domain::queue::Settle {
             dispatch_id: d.id.clone(),
             work: domain::queue::SettleWork::Sending { pass: None },
-        })
-        .map_err(|e| Error::Malformed(e.to_string()))?;
-        send_all(&self.sqs, &self.queue_url, vec![body]).await?;
+        };
+        send_settle(&self.sqs, &self.queue_url, &[work]).await?;
         Ok(None)
     }
 }

@@ -36,6 +36,15 @@ impl Format {
     }
 }
 
+impl From<domain::job::ListFormat> for Format {
+    fn from(f: domain::job::ListFormat) -> Format {
+        match f {
+            domain::job::ListFormat::Csv => Format::Csv,
+            domain::job::ListFormat::Xlsx => Format::Xlsx,
+        }
+    }
+}
+
 /// A recipient's status as the download shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Status {

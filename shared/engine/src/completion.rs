@@ -133,18 +133,6 @@ impl Completer {
         Ok(out)
     }
 
-    /// Writes again the histories that receipts made stale, at most `limit` per call.
-    /// Returns the dispatches written.
-    pub async fn refresh_stale_histories(&self, limit: i32) -> Result<Vec<String>> {
-        let mut written = Vec::new();
-        for (id, since) in self.stale_marks(limit).await? {
-            if self.refresh_history(&id, &since).await? {
-                written.push(id);
-            }
-        }
-        Ok(written)
-    }
-
     /// The dispatches whose histories receipts made stale, with the time of the first
     /// receipt since the last writing, at most `limit`.
     pub async fn stale_marks(&self, limit: i32) -> Result<Vec<(String, String)>> {

@@ -61,43 +61,24 @@ impl SendFigures {
     /// milliseconds `at_ms`: the counts by dispatch, and by function alone for alarms and the
     /// dashboard.
     pub fn emf_line(&self, function: &str, at_ms: i64) -> String {
-        let counts: [(&str, u64); 7] = [
-            ("Sent", self.sent),
-            ("Failed", self.failed),
-            ("Unknown", self.unknown),
-            ("Throttled", self.throttled),
-            ("QuotaReached", self.quota_reached),
-            ("Blocked", self.blocked),
-            ("PutBack", self.later),
-        ];
-        let mut definitions: Vec<Value> = counts
-            .iter()
-            .map(|(name, _)| json!({"Name": name, "Unit": "Count"}))
-            .collect();
-        definitions.push(json!({"Name": "AchievedRate", "Unit": "Count/Second"}));
-        definitions.push(json!({"Name": "SendSeconds", "Unit": "Seconds"}));
-        definitions.push(json!({"Name": "ConflictsRetried", "Unit": "Count"}));
-        let mut line = Map::new();
-        line.insert(
-            "_aws".into(),
-            json!({
-                "Timestamp": at_ms,
-                "CloudWatchMetrics": [{
-                    "Namespace": NAMESPACE,
-                    "Dimensions": [["Function"], ["Function", "Dispatch"]],
-                    "Metrics": definitions,
-                }],
-            }),
-        );
-        line.insert("Function".into(), json!(function));
-        line.insert("Dispatch".into(), json!(self.dispatch_id));
-        for (name, value) in counts {
-            line.insert(name.into(), json!(value));
-        }
-        line.insert("AchievedRate".into(), json!(self.achieved_rate()));
-        line.insert("SendSeconds".into(), json!(self.seconds));
-        line.insert("ConflictsRetried".into(), json!(self.conflicts_retried));
-        Value::Object(line).to_string()
+        let count = |name, v: u64| (name, "Count", json!(v));
+        emf(
+            at_ms,
+            json!([["Function"], ["Function", "Dispatch"]]),
+            vec![
+                count("Sent", self.sent),
+                count("Failed", self.failed),
+                count("Unknown", self.unknown),
+                count("Throttled", self.throttled),
+                count("QuotaReached", self.quota_reached),
+                count("Blocked", self.blocked),
+                count("PutBack", self.later),
+                ("AchievedRate", "Count/Second", json!(self.achieved_rate())),
+                ("SendSeconds", "Seconds", json!(self.seconds)),
+                count("ConflictsRetried", self.conflicts_retried),
+            ],
+            &[("Function", function), ("Dispatch", &self.dispatch_id)],
+        )
     }
 
     /// One embedded metric format line per channel that had sends: its counts and the
@@ -107,45 +88,60 @@ impl SendFigures {
         self.channels
             .iter()
             .map(|(channel, t)| {
-                let counts: [(&str, u64); 4] = [
-                    ("Sent", t.sent),
-                    ("Failed", t.failed),
-                    ("Unknown", t.unknown),
-                    ("Throttled", t.throttled),
-                ];
-                let mut definitions: Vec<Value> = counts
-                    .iter()
-                    .map(|(name, _)| json!({"Name": name, "Unit": "Count"}))
-                    .collect();
-                definitions.push(json!({"Name": "ProviderSeconds", "Unit": "Seconds"}));
-                let mut line = Map::new();
-                line.insert(
-                    "_aws".into(),
-                    json!({
-                        "Timestamp": at_ms,
-                        "CloudWatchMetrics": [{
-                            "Namespace": NAMESPACE,
-                            "Dimensions": [["Function", "Channel"], ["Function", "Dispatch", "Channel"]],
-                            "Metrics": definitions,
-                        }],
-                    }),
-                );
-                line.insert("Function".into(), json!(function));
-                line.insert("Dispatch".into(), json!(self.dispatch_id));
-                line.insert("Channel".into(), json!(channel.as_str()));
-                for (name, value) in counts {
-                    line.insert(name.into(), json!(value));
-                }
-                let answers: Vec<f64> = t
-                    .answer_micros
-                    .iter()
-                    .map(|us| *us as f64 / 1e6)
-                    .collect();
-                line.insert("ProviderSeconds".into(), json!(answers));
-                Value::Object(line).to_string()
+                let count = |name, v: u64| (name, "Count", json!(v));
+                let answers: Vec<f64> = t.answer_micros.iter().map(|us| *us as f64 / 1e6).collect();
+                emf(
+                    at_ms,
+                    json!([["Function", "Channel"], ["Function", "Dispatch", "Channel"]]),
+                    vec![
+                        count("Sent", t.sent),
+                        count("Failed", t.failed),
+                        count("Unknown", t.unknown),
+                        count("Throttled", t.throttled),
+                        ("ProviderSeconds", "Seconds", json!(answers)),
+                    ],
+                    &[
+                        ("Function", function),
+                        ("Dispatch", &self.dispatch_id),
+                        ("Channel", channel.as_str()),
+                    ],
+                )
             })
             .collect()
     }
+}
+
+/// One embedded metric format line: `metrics` (name, unit, value) declared under
+/// `dimensions`, whose values are among `properties`.
+fn emf(
+    at_ms: i64,
+    dimensions: Value,
+    metrics: Vec<(&str, &str, Value)>,
+    properties: &[(&str, &str)],
+) -> String {
+    let definitions: Vec<Value> = metrics
+        .iter()
+        .map(|(name, unit, _)| json!({"Name": name, "Unit": unit}))
+        .collect();
+    let mut line = Map::new();
+    line.insert(
+        "_aws".into(),
+        json!({
+            "Timestamp": at_ms,
+            "CloudWatchMetrics": [{
+                "Namespace": NAMESPACE,
+                "Dimensions": dimensions,
+                "Metrics": definitions,
+            }],
+        }),
+    );
+    for (name, value) in properties {
+        line.insert((*name).into(), json!(value));
+    }
+    for (name, _, value) in metrics {
+        line.insert(name.into(), value);
+    }
+    Value::Object(line).to_string()
 }
 
 #[cfg(test)]

@@ -196,27 +196,21 @@ pub(crate) async fn download_job(
     axum::Extension(caller): axum::Extension<domain::identity::Caller>,
     Query(q): Query<DownloadQuery>,
 ) -> ApiResult<Response> {
-    use domain::job::{JobKind, ListFormat};
     let d = load(&deps, &id).await?;
-    let format = match q.format.as_deref().unwrap_or("csv") {
-        "csv" => ListFormat::Csv,
-        "xlsx" => ListFormat::Xlsx,
-        other => {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                format!("format '{other}' is not offered; use csv or xlsx"),
-            ))
-        }
-    };
-    if d.package_key.is_none() || d.list_sha256.is_none() {
+    let format = list_format(&q)?;
+    if !adapters::download::has_list(&d) {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             adapters::download::Refusal::NoList.message(),
         ));
     }
-    let job =
-        crate::routes::recipients::queue_job(&deps, &d, JobKind::Download { format }, &caller.id)
-            .await?;
+    let job = crate::routes::recipients::queue_job(
+        &deps,
+        &d,
+        domain::job::JobKind::Download { format },
+        &caller.id,
+    )
+    .await?;
     let view = crate::routes::recipients::job_view(&job);
     let location = view["link"].as_str().unwrap_or_default().to_string();
     Ok((
@@ -225,6 +219,19 @@ pub(crate) async fn download_job(
         Json(serde_json::json!({ "job": view })),
     )
         .into_response())
+}
+
+/// The format a download asks for (CSV when it names none).
+fn list_format(q: &DownloadQuery) -> ApiResult<domain::job::ListFormat> {
+    use domain::job::ListFormat;
+    match q.format.as_deref().unwrap_or("csv") {
+        "csv" => Ok(ListFormat::Csv),
+        "xlsx" => Ok(ListFormat::Xlsx),
+        other => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("format '{other}' is not offered; use csv or xlsx"),
+        )),
+    }
 }
 
 /// How long a download link works.
@@ -238,18 +245,8 @@ pub(crate) async fn download(
     Path(id): Path<String>,
     Query(q): Query<DownloadQuery>,
 ) -> ApiResult<Response> {
-    use documents::download::Format;
     let d = load(&deps, &id).await?;
-    let format = match q.format.as_deref().unwrap_or("csv") {
-        "csv" => Format::Csv,
-        "xlsx" => Format::Xlsx,
-        other => {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                format!("format '{other}' is not offered; use csv or xlsx"),
-            ))
-        }
-    };
+    let format = list_format(&q)?.into();
     let written = match adapters::download::write(
         &deps.store,
         &deps.docs,

@@ -422,16 +422,15 @@ pub(crate) async fn queue_job(
     })?;
     let job = Job::new(&d.id, kind, by, uuid::Uuid::new_v4().simple().to_string());
     deps.store.put_job(&job).await?;
-    let body = serde_json::to_string(&Settle {
+    let work = Settle {
         dispatch_id: d.id.clone(),
         work: SettleWork::Job {
             job_id: job.id.clone(),
             shard: 0,
             after: None,
         },
-    })
-    .map_err(|e| ApiError::from(domain::Error::Malformed(e.to_string())))?;
-    adapters::sqs::send_all(&deps.sqs, queue, vec![body]).await?;
+    };
+    adapters::sqs::send_settle(&deps.sqs, queue, &[work]).await?;
     Ok(job)
 }
 

@@ -101,27 +101,23 @@ impl Store {
         chosen: &[(RecipientKey, Recipient)],
         by: &str,
     ) -> Result<Amended> {
-        self.resend_as(d, chosen, by, false).await
+        self.resend_as(d, chosen, by, None).await
     }
 
-    /// [`Store::resend`], or with `continuing` more recipients of the send attempt an
-    /// earlier call began (`d.send_attempt`, the dispatch still sending it): a job that
-    /// resends a page at a time.
+    /// [`Store::resend`], or with `continuing` `Some(attempt)` more recipients of the send
+    /// attempt an earlier call began (the dispatch still sending it): a job that resends a
+    /// page at a time.
     pub async fn resend_as(
         &self,
         d: &Dispatch,
         chosen: &[(RecipientKey, Recipient)],
         by: &str,
-        continuing: bool,
+        continuing: Option<u32>,
     ) -> Result<Amended> {
-        let attempt = if continuing {
-            d.send_attempt
-        } else {
-            d.send_attempt + 1
-        };
+        let attempt = continuing.unwrap_or(d.send_attempt + 1);
         let now = now_rfc3339();
         let dispatch = |first: bool, rs: &[&(RecipientKey, Recipient)]| {
-            let first = first && !continuing;
+            let first = first && continuing.is_none();
             let failed = rs
                 .iter()
                 .filter(|(_, r)| r.state == RecipientState::Failed)
