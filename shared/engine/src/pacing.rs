@@ -36,10 +36,26 @@ fn unix_ms() -> i64 {
     (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
+/// The longest lead a run is asked with, however slow the store: its first sends wait at
+/// most this long for their slots.
+pub const MAX_LEAD: Duration = Duration::from_millis(500);
+
+/// The lead for a store whose recent answers took `answer`: twice that (an answer varies),
+/// at least [`LEAD`] and at most [`MAX_LEAD`]. A run asked for with a lead shorter than the
+/// answer has begun by the time the sender has it, and its first sends are late.
+pub fn lead_for(answer: Duration) -> Duration {
+    (answer * 2).clamp(LEAD, MAX_LEAD)
+}
+
 /// The earliest start of a run asked for now: [`LEAD`] from now, so not in the past once the
 /// answer is here.
 pub fn earliest_start() -> i64 {
-    unix_ms() + LEAD.as_millis() as i64
+    earliest_start_with(LEAD)
+}
+
+/// The earliest start of a run asked for now with `lead`.
+pub fn earliest_start_with(lead: Duration) -> i64 {
+    unix_ms() + lead.as_millis() as i64
 }
 
 #[cfg(test)]
@@ -54,6 +70,16 @@ mod tests {
         // A rate that makes no sense sends one a second rather than none or unbounded.
         assert_eq!(slot_interval(0.0), Duration::from_secs(1));
         assert_eq!(slot_interval(f64::NAN), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn the_lead_follows_the_store_within_bounds() {
+        assert_eq!(lead_for(Duration::ZERO), LEAD);
+        assert_eq!(
+            lead_for(Duration::from_millis(80)),
+            Duration::from_millis(160)
+        );
+        assert_eq!(lead_for(Duration::from_secs(3)), MAX_LEAD);
     }
 
     #[tokio::test]

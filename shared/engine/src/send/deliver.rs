@@ -215,10 +215,19 @@ impl Sender {
             if n == 0 {
                 continue;
             }
-            match self.ports.slots.take(channel, n, every).await {
-                Ok(t) => *start = Some(t),
-                Err(e) => {
+            // A store that does not answer before the invocation must stop leaves no slots.
+            match tokio::time::timeout(
+                stop_at.remaining(),
+                self.ports.slots.take(channel, n, every),
+            )
+            .await
+            {
+                Ok(Ok(t)) => *start = Some(t),
+                Ok(Err(e)) => {
                     tracing::warn!(dispatch = %dispatch_id, error = %e, "no send slots; claims given back")
+                }
+                Err(_) => {
+                    tracing::warn!(dispatch = %dispatch_id, "no send slots before the invocation must stop; claims given back")
                 }
             }
         }
@@ -322,7 +331,17 @@ impl Sender {
                 gate.gone(at);
                 return SlotWait::Now;
             }
-            match gate.late(self.ports.slots.as_ref(), at, now).await {
+            let Ok(late) = tokio::time::timeout(
+                stop_at.remaining(),
+                gate.late(self.ports.slots.as_ref(), at, now),
+            )
+            .await
+            else {
+                // The store took the rest of the invocation's time for a new slot.
+                gate.gone(at);
+                return SlotWait::TooLate;
+            };
+            match late {
                 (next, true) => {
                     tracing::debug!(
                         late_ms = (now - at) / 1_000_000,

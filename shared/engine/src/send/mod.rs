@@ -103,6 +103,9 @@ pub struct Sender {
     templates: Mutex<HashMap<String, Arc<MessageTemplate>>>,
     /// Each dispatch's state as last seen, and when: a pause takes effect within seconds.
     live: Mutex<HashMap<String, (tokio::time::Instant, DispatchState)>>,
+    /// Held while the dispatch is read for a new sighting: the sends that found the sighting
+    /// stale at once wait for that one read instead of each making their own.
+    reading: Mutex<()>,
     /// The account's quota as last read, and the emails sent since.
     quota: Mutex<QuotaState>,
 }
@@ -138,6 +141,7 @@ impl Sender {
             settings,
             templates: Mutex::new(HashMap::new()),
             live: Mutex::new(HashMap::new()),
+            reading: Mutex::new(()),
             quota: Mutex::new(QuotaState::default()),
         }
     }
@@ -387,11 +391,18 @@ impl Sender {
     /// than [`STATE_FRESH_FOR`]. A failed read keeps the last answer: a pause is an
     /// operator's wish, not a fault to stop on.
     async fn still_sending(&self, dispatch_id: &str) -> bool {
+        let fresh = |last: Option<(tokio::time::Instant, DispatchState)>| {
+            last.filter(|(at, _)| at.elapsed() < STATE_FRESH_FOR)
+                .map(|(_, state)| state == DispatchState::Sending)
+        };
+        if let Some(sending) = fresh(self.live.lock().await.get(dispatch_id).copied()) {
+            return sending;
+        }
+        let _reading = self.reading.lock().await;
         let last = self.live.lock().await.get(dispatch_id).copied();
-        if let Some((at, state)) = last {
-            if at.elapsed() < STATE_FRESH_FOR {
-                return state == DispatchState::Sending;
-            }
+        if let Some(sending) = fresh(last) {
+            // Read by another send while this one waited.
+            return sending;
         }
         match self.ports.dispatches.state(dispatch_id).await {
             Ok(Some(state)) => {
@@ -574,10 +585,12 @@ impl Sender {
     }
 
     /// Results the provider already acted on must be written: a fault of the store or a
-    /// collision with other writers is retried with backoff, for at least eight attempts
-    /// and then for as long as the invocation has time (until [`RECORD_UNTIL`] before its
-    /// deadline). Only then is the write given up, and its recipients become `unknown` once
-    /// their claims expire.
+    /// collision with other writers is retried with backoff for as long as the invocation
+    /// has time (until [`RECORD_UNTIL`] before its deadline; no attempt may run past that,
+    /// however long the store's own timeouts). Only then is the write given up: the answer
+    /// to the queue is still made in time, and the recipients become `unknown` once their
+    /// claims expire. A write whose answer was cut off may have been applied; written again
+    /// or not, it is counted once.
     async fn record(
         &self,
         dispatch_id: &str,
@@ -589,10 +602,20 @@ impl Sender {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self.ports.ledger.record(dispatch_id, token, writes).await {
+            let left = deadline.remaining().saturating_sub(RECORD_UNTIL);
+            let answer =
+                tokio::time::timeout(left, self.ports.ledger.record(dispatch_id, token, writes))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(Error::aws("record results")(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            "no answer before the invocation's deadline",
+                        )))
+                    });
+            match answer {
                 Ok(done) => return Ok(done),
                 Err(e) if e.is_retryable() || matches!(e, Error::Conflict(_)) => {
-                    if attempt >= 8 && deadline.remaining() < RECORD_UNTIL + delay {
+                    if deadline.remaining() < RECORD_UNTIL + delay {
                         return Err(e);
                     }
                     tracing::warn!(dispatch = %dispatch_id, attempt, error = %e, "results not written yet; trying again");
