@@ -6,10 +6,18 @@
 //! 2. Rate accuracy: the configured email rate R against the rate the SendEmail requests
 //!    reached the emulator at, and the busiest one-second window.
 //!
+//! 3. Per function: invocations, the longest beside its `Timeout`, and the most memory one
+//!    invocation held at once beside its `MemorySize` (a counting allocator: every allocation
+//!    counts against the invocation that made it), and that nobody was lost or sent twice.
+//!
 //! `cargo bench --bench dispatch` (or `make bench`). Settings: BENCH_RECIPIENTS (default 3000),
 //! BENCH_RATE (emails per second, default 50), BENCH_SENDERS (sender instances, default 4),
 //! BENCH_PROVIDER_MS (how long SES takes to answer each SendEmail, held by the proxy; default
-//! 0, AWS answers in tens of milliseconds).
+//! 0, AWS answers in tens of milliseconds), BENCH_SMS_SHARE (the share of rows sent by SMS,
+//! from a channel column; default 0) and BENCH_SMS_RATE (SMS per second; default the email
+//! rate), BENCH_SHARDS (the list's key shards; default the stack's `KEY_SHARDS`, 16: the
+//! emulator reads a shard's page in time that grows with the shard, so a large list on it
+//! wants more).
 
 use domain::config::vars;
 use local::emulator::Emulator;
@@ -62,7 +70,22 @@ const MANIFEST: &str = r#"{
   "email": {"from": "Notices <notices@example.org>", "subject": "Your notice, {{ name }}", "text": "email.txt"}
 }"#;
 
+/// Email and SMS by the list's channel column.
+const MIXED_MANIFEST: &str = r#"{
+  "title": "Benchmark",
+  "list": "list.csv",
+  "channel": "column",
+  "columns": {"channel": "channel", "phone": "mobile"},
+  "email": {"from": "Notices <notices@example.org>", "subject": "Your notice, {{ name }}", "text": "email.txt"},
+  "sms": {"text": "sms.txt", "sender_id": "NOTICES"},
+  "phone_region": "DK"
+}"#;
+
+#[global_allocator]
+static ALLOCATOR: local::memory::Counting = local::memory::Counting;
+
 fn main() {
+    local::memory::Counting::installed();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -75,6 +98,13 @@ async fn run() {
     let rate: f64 = env_or("BENCH_RATE", 50.0);
     let senders: usize = env_or("BENCH_SENDERS", 4);
     let provider_ms: u64 = env_or("BENCH_PROVIDER_MS", 0);
+    let sms_share: f64 = env_or("BENCH_SMS_SHARE", 0.0f64).clamp(0.0, 1.0);
+    let sms_rate: f64 = env_or("BENCH_SMS_RATE", rate);
+    let shards: Option<u32> = std::env::var("BENCH_SHARDS")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    // Every n-th row goes by SMS.
+    let sms_every = (sms_share > 0.0).then(|| (1.0 / sms_share).round().max(1.0) as usize);
 
     let emulator = Emulator::start().await.expect("emulator");
     let proxy = FaultProxy::start(&emulator.endpoint).await;
@@ -83,7 +113,13 @@ async fn run() {
         senders: Some(senders),
         // As deployed: the resume schedule runs once a minute.
         tick_every: Duration::from_secs(60),
-        overrides: vec![(vars::EMAIL_RATE_PER_SECOND, rate.to_string())],
+        overrides: [
+            (vars::EMAIL_RATE_PER_SECOND, rate.to_string()),
+            (vars::SMS_RATE_PER_SECOND, sms_rate.to_string()),
+        ]
+        .into_iter()
+        .chain(shards.map(|n| (vars::KEY_SHARDS, n.to_string())))
+        .collect(),
         ..Options::default()
     };
     let local = Local::on(emulator, options).await.expect("local system");
@@ -101,10 +137,18 @@ async fn run() {
         aws_sdk_dynamodb::Client::new(&local.sdk),
         &local.system.config.table_name,
     );
-    let mut csv = String::from("recipient_id,name,email\n");
+    let mut csv = String::from("recipient_id,name,email,mobile,channel\n");
+    let mut texts = 0usize;
     for i in 0..recipients {
-        csv.push_str(&format!("{i},Name {i},person{i}@example.net\n"));
+        if sms_every.is_some_and(|n| i % n == 0) {
+            texts += 1;
+            // Danish mobile numbers, 26 xx xx xx: unique per row, every one valid.
+            csv.push_str(&format!("{i},Name {i},,+45 26{i:06},sms\n"));
+        } else {
+            csv.push_str(&format!("{i},Name {i},person{i}@example.net,,email\n"));
+        }
     }
+    let emails = recipients - texts;
     proxy.clear_log();
     let started = Instant::now();
     // The operator's upload goes straight to the emulator: only the system's calls count.
@@ -120,13 +164,36 @@ async fn run() {
         )
         .await
         .expect("upload");
+    if texts > 0 {
+        local
+            .upload(
+                "bench",
+                "sms.txt",
+                b"Hi {{ name }}, your notice is ready.".to_vec(),
+            )
+            .await
+            .expect("upload");
+    }
+    let manifest = if texts > 0 { MIXED_MANIFEST } else { MANIFEST };
     local
-        .upload("bench", "manifest.json", MANIFEST.as_bytes().to_vec())
+        .upload("bench", "manifest.json", manifest.as_bytes().to_vec())
         .await
         .expect("upload");
     let d = wait(&store, "awaiting_approval", Duration::from_secs(600)).await;
     let validated = started.elapsed();
-    assert_eq!(d.counts.valid as usize, recipients, "every row is valid");
+    if d.counts.valid as usize != recipients {
+        let records = store
+            .all_recipients_keyed("bench", d.shards)
+            .await
+            .expect("records");
+        let why: Vec<_> = records
+            .iter()
+            .filter(|(_, r)| r.state == domain::model::RecipientState::Invalid)
+            .take(3)
+            .map(|(_, r)| r.reason.clone())
+            .collect();
+        panic!("{} of {recipients} rows are valid: {why:?}", d.counts.valid);
+    }
     let (status, body) = portal
         .post("/dispatches/bench/approve")
         .await
@@ -139,10 +206,21 @@ async fn run() {
     // Let the last deletes of queue messages land.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let log = proxy.log();
+    let runs = local.system.invocations.all();
+    // Read once the functions have stopped: the emulator answers a page of a large list
+    // slowly, and slower still while the functions call it.
     local.system.stop().await;
+    let mut records = Err(domain::Error::NotFound("not read yet".into()));
+    for _ in 0..3 {
+        records = store.all_recipients_keyed("bench", d.shards).await;
+        if records.is_ok() {
+            break;
+        }
+    }
 
     println!(
-        "\n# Dispatch of {recipients} email recipients, rate {rate}/s, {senders} sender instances, SES answering after {provider_ms} ms"
+        "\n# Dispatch of {recipients} recipients ({emails} email, {texts} SMS), rate {rate}/s email and {sms_rate}/s SMS, {senders} sender instances, SES answering after {provider_ms} ms, {} key shards",
+        d.shards
     );
     println!(
         "validation {:.1} s, approval to completion {:.1} s\n",
@@ -151,6 +229,111 @@ async fn run() {
     );
     calls_table(&log, recipients, senders, sending);
     rate_table(&log, rate);
+    functions_table(&runs);
+    once_table(
+        &log,
+        &d,
+        records.as_deref().map_err(|e| e.to_string()),
+        emails,
+        texts,
+    );
+}
+
+/// Per function: invocations, the longest against its timeout, the most memory one held.
+fn functions_table(runs: &BTreeMap<&'static str, local::runtime::FunctionRuns>) {
+    let text = std::fs::read_to_string(local::deploy::template_path()).expect("template");
+    let t: serde_json::Value = serde_json::from_str(&text).expect("template JSON");
+    println!("\n## Functions (the API's requests are not counted here)\n");
+    println!("| function | invocations | timed out | longest | `Timeout` | most memory one invocation held | `MemorySize` | share |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    for (function, r) in runs {
+        let props = &t["Resources"][*function]["Properties"];
+        let memory_mb = props["MemorySize"].as_f64().unwrap_or(f64::NAN);
+        let timeout = props["Timeout"].as_f64().unwrap_or(f64::NAN);
+        let peak_mb = r.peak_bytes as f64 / (1024.0 * 1024.0);
+        println!(
+            "| {function} | {} | {} | {:.1} s | {timeout:.0} s | {peak_mb:.1} MB | {memory_mb:.0} MB | {:.1} % |",
+            r.invocations,
+            r.timed_out,
+            r.longest.as_secs_f64(),
+            100.0 * peak_mb / memory_mb
+        );
+    }
+    println!(
+        "\nthe bench process at its busiest (every function, the runtime and the proxy in one): {} MB",
+        peak_rss_mb().map_or("?".to_string(), |m| format!("{m:.0}"))
+    );
+}
+
+/// The process's peak resident memory (Linux `VmHWM`), in MB.
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb / 1024.0)
+}
+
+/// Nobody lost, nobody sent twice: a provider request per recipient of each channel, and
+/// every record sent with a message id of its own.
+fn once_table(
+    log: &[Logged],
+    d: &domain::model::Dispatch,
+    records: Result<&[(domain::keys::RecipientKey, domain::model::Recipient)], String>,
+    emails: usize,
+    texts: usize,
+) {
+    let asked = |op: &str| {
+        log.iter()
+            .filter(|l| l.op == op && matches!(l.service.as_str(), "ses" | "sns"))
+            .count()
+    };
+    println!("\n## Once each\n");
+    println!("| channel | recipients | provider requests | |");
+    println!("|---|---:|---:|---|");
+    for (channel, n, op) in [
+        ("email", emails, "SendEmail"),
+        ("SMS", texts, "Publish SMS"),
+    ] {
+        let requests = asked(op);
+        println!(
+            "| {channel} | {n} | {requests} | {} |",
+            if requests == n {
+                "once each"
+            } else {
+                "NOT once each"
+            }
+        );
+    }
+    let c = &d.counts;
+    println!(
+        "\ndispatch counters: sent {}, failed {}, unknown {}, stuck {}",
+        c.sent, c.failed, c.unknown, c.stuck
+    );
+    match records {
+        Ok(records) => {
+            let sent = records
+                .iter()
+                .filter(|(_, r)| r.state == domain::model::RecipientState::Sent)
+                .count();
+            let ids: std::collections::HashSet<&str> = records
+                .iter()
+                .filter_map(|(_, r)| r.message_id.as_deref())
+                .collect();
+            println!(
+                "records: {}, sent: {sent}, distinct message ids: {}; lost: {}",
+                records.len(),
+                ids.len(),
+                records.len() - sent
+            );
+        }
+        Err(e) => println!("the records could not be read back: {e}"),
+    }
 }
 
 async fn wait(

@@ -102,6 +102,10 @@ impl Seen {
             .split('&')
             .find_map(|kv| kv.strip_prefix("Action="))
         {
+            // SNS: a text to a phone number, or a notice to a topic.
+            if action == "Publish" && self.body.contains("PhoneNumber=") {
+                return "Publish SMS".to_string();
+            }
             return action.to_string();
         }
         match service {
