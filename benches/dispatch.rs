@@ -203,6 +203,19 @@ async fn run() {
     let d = wait(&store, "completed", Duration::from_secs(3600)).await;
     let sending = approved.elapsed();
     assert_eq!(d.counts.sent as usize, recipients, "everyone was sent to");
+    // What an operator reads once it is over: the dispatch, a page of its recipients, and
+    // the links to its report and history (each an invocation of the API function).
+    for path in [
+        "/dispatches/bench",
+        "/dispatches/bench/recipients",
+        "/dispatches/bench/report",
+        "/dispatches/bench/history",
+    ] {
+        match portal.get(path).await {
+            Ok((status, _)) => println!("GET {path}: {status}"),
+            Err(e) => println!("GET {path}: {e}"),
+        }
+    }
     // Let the last deletes of queue messages land.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let log = proxy.log();
@@ -243,7 +256,7 @@ async fn run() {
 fn functions_table(runs: &BTreeMap<&'static str, local::runtime::FunctionRuns>) {
     let text = std::fs::read_to_string(local::deploy::template_path()).expect("template");
     let t: serde_json::Value = serde_json::from_str(&text).expect("template JSON");
-    println!("\n## Functions (the API's requests are not counted here)\n");
+    println!("\n## Functions (each API request is an invocation of the API function)\n");
     println!("| function | invocations | timed out | longest | `Timeout` | most memory one invocation held | `MemorySize` | share |");
     println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     for (function, r) in runs {

@@ -341,6 +341,11 @@ pub async fn start(sdk: &aws_config::SdkConfig, stack: Stack, opts: Options) -> 
     let api_url = format!("http://{}", listener.local_addr()?);
     // Every request passes the token check first, as behind API Gateway's JWT authorizer.
     let router = api::router(api)
+        // Each request the function itself serves is one invocation of it.
+        .layer(axum::middleware::from_fn_with_state(
+            invocations.clone(),
+            api_invocation,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             crate::auth::Authorizer {
                 issuer: opts.issuer.clone(),
@@ -509,6 +514,25 @@ async fn poll<F, Fut>(
             drop(permit);
         });
     }
+}
+
+/// One request to the API function, counted as its invocation: how long it took and the
+/// most memory it held ([`crate::memory`]).
+async fn api_invocation(
+    axum::extract::State(invocations): axum::extract::State<Arc<Invocations>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let tag = crate::memory::begin();
+    let started = tokio::time::Instant::now();
+    let response = crate::memory::Tagged::new(tag, next.run(request)).await;
+    invocations.count(
+        "ApiFunction",
+        false,
+        started.elapsed(),
+        crate::memory::peak(tag),
+    );
+    response
 }
 
 /// One invocation with a batch of messages; then what Lambda does with its answer: deletes
