@@ -85,7 +85,6 @@ const MIXED_MANIFEST: &str = r#"{
 static ALLOCATOR: local::memory::Counting = local::memory::Counting;
 
 fn main() {
-    local::memory::Counting::installed();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

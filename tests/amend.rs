@@ -147,6 +147,19 @@ async fn history(
     (rows, audit)
 }
 
+/// The provider refuses the messages to Bo and Di, once each; the fault's number.
+fn refuse_bo_and_di(proxy: &FaultProxy) -> usize {
+    proxy.add(
+        |s| {
+            s.is_send_email()
+                && (s.body.contains("bo@example.net") || s.body.contains("di@example.net"))
+        },
+        Fault::Refuse("MessageRejected"),
+        0,
+        Some(2),
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn resend_sends_again_only_to_the_failed_recipients_as_a_new_audited_attempt() {
     let emulator = Emulator::start().await.unwrap();
@@ -160,16 +173,7 @@ async fn resend_sends_again_only_to_the_failed_recipients_as_a_new_audited_attem
     )
     .await
     .unwrap();
-    // The provider refuses the messages to Bo and Di, once each.
-    let refused = proxy.add(
-        |s| {
-            s.is_send_email()
-                && (s.body.contains("bo@example.net") || s.body.contains("di@example.net"))
-        },
-        Fault::Refuse("MessageRejected"),
-        0,
-        Some(2),
-    );
+    let refused = refuse_bo_and_di(&proxy);
     let id = "resend";
     upload_package(&local, id).await;
     wait(&local, id, &["awaiting_approval"]).await;
@@ -365,15 +369,7 @@ async fn a_resend_job_short_of_time_goes_on_a_page_per_invocation_and_ends_the_s
     )
     .await
     .unwrap();
-    proxy.add(
-        |s| {
-            s.is_send_email()
-                && (s.body.contains("bo@example.net") || s.body.contains("di@example.net"))
-        },
-        Fault::Refuse("MessageRejected"),
-        0,
-        Some(2),
-    );
+    refuse_bo_and_di(&proxy);
     let id = "resend-paged";
     upload_package(&local, id).await;
     wait(&local, id, &["awaiting_approval"]).await;

@@ -3,7 +3,7 @@
 //! history written again; the download. Progress is written after every page, so the portal
 //! sees it move.
 
-use crate::{hand_out, settle_queue, Deps, Pages, Report, MARGIN, PASS_PAGE};
+use crate::{hand_out, settle_queue, Deps, Pages, Report, PASS_PAGE};
 use adapters::sqs;
 use domain::job::{Job, JobKind, JobState, ListFormat};
 use domain::model::{Dispatch, DispatchState, RecipientState};
@@ -48,19 +48,13 @@ async fn resend(
     d: &Dispatch,
     job: &mut Job,
     states: &[RecipientState],
-    (shard, after): (u32, Option<String>),
+    from: (u32, Option<String>),
     deadline: domain::Deadline,
 ) -> Result<bool> {
-    let mut pages = Pages {
-        shards: d.shards,
-        shard,
-        after,
-    };
+    let mut pages = Pages::from(d.shards, from);
     let mut moved = false;
-    // At least one page per invocation, so that the job moves on however short the time.
-    let mut paged = false;
     while let Some((shard, after)) = pages.next_query() {
-        if paged && deadline.remaining() < MARGIN {
+        if pages.out_of_time(deadline) {
             job.updated_at = domain::model::now_rfc3339();
             deps.store.put_job(job).await?;
             let work = Settle {
@@ -78,7 +72,6 @@ async fn resend(
             .store
             .query_shard(&d.id, shard, None, after, PASS_PAGE)
             .await?;
-        paged = true;
         pages.reached(page.next.clone());
         job.looked_at += page.recipients.len() as u64;
         let chosen: Vec<_> = page

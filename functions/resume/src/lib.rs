@@ -317,9 +317,27 @@ pub(crate) struct Pages {
     pub(crate) shards: u32,
     pub(crate) shard: u32,
     pub(crate) after: Option<String>,
+    /// Whether this invocation has read a page yet.
+    pub(crate) paged: bool,
 }
 
 impl Pages {
+    /// A pass over `shards` from `(shard, after)`, no page read yet.
+    pub(crate) fn from(shards: u32, (shard, after): (u32, Option<String>)) -> Pages {
+        Pages {
+            shards,
+            shard,
+            after,
+            paged: false,
+        }
+    }
+
+    /// Whether the pass must go on in a new message: less than [`MARGIN`] is left and a page
+    /// has been read, so that a pass moves on however little time its invocation has.
+    pub(crate) fn out_of_time(&self, deadline: domain::Deadline) -> bool {
+        self.paged && deadline.remaining() < MARGIN
+    }
+
     /// The next page to ask for, `None` when every shard has been read.
     pub(crate) fn next_query(&self) -> Option<(u32, Option<String>)> {
         (self.shard < self.shards).then(|| (self.shard, self.after.clone()))
@@ -327,6 +345,7 @@ impl Pages {
 
     /// A page came back with `next`: the same shard goes on, or the next shard starts.
     pub(crate) fn reached(&mut self, next: Option<String>) {
+        self.paged = true;
         match next {
             Some(n) => self.after = Some(n),
             None => {
@@ -368,15 +387,9 @@ async fn settle_sending(
             ..StallPass::default()
         });
         // A page at a time: the records are looked at, not kept.
-        let mut pages = Pages {
-            shards: d.shards,
-            shard: p.shard,
-            after: p.after.take(),
-        };
-        // At least one page per invocation, so that the pass moves on however short the time.
-        let mut paged = false;
+        let mut pages = Pages::from(d.shards, (p.shard, p.after.take()));
         while let Some((shard, after)) = pages.next_query() {
-            if paged && deadline.remaining() < MARGIN {
+            if pages.out_of_time(deadline) {
                 // Out of time: the pass goes on in a new message, where it came to.
                 p.shard = pages.shard;
                 p.after = pages.after.take();
@@ -392,7 +405,6 @@ async fn settle_sending(
                 .store
                 .query_shard(&d.id, shard, None, after, PASS_PAGE)
                 .await?;
-            paged = true;
             pages.reached(page.next.clone());
             for (key, r) in &page.recipients {
                 p.newest_change = p.newest_change.min(age_secs(&r.updated_at));

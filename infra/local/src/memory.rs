@@ -12,7 +12,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 use std::task::{Context, Poll};
 
 /// Invocations counted at once; tags are used round, so this many invocations later a tag
@@ -24,7 +24,6 @@ const HEADER: usize = 16;
 static LIVE: [AtomicI64; SLOTS] = [const { AtomicI64::new(0) }; SLOTS];
 static PEAK: [AtomicI64; SLOTS] = [const { AtomicI64::new(0) }; SLOTS];
 static NEXT: AtomicU32 = AtomicU32::new(1);
-static INSTALLED: AtomicBool = AtomicBool::new(false);
 
 thread_local! {
     /// The tag of the invocation being polled on this thread; 0 for none.
@@ -54,6 +53,28 @@ fn outer(layout: Layout) -> Option<(Layout, usize)> {
         .map(|l| (l, offset))
 }
 
+/// A block for `layout` from `system` (given the whole layout, header included), its tag
+/// written in front and counted.
+///
+/// # Safety
+/// `system` must return null or a block of the whole layout it is given.
+unsafe fn tagged(layout: Layout, system: impl FnOnce(Layout) -> *mut u8) -> *mut u8 {
+    let Some((whole, offset)) = outer(layout) else {
+        return std::ptr::null_mut();
+    };
+    // `whole` has a non-zero size (at least the header).
+    let base = system(whole);
+    if base.is_null() {
+        return base;
+    }
+    let tag = TAG.try_with(Cell::get).unwrap_or(0);
+    // SAFETY: the block starts with HEADER bytes aligned to at least 16.
+    unsafe { (base as *mut u32).write(tag) };
+    account(tag, layout.size() as i64);
+    // SAFETY: `offset` is within the block.
+    unsafe { base.add(offset) }
+}
+
 /// The system allocator, counting what each invocation holds.
 pub struct Counting;
 
@@ -62,37 +83,13 @@ pub struct Counting;
 // resizing undo the same offset with the same layout the caller passes back.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let Some((whole, offset)) = outer(layout) else {
-            return std::ptr::null_mut();
-        };
-        // SAFETY: `whole` has a non-zero size (at least the header).
-        let base = unsafe { System.alloc(whole) };
-        if base.is_null() {
-            return base;
-        }
-        let tag = TAG.try_with(Cell::get).unwrap_or(0);
-        // SAFETY: the block starts with HEADER bytes aligned to at least 16.
-        unsafe { (base as *mut u32).write(tag) };
-        account(tag, layout.size() as i64);
-        // SAFETY: `offset` is within the block.
-        unsafe { base.add(offset) }
+        // SAFETY: as `System.alloc`, for a layout of non-zero size.
+        unsafe { tagged(layout, |whole| System.alloc(whole)) }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let Some((whole, offset)) = outer(layout) else {
-            return std::ptr::null_mut();
-        };
-        // SAFETY: as in `alloc`.
-        let base = unsafe { System.alloc_zeroed(whole) };
-        if base.is_null() {
-            return base;
-        }
-        let tag = TAG.try_with(Cell::get).unwrap_or(0);
-        // SAFETY: as in `alloc`.
-        unsafe { (base as *mut u32).write(tag) };
-        account(tag, layout.size() as i64);
-        // SAFETY: as in `alloc`.
-        unsafe { base.add(offset) }
+        // SAFETY: as `System.alloc_zeroed`, for a layout of non-zero size.
+        unsafe { tagged(layout, |whole| System.alloc_zeroed(whole)) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
@@ -127,19 +124,6 @@ unsafe impl GlobalAlloc for Counting {
         // SAFETY: `offset` is within the resized block.
         unsafe { moved.add(offset) }
     }
-}
-
-impl Counting {
-    /// Marks the allocator as the one in use (a bench calls it at start), so that peaks are
-    /// reported rather than read as 0.
-    pub fn installed() {
-        INSTALLED.store(true, Ordering::Relaxed);
-    }
-}
-
-/// Whether a bench installed the counting allocator.
-pub fn counting() -> bool {
-    INSTALLED.load(Ordering::Relaxed)
 }
 
 /// A new invocation's tag, counting from zero.
