@@ -21,7 +21,7 @@
 //! | POST   | `/dispatches/{id}/approve`      | approve: fan-out starts (send; four eyes)   |
 //! | POST   | `/dispatches/{id}/reject`       | reject: nothing (more) is sent (send)       |
 //! | GET    | `/dispatches/{id}/recipients?state=&limit=&cursor=` | recipients, a page at a time |
-//! | POST   | `/dispatches/{id}/pause`        | stop sending within about 5 s               |
+//! | POST   | `/dispatches/{id}/pause`        | stop sending within about 2 s               |
 //! | POST   | `/dispatches/{id}/resume`       | continue with the recipients not yet sent   |
 //! | POST   | `/dispatches/{id}/close`        | close a dispatch completed with errors      |
 //! | POST   | `/dispatches/{id}/cancel`       | withdraw before approval (create)           |

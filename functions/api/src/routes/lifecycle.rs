@@ -113,7 +113,7 @@ pub(crate) const REJECT: Action = Action {
     accepted: false,
 };
 
-/// Pause: sending stops within about 5 s.
+/// Pause: sending stops within about 2 s.
 pub(crate) const PAUSE: Action = Action {
     name: "pause",
     doing: "pause a dispatch",

@@ -40,10 +40,11 @@ use tokio::sync::Mutex;
 const RECORD_CONCURRENCY: usize = 4;
 /// How long the account's quota is trusted before it is read again.
 const QUOTA_FRESH_FOR: Duration = Duration::from_secs(60);
-/// How long a sighting of a dispatch's state is trusted before the next send: an operator's
-/// pause takes effect within this long. A claim counts as a sighting (it only succeeds while
-/// the dispatch is sending), so a sender reads the dispatch at most once per this long.
-const STATE_FRESH_FOR: Duration = Duration::from_secs(5);
+/// How long a reading of a dispatch's state is trusted before the next send: an operator's
+/// pause takes effect within about this long. Only a read refreshes it (a claim does not look
+/// at the dispatch), and the sends of one instance share one read, so an instance reads the
+/// dispatch at most once per this long while it sends.
+const STATE_FRESH_FOR: Duration = Duration::from_secs(2);
 
 const QUOTA_USED_UP: &str = "the account's 24-hour sending quota is used up";
 
