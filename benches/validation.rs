@@ -167,6 +167,7 @@ fn validate(path: &Path) -> u64 {
     let name = path.file_name().unwrap().to_string_lossy().to_string();
     let m = Manifest::parse(MANIFEST.replace("LIST", &name).as_bytes()).expect("manifest");
     let t = MessageTemplate::compile(TemplateSource {
+        letter: None,
         email: Some(EmailSource {
             from: "Notices <notices@example.org>".into(),
             subject: "Your notice, {{ first_name }} {{ last_name }}".into(),

@@ -12,6 +12,7 @@
 //! | GET    | `/dispatches/{id}`              | one dispatch: state, counts, summary        |
 //! | GET    | `/dispatches/{id}/report`       | validation report (CSV)                     |
 //! | GET    | `/dispatches/{id}/sample`       | rendered sample messages (JSON)             |
+//! | GET    | `/dispatches/{id}/sample/letters/{n}` | a sample letter's PDF (`303` to a link) |
 //! | GET    | `/dispatches/{id}/example?format=csv\|xlsx` | the header the list must have  |
 //! | GET    | `/dispatches/{id}/attempts/{n}/report` | an earlier validation attempt's report |
 //! | GET    | `/dispatches/{id}/audit`        | every action on the dispatch: actor, time, outcome |
@@ -86,6 +87,10 @@ pub fn router(deps: Arc<Deps>) -> Router {
         .route("/dispatches/{id}", get(dispatches::get_dispatch))
         .route("/dispatches/{id}/report", get(documents::get_report))
         .route("/dispatches/{id}/sample", get(documents::get_sample))
+        .route(
+            "/dispatches/{id}/sample/letters/{n}",
+            get(documents::get_sample_letter),
+        )
         .route("/dispatches/{id}/example", get(documents::get_example))
         .route(
             "/dispatches/{id}/attempts/{n}/report",

@@ -30,7 +30,8 @@ use domain::suppression::suppression_key;
 use domain::{Error, Result};
 use intake::list::ListReader;
 use intake::template::{
-    EmailSource, MessageTemplate, RenderedEmail, RenderedSms, SmsSource, TemplateSource,
+    EmailSource, LetterLayout, LetterSource, MessageTemplate, RenderedEmail, RenderedLetter,
+    RenderedSms, SmsSource, TemplateSource,
 };
 use intake::validation::{self, Checked, Problem, Validator};
 use serde::Serialize;

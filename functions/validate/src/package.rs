@@ -119,6 +119,13 @@ pub(crate) async fn check_package(deps: &Deps, bucket: &str, d: &Dispatch) -> Re
             Err(p) => problems.push(p),
         }
     }
+    let mut letter = None;
+    if let Some(l) = &m.letter {
+        match letter_source(deps, bucket, prefix, l).await? {
+            Ok(source) => letter = Some(source),
+            Err(p) => problems.extend(p),
+        }
+    }
     let list_key = format!("{prefix}{}", m.list);
     let list = match deps
         .docs
@@ -147,7 +154,7 @@ pub(crate) async fn check_package(deps: &Deps, bucket: &str, d: &Dispatch) -> Re
     let Some(list) = list else {
         return Ok(Outcome::Failed { title, problems });
     };
-    let source = TemplateSource { email, sms };
+    let source = TemplateSource { email, sms, letter };
     let template = match MessageTemplate::compile(source.clone()) {
         Ok(t) => t,
         Err(e) => return Ok(failed(&title, e.to_string())),
@@ -253,9 +260,11 @@ pub(crate) async fn check_package(deps: &Deps, bucket: &str, d: &Dispatch) -> Re
     };
     deps.docs.put_json(&keys::summary(&d.id), &summary).await?;
     let sample_key = keys::sample(&d.id);
-    deps.docs
-        .put_json(&sample_key, &samples.render(&template))
-        .await?;
+    let mut samples = samples.render(&template);
+    if let (Some(letters), Some(l)) = (samples.get_mut(&Channel::Letter), &source.letter) {
+        write_sample_letters(deps, &d.id, &l.layout, letters).await?;
+    }
+    deps.docs.put_json(&sample_key, &samples).await?;
     let package_key = keys::package(&d.id);
     let package = Package {
         dispatch_id: d.id.clone(),
@@ -275,4 +284,140 @@ pub(crate) async fn check_package(deps: &Deps, bucket: &str, d: &Dispatch) -> Re
         list_sha256: package.list_sha256,
         template_sha256: package.template_sha256,
     })
+}
+
+/// The letter's text and layout from the package: its text file, its logo (kept in the frozen
+/// package), and a letter typeset once with no recipient, so that a text a letter cannot
+/// hold or a logo that is not an image fails the package before any row is read.
+async fn letter_source(
+    deps: &Deps,
+    bucket: &str,
+    prefix: &str,
+    l: &domain::manifest::LetterPart,
+) -> Result<Result<LetterSource, Vec<String>>> {
+    use base64::Engine as _;
+    let mut problems = Vec::new();
+    let text = match package_text(deps, bucket, prefix, &l.text, "letter text").await? {
+        Ok(t) => Some(t),
+        Err(p) => {
+            problems.push(p);
+            None
+        }
+    };
+    let mut logo = None;
+    if let Some(name) = &l.logo {
+        let max = domain::limits::input::LOGO_BYTES;
+        match deps
+            .docs
+            .fetch(bucket, &format!("{prefix}{name}"), max as u64)
+            .await?
+        {
+            Fetched::Found(bytes) => {
+                logo = Some((
+                    name.clone(),
+                    base64::engine::general_purpose::STANDARD.encode(bytes),
+                ))
+            }
+            Fetched::Missing => problems.push(format!(
+                "the package has no file '{name}' (letter logo); upload it before manifest.json"
+            )),
+            Fetched::TooLarge(size) => problems.push(format!(
+                "'{name}' (letter logo) is {size} bytes; at most {max} are accepted"
+            )),
+        }
+    }
+    let Some(text) = text else {
+        return Ok(Err(problems));
+    };
+    if let Err(why) = letters::blocks(&text) {
+        problems.push(format!("the letter text cannot be set: {why}"));
+    }
+    let layout = LetterLayout {
+        lang: l
+            .lang
+            .clone()
+            .unwrap_or_else(|| "en".into())
+            .to_ascii_lowercase(),
+        sender: l.sender.trim().to_string(),
+        return_address: l.return_address.clone().unwrap_or_default(),
+        letterhead: l.letterhead.clone(),
+        logo,
+        footer: l.footer.clone(),
+        closing: l.closing.clone().unwrap_or_default(),
+        signature: l.signature.clone(),
+    };
+    if problems.is_empty() {
+        match adapters::letters::layout_of(&layout) {
+            Ok(lay) => {
+                let trial = letters::Letter {
+                    address: vec!["–".into()],
+                    subject: "–".into(),
+                    text: "–".into(),
+                    ..Default::default()
+                };
+                if let Err(e) = adapters::letters::render(letters::Renderer::new(lay), trial).await
+                {
+                    problems.push(format!(
+                        "the letter layout cannot be typeset (is the logo an image of the kind its name says?): {e}"
+                    ));
+                }
+            }
+            Err(e) => problems.push(e),
+        }
+    }
+    if !problems.is_empty() {
+        return Ok(Err(problems));
+    }
+    Ok(Ok(LetterSource {
+        subject: l.subject.clone(),
+        text,
+        layout,
+    }))
+}
+
+/// Typesets each sample letter recipient's letter and writes it beside the samples; the
+/// sample names its document.
+async fn write_sample_letters(
+    deps: &Deps,
+    id: &str,
+    layout: &LetterLayout,
+    samples: &mut [Sample],
+) -> Result<()> {
+    let lay = match adapters::letters::layout_of(layout) {
+        Ok(l) => l,
+        Err(e) => {
+            for s in samples.iter_mut() {
+                s.body = SampleBody::Unrenderable { error: e.clone() };
+            }
+            return Ok(());
+        }
+    };
+    let renderer = letters::Renderer::new(lay);
+    for (n, s) in samples.iter_mut().enumerate() {
+        let SampleBody::Letter {
+            message,
+            document,
+            pages,
+        } = &mut s.body
+        else {
+            continue;
+        };
+        let letter = adapters::letters::letter_of(&s.to, message);
+        match adapters::letters::render(renderer.clone(), letter).await {
+            Ok(r) => {
+                let key = keys::sample_letter(id, n + 1);
+                deps.docs
+                    .put_report_document(&key, r.pdf, "application/pdf")
+                    .await?;
+                *document = Some(key);
+                *pages = r.pages;
+            }
+            Err(e) => {
+                s.body = SampleBody::Unrenderable {
+                    error: e.to_string(),
+                }
+            }
+        }
+    }
+    Ok(())
 }

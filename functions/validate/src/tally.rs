@@ -192,6 +192,12 @@ pub(crate) enum SampleBody {
         message: RenderedSms,
         segments: intake::sms::Segments,
     },
+    Letter {
+        message: RenderedLetter,
+        /// The sample letter's PDF in the reports bucket, once typeset.
+        document: Option<String>,
+        pages: usize,
+    },
     Unrenderable {
         error: String,
     },
@@ -211,6 +217,13 @@ pub(crate) fn sample(
             segments: intake::sms::segments(&message.text),
             message,
         }),
+        Channel::Letter => t
+            .render_letter(&r.fields)
+            .map(|message| SampleBody::Letter {
+                message,
+                document: None,
+                pages: 0,
+            }),
     };
     Sample {
         recipient_id: r.recipient_id.clone(),

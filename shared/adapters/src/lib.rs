@@ -15,6 +15,7 @@ pub mod channels;
 pub mod clients;
 pub mod download;
 pub mod dynamodb;
+pub mod letters;
 pub mod metrics;
 pub mod notify;
 pub mod s3;

@@ -25,6 +25,7 @@ pub fn send_ports(clients: &Clients, config: &Config) -> SendPorts {
             config.ses_configuration_set.clone(),
         )),
         texter: Arc::new(SmsSender::new(clients.sns.clone())),
+        press: Arc::new(crate::letters::Press::new((*docs).clone())),
         packages: docs.clone(),
         // Where there is a settle queue the resume function completes dispatches, with the
         // time and disk a whole-dispatch pass needs; without one the sender does.

@@ -12,9 +12,16 @@ use intake::template::MessageTemplate;
 pub fn columns(manifest: &Manifest, template: &MessageTemplate) -> Vec<String> {
     let c = &manifest.columns;
     let mut out: Vec<String> = vec![c.id.clone()];
+    let postal = || {
+        let mut p = vec![c.addressee.clone()];
+        p.extend(c.address_lines.iter().cloned());
+        p.extend([c.postcode.clone(), c.city.clone(), c.country.clone()]);
+        p
+    };
     match manifest.channel {
         ChannelMode::Email => out.push(c.email.clone()),
         ChannelMode::Sms => out.push(c.phone.clone()),
+        ChannelMode::Letter => out.extend(postal()),
         ChannelMode::Column => {
             out.push(c.channel.clone());
             if template.has(Channel::Email) {
@@ -22,6 +29,9 @@ pub fn columns(manifest: &Manifest, template: &MessageTemplate) -> Vec<String> {
             }
             if template.has(Channel::Sms) {
                 out.push(c.phone.clone());
+            }
+            if template.has(Channel::Letter) {
+                out.extend(postal());
             }
         }
     }
@@ -73,6 +83,7 @@ mod tests {
         )
         .unwrap();
         let t = MessageTemplate::compile(TemplateSource {
+            letter: None,
             email: Some(EmailSource {
                 from: "a@example.org".into(),
                 subject: "Hi {{ name }}".into(),

@@ -30,3 +30,33 @@ pub fn example(id: &str, ext: &str) -> String {
 pub fn attempt(id: &str, attempt: u32, document: &str) -> String {
     format!("dispatches/{id}/attempts/{attempt}/{document}")
 }
+
+/// A recipient's letter, by the recipient's record key (its sort key, with every character
+/// but letters, digits, `-`, `_` and `.` written as `%XX`, so that no id makes a folder).
+pub fn letter(id: &str, recipient_sk: &str) -> String {
+    let mut safe = String::with_capacity(recipient_sk.len() + 8);
+    for b in recipient_sk.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.') {
+            safe.push(b as char);
+        } else {
+            safe.push_str(&format!("%{b:02X}"));
+        }
+    }
+    format!("dispatches/{id}/letters/{safe}.pdf")
+}
+
+/// A sample letter of a validation, by its place among the samples.
+pub fn sample_letter(id: &str, n: usize) -> String {
+    format!("dispatches/{id}/sample-letter-{n}.pdf")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_letter_key_makes_no_folder_of_an_id() {
+        assert_eq!(
+            super::letter("d1", "R#a/b ø"),
+            "dispatches/d1/letters/R%23a%2Fb%20%C3%B8.pdf"
+        );
+    }
+}

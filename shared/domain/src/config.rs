@@ -27,6 +27,9 @@ pub struct Config {
     pub email_rate_per_second: f64,
     /// SMS per second all sender instances together send at most.
     pub sms_rate_per_second: f64,
+    /// Letters per second all sender instances together produce at most (each is typeset
+    /// and written to the reports bucket).
+    pub letter_rate_per_second: f64,
     /// Recipients carried by one send-queue message.
     pub recipients_per_message: usize,
     /// Key shards a dispatch's recipients are spread over.
@@ -70,6 +73,7 @@ pub mod vars {
     pub const DEFAULT_PHONE_REGION: &str = "DEFAULT_PHONE_REGION";
     pub const EMAIL_RATE_PER_SECOND: &str = "EMAIL_RATE_PER_SECOND";
     pub const SMS_RATE_PER_SECOND: &str = "SMS_RATE_PER_SECOND";
+    pub const LETTER_RATE_PER_SECOND: &str = "LETTER_RATE_PER_SECOND";
     pub const RECIPIENTS_PER_MESSAGE: &str = "RECIPIENTS_PER_MESSAGE";
     pub const KEY_SHARDS: &str = "KEY_SHARDS";
     pub const MAX_LIST_BYTES: &str = "MAX_LIST_BYTES";
@@ -86,7 +90,7 @@ pub mod vars {
     pub const OPERATOR_TOPIC_ARN: &str = "OPERATOR_TOPIC_ARN";
     pub const SETTLE_QUEUE_URL: &str = "SETTLE_QUEUE_URL";
     /// Every variable the configuration reads.
-    pub const ALL: [&str; 23] = [
+    pub const ALL: [&str; 24] = [
         TABLE_NAME,
         UPLOADS_BUCKET,
         REPORTS_BUCKET,
@@ -95,6 +99,7 @@ pub mod vars {
         DEFAULT_PHONE_REGION,
         EMAIL_RATE_PER_SECOND,
         SMS_RATE_PER_SECOND,
+        LETTER_RATE_PER_SECOND,
         RECIPIENTS_PER_MESSAGE,
         KEY_SHARDS,
         MAX_LIST_BYTES,
@@ -214,6 +219,7 @@ impl Config {
             default_phone_region: region.to_ascii_uppercase(),
             email_rate_per_second: r.number(vars::EMAIL_RATE_PER_SECOND, 14.0, 0.1, 100_000.0),
             sms_rate_per_second: r.number(vars::SMS_RATE_PER_SECOND, 20.0, 0.1, 100_000.0),
+            letter_rate_per_second: r.number(vars::LETTER_RATE_PER_SECOND, 20.0, 0.1, 10_000.0),
             recipients_per_message: r.number(
                 vars::RECIPIENTS_PER_MESSAGE,
                 50,

@@ -80,6 +80,12 @@ pub mod input {
     pub const EXCLUDED_CODES: usize = 1_000;
     /// One excluded status code, in characters.
     pub const EXCLUDED_CODE_CHARS: usize = 100;
+    /// Lines of a letter's letterhead, footer or signature, and address columns.
+    pub const LETTER_LINES: usize = 10;
+    /// One such line, the sender, the return address or the closing, in characters.
+    pub const LETTER_LINE_CHARS: usize = 200;
+    /// A letter's logo, in bytes (it is kept in the frozen package).
+    pub const LOGO_BYTES: usize = 256 * 1024;
 }
 
 /// `text` cut to at most `max_chars` characters (on a character boundary), with `…` when

@@ -20,6 +20,8 @@ pub enum ChannelMode {
     Email,
     /// Everyone by SMS.
     Sms,
+    /// Everyone by letter.
+    Letter,
     /// Per row, from the channel column (the recipient's preferred delivery method).
     Column,
 }
@@ -33,6 +35,16 @@ pub struct Columns {
     pub email: String,
     pub phone: String,
     pub channel: String,
+    /// The letter's addressee: the first line of the address.
+    pub addressee: String,
+    /// Street, building, c/o: the address lines between the addressee and the postcode and
+    /// city, in order; a column the list lacks or a cell left empty prints no line.
+    pub address_lines: Vec<String>,
+    pub postcode: String,
+    pub city: String,
+    /// The country, as an ISO 3166 code (`DK`, `DEU`) or its English name; empty for the
+    /// letter's home country.
+    pub country: String,
 }
 
 impl Default for Columns {
@@ -42,8 +54,51 @@ impl Default for Columns {
             email: "email".into(),
             phone: "phone".into(),
             channel: "channel".into(),
+            addressee: "name".into(),
+            address_lines: vec!["address".into(), "address_2".into()],
+            postcode: "postcode".into(),
+            city: "city".into(),
+            country: "country".into(),
         }
     }
+}
+
+/// A letter: its text, and the organisation's layout around it (DIN 5008, form B).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LetterPart {
+    /// Subject line template (merge fields allowed), in bold above the text.
+    pub subject: String,
+    /// File in the package holding the letter's text: Markdown (paragraphs, **bold**,
+    /// *italic*, lists) with merge fields.
+    pub text: String,
+    /// The organisation sending it (the PDF's author).
+    pub sender: String,
+    /// Language of the layout's own words (date, page numbers): `en`, `da` or `de`.
+    #[serde(default)]
+    pub lang: Option<String>,
+    /// The small line above the address for returns, e.g. `Town Hall · Main St 1 · 1000 City`.
+    #[serde(default)]
+    pub return_address: Option<String>,
+    /// Lines at the top left of the first page.
+    #[serde(default)]
+    pub letterhead: Vec<String>,
+    /// File in the package: the logo at the top right (`.png`, `.jpg` or `.svg`).
+    #[serde(default)]
+    pub logo: Option<String>,
+    /// Lines at the foot of every page.
+    #[serde(default)]
+    pub footer: Vec<String>,
+    /// Above the signature, e.g. `Kind regards`.
+    #[serde(default)]
+    pub closing: Option<String>,
+    /// The signature block's lines (name, title).
+    #[serde(default)]
+    pub signature: Vec<String>,
+    /// Country (ISO 3166 alpha-2) the letters are posted in: an address there prints no
+    /// country line. The dispatch's phone region when absent.
+    #[serde(default)]
+    pub home_country: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,6 +148,8 @@ pub struct Manifest {
     pub email: Option<EmailPart>,
     #[serde(default)]
     pub sms: Option<SmsPart>,
+    #[serde(default)]
+    pub letter: Option<LetterPart>,
     /// Region (ISO 3166 alpha-2) for phone numbers written without a country code; the
     /// deployment's default when absent.
     #[serde(default)]
@@ -190,6 +247,52 @@ impl Manifest {
         if let Some(s) = &self.sms {
             values.push(("sms.sender_id", s.sender_id.as_deref(), SENDER_ID_CHARS));
         }
+        for (field, value) in [
+            ("columns.addressee", &self.columns.addressee),
+            ("columns.postcode", &self.columns.postcode),
+            ("columns.city", &self.columns.city),
+            ("columns.country", &self.columns.country),
+        ] {
+            values.push((field, Some(value.as_str()), MANIFEST_COLUMN_CHARS));
+        }
+        let mut lists: Vec<(&str, &[String], usize)> = vec![(
+            "columns.address_lines",
+            &self.columns.address_lines,
+            MANIFEST_COLUMN_CHARS,
+        )];
+        if let Some(l) = &self.letter {
+            values.push(("letter.subject", Some(&l.subject), SUBJECT_CHARS));
+            values.push(("letter.sender", Some(&l.sender), LETTER_LINE_CHARS));
+            values.push(("letter.lang", l.lang.as_deref(), ENCODING_CHARS));
+            values.push((
+                "letter.return_address",
+                l.return_address.as_deref(),
+                LETTER_LINE_CHARS,
+            ));
+            values.push(("letter.closing", l.closing.as_deref(), LETTER_LINE_CHARS));
+            values.push((
+                "letter.home_country",
+                l.home_country.as_deref(),
+                ENCODING_CHARS,
+            ));
+            lists.push(("letter.letterhead", &l.letterhead, LETTER_LINE_CHARS));
+            lists.push(("letter.footer", &l.footer, LETTER_LINE_CHARS));
+            lists.push(("letter.signature", &l.signature, LETTER_LINE_CHARS));
+        }
+        for (field, lines, max) in lists {
+            if lines.len() > LETTER_LINES {
+                return Err(ManifestError::Invalid(format!(
+                    "{field} has {} lines; at most {LETTER_LINES} are accepted",
+                    lines.len()
+                )));
+            }
+            if let Some(long) = lines.iter().find(|l| l.chars().count() > max) {
+                return Err(ManifestError::Invalid(format!(
+                    "{field} holds a line of {} characters; at most {max} are accepted",
+                    long.chars().count()
+                )));
+            }
+        }
         for (field, value, max) in values {
             if let Some(v) = value {
                 let chars = v.chars().count();
@@ -207,6 +310,10 @@ impl Manifest {
         }
         if let Some(s) = &self.sms {
             names.push(("sms.text", Some(&s.text)));
+        }
+        if let Some(l) = &self.letter {
+            names.push(("letter.text", Some(&l.text)));
+            names.push(("letter.logo", l.logo.as_deref()));
         }
         for (field, name) in names {
             if let Some(n) = name.filter(|n| n.len() > FILE_NAME_BYTES) {
@@ -262,8 +369,13 @@ impl Manifest {
             ChannelMode::Sms if self.sms.is_none() => {
                 return bad("channel is sms but there is no sms part")
             }
-            ChannelMode::Column if self.email.is_none() && self.sms.is_none() => {
-                return bad("channel is column but there is neither an email nor an sms part")
+            ChannelMode::Letter if self.letter.is_none() => {
+                return bad("channel is letter but there is no letter part")
+            }
+            ChannelMode::Column
+                if self.email.is_none() && self.sms.is_none() && self.letter.is_none() =>
+            {
+                return bad("channel is column but there is no email, sms or letter part")
             }
             _ => {}
         }
@@ -285,6 +397,38 @@ impl Manifest {
         if let Some(s) = &self.sms {
             check_file_name("sms.text", &s.text)?;
         }
+        if let Some(l) = &self.letter {
+            check_file_name("letter.text", &l.text)?;
+            if l.subject.trim().is_empty() {
+                return bad("letter.subject must not be empty");
+            }
+            if l.subject.contains(['\r', '\n']) {
+                return bad("letter.subject must be one line");
+            }
+            if l.sender.trim().is_empty() {
+                return bad("letter.sender must not be empty");
+            }
+            if let Some(lang) = &l.lang {
+                if !["en", "da", "de"].contains(&lang.trim().to_ascii_lowercase().as_str()) {
+                    return bad("letter.lang must be en, da or de");
+                }
+            }
+            if let Some(logo) = &l.logo {
+                check_file_name("letter.logo", logo)?;
+                let ext = logo.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
+                if !matches!(ext.as_deref(), Some("png" | "jpg" | "jpeg" | "svg")) {
+                    return bad("letter.logo must be a .png, .jpg or .svg file");
+                }
+            }
+            if let Some(r) = &l.home_country {
+                if r.len() != 2 || !r.chars().all(|c| c.is_ascii_alphabetic()) {
+                    return bad("letter.home_country must be a two-letter country code such as DK");
+                }
+            }
+            if self.columns.postcode.trim().is_empty() || self.columns.city.trim().is_empty() {
+                return bad("columns.postcode and columns.city must name columns for letters");
+            }
+        }
         let x = &self.exclusions;
         if x.status_column.is_some() == x.excluded_codes.is_empty() {
             return bad("exclusions.status_column and exclusions.excluded_codes go together");
@@ -303,11 +447,16 @@ impl Manifest {
     /// Channels this dispatch can send on.
     pub fn channels(&self) -> Vec<Channel> {
         let mut out = Vec::new();
-        if self.email.is_some() && self.channel != ChannelMode::Sms {
+        if self.email.is_some() && matches!(self.channel, ChannelMode::Email | ChannelMode::Column)
+        {
             out.push(Channel::Email);
         }
-        if self.sms.is_some() && self.channel != ChannelMode::Email {
+        let only = |c: ChannelMode| self.channel == c || self.channel == ChannelMode::Column;
+        if self.sms.is_some() && only(ChannelMode::Sms) {
             out.push(Channel::Sms);
+        }
+        if self.letter.is_some() && only(ChannelMode::Letter) {
+            out.push(Channel::Letter);
         }
         out
     }

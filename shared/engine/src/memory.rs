@@ -18,7 +18,7 @@ use domain::model::{now_rfc3339, Channel, Dispatch, DispatchState, Recipient, Re
 use domain::notice::Event;
 use domain::queue::SendBatch;
 use domain::{Error, Result};
-use intake::template::{RenderedEmail, RenderedSms, TemplateSource};
+use intake::template::{LetterLayout, RenderedEmail, RenderedLetter, RenderedSms, TemplateSource};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -520,6 +520,23 @@ impl Mailer for ScriptedProvider {
 impl Texter for ScriptedProvider {
     async fn send_sms(&self, to: &str, m: &RenderedSms) -> Result<String, SendError> {
         self.send(to, &m.text)
+    }
+}
+
+/// A letter "produced" by the scripted provider: its address (first line) is the
+/// destination, and the letter's subject and text the message.
+#[async_trait]
+impl crate::ports::LetterPress for ScriptedProvider {
+    async fn produce(
+        &self,
+        dispatch_id: &str,
+        recipient: &RecipientKey,
+        address: &str,
+        _layout: &LetterLayout,
+        letter: &RenderedLetter,
+    ) -> Result<String, SendError> {
+        self.send(address, &format!("{}\n{}", letter.subject, letter.text))
+            .map(|_| format!("dispatches/{dispatch_id}/letters/{}.pdf", recipient.sk))
     }
 }
 

@@ -9,7 +9,7 @@ use domain::model::{Channel, Dispatch, DispatchState, Recipient};
 use domain::notice::Event;
 use domain::queue::SendBatch;
 use domain::Result;
-use intake::template::{RenderedEmail, RenderedSms, TemplateSource};
+use intake::template::{LetterLayout, RenderedEmail, RenderedLetter, RenderedSms, TemplateSource};
 use std::time::Duration;
 
 /// The answer to a claim.
@@ -222,6 +222,22 @@ pub trait Mailer: Send + Sync {
 pub trait Texter: Send + Sync {
     /// Sends one SMS; the provider's message id on success.
     async fn send_sms(&self, to: &str, message: &RenderedSms) -> Result<String, SendError>;
+}
+
+/// Letter production: each letter typeset and filed as a document of the dispatch.
+#[async_trait]
+pub trait LetterPress: Send + Sync {
+    /// Typesets one recipient's letter in the dispatch's layout and files it; the
+    /// document's key on success. Filing the same recipient's letter again replaces it
+    /// with the same letter, so a retry never makes a second one.
+    async fn produce(
+        &self,
+        dispatch_id: &str,
+        recipient: &RecipientKey,
+        address: &str,
+        layout: &LetterLayout,
+        letter: &RenderedLetter,
+    ) -> Result<String, SendError>;
 }
 
 /// The frozen packages of approved dispatches.

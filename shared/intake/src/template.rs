@@ -16,12 +16,41 @@ const EMAIL_SUBJECT: &str = "email.subject.txt";
 const EMAIL_TEXT: &str = "email.text.txt";
 const EMAIL_HTML: &str = "email.html";
 const SMS_TEXT: &str = "sms.text.txt";
+const LETTER_SUBJECT: &str = "letter.subject.txt";
+/// Markdown: merge values are written as literal text (see [`markdown_literal`]).
+const LETTER_TEXT: &str = "letter.text.md";
 
 /// Template texts for one dispatch, as frozen at validation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TemplateSource {
     pub email: Option<EmailSource>,
     pub sms: Option<SmsSource>,
+    #[serde(default)]
+    pub letter: Option<LetterSource>,
+}
+
+/// A letter's templates and the organisation's layout, as the package gave them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LetterSource {
+    pub subject: String,
+    /// Markdown with merge fields.
+    pub text: String,
+    pub layout: LetterLayout,
+}
+
+/// What every letter of a dispatch shares.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LetterLayout {
+    /// `en`, `da` or `de`.
+    pub lang: String,
+    pub sender: String,
+    pub return_address: String,
+    pub letterhead: Vec<String>,
+    /// The logo's file name (its extension says its kind) and bytes in base64.
+    pub logo: Option<(String, String)>,
+    pub footer: Vec<String>,
+    pub closing: String,
+    pub signature: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,6 +73,13 @@ pub struct RenderedEmail {
     pub subject: String,
     pub text: String,
     pub html: Option<String>,
+}
+
+/// A letter's subject and its text with the merge fields filled in (still Markdown).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RenderedLetter {
+    pub subject: String,
+    pub text: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,9 +116,42 @@ pub struct MessageTemplate {
 #[derive(Debug)]
 struct Plan {
     pieces: Vec<Piece>,
-    /// Field values are HTML-escaped, as the engine does for `.html` templates.
-    html: bool,
+    /// How field values are escaped, as the engine does for the part.
+    escape: Escape,
     text_len: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Escape {
+    None,
+    Html,
+    Markdown,
+}
+
+fn escape_of(name: &str) -> Escape {
+    match name {
+        EMAIL_HTML => Escape::Html,
+        LETTER_TEXT => Escape::Markdown,
+        _ => Escape::None,
+    }
+}
+
+/// A merge field's value as literal text in Markdown: every ASCII punctuation character a
+/// parser could read as formatting is escaped, and line breaks become spaces, so a value
+/// can neither format a letter nor start a paragraph or a list.
+pub fn markdown_literal(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 8);
+    for c in value.chars() {
+        match c {
+            '\r' | '\n' => out.push(' '),
+            c if c.is_ascii_punctuation() => {
+                out.push('\\');
+                out.push(c);
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 #[derive(Debug)]
@@ -159,7 +228,7 @@ impl Plan {
             .sum();
         Some(Plan {
             pieces,
-            html: name == EMAIL_HTML,
+            escape: escape_of(name),
             text_len,
         })
     }
@@ -173,11 +242,13 @@ impl Plan {
                 Piece::Text(t) => out.push_str(t),
                 Piece::Field(f) => {
                     let v = fields.get(f)?;
-                    if self.html {
+                    match self.escape {
                         // Writing to a String cannot fail.
-                        let _ = write!(out, "{}", HtmlEscape(v));
-                    } else {
-                        out.push_str(v);
+                        Escape::Html => {
+                            let _ = write!(out, "{}", HtmlEscape(v));
+                        }
+                        Escape::Markdown => out.push_str(&markdown_literal(v)),
+                        Escape::None => out.push_str(v),
                     }
                 }
             }
@@ -199,6 +270,8 @@ fn part_name(name: &str) -> &'static str {
         EMAIL_SUBJECT => "email subject",
         EMAIL_TEXT => "email text",
         EMAIL_HTML => "email html",
+        LETTER_SUBJECT => "letter subject",
+        LETTER_TEXT => "letter text",
         _ => "sms text",
     }
 }
@@ -208,6 +281,19 @@ impl MessageTemplate {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_fuel(Some(FUEL));
+        env.set_formatter(|out, state, value| {
+            if state.name() == LETTER_TEXT {
+                if value.is_none() || value.is_undefined() {
+                    return Ok(());
+                }
+                out.write_str(&markdown_literal(&value.to_string()))
+                    .map_err(|e| {
+                        minijinja::Error::new(minijinja::ErrorKind::WriteFailure, e.to_string())
+                    })
+            } else {
+                minijinja::escape_formatter(out, state, value)
+            }
+        });
         // HTML is escaped by the `.html` name; text parts are not.
         let mut add = |name: &'static str, text: &str| {
             if let Some(why) = bounds::refused_code(text) {
@@ -232,6 +318,10 @@ impl MessageTemplate {
         if let Some(s) = &source.sms {
             add(SMS_TEXT, &s.text)?;
         }
+        if let Some(l) = &source.letter {
+            add(LETTER_SUBJECT, &l.subject)?;
+            add(LETTER_TEXT, &l.text)?;
+        }
         let mut parts: Vec<(&'static str, &str)> = Vec::new();
         if let Some(e) = &source.email {
             parts.push((EMAIL_SUBJECT, &e.subject));
@@ -242,6 +332,10 @@ impl MessageTemplate {
         }
         if let Some(s) = &source.sms {
             parts.push((SMS_TEXT, &s.text));
+        }
+        if let Some(l) = &source.letter {
+            parts.push((LETTER_SUBJECT, &l.subject));
+            parts.push((LETTER_TEXT, &l.text));
         }
         let plans = parts
             .into_iter()
@@ -258,6 +352,7 @@ impl MessageTemplate {
         match channel {
             Channel::Email => self.source.email.is_some(),
             Channel::Sms => self.source.sms.is_some(),
+            Channel::Letter => self.source.letter.is_some(),
         }
     }
 
@@ -268,6 +363,7 @@ impl MessageTemplate {
             }
             Channel::Email if self.source.email.is_some() => &[EMAIL_SUBJECT, EMAIL_TEXT],
             Channel::Sms if self.source.sms.is_some() => &[SMS_TEXT],
+            Channel::Letter if self.source.letter.is_some() => &[LETTER_SUBJECT, LETTER_TEXT],
             _ => &[],
         }
     }
@@ -287,6 +383,7 @@ impl MessageTemplate {
     pub fn all_fields(&self) -> BTreeSet<String> {
         let mut f = self.fields(Channel::Email);
         f.extend(self.fields(Channel::Sms));
+        f.extend(self.fields(Channel::Letter));
         f
     }
 
@@ -386,6 +483,26 @@ impl MessageTemplate {
         Ok(RenderedSms {
             text: trimmed(self.render(SMS_TEXT, fields, &mut None)?),
             sender_id: src.sender_id.clone(),
+        })
+    }
+}
+
+impl MessageTemplate {
+    pub fn render_letter(
+        &self,
+        fields: &BTreeMap<String, String>,
+    ) -> Result<RenderedLetter, TemplateError> {
+        if self.source.letter.is_none() {
+            return Err(TemplateError::NoTemplate(Channel::Letter));
+        }
+        let mut value = None;
+        let subject = self.render(LETTER_SUBJECT, fields, &mut value)?;
+        if subject.contains(['\r', '\n']) {
+            return Err(TemplateError::SubjectLineBreak);
+        }
+        Ok(RenderedLetter {
+            subject: trimmed(subject),
+            text: self.render(LETTER_TEXT, fields, &mut value)?,
         })
     }
 }

@@ -156,6 +156,7 @@ fn nasty_templates_give_their_expected_outcome() {
             .map(|v| v.as_str().expect("text").to_string())
             .collect();
         let source = TemplateSource {
+            letter: None,
             email: Some(EmailSource {
                 from: "a@example.org".into(),
                 subject: text.clone(),

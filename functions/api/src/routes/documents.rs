@@ -79,6 +79,37 @@ pub(crate) async fn get_sample(
     document(&deps, d.sample_key, "sample", "application/json").await
 }
 
+/// A sample letter's PDF, by its place among the letter samples (1 is the first valid
+/// letter recipient's): `303` to a link that works for [`DOCUMENT_LINK_SECS`].
+pub(crate) async fn get_sample_letter(
+    State(deps): State<AppState>,
+    Path((id, n)): Path<(String, usize)>,
+) -> ApiResult<Response> {
+    let d = load(&deps, &id).await?;
+    let none = || {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("there is no sample letter {n}"),
+        )
+    };
+    let key = d.sample_key.clone().ok_or_else(none)?;
+    let body = deps.docs.report_document(&key).await?.ok_or_else(none)?;
+    let samples: Value = serde_json::from_slice(&body).map_err(|_| none())?;
+    let document = n
+        .checked_sub(1)
+        .and_then(|i| samples["letter"].get(i))
+        .and_then(|s| s["document"].as_str())
+        .map(str::to_string)
+        .ok_or_else(none)?;
+    linked_document(
+        &deps,
+        Some(document),
+        "sample letter",
+        &format!("{id}-sample-letter-{n}.pdf"),
+    )
+    .await
+}
+
 #[derive(Debug, Deserialize)]
 pub(crate) struct ExampleQuery {
     format: Option<String>,

@@ -162,10 +162,11 @@ impl SharedRate {
     }
 }
 
-/// The shared rates of both channels, as the senders' send slots.
+/// The shared rates of the three channels, as the senders' send slots.
 pub struct SharedRates {
     email: SharedRate,
     sms: SharedRate,
+    letter: SharedRate,
 }
 
 impl SharedRates {
@@ -173,6 +174,7 @@ impl SharedRates {
         SharedRates {
             email: SharedRate::new(store.clone(), "email"),
             sms: SharedRate::new(store.clone(), "sms"),
+            letter: SharedRate::new(store.clone(), "letter"),
         }
     }
 }
@@ -188,6 +190,7 @@ impl engine::ports::SendSlots for SharedRates {
         match channel {
             domain::model::Channel::Email => self.email.take(count, interval).await,
             domain::model::Channel::Sms => self.sms.take(count, interval).await,
+            domain::model::Channel::Letter => self.letter.take(count, interval).await,
         }
     }
 }

@@ -17,6 +17,8 @@ pub use recipient::{Receipt, Recipient, RecipientState};
 pub enum Channel {
     Email,
     Sms,
+    /// A printed letter, produced as a PDF for the print shop or a digital mailbox.
+    Letter,
 }
 
 impl Channel {
@@ -24,6 +26,7 @@ impl Channel {
         match self {
             Channel::Email => "email",
             Channel::Sms => "sms",
+            Channel::Letter => "letter",
         }
     }
 }
@@ -44,9 +47,11 @@ impl FromStr for Channel {
             Ok(Channel::Email)
         } else if is(&["sms", "text", "phone", "mobile"]) {
             Ok(Channel::Sms)
+        } else if is(&["letter", "post", "postal", "print", "paper", "brev"]) {
+            Ok(Channel::Letter)
         } else {
             Err(format!(
-                "unknown channel '{}' (expected email or sms)",
+                "unknown channel '{}' (expected email, sms or letter)",
                 s.to_lowercase()
             ))
         }

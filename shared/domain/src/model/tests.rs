@@ -99,6 +99,8 @@ fn recipient_transitions_never_leave_a_final_state() {
 fn channels_parse_from_operator_words() {
     assert_eq!("E-mail".parse::<Channel>().unwrap(), Channel::Email);
     assert_eq!(" SMS ".parse::<Channel>().unwrap(), Channel::Sms);
+    assert_eq!("Post".parse::<Channel>().unwrap(), Channel::Letter);
+    assert_eq!("letter".parse::<Channel>().unwrap(), Channel::Letter);
     assert!("fax".parse::<Channel>().is_err());
 }
 

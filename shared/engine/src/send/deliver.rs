@@ -9,7 +9,7 @@ use domain::model::{now_rfc3339, Channel};
 use domain::queue::SendItem;
 use domain::{Deadline, Result};
 use futures::{stream, FutureExt, StreamExt};
-use intake::template::{MessageTemplate, RenderedEmail, RenderedSms};
+use intake::template::{LetterLayout, MessageTemplate, RenderedEmail, RenderedLetter, RenderedSms};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -27,6 +27,7 @@ const LOOK_AHEAD: Duration = Duration::from_millis(100);
 enum Rendered {
     Email(RenderedEmail),
     Sms(RenderedSms),
+    Letter(RenderedLetter),
 }
 
 impl Rendered {
@@ -34,7 +35,19 @@ impl Rendered {
         match self {
             Rendered::Email(_) => Channel::Email,
             Rendered::Sms(_) => Channel::Sms,
+            Rendered::Letter(_) => Channel::Letter,
         }
+    }
+}
+
+/// The channels, each with its own schedule, in the order of [`lane`].
+const CHANNELS: [Channel; 3] = [Channel::Email, Channel::Sms, Channel::Letter];
+
+fn lane(c: Channel) -> usize {
+    match c {
+        Channel::Email => 0,
+        Channel::Sms => 1,
+        Channel::Letter => 2,
     }
 }
 
@@ -181,6 +194,7 @@ impl Sender {
             let rendered = match item.channel {
                 Channel::Email => template.render_email(&item.fields).map(Rendered::Email),
                 Channel::Sms => template.render_sms(&item.fields).map(Rendered::Sms),
+                Channel::Letter => template.render_letter(&item.fields).map(Rendered::Letter),
             };
             match rendered {
                 Ok(r) => plans.push((i, r)),
@@ -195,34 +209,32 @@ impl Sender {
                 }
             }
         }
-        let emails = plans
-            .iter()
-            .filter(|(_, r)| matches!(r, Rendered::Email(_)))
-            .count() as u32;
-        let sms = plans.len() as u32 - emails;
-        let email_every = slot_interval(if emails > 0 {
-            self.email_rate_now().await
-        } else {
-            self.settings.email_rate_per_second
-        });
-        let sms_every = slot_interval(self.settings.sms_rate_per_second);
-        let mut email_start = None;
-        let mut sms_start = None;
-        for (n, channel, every, start) in [
-            (emails, Channel::Email, email_every, &mut email_start),
-            (sms, Channel::Sms, sms_every, &mut sms_start),
-        ] {
-            if n == 0 {
+        let mut counts = [0u32; 3];
+        for (_, r) in &plans {
+            counts[lane(r.channel())] += 1;
+        }
+        let every = [
+            slot_interval(if counts[0] > 0 {
+                self.email_rate_now().await
+            } else {
+                self.settings.email_rate_per_second
+            }),
+            slot_interval(self.settings.sms_rate_per_second),
+            slot_interval(self.settings.letter_rate_per_second),
+        ];
+        let mut starts: [Option<i64>; 3] = [None; 3];
+        for (k, channel) in CHANNELS.into_iter().enumerate() {
+            if counts[k] == 0 {
                 continue;
             }
             // A store that does not answer before the invocation must stop leaves no slots.
             match tokio::time::timeout(
                 stop_at.remaining(),
-                self.ports.slots.take(channel, n, every),
+                self.ports.slots.take(channel, counts[k], every[k]),
             )
             .await
             {
-                Ok(Ok(t)) => *start = Some(t),
+                Ok(Ok(t)) => starts[k] = Some(t),
                 Ok(Err(e)) => {
                     tracing::warn!(dispatch = %dispatch_id, error = %e, "no send slots; claims given back")
                 }
@@ -231,19 +243,14 @@ impl Sender {
                 }
             }
         }
-        let (mut next_email, mut next_sms) = (0u32, 0u32);
+        let mut next = [0u32; 3];
         let mut scheduled = Vec::new();
         for (i, r) in plans {
-            let slot = match &r {
-                Rendered::Email(_) => email_start.map(|t| {
-                    next_email += 1;
-                    t * 1_000_000 + email_every.as_nanos() as i64 * (next_email - 1) as i64
-                }),
-                Rendered::Sms(_) => sms_start.map(|t| {
-                    next_sms += 1;
-                    t * 1_000_000 + sms_every.as_nanos() as i64 * (next_sms - 1) as i64
-                }),
-            };
+            let k = lane(r.channel());
+            let slot = starts[k].map(|t| {
+                next[k] += 1;
+                t * 1_000_000 + every[k].as_nanos() as i64 * (next[k] - 1) as i64
+            });
             match slot {
                 // Slots past the deadline stay unused: the rate is never exceeded, and the
                 // recipients go back on the queue before anything was waited for.
@@ -253,26 +260,24 @@ impl Sender {
             }
         }
         let stop = AtomicBool::new(false);
-        let email_gate = CatchUp::new(Channel::Email, email_every);
-        let sms_gate = CatchUp::new(Channel::Sms, sms_every);
+        let gates = [
+            CatchUp::new(Channel::Email, every[0]),
+            CatchUp::new(Channel::Sms, every[1]),
+            CatchUp::new(Channel::Letter, every[2]),
+        ];
         for (_, r, at) in &scheduled {
-            match r {
-                Rendered::Email(_) => email_gate.expect(*at),
-                Rendered::Sms(_) => sms_gate.expect(*at),
-            }
+            gates[lane(r.channel())].expect(*at);
         }
+        let layout = template.source().letter.as_ref().map(|l| &l.layout);
         let sent: Vec<(usize, (Delivered, Option<Duration>))> = stream::iter(scheduled)
             .map(|(i, r, at)| {
                 let stop = &stop;
                 let item = held[i];
-                let gate = match r {
-                    Rendered::Email(_) => &email_gate,
-                    Rendered::Sms(_) => &sms_gate,
-                };
+                let gate = &gates[lane(r.channel())];
                 async move {
                     (
                         i,
-                        self.send_one(dispatch_id, item, &r, stop, (at, gate), stop_at)
+                        self.send_one(dispatch_id, item, (&r, layout), stop, (at, gate), stop_at)
                             .await,
                     )
                 }
@@ -295,6 +300,7 @@ impl Sender {
         match message {
             Rendered::Email(_) => slot_interval(self.email_rate_now().await),
             Rendered::Sms(_) => slot_interval(self.settings.sms_rate_per_second),
+            Rendered::Letter(_) => slot_interval(self.settings.letter_rate_per_second),
         }
     }
 
@@ -366,7 +372,7 @@ impl Sender {
         &self,
         dispatch_id: &str,
         item: &SendItem,
-        message: &Rendered,
+        message: (&Rendered, Option<&LetterLayout>),
         stop: &AtomicBool,
         slot: (i64, &CatchUp),
         stop_at: Deadline,
@@ -391,7 +397,7 @@ impl Sender {
         &self,
         dispatch_id: &str,
         item: &SendItem,
-        message: &Rendered,
+        (message, layout): (&Rendered, Option<&LetterLayout>),
         stop: &AtomicBool,
         (slot, gate): (i64, &CatchUp),
         stop_at: Deadline,
@@ -429,6 +435,18 @@ impl Sender {
             let r = match message {
                 Rendered::Email(m) => self.ports.mailer.send_email(&item.address, m).await,
                 Rendered::Sms(m) => self.ports.texter.send_sms(&item.address, m).await,
+                Rendered::Letter(m) => match layout {
+                    Some(layout) => {
+                        self.ports
+                            .press
+                            .produce(dispatch_id, &item.key, &item.address, layout, m)
+                            .await
+                    }
+                    None => Err(SendError::Permanent {
+                        code: "render_failed".into(),
+                        message: "the dispatch's package has no letter layout".into(),
+                    }),
+                },
             };
             *answered = Some(asked.elapsed());
             match r {

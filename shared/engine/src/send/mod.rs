@@ -67,6 +67,7 @@ pub struct SendPorts {
     pub slots: Arc<dyn SendSlots>,
     pub mailer: Arc<dyn Mailer>,
     pub texter: Arc<dyn Texter>,
+    pub press: Arc<dyn crate::ports::LetterPress>,
     pub packages: Arc<dyn Packages>,
     pub completion: Arc<dyn Completion>,
     pub notices: Arc<dyn Notices>,
@@ -79,6 +80,7 @@ pub struct SendPorts {
 pub struct SendSettings {
     pub email_rate_per_second: f64,
     pub sms_rate_per_second: f64,
+    pub letter_rate_per_second: f64,
     pub throttle_pause_secs: u64,
     pub quota_recheck_secs: u64,
     pub max_receives: u32,
@@ -89,6 +91,7 @@ impl From<&Config> for SendSettings {
         SendSettings {
             email_rate_per_second: c.email_rate_per_second,
             sms_rate_per_second: c.sms_rate_per_second,
+            letter_rate_per_second: c.letter_rate_per_second,
             throttle_pause_secs: c.throttle_pause_secs,
             quota_recheck_secs: c.quota_recheck_secs,
             max_receives: c.max_receives,

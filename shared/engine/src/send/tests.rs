@@ -25,6 +25,7 @@ struct World {
 const SETTINGS: SendSettings = SendSettings {
     email_rate_per_second: 2000.0,
     sms_rate_per_second: 2000.0,
+    letter_rate_per_second: 2000.0,
     throttle_pause_secs: 60,
     quota_recheck_secs: 3600,
     max_receives: 5,
@@ -34,6 +35,7 @@ fn address(channel: Channel, i: usize) -> String {
     match channel {
         Channel::Email => format!("r{i}@example.org"),
         Channel::Sms => format!("+4520{i:06}"),
+        Channel::Letter => format!("R {i}\nStreet {i}\n8000 Aarhus C"),
     }
 }
 
@@ -64,6 +66,7 @@ fn world_on(
     packages.put(
         "d1",
         TemplateSource {
+            letter: None,
             email: Some(EmailSource {
                 from: "Town Hall <noreply@example.org>".into(),
                 subject: "Hello {{ name }}".into(),
@@ -74,7 +77,8 @@ fn world_on(
                 text: "Hi {{ name }}".into(),
                 sender_id: None,
             }),
-        },
+        }
+        .with_letter(),
     );
     let mut d = Dispatch::arrived("d1", "incoming/d1/", 4);
     d.state = DispatchState::Sending;
@@ -111,6 +115,7 @@ fn world_on(
             slots: taken_from,
             mailer: provider.clone(),
             texter: provider.clone(),
+            press: provider.clone(),
             packages,
             completion: Arc::new(Completer::new(CompletionPorts {
                 dispatches: store.clone(),
@@ -175,6 +180,61 @@ impl World {
     fn dispatch(&self) -> Dispatch {
         self.store.get("d1").expect("dispatch")
     }
+}
+
+trait WithLetter {
+    fn with_letter(self) -> Self;
+}
+
+impl WithLetter for TemplateSource {
+    fn with_letter(mut self) -> Self {
+        self.letter = Some(intake::template::LetterSource {
+            subject: "About {{ name }}".into(),
+            text: "Dear **{{ name }}**".into(),
+            layout: Default::default(),
+        });
+        self
+    }
+}
+
+#[tokio::test]
+async fn letters_are_produced_once_each_beside_emails_and_sms_and_their_documents_recorded() {
+    let mut w = world(30, true);
+    for i in (0..30).filter(|i| i % 3 == 2) {
+        let mut r = w.state_of(i);
+        let item = &mut w.batch.items[i];
+        item.channel = Channel::Letter;
+        item.address = address(Channel::Letter, i);
+        item.fields.insert("name".into(), format!("N*{i}"));
+        r.channel = Some(Channel::Letter);
+        r.address = Some(item.address.clone());
+        r.fields = item.fields.clone();
+        w.store.put_recipient(item.key.clone(), r);
+    }
+    let a = w.run(vec![w.delivery("m", 1)]).await;
+    assert!(a.is_empty(), "{a:?}");
+    let sent = w.provider.sent();
+    assert_eq!(sent.len(), 30);
+    let letters: Vec<_> = sent
+        .iter()
+        .filter(|(to, _, _)| to.starts_with("R "))
+        .collect();
+    assert_eq!(letters.len(), 10, "{sent:?}");
+    // The merge value is filled in as literal text: its `*` escaped, not formatting.
+    assert!(
+        letters
+            .iter()
+            .any(|(_, text, _)| text.contains("About N*2\nDear **N\\*2**")),
+        "{letters:?}"
+    );
+    assert_eq!(w.states(), BTreeMap::from([(RecipientState::Sent, 30)]));
+    let r = w.state_of(2);
+    assert_eq!(r.channel, Some(Channel::Letter));
+    assert_eq!(
+        r.message_id.as_deref(),
+        Some(format!("dispatches/d1/letters/{}.pdf", w.batch.items[2].key.sk).as_str())
+    );
+    assert_eq!(w.dispatch().state, DispatchState::Completed);
 }
 
 #[tokio::test]

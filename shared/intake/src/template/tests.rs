@@ -2,6 +2,7 @@ use super::*;
 
 fn template() -> MessageTemplate {
     MessageTemplate::compile(TemplateSource {
+        letter: None,
         email: Some(EmailSource {
             from: "Town <noreply@example.org>".into(),
             subject: "Hello {{ first_name }}".into(),
@@ -83,6 +84,7 @@ fn subject_line_breaks_from_data_are_refused() {
 #[test]
 fn syntax_errors_name_the_part() {
     let e = MessageTemplate::compile(TemplateSource {
+        letter: None,
         email: None,
         sms: Some(SmsSource {
             text: "Hi {{ name ".into(),
@@ -134,6 +136,7 @@ fn plans_fill_in_exactly_what_the_engine_renders() {
     ];
     let compile = |t: &str| {
         MessageTemplate::compile(TemplateSource {
+            letter: None,
             email: Some(EmailSource {
                 from: "a@example.org".into(),
                 subject: "S {{ a }}".into(),
@@ -177,6 +180,7 @@ fn renders_sms() {
 
 fn sms_template(text: &str) -> Result<MessageTemplate, TemplateError> {
     MessageTemplate::compile(TemplateSource {
+        letter: None,
         email: None,
         sms: Some(SmsSource {
             text: text.into(),

@@ -13,7 +13,10 @@ mod row;
 mod rules;
 
 use rules::*;
-pub use rules::{check_email, check_phone, consent, warm_up};
+pub use rules::{
+    check_email, check_phone, consent, country, postal_address, warm_up, PostalCells,
+    ADDRESS_LINES, ADDRESS_LINE_CHARS,
+};
 
 /// One problem with one row: a line of the validation report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,6 +62,13 @@ pub mod codes {
     pub const VALUE_TOO_LONG: &str = "value_too_long";
     /// The merge values of one recipient are larger together than the limit.
     pub const VALUES_TOO_LARGE: &str = "values_too_large";
+    /// A letter's addressee, street address or city is empty.
+    pub const MISSING_POSTAL_ADDRESS: &str = "missing_postal_address";
+    /// A letter's address takes more lines than the envelope window holds.
+    pub const ADDRESS_TOO_MANY_LINES: &str = "address_too_many_lines";
+    /// A line of a letter's address is wider than the envelope window.
+    pub const ADDRESS_LINE_TOO_LONG: &str = "address_line_too_long";
+    pub const UNKNOWN_COUNTRY: &str = "unknown_country";
 }
 
 /// Leaves a valid row out because its address is on the suppression list: the row becomes
@@ -71,6 +81,7 @@ pub fn exclude_suppressed(
     let r = &mut checked.recipient;
     let column = match r.channel {
         Some(Channel::Sms) => &columns.phone,
+        Some(Channel::Letter) => &columns.addressee,
         _ => &columns.email,
     };
     let message = format!(
@@ -105,12 +116,16 @@ pub struct Validator<'a> {
     email_col: Option<usize>,
     phone_col: Option<usize>,
     channel_col: Option<usize>,
+    /// A letter's address: addressee, address lines, postcode, city, country.
+    postal: PostalColumns,
+    home_country: isocountry::CountryCode,
     status_col: Option<usize>,
     consent_col: Option<usize>,
     region: phonenumber::country::Id,
     /// Merge fields each channel's template uses, with their columns (worked out once).
     email_fields: Vec<(String, Option<usize>)>,
     sms_fields: Vec<(String, Option<usize>)>,
+    letter_fields: Vec<(String, Option<usize>)>,
     /// Every column the checks or the messages read, once each, in order.
     used: Vec<usize>,
     /// Fingerprints (128-bit hashes) of the ids and addresses seen: 16 bytes a row rather
@@ -128,6 +143,23 @@ pub struct Checked {
     pub keyed_by_id: bool,
     /// The length of a valid SMS row's message.
     pub segments: Option<crate::sms::Segments>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct PostalColumns {
+    addressee: Option<usize>,
+    lines: Vec<Option<usize>>,
+    postcode: Option<usize>,
+    city: Option<usize>,
+    country: Option<usize>,
+}
+
+impl PostalColumns {
+    fn all(&self) -> impl Iterator<Item = Option<usize>> + '_ {
+        [self.addressee, self.postcode, self.city, self.country]
+            .into_iter()
+            .chain(self.lines.iter().copied())
+    }
 }
 
 fn columns_of(
@@ -191,20 +223,55 @@ impl<'a> Validator<'a> {
                 cols.phone
             ));
         }
-        if manifest.channel == ChannelMode::Column {
-            if channel_col.is_none() {
-                problems.push(format!(
-                    "channel is chosen per row but the list has no '{}' column",
-                    cols.channel
-                ));
+        if manifest.channel == ChannelMode::Column && channel_col.is_none() {
+            problems.push(format!(
+                "channel is chosen per row but the list has no '{}' column",
+                cols.channel
+            ));
+        }
+        let postal = PostalColumns {
+            addressee: find(&names, &cols.addressee),
+            lines: cols.address_lines.iter().map(|c| find(&names, c)).collect(),
+            postcode: find(&names, &cols.postcode),
+            city: find(&names, &cols.city),
+            country: find(&names, &cols.country),
+        };
+        if channels.contains(&Channel::Letter) && manifest.channel == ChannelMode::Letter {
+            let mut lacking: Vec<&str> = Vec::new();
+            if postal.addressee.is_none() {
+                lacking.push(&cols.addressee);
             }
-            if email_col.is_none() && phone_col.is_none() {
+            if postal.lines.iter().all(Option::is_none) {
+                lacking.push(cols.address_lines.first().map_or("address", String::as_str));
+            }
+            if postal.city.is_none() {
+                lacking.push(&cols.city);
+            }
+            if !lacking.is_empty() {
                 problems.push(format!(
-                    "the list has neither a '{}' nor a '{}' column",
-                    cols.email, cols.phone
+                    "the list has no '{}' column (the letters' postal address)",
+                    lacking.join("', '")
                 ));
             }
         }
+        if manifest.channel == ChannelMode::Column
+            && email_col.is_none()
+            && phone_col.is_none()
+            && postal.city.is_none()
+        {
+            problems.push(format!(
+                "the list has no '{}', '{}' or '{}' column: no recipient can be reached",
+                cols.email, cols.phone, cols.city
+            ));
+        }
+        let home_code = manifest
+            .letter
+            .as_ref()
+            .and_then(|l| l.home_country.as_deref())
+            .or(manifest.phone_region.as_deref())
+            .unwrap_or(default_region);
+        let home_country = isocountry::CountryCode::for_alpha2_caseless(home_code)
+            .map_err(|_| vec![format!("'{home_code}' is not a known country code")])?;
         let x = &manifest.exclusions;
         let status_col = x.status_column.as_deref().and_then(|c| find(&names, c));
         if let (Some(c), None) = (&x.status_column, status_col) {
@@ -237,6 +304,7 @@ impl<'a> Validator<'a> {
             .map_err(|_| vec![format!("'{region_code}' is not a known phone region")])?;
         let email_fields = columns_of(template, Channel::Email, &names);
         let sms_fields = columns_of(template, Channel::Sms, &names);
+        let letter_fields = columns_of(template, Channel::Letter, &names);
         let mut used: Vec<usize> = [
             id_col,
             email_col,
@@ -248,6 +316,8 @@ impl<'a> Validator<'a> {
         .into_iter()
         .chain(email_fields.iter().map(|(_, c)| *c))
         .chain(sms_fields.iter().map(|(_, c)| *c))
+        .chain(letter_fields.iter().map(|(_, c)| *c))
+        .chain(postal.all())
         .flatten()
         .collect();
         used.sort_unstable();
@@ -261,11 +331,14 @@ impl<'a> Validator<'a> {
                 email_col,
                 phone_col,
                 channel_col,
+                postal,
+                home_country,
                 status_col,
                 consent_col,
                 region,
                 email_fields,
                 sms_fields,
+                letter_fields,
                 used,
                 names,
                 seen_ids: Fingerprints::default(),

@@ -46,19 +46,25 @@ impl Validator<'_> {
         let channel = match self.manifest.channel {
             ChannelMode::Email => Some(Channel::Email),
             ChannelMode::Sms => Some(Channel::Sms),
+            ChannelMode::Letter => Some(Channel::Letter),
             ChannelMode::Column => {
                 let wanted = cell(self.channel_col);
                 if wanted.is_empty() {
-                    // No preference: email when there is an address, otherwise SMS.
+                    // No preference: email when there is an address, otherwise SMS, otherwise
+                    // a letter when there is a postal address.
                     if !email.is_empty() && self.template.has(Channel::Email) {
                         Some(Channel::Email)
                     } else if !phone.is_empty() && self.template.has(Channel::Sms) {
                         Some(Channel::Sms)
+                    } else if !cell(self.postal.city).is_empty()
+                        && self.template.has(Channel::Letter)
+                    {
+                        Some(Channel::Letter)
                     } else {
                         problem!(
                             &cols.channel,
                             codes::MISSING_ADDRESS,
-                            "no channel is given and there is no email address or phone number"
+                            "no channel is given and there is no email address, phone number or postal address"
                                 .into(),
                         );
                         None
@@ -99,15 +105,36 @@ impl Validator<'_> {
                     None
                 }
             },
+            Some(Channel::Letter) => {
+                let p = &self.postal;
+                let cells = PostalCells {
+                    addressee: cell(p.addressee),
+                    lines: p.lines.iter().map(|c| cell(*c)).collect(),
+                    postcode: cell(p.postcode),
+                    city: cell(p.city),
+                    country: cell(p.country),
+                };
+                match postal_address(&cells, self.home_country) {
+                    Ok(lines) => Some(lines.join("\n")),
+                    Err((code, m)) => {
+                        let column = match code {
+                            codes::UNKNOWN_COUNTRY => &cols.country,
+                            _ => &cols.addressee,
+                        };
+                        problem!(column, code, m);
+                        None
+                    }
+                }
+            }
             None => None,
         };
         if let (Some(c), Some(a)) = (channel, &address) {
             if !self.seen_addresses.insert(address_fingerprint(c, a)) {
                 problem!(
-                    if c == Channel::Email {
-                        &cols.email
-                    } else {
-                        &cols.phone
+                    match c {
+                        Channel::Email => &cols.email,
+                        Channel::Sms => &cols.phone,
+                        Channel::Letter => &cols.addressee,
                     },
                     codes::DUPLICATE_ADDRESS,
                     format!("{a} appears earlier in the list; the first is kept"),
@@ -121,6 +148,7 @@ impl Validator<'_> {
             let used = match c {
                 Channel::Email => &self.email_fields,
                 Channel::Sms => &self.sms_fields,
+                Channel::Letter => &self.letter_fields,
             };
             for (f, col) in used {
                 let v = col
@@ -184,6 +212,7 @@ impl Validator<'_> {
                     .template
                     .render_sms(&fields)
                     .map(|m| segments = Some(crate::sms::segments(&m.text))),
+                Some(Channel::Letter) => self.template.render_letter(&fields).map(|_| ()),
                 None => Ok(()),
             };
             if let Err(e) = rendered {

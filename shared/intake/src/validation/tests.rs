@@ -33,6 +33,7 @@ fn manifest() -> Manifest {
 
 fn template() -> MessageTemplate {
     MessageTemplate::compile(TemplateSource {
+        letter: None,
         email: Some(EmailSource {
             from: "a@example.org".into(),
             subject: "Hi {{ name }}".into(),
@@ -342,6 +343,7 @@ fn merge_values_too_large_together_make_the_row_invalid_and_are_not_stored() {
         .map(|f| format!("{{{{ {f} }}}}"))
         .collect::<String>();
     let t = MessageTemplate::compile(TemplateSource {
+        letter: None,
         email: Some(EmailSource {
             from: "a@example.org".into(),
             subject: "Hi".into(),
