@@ -35,6 +35,7 @@ iam-report:
 
 bench: $(TOOLS)
 	cargo bench --bench validation
+	cargo bench --bench letters
 	cargo bench --bench dispatch
 
 venv: $(TOOLS)

@@ -559,6 +559,39 @@ mod tests {
     }
 
     #[test]
+    fn a_letter_part_is_checked_and_makes_letter_a_channel() {
+        let letter = r#"{"title":"t","list":"a.csv","channel":"letter",
+            "letter":{"subject":"About {{ name }}","text":"letter.md","sender":"Town Hall",
+                      "lang":"da","logo":"logo.svg","signature":["Ann","Mayor"]}}"#;
+        let m = Manifest::parse(letter.as_bytes()).unwrap();
+        assert_eq!(m.channels(), vec![Channel::Letter]);
+        assert_eq!(m.columns.addressee, "name");
+        assert_eq!(m.columns.address_lines, ["address", "address_2"]);
+        let refused = |from: &str, to: &str| {
+            Manifest::parse(letter.replace(from, to).as_bytes())
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(refused("\"lang\":\"da\"", "\"lang\":\"fr\"").contains("letter.lang"));
+        assert!(refused("logo.svg", "logo.gif").contains(".png, .jpg or .svg"));
+        assert!(refused("\"sender\":\"Town Hall\"", "\"sender\":\" \"").contains("letter.sender"));
+        assert!(refused("About {{ name }}", "").contains("letter.subject"));
+        let many = format!("[{}]", vec!["\"x\""; 11].join(","));
+        assert!(refused("[\"Ann\",\"Mayor\"]", &many).contains("at most 10"));
+        let e = Manifest::parse(br#"{"title":"t","list":"a.csv","channel":"letter"}"#).unwrap_err();
+        assert!(e.to_string().contains("no letter part"), "{e}");
+        // Chosen per row, every part there is can be used.
+        let column = letter.replace("\"channel\":\"letter\"", "\"channel\":\"column\"");
+        let column = column.replacen(
+            "\"letter\":{",
+            "\"sms\":{\"text\":\"s.txt\"},\"letter\":{",
+            1,
+        );
+        let m = Manifest::parse(column.as_bytes()).unwrap();
+        assert_eq!(m.channels(), vec![Channel::Sms, Channel::Letter]);
+    }
+
+    #[test]
     fn every_value_is_bounded_and_no_refusal_quotes_an_unbounded_one() {
         let good: serde_json::Value = serde_json::from_str(GOOD).unwrap();
         let with = |pointer: &str, value: serde_json::Value| {

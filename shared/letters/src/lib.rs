@@ -16,6 +16,9 @@ use std::sync::Arc;
 
 pub use markup::{blocks, escape, Block, Span};
 
+/// Letters after which Typst's memory of a layout step no letter used is let go.
+const KEEP_FOR_LETTERS: usize = 10;
+
 /// The built-in layout's source.
 pub const DIN_5008: &str = include_str!("din5008.typ");
 
@@ -300,7 +303,12 @@ impl Renderer {
         };
         let json = serde_json::to_vec(&data).map_err(|e| LetterError::Typeset(e.to_string()))?;
         let world = world::LetterWorld::new(json, l.logo.as_ref(), date);
-        world.typeset()
+        let doc = world.typeset();
+        // Typst remembers what it laid out, to reuse it for the next letter; what the last
+        // few letters did not use is let go, so a process that typesets a million letters
+        // holds no more than one that typesets ten.
+        typst::comemo::evict(KEEP_FOR_LETTERS);
+        doc
     }
 
     /// The letter as PDF/A-2b.

@@ -132,11 +132,13 @@ pub struct PostalCells<'a> {
 pub fn country(raw: &str) -> Option<isocountry::CountryCode> {
     use isocountry::CountryCode;
     let s = raw.trim();
-    if s.len() == 2 {
-        return CountryCode::for_alpha2_caseless(s).ok();
-    }
-    if s.len() == 3 && s.is_ascii() {
-        return CountryCode::for_alpha3_caseless(s).ok();
+    let by_code = match s.len() {
+        2 => CountryCode::for_alpha2_caseless(s).ok(),
+        3 if s.is_ascii() => CountryCode::for_alpha3_caseless(s).ok(),
+        _ => None,
+    };
+    if by_code.is_some() {
+        return by_code;
     }
     let own = [
         ("danmark", "DK"),

@@ -408,3 +408,92 @@ fn a_declared_sheet_size_past_what_the_file_could_hold_is_not_believed() {
         v.seen_ids.capacity()
     );
 }
+
+fn postal<'a>(
+    lines: Vec<&'a str>,
+    postcode: &'a str,
+    city: &'a str,
+    country: &'a str,
+) -> PostalCells<'a> {
+    PostalCells {
+        addressee: "Ann Holm",
+        lines,
+        postcode,
+        city,
+        country,
+    }
+}
+
+#[test]
+fn a_postal_address_is_printed_as_the_post_of_its_country_expects() {
+    let dk = isocountry::CountryCode::DNK;
+    let home = postal(vec!["Storegade 1", ""], "8000", "Aarhus C", "");
+    assert_eq!(
+        postal_address(&home, dk).unwrap(),
+        ["Ann Holm", "Storegade 1", "8000 Aarhus C"]
+    );
+    // Abroad: the country on the last line, in capitals, by code, alpha-3 or name.
+    for c in ["DE", "deu", "Germany", "Deutschland"] {
+        let de = postal(vec!["Hauptstraße 5"], "10115", "Berlin", c);
+        assert_eq!(
+            postal_address(&de, dk).unwrap(),
+            ["Ann Holm", "Hauptstraße 5", "10115 Berlin", "GERMANY"],
+            "{c}"
+        );
+    }
+    let gb = postal(vec!["10 Downing Street"], "sw1a 2aa", "London", "UK");
+    assert_eq!(
+        postal_address(&gb, dk).unwrap(),
+        [
+            "Ann Holm",
+            "10 Downing Street",
+            "LONDON",
+            "SW1A 2AA",
+            "UNITED KINGDOM"
+        ]
+    );
+    let us = postal(
+        vec!["1600 Pennsylvania Ave"],
+        "DC 20500",
+        "Washington",
+        "US",
+    );
+    assert_eq!(postal_address(&us, dk).unwrap()[2], "Washington DC 20500");
+}
+
+#[test]
+fn a_postal_address_that_cannot_be_posted_says_why() {
+    let dk = isocountry::CountryCode::DNK;
+    let code = |c: &PostalCells| postal_address(c, dk).unwrap_err().0;
+    assert_eq!(
+        code(&postal(vec![""], "8000", "Aarhus", "")),
+        codes::MISSING_POSTAL_ADDRESS
+    );
+    assert_eq!(
+        code(&postal(vec!["Gade 1"], "8000", "", "")),
+        codes::MISSING_POSTAL_ADDRESS
+    );
+    assert_eq!(
+        code(&postal(vec!["Gade 1"], "1", "X", "Atlantis")),
+        codes::UNKNOWN_COUNTRY
+    );
+    let many = postal(
+        vec!["c/o B", "Gade 1", "2. sal", "Baghuset"],
+        "8000",
+        "Aarhus",
+        "SE",
+    );
+    let (c, m) = postal_address(&many, dk).unwrap_err();
+    assert_eq!(c, codes::ADDRESS_TOO_MANY_LINES);
+    assert!(m.contains("7 lines"), "{m}");
+    let wide = "Den Lange Vej Der Aldrig Slutter Nogensinde 1234";
+    let (c, m) = postal_address(&postal(vec![wide], "8000", "Aarhus", ""), dk).unwrap_err();
+    assert_eq!(c, codes::ADDRESS_LINE_TOO_LONG);
+    assert!(m.contains("48 characters") && m.contains("45"), "{m}");
+    // White space inside a cell is tidied, not counted.
+    let tidy = postal(vec!["  Gade   1 "], "8000", " Aarhus  C", "");
+    assert_eq!(
+        postal_address(&tidy, dk).unwrap()[1..],
+        ["Gade 1", "8000 Aarhus C"]
+    );
+}
