@@ -4,6 +4,9 @@
 //! while it is typeset and written as PDF; and the process's peak resident memory as the
 //! letters go on, which stays flat because Typst's memory of earlier letters is let go.
 //!
+//! Then a print part: 500 letters typeset as one document, its time and the most memory
+//! it held.
+//!
 //! `cargo bench --bench letters`. BENCH_LETTERS (default 300) sets how many of each kind.
 
 use letters::{Lang, Layout, Letter, Logo, LogoKind, Renderer};
@@ -139,6 +142,31 @@ fn main() {
     }
     let hwm_more = vm_hwm_mb();
 
+    // A print part: 500 letters typeset as one document, written as one PDF.
+    let part_of = |paragraphs: usize| -> Vec<Letter> {
+        (0..500).map(|i| letter(20_000 + i, paragraphs)).collect()
+    };
+    let mut parts = Vec::new();
+    for (kind, r, paragraphs) in [
+        ("500 one-page letters", &plain, 0),
+        ("500 two-page letters, logo", &with_logo, 9),
+    ] {
+        let run = part_of(paragraphs);
+        let tag = local::memory::begin();
+        let started = Instant::now();
+        let out = rt.block_on(local::memory::Tagged::new(tag, async {
+            r.render_run("print part", &run).expect("the part renders")
+        }));
+        parts.push((
+            kind,
+            out.pages,
+            out.pdf.len(),
+            started.elapsed(),
+            local::memory::peak(tag),
+        ));
+    }
+    let hwm_parts = vm_hwm_mb();
+
     println!("\nLetters, {n} of each kind, one thread, warm (release-like bench profile)\n");
     println!("| letter | pages | PDF size | letters per second | ms per letter | most held by one letter |");
     println!("|---|---:|---:|---:|---:|---:|");
@@ -158,6 +186,21 @@ fn main() {
     println!("| peak resident memory before the first letter | {hwm_start:.1} MB |");
     println!("| after the first letter | {hwm_first:.1} MB |");
     println!("| after {} one-page letters | {hwm_one:.1} MB |", n + 21);
-    println!("| after {} two-page letters more | {hwm_two:.1} MB |", n + 21);
+    println!(
+        "| after {} two-page letters more | {hwm_two:.1} MB |",
+        n + 21
+    );
     println!("| after {n} two-page letters more again | {hwm_more:.1} MB |");
+    println!("| after the two print parts | {hwm_parts:.1} MB |");
+    println!();
+    println!("| print part | pages | PDF size | time | most held while it was made |");
+    println!("|---|---:|---:|---:|---:|");
+    for (kind, pages, size, took, peak) in parts {
+        println!(
+            "| {kind} | {pages} | {:.1} MB | {:.1} s | {:.0} MB |",
+            size as f64 / 1e6,
+            took.as_secs_f64(),
+            peak as f64 / 1e6
+        );
+    }
 }

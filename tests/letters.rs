@@ -1,7 +1,8 @@
 //! Letters against the emulator: a mixed dispatch (email, SMS, letter) whose letter rows are
 //! checked for a postal address, whose sample letter is a PDF before approval, and whose
 //! letter recipients each get a PDF filed under the dispatch, holding their own name,
-//! address and merge fields, with the address inside the envelope window.
+//! address and merge fields, with the address inside the envelope window; then the print
+//! files, sorted as asked, built again, and closed.
 
 use local::runtime::Options;
 use local::Local;
@@ -25,7 +26,9 @@ const MANIFEST: &str = r#"{
     "footer": ["aeroekommune.dk"],
     "closing": "Med venlig hilsen",
     "signature": ["Søren Æbelø", "Teknik og Miljø"],
-    "home_country": "DK"
+    "home_country": "DK",
+    "sort_by": ["postcode", "name"],
+    "part_letters": 2
   },
   "phone_region": "DK"
 }"#;
@@ -253,7 +256,10 @@ async fn a_mixed_dispatch_files_each_letter_with_its_own_address_in_the_window()
         )
         .await
         .unwrap();
-    assert_eq!(d["counts"]["sent"], 5, "{d}");
+    assert_eq!(d["counts"]["sent"], 2, "{d}");
+    assert_eq!(d["counts"]["created"], 3, "{d}");
+    assert_eq!(d["recipient_states"]["created"], 3, "{d}");
+    assert_eq!(d["progress"], "5 of 5 sent or created", "{d}");
     assert_eq!(d["counts"]["failed"], 0, "{d}");
 
     let (status, body) = portal
@@ -291,7 +297,7 @@ async fn a_mixed_dispatch_files_each_letter_with_its_own_address_in_the_window()
         ),
     ] {
         let r = &by_id[rid];
-        assert_eq!(r["state"], "sent", "{r}");
+        assert_eq!(r["state"], "created", "{r}");
         assert_eq!(r["channel"], "letter", "{r}");
         let key = r["message_id"].as_str().expect("the letter's document");
         assert!(
@@ -328,5 +334,160 @@ async fn a_mixed_dispatch_files_each_letter_with_its_own_address_in_the_window()
         assert_eq!(by_id[rid]["state"], "invalid");
         assert!(by_id[rid]["message_id"].is_null());
     }
+
+    // Once every letter is produced the print files are built by themselves: parts of at
+    // most two letters, sorted by postcode (as numbers) and then name.
+    let run = print_ready(&local, id, 1).await;
+    assert_eq!(run["letters"], 3, "{run}");
+    assert_eq!(run["requested_by"], "system");
+    let parts = run["parts"].as_array().unwrap();
+    assert_eq!(parts.len(), 2, "{run}");
+    assert_eq!(
+        (parts[0]["letters"].as_u64(), parts[1]["letters"].as_u64()),
+        (Some(2), Some(1))
+    );
+    let (status, index) = portal
+        .get(&format!("/dispatches/{id}/print/parts/1?file=index"))
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{index}");
+    let rows: Vec<Vec<String>> = csv::Reader::from_reader(index.as_bytes())
+        .records()
+        .map(|r| r.unwrap().iter().map(str::to_string).collect())
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            vec![
+                "1".to_string(),
+                "1".into(),
+                "1".into(),
+                "7".into(),
+                "Karen *Blixen*, Rungstedvej 111, 2960 Rungsted Kyst".into()
+            ],
+            vec![
+                "1".to_string(),
+                "2".into(),
+                "1".into(),
+                "3".into(),
+                "Søren Østergård, Åboulevarden 12, 8000 Aarhus C".into()
+            ],
+        ],
+        "{index}"
+    );
+    let (status, pdf) = portal
+        .get_bytes(&format!("/dispatches/{id}/print/parts/1"))
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(sha256(&pdf), parts[0]["pdf_sha256"].as_str().unwrap());
+    let lines = lines_of(&pdf);
+    let karen = line_at(&lines, "Karen *Blixen*");
+    let soren = line_at(&lines, "Søren Østergård");
+    assert_eq!((karen.0, soren.0), (1, 2), "each letter on its own page");
+    assert!(in_window(karen) && in_window(soren), "{lines:?}");
+    let (status, part2) = portal
+        .get(&format!("/dispatches/{id}/print/parts/2?file=index"))
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        part2.contains(",4,") && part2.contains("GERMANY"),
+        "{part2}"
+    );
+
+    // Built again: a new build replaces the old one, whose files are gone.
+    let first_pdf = parts[0]["pdf_key"].as_str().unwrap().to_string();
+    let (status, body) = portal
+        .post(&format!("/dispatches/{id}/print"))
+        .await
+        .unwrap();
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["print"]["generation"], 2);
+    let run = print_ready(&local, id, 2).await;
+    assert_eq!(run["requested_by"], "approver", "{run}");
+    let second_pdf = run["parts"][0]["pdf_key"].as_str().unwrap().to_string();
+    assert!(second_pdf.contains("/print/2/"), "{second_pdf}");
+    assert!(!exists(&local, &first_pdf).await, "{first_pdf} was deleted");
+    assert!(exists(&local, &second_pdf).await);
+
+    // Closed: the files are final, with the hashes they were closed with.
+    let (status, closed) = portal
+        .post(&format!("/dispatches/{id}/print/close"))
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{closed}");
+    assert_eq!(closed["state"], "closed");
+    assert_eq!(closed["closed_by"], "approver");
+    let bytes = s3_object(&local, &second_pdf).await;
+    assert_eq!(
+        sha256(&bytes),
+        closed["parts"][0]["pdf_sha256"].as_str().unwrap()
+    );
+    let (status, body) = portal
+        .post(&format!("/dispatches/{id}/print"))
+        .await
+        .unwrap();
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("closed"),
+        "{body}"
+    );
+    let (status, _) = portal
+        .post(&format!("/dispatches/{id}/print/close"))
+        .await
+        .unwrap();
+    assert_eq!(status, 409);
+    let (status, audit) = portal
+        .get(&format!("/dispatches/{id}/audit"))
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        audit.contains("letter run closed: build 2, 3 letters in 2 parts"),
+        "{audit}"
+    );
     local.system.stop().await;
+}
+
+/// Waits for build `generation` of the print files to be ready.
+async fn print_ready(local: &Local, id: &str, generation: u64) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let (status, body) = local
+            .portal()
+            .get(&format!("/dispatches/{id}/print"))
+            .await
+            .unwrap();
+        if status == 200 {
+            let run: Value = serde_json::from_str(&body).unwrap();
+            if run["generation"] == generation && run["state"] == "ready" {
+                return run;
+            }
+            assert_ne!(run["state"], "failed", "{run}");
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "build {generation} of the print files was not ready: {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+async fn exists(local: &Local, key: &str) -> bool {
+    local
+        .system
+        .clients
+        .s3
+        .head_object()
+        .bucket(&local.system.config.reports_bucket)
+        .key(key)
+        .send()
+        .await
+        .is_ok()
 }

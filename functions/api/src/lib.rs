@@ -13,6 +13,9 @@
 //! | GET    | `/dispatches/{id}/report`       | validation report (CSV)                     |
 //! | GET    | `/dispatches/{id}/sample`       | rendered sample messages (JSON)             |
 //! | GET    | `/dispatches/{id}/sample/letters/{n}` | a sample letter's PDF (`303` to a link) |
+//! | GET/POST | `/dispatches/{id}/print`      | the print files; build them again (a job)   |
+//! | POST   | `/dispatches/{id}/print/close`  | close the letter run: the files are final   |
+//! | GET    | `/dispatches/{id}/print/parts/{n}` | a print part's PDF or index (`303`)      |
 //! | GET    | `/dispatches/{id}/example?format=csv\|xlsx` | the header the list must have  |
 //! | GET    | `/dispatches/{id}/attempts/{n}/report` | an earlier validation attempt's report |
 //! | GET    | `/dispatches/{id}/audit`        | every action on the dispatch: actor, time, outcome |
@@ -51,7 +54,7 @@ use axum::{Json, Router};
 use domain::config::Config;
 use engine::completion::Completer;
 use routes::lifecycle::{self, CANCEL, PAUSE, REJECT, RESUME};
-use routes::{approval, dispatches, documents, recipients};
+use routes::{approval, dispatches, documents, print, recipients};
 use serde_json::json;
 use std::sync::Arc;
 
@@ -118,6 +121,12 @@ pub fn router(deps: Arc<Deps>) -> Router {
         .route("/dispatches/{id}/remove", post(recipients::remove))
         .route("/dispatches/{id}/resend", post(recipients::resend))
         .route("/dispatches/{id}/jobs/{job}", get(recipients::get_job))
+        .route(
+            "/dispatches/{id}/print",
+            get(print::get_print).post(print::build_print),
+        )
+        .route("/dispatches/{id}/print/close", post(print::close_print))
+        .route("/dispatches/{id}/print/parts/{n}", get(print::get_part))
         .route(
             "/dispatches/{id}/download",
             get(documents::download).post(documents::download_job),

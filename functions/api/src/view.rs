@@ -28,6 +28,7 @@ pub(crate) fn recipient_states(d: &Dispatch) -> std::collections::BTreeMap<Strin
         (RecipientState::Invalid, c.invalid),
         (RecipientState::Excluded, c.excluded),
         (RecipientState::Sent, c.sent),
+        (RecipientState::Created, c.created),
         (RecipientState::Failed, c.failed),
         (RecipientState::Unknown, c.unknown),
         (not_sent, c.outstanding()),
@@ -39,7 +40,12 @@ pub(crate) fn recipient_states(d: &Dispatch) -> std::collections::BTreeMap<Strin
 
 impl From<Dispatch> for DispatchView {
     fn from(d: Dispatch) -> Self {
-        let progress = format!("{} of {} sent", d.counts.sent, d.counts.valid);
+        let c = &d.counts;
+        let progress = if c.created > 0 {
+            format!("{} of {} sent or created", c.sent + c.created, c.valid)
+        } else {
+            format!("{} of {} sent", c.sent, c.valid)
+        };
         DispatchView {
             recipient_states: recipient_states(&d),
             dispatch: d,
@@ -61,13 +67,16 @@ mod tests {
             valid: 7,
             invalid: 2,
             excluded: 1,
-            sent: 3,
+            sent: 2,
             failed: 1,
             unknown: 1,
             stuck: 0,
+            created: 1,
         };
         let by = recipient_states(&d);
         assert_eq!(by.values().sum::<u64>(), d.counts.total);
+        assert_eq!(by["created"], 1);
+        assert_eq!(DispatchView::from(d.clone()).progress, "3 of 7 sent or created");
         assert_eq!(by["pending"], 2);
         assert_eq!(by["invalid"], 2);
         d.state = DispatchState::Rejected;

@@ -36,6 +36,12 @@ pub(crate) async fn run(
         }
         JobKind::Download { format } => download(deps, d, &mut job, format).await?,
         JobKind::History => history(deps, d, &mut job).await?,
+        JobKind::Print { generation } => {
+            if !crate::print::build(deps, d, &mut job, generation, from.0, deadline).await? {
+                report.jobs_continued.push(job.id.clone());
+                return Ok(());
+            }
+        }
     }
     deps.store.put_job(&job).await?;
     report.jobs_finished.push(job.id.clone());
@@ -192,6 +198,13 @@ pub(crate) async fn give_up(deps: &Deps, work: &Settle, e: &Error) {
     };
     match deps.store.get_job(&work.dispatch_id, job_id).await {
         Ok(Some(mut job)) if !job.state.is_finished() => {
+            if let JobKind::Print { generation } = job.kind {
+                if let Ok(Some(mut run)) = deps.store.get_print(&work.dispatch_id).await {
+                    if run.generation == generation {
+                        crate::print::mark_failed(deps, &mut run).await;
+                    }
+                }
+            }
             job.finish(
                 JobState::Failed,
                 format!(

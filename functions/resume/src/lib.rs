@@ -34,6 +34,7 @@ use engine::ports::Completion;
 use serde::Serialize;
 
 mod jobs;
+mod print;
 
 /// An approved dispatch older than this is fanned out again.
 pub const REFAN_AFTER_SECS: i64 = 60;
@@ -424,6 +425,7 @@ async fn settle_sending(
                     }
                     RecipientState::Pending => p.pending += 1,
                     RecipientState::Sent => p.sent += 1,
+                    RecipientState::Created => p.created += 1,
                     RecipientState::Failed => p.failed += 1,
                     RecipientState::Unknown => p.unknown += 1,
                     RecipientState::Invalid
@@ -452,7 +454,7 @@ async fn settle_sending(
         if quiet && d.state == DispatchState::Sending && d.counts.outstanding() > 0 {
             d = deps
                 .store
-                .set_results(&d.id, p.sent, p.failed, p.unknown)
+                .set_results(&d.id, [p.sent, p.created, p.failed, p.unknown])
                 .await?;
             report.recounted.push(d.id.clone());
             if p.pending > 0 {
@@ -471,8 +473,42 @@ async fn settle_sending(
             )
             .await;
         report.completed.push(d.id.clone());
+        if done.counts.created > 0 {
+            start_print(deps, &done).await;
+        }
     }
     Ok(())
+}
+
+/// Starts the first build of the print files of a dispatch whose letters are all produced.
+/// Should this fail, an operator builds them (`POST /dispatches/{id}/print`).
+async fn start_print(deps: &Deps, d: &Dispatch) {
+    let started = async {
+        let package = deps.docs.package(&d.id).await?;
+        let Some(l) = package.manifest.letter.as_ref() else {
+            return Ok(Err("no letter part".to_string()));
+        };
+        let plan = (
+            l.sort_columns(&package.manifest.columns),
+            l.letters_per_part(),
+        );
+        adapters::print::start(
+            &deps.store,
+            &deps.sqs,
+            settle_queue(deps)?,
+            d,
+            plan,
+            "system",
+        )
+        .await
+    };
+    match started.await {
+        Ok(Ok((job, _))) => {
+            tracing::info!(dispatch = %d.id, job = %job.id, "print files being built")
+        }
+        Ok(Err(why)) => tracing::info!(dispatch = %d.id, why = %why, "print files not built"),
+        Err(e) => tracing::error!(dispatch = %d.id, error = %e, "print files not started"),
+    }
 }
 
 pub(crate) fn settle_queue(deps: &Deps) -> Result<&str> {

@@ -57,6 +57,17 @@ pub async fn render(
         .unwrap_or_else(|e| Err(letters::LetterError::Typeset(e.to_string())))
 }
 
+/// Typesets letters one after another as one document (a print part), on a blocking thread.
+pub async fn render_run(
+    renderer: letters::Renderer,
+    title: String,
+    run: Vec<letters::Letter>,
+) -> Result<letters::Rendered, letters::LetterError> {
+    tokio::task::spawn_blocking(move || renderer.render_run(&title, &run))
+        .await
+        .unwrap_or_else(|e| Err(letters::LetterError::Typeset(e.to_string())))
+}
+
 /// The sender's letter press: a renderer per dispatch, kept for the process's life (a
 /// dispatch's layout does not change after approval).
 pub struct Press {

@@ -18,6 +18,7 @@ pub mod dynamodb;
 pub mod letters;
 pub mod metrics;
 pub mod notify;
+pub mod print;
 pub mod s3;
 pub mod sqs;
 pub mod wiring;

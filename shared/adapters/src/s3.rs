@@ -240,6 +240,36 @@ impl Documents {
         Ok(out)
     }
 
+    /// Deletes every document of the reports bucket under `prefix`; how many there were.
+    pub async fn delete_report_documents(&self, prefix: &str) -> Result<usize> {
+        let mut keys = Vec::new();
+        let mut pages = self
+            .s3
+            .list_objects_v2()
+            .bucket(&self.reports_bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(Error::aws("ListObjectsV2"))?;
+            keys.extend(
+                page.contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(str::to_string)),
+            );
+        }
+        for key in &keys {
+            self.s3
+                .delete_object()
+                .bucket(&self.reports_bucket)
+                .key(key)
+                .send()
+                .await
+                .map_err(Error::aws("DeleteObject"))?;
+        }
+        Ok(keys.len())
+    }
+
     /// Reads a document of the reports bucket; `None` when it does not exist.
     pub async fn report_document(&self, key: &str) -> Result<Option<Vec<u8>>> {
         match self.fetch(&self.reports_bucket, key, u64::MAX).await? {

@@ -45,6 +45,16 @@ pub fn letter(id: &str, recipient_sk: &str) -> String {
     format!("dispatches/{id}/letters/{safe}.pdf")
 }
 
+/// Where the print files of generation `generation` are kept.
+pub fn print_prefix(id: &str, generation: u32) -> String {
+    format!("dispatches/{id}/print/{generation}/")
+}
+
+/// Print part `part` (from 1) of a generation, as PDF (`pdf`) or its index (`csv`).
+pub fn print_part(id: &str, generation: u32, part: u32, ext: &str) -> String {
+    format!("{}part-{part:04}.{ext}", print_prefix(id, generation))
+}
+
 /// A sample letter of a validation, by its place among the samples.
 pub fn sample_letter(id: &str, n: usize) -> String {
     format!("dispatches/{id}/sample-letter-{n}.pdf")

@@ -34,6 +34,8 @@ pub enum JobKind {
     History,
     /// The validated list with each recipient's status, as a file in the reports bucket.
     Download { format: ListFormat },
+    /// The print files of the dispatch's letters built (again), as generation `generation`.
+    Print { generation: u32 },
 }
 
 /// The formats a list is downloaded in.
@@ -51,6 +53,7 @@ impl JobKind {
             JobKind::Resend { .. } => "resend",
             JobKind::History => "history",
             JobKind::Download { .. } => "download",
+            JobKind::Print { .. } => "print",
         }
     }
 }

@@ -28,6 +28,7 @@ pub mod limits;
 pub mod manifest;
 pub mod model;
 pub mod notice;
+pub mod print;
 pub mod queue;
 pub mod suppression;
 

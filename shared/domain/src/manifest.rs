@@ -99,6 +99,29 @@ pub struct LetterPart {
     /// country line. The dispatch's phone region when absent.
     #[serde(default)]
     pub home_country: Option<String>,
+    /// Columns the print files are sorted by, in order (numbers compare as numbers); the
+    /// postcode column, then the addressee's, when absent.
+    #[serde(default)]
+    pub sort_by: Vec<String>,
+    /// Letters per print file (part); 500 when absent.
+    #[serde(default)]
+    pub part_letters: Option<u32>,
+}
+
+impl LetterPart {
+    /// The columns print files are sorted by.
+    pub fn sort_columns(&self, columns: &Columns) -> Vec<String> {
+        if self.sort_by.is_empty() {
+            vec![columns.postcode.clone(), columns.addressee.clone()]
+        } else {
+            self.sort_by.clone()
+        }
+    }
+
+    pub fn letters_per_part(&self) -> u32 {
+        self.part_letters
+            .unwrap_or(crate::print::DEFAULT_PART_LETTERS)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -278,6 +301,7 @@ impl Manifest {
             lists.push(("letter.letterhead", &l.letterhead, LETTER_LINE_CHARS));
             lists.push(("letter.footer", &l.footer, LETTER_LINE_CHARS));
             lists.push(("letter.signature", &l.signature, LETTER_LINE_CHARS));
+            lists.push(("letter.sort_by", &l.sort_by, MANIFEST_COLUMN_CHARS));
         }
         for (field, lines, max) in lists {
             if lines.len() > LETTER_LINES {
@@ -423,6 +447,14 @@ impl Manifest {
             if let Some(r) = &l.home_country {
                 if r.len() != 2 || !r.chars().all(|c| c.is_ascii_alphabetic()) {
                     return bad("letter.home_country must be a two-letter country code such as DK");
+                }
+            }
+            if let Some(n) = l.part_letters {
+                if !(1..=crate::print::MAX_PART_LETTERS).contains(&n) {
+                    return Err(ManifestError::Invalid(format!(
+                        "letter.part_letters must be from 1 to {}",
+                        crate::print::MAX_PART_LETTERS
+                    )));
                 }
             }
             if self.columns.postcode.trim().is_empty() || self.columns.city.trim().is_empty() {
@@ -576,7 +608,7 @@ mod tests {
         assert!(refused("logo.svg", "logo.gif").contains(".png, .jpg or .svg"));
         assert!(refused("\"sender\":\"Town Hall\"", "\"sender\":\" \"").contains("letter.sender"));
         assert!(refused("About {{ name }}", "").contains("letter.subject"));
-        let many = format!("[{}]", vec!["\"x\""; 11].join(","));
+        let many = format!("[{}]", ["\"x\""; 11].join(","));
         assert!(refused("[\"Ann\",\"Mayor\"]", &many).contains("at most 10"));
         let e = Manifest::parse(br#"{"title":"t","list":"a.csv","channel":"letter"}"#).unwrap_err();
         assert!(e.to_string().contains("no letter part"), "{e}");

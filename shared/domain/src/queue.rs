@@ -31,6 +31,9 @@ pub struct StallPass {
     pub expired: u64,
     pub pending: u64,
     pub sent: u64,
+    /// Letters produced.
+    #[serde(default)]
+    pub created: u64,
     pub failed: u64,
     pub unknown: u64,
     /// Seconds since the most recent change of any record read.

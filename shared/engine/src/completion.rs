@@ -183,7 +183,7 @@ impl Completion for Completer {
             Err(Error::Conflict(_)) => return Ok(None),
             Err(e) => return Err(e),
         };
-        tracing::info!(dispatch = %d.id, state = %to, sent = d.counts.sent, failed = d.counts.failed, "dispatch complete");
+        tracing::info!(dispatch = %d.id, state = %to, sent = d.counts.sent, created = d.counts.created, failed = d.counts.failed, "dispatch complete");
         let outcome = match to {
             DispatchState::Completed => "completed (automatic)",
             _ => "completed with errors; waits for a manual close",

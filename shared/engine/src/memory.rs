@@ -186,6 +186,7 @@ impl RecipientLedger for MemoryStore {
             }
             match outcome {
                 Outcome::Sent { .. } => done.sent += 1,
+                Outcome::Created { .. } => done.created += 1,
                 Outcome::Failed { .. } => done.failed += 1,
                 Outcome::Unknown { .. } => done.unknown += 1,
                 Outcome::Release => done.released += 1,
@@ -197,7 +198,7 @@ impl RecipientLedger for MemoryStore {
         if applied_before {
             return Ok(done);
         }
-        let counted = done.sent + done.failed + done.unknown > 0;
+        let counted = done.sent + done.created + done.failed + done.unknown > 0;
         let Some(d) = dispatches.get_mut(dispatch_id) else {
             if counted {
                 return Err(Error::Conflict(format!(
@@ -216,7 +217,11 @@ impl RecipientLedger for MemoryStore {
             r.state = outcome.state();
             r.updated_at = now.clone();
             match outcome {
-                Outcome::Sent { message_id, at } => {
+                Outcome::Sent { message_id, at }
+                | Outcome::Created {
+                    document: message_id,
+                    at,
+                } => {
                     r.message_id = Some(message_id.clone());
                     r.sent_at = Some(at.clone());
                 }
@@ -228,6 +233,7 @@ impl RecipientLedger for MemoryStore {
         }
         if counted {
             d.counts.sent += done.sent;
+            d.counts.created += done.created;
             d.counts.failed += done.failed;
             d.counts.unknown += done.unknown;
             d.updated_at = now;

@@ -26,6 +26,11 @@ pub enum Outcome {
         message_id: String,
         at: String,
     },
+    /// A letter produced: its document.
+    Created {
+        document: String,
+        at: String,
+    },
     Failed {
         reason: String,
     },
@@ -42,6 +47,7 @@ impl Outcome {
         use domain::model::RecipientState;
         match self {
             Outcome::Sent { .. } => RecipientState::Sent,
+            Outcome::Created { .. } => RecipientState::Created,
             Outcome::Failed { .. } => RecipientState::Failed,
             Outcome::Unknown { .. } => RecipientState::Unknown,
             Outcome::Release => RecipientState::Pending,
@@ -54,6 +60,7 @@ impl Outcome {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Recorded {
     pub sent: u64,
+    pub created: u64,
     pub failed: u64,
     pub unknown: u64,
     pub released: u64,

@@ -219,11 +219,12 @@ pub struct Letter {
     pub references: Vec<(String, String)>,
 }
 
-/// A letter's PDF.
+/// A letter's PDF, or a run's: its pages, and the page each letter of it starts on (from 1).
 #[derive(Debug, Clone)]
 pub struct Rendered {
     pub pdf: Vec<u8>,
     pub pages: usize,
+    pub starts: Vec<usize>,
 }
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
@@ -240,6 +241,7 @@ pub enum LetterError {
 struct Data<'a> {
     lang: &'static str,
     labels: Labels,
+    title: &'a str,
     sender: &'a str,
     return_address: &'a str,
     letterhead: &'a [String],
@@ -247,6 +249,11 @@ struct Data<'a> {
     footer: &'a [String],
     closing: &'a str,
     signature: &'a [String],
+    letters: Vec<OneLetter<'a>>,
+}
+
+#[derive(Serialize)]
+struct OneLetter<'a> {
     address: &'a [String],
     subject: &'a str,
     info: Vec<[String; 2]>,
@@ -274,21 +281,42 @@ impl Renderer {
 
     /// The letter laid out, not yet written as PDF.
     pub fn typeset(&self, letter: &Letter) -> Result<typst::layout::PagedDocument, LetterError> {
+        self.typeset_run(&letter.subject, std::slice::from_ref(letter))
+    }
+
+    /// Letters laid out one after another in one document (a print part), each from a new
+    /// page with page numbers of its own.
+    pub fn typeset_run(
+        &self,
+        title: &str,
+        letters: &[Letter],
+    ) -> Result<typst::layout::PagedDocument, LetterError> {
         let l = &*self.layout;
-        let date = letter
-            .date
-            .unwrap_or_else(|| time::OffsetDateTime::now_utc().date());
-        let labels = l.lang.labels();
-        let mut info = vec![[labels.date.to_string(), l.lang.date(date)]];
-        info.extend(
-            letter
-                .references
-                .iter()
-                .map(|(k, v)| [k.clone(), v.clone()]),
-        );
+        let today = time::OffsetDateTime::now_utc().date();
+        let mut run = Vec::with_capacity(letters.len());
+        for letter in letters {
+            let labels = l.lang.labels();
+            let mut info = vec![[
+                labels.date.to_string(),
+                l.lang.date(letter.date.unwrap_or(today)),
+            ]];
+            info.extend(
+                letter
+                    .references
+                    .iter()
+                    .map(|(k, v)| [k.clone(), v.clone()]),
+            );
+            run.push(OneLetter {
+                address: &letter.address,
+                subject: &letter.subject,
+                info,
+                body: blocks(&letter.text).map_err(LetterError::Text)?,
+            });
+        }
         let data = Data {
             lang: l.lang.code(),
-            labels,
+            labels: l.lang.labels(),
+            title,
             sender: &l.sender,
             return_address: &l.return_address,
             letterhead: &l.letterhead,
@@ -296,12 +324,10 @@ impl Renderer {
             footer: &l.footer,
             closing: &l.closing,
             signature: &l.signature,
-            address: &letter.address,
-            subject: &letter.subject,
-            info,
-            body: blocks(&letter.text).map_err(LetterError::Text)?,
+            letters: run,
         };
         let json = serde_json::to_vec(&data).map_err(|e| LetterError::Typeset(e.to_string()))?;
+        let date = letters.first().and_then(|l| l.date).unwrap_or(today);
         let world = world::LetterWorld::new(json, l.logo.as_ref(), date);
         let doc = world.typeset();
         // Typst remembers what it laid out, to reuse it for the next letter; what the last
@@ -313,13 +339,34 @@ impl Renderer {
 
     /// The letter as PDF/A-2b.
     pub fn render(&self, letter: &Letter) -> Result<Rendered, LetterError> {
-        let doc = self.typeset(letter)?;
+        self.render_run(&letter.subject, std::slice::from_ref(letter))
+    }
+
+    /// Letters one after another as one PDF/A-2b document.
+    pub fn render_run(&self, title: &str, letters: &[Letter]) -> Result<Rendered, LetterError> {
+        let doc = self.typeset_run(title, letters)?;
+        let starts = starts(&doc);
         let pdf = world::pdf(&doc)?;
         Ok(Rendered {
             pdf,
             pages: doc.pages.len(),
+            starts,
         })
     }
+}
+
+/// The page each letter of a laid-out run starts on (from 1), in order.
+fn starts(doc: &typst::layout::PagedDocument) -> Vec<usize> {
+    use typst::foundations::{Label, Selector};
+    let Some(label) = Label::new(typst::utils::PicoStr::intern("letter-start")) else {
+        return Vec::new();
+    };
+    doc.introspector
+        .query(&Selector::Label(label))
+        .iter()
+        .filter_map(|c| c.location())
+        .map(|loc| doc.introspector.page(loc).get())
+        .collect()
 }
 
 /// Every run of text on a laid-out letter with where it starts: page (from 1), millimetres

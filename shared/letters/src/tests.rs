@@ -179,3 +179,49 @@ fn dates_in_each_language() {
     assert_eq!(Lang::Da.date(d), "1. marts 2026");
     assert_eq!(Lang::De.date(d), "1. März 2026");
 }
+
+#[test]
+fn a_run_of_letters_starts_each_on_a_new_page_with_page_numbers_of_its_own() {
+    let short = |name: &str| Letter {
+        address: vec![name.to_string(), "Gade 1".into(), "8000 Aarhus C".into()],
+        ..letter()
+    };
+    let mut long = short("Bo Long");
+    long.text = (0..60)
+        .map(|i| format!("Afsnit {i}: en sætning, der fylder en linje eller to i brevet."))
+        .collect::<Vec<_>>()
+        .join("\n\n");
+    let run = [short("Ann First"), long, short("Cy Third")];
+    let r = Renderer::new(layout());
+    let doc = r.typeset_run("Print part 1", &run).unwrap();
+    let texts = texts(&doc);
+    let page_of = |needle: &str| {
+        texts
+            .iter()
+            .find(|t| t.3.contains(needle))
+            .unwrap_or_else(|| panic!("{needle}"))
+            .0
+    };
+    assert_eq!(page_of("Ann First"), 1);
+    assert_eq!(page_of("Bo Long"), 2);
+    let third = page_of("Cy Third");
+    assert!(third >= 4, "{third}");
+    // The long letter is numbered on its own; the short ones are not numbered at all.
+    let numbers: Vec<_> = texts
+        .iter()
+        .filter(|t| t.3.starts_with("Side "))
+        .map(|t| (t.0, t.3.clone()))
+        .collect();
+    let pages_of_long = third - 2;
+    assert_eq!(numbers.len(), pages_of_long, "{numbers:?}");
+    assert_eq!(numbers[0], (2, format!("Side 1 af {pages_of_long}")));
+    let out = r.render_run("Print part 1", &run).unwrap();
+    assert_eq!(out.starts, vec![1, 2, third]);
+    assert_eq!(out.pages, third);
+    // The address of every letter lies in the window of its own first page.
+    for (name, page) in [("Ann First", 1), ("Bo Long", 2), ("Cy Third", third)] {
+        let (p, x, y, _) = texts.iter().find(|t| t.3.contains(name)).unwrap();
+        assert_eq!(*p, page);
+        assert!(ADDRESS_WINDOW_MM.holds(*x, *y), "{name}");
+    }
+}

@@ -4,5 +4,6 @@ pub mod approval;
 pub mod dispatches;
 pub mod documents;
 pub mod lifecycle;
+pub mod print;
 pub mod recipients;
 pub mod steps;

@@ -219,6 +219,7 @@ impl Store {
             for &i in &open {
                 match results[i].1 {
                     Outcome::Sent { .. } => counts.sent += 1,
+                    Outcome::Created { .. } => counts.created += 1,
                     Outcome::Failed { .. } => counts.failed += 1,
                     Outcome::Unknown { .. } => counts.unknown += 1,
                     Outcome::Release => counts.released += 1,
@@ -241,7 +242,11 @@ impl Store {
                 ]);
                 let mut remove = "";
                 match outcome {
-                    Outcome::Sent { message_id, at } => {
+                    Outcome::Sent { message_id, at }
+                    | Outcome::Created {
+                        document: message_id,
+                        at,
+                    } => {
                         set.push_str(", message_id = :mid, sent_at = :at");
                         values.insert(":mid".into(), s(message_id.clone()));
                         values.insert(":at".into(), s(at.clone()));
@@ -265,14 +270,20 @@ impl Store {
                         .build(),
                 );
             }
-            if counts.sent + counts.failed + counts.unknown > 0 {
+            if counts.sent + counts.created + counts.failed + counts.unknown > 0 {
                 items.push(
                     TransactWriteItem::builder()
                         .update(build(
                             self.counter_update(
                                 dispatch_id,
                                 any_slot(),
-                                [counts.sent, counts.failed, counts.unknown, 0],
+                                [
+                                    counts.sent,
+                                    counts.failed,
+                                    counts.unknown,
+                                    0,
+                                    counts.created,
+                                ],
                                 &now,
                             )
                             .build(),

@@ -11,7 +11,7 @@
 //!
 //! | item          | pk               | sk       | attributes                                   |
 //! |---------------|------------------|----------|----------------------------------------------|
-//! | counter slot  | `D#<id>#COUNTS`  | `C#<nn>` | `sent`, `failed`, `unknown`, `stuck` (added), `updated_at` |
+//! | counter slot  | `D#<id>#COUNTS`  | `C#<nn>` | `sent`, `failed`, `unknown`, `stuck`, `created` (added), `updated_at` |
 //!
 //! The dispatch item keeps what is written there directly: the counts of validation, a
 //! recount (which sets the item's counts so that the sum is what was counted) and a resend
@@ -36,15 +36,14 @@ pub(crate) fn any_slot() -> u32 {
     (std::collections::hash_map::RandomState::new().hash_one(()) % u64::from(COUNTER_SLOTS)) as u32
 }
 
-/// The four counters results add to, in this order.
-pub(crate) const COUNTED: [&str; 4] = ["sent", "failed", "unknown", "stuck"];
+/// The counters results add to, in this order.
+pub(crate) const COUNTED: [&str; 5] = ["sent", "failed", "unknown", "stuck", "created"];
 
 /// What an addition to a slot does.
-const ADD_TO_SLOT: &str =
-    "ADD #sent :sent, #failed :failed, #unknown :unknown, #stuck :stuck SET updated_at = :now";
+const ADD_TO_SLOT: &str = "ADD #sent :sent, #failed :failed, #unknown :unknown, #stuck :stuck, #created :created SET updated_at = :now";
 
 /// The names and values of an addition to a slot.
-fn slot_addition(added: [u64; 4], now: &str) -> (HashMap<String, String>, Item) {
+fn slot_addition(added: [u64; 5], now: &str) -> (HashMap<String, String>, Item) {
     let mut names = HashMap::new();
     let mut values = Item::from([(":now".to_string(), s(now))]);
     for (name, v) in COUNTED.iter().zip(added) {
@@ -61,7 +60,7 @@ fn slot_sk(slot: u32) -> AttributeValue {
 /// The sum of a dispatch's counter slots, and when one of them last changed.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct Tallies {
-    pub added: [i64; 4],
+    pub added: [i64; 5],
     pub latest: Option<String>,
 }
 
@@ -143,7 +142,7 @@ impl Store {
         &self,
         dispatch_id: &str,
         slot: u32,
-        added: [u64; 4],
+        added: [u64; 5],
         now: &str,
     ) -> aws_sdk_dynamodb::types::builders::UpdateBuilder {
         let (names, values) = slot_addition(added, now);
@@ -160,7 +159,7 @@ impl Store {
     /// recipients). Sent once: a retried addition whose first attempt was applied would count
     /// twice, and a lost one only under-counts, which the recount of a quiet dispatch mends.
     /// A refusal because a transaction holds the slot applied nothing; another slot is tried.
-    pub(crate) async fn add_to_counters(&self, dispatch_id: &str, added: [u64; 4]) -> Result<()> {
+    pub(crate) async fn add_to_counters(&self, dispatch_id: &str, added: [u64; 5]) -> Result<()> {
         let (names, values) = slot_addition(added, &now_rfc3339());
         // Each attempt on another slot.
         retrying_conflicts(|| {

@@ -24,6 +24,7 @@ pub(crate) fn dispatch_item(d: &Dispatch) -> Item {
         ("failed".into(), n(d.counts.failed)),
         ("unknown".into(), n(d.counts.unknown)),
         ("stuck".into(), n(d.counts.stuck)),
+        ("created".into(), n(d.counts.created)),
         ("excluded".into(), n(d.counts.excluded)),
         ("source_prefix".into(), s(&d.source_prefix)),
         ("shards".into(), n(d.shards as u64)),
@@ -97,6 +98,7 @@ pub(crate) fn dispatch_with(item: &Item, tallies: &Tallies) -> Result<Dispatch> 
             failed: counted(1),
             unknown: counted(2),
             stuck: counted(3),
+            created: counted(4),
             excluded: get_n(item, "excluded"),
         },
         problems: item
@@ -397,7 +399,8 @@ impl Store {
         failed: u64,
         unknown: u64,
     ) -> Result<Dispatch> {
-        self.add_to_counters(id, [sent, failed, unknown, 0]).await?;
+        self.add_to_counters(id, [sent, failed, unknown, 0, 0])
+            .await?;
         self.get_dispatch(id)
             .await?
             .ok_or_else(|| Error::NotFound(id.to_string()))
@@ -405,7 +408,7 @@ impl Store {
 
     /// Counts recipients whose queue message went to the dead-letter queue.
     pub(crate) async fn add_stuck(&self, id: &str, recipients: u64) -> Result<()> {
-        self.add_to_counters(id, [0, 0, 0, recipients]).await
+        self.add_to_counters(id, [0, 0, 0, recipients, 0]).await
     }
 
     /// Sets the result counters to values counted from the records: the dispatch item's
@@ -415,9 +418,7 @@ impl Store {
     pub async fn set_results(
         &self,
         id: &str,
-        sent: u64,
-        failed: u64,
-        unknown: u64,
+        [sent, created, failed, unknown]: [u64; 4],
     ) -> Result<Dispatch> {
         let slots = self.tallies(id).await?;
         let base = |i: usize, v: u64| signed(v as i64 - slots.added[i]);
@@ -427,11 +428,15 @@ impl Store {
                 .table_name(&self.table)
                 .key("pk", s(dispatch_pk(id)))
                 .key("sk", s(DISPATCH_SK))
-                .update_expression("SET #sent = :s, #failed = :f, #unknown = :u, updated_at = :now")
+                .update_expression(
+                    "SET #sent = :s, #created = :c, #failed = :f, #unknown = :u, updated_at = :now",
+                )
                 .expression_attribute_names("#sent", "sent")
+                .expression_attribute_names("#created", "created")
                 .expression_attribute_names("#failed", "failed")
                 .expression_attribute_names("#unknown", "unknown")
                 .expression_attribute_values(":s", base(0, sent))
+                .expression_attribute_values(":c", base(4, created))
                 .expression_attribute_values(":f", base(1, failed))
                 .expression_attribute_values(":u", base(2, unknown))
                 .expression_attribute_values(":now", s(now_rfc3339()))

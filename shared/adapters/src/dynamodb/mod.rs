@@ -16,6 +16,7 @@ pub mod claims;
 pub mod counters;
 pub mod dispatches;
 pub mod jobs;
+pub mod print;
 pub mod rates;
 pub mod receipts;
 pub mod recipients;

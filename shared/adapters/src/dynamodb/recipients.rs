@@ -32,6 +32,12 @@ pub(crate) fn recipient_item(r: &Recipient, key: &RecipientKey) -> Item {
         item.insert("send_attempt".into(), n(u64::from(r.send_attempt)));
     }
     opt(&mut item, "previous_reason", &r.previous_reason);
+    if !r.print_sort.is_empty() {
+        item.insert(
+            "print_sort".into(),
+            AttributeValue::L(r.print_sort.iter().map(|v| s(v.clone())).collect()),
+        );
+    }
     if !r.fields.is_empty() {
         item.insert(
             "fields".into(),
@@ -89,6 +95,11 @@ pub(crate) fn recipient_from(item: &Item) -> Result<(RecipientKey, Recipient)> {
         receipt_detail: get_s(item, "receipt_detail"),
         send_attempt: get_n(item, "send_attempt").max(1) as u32,
         previous_reason: get_s(item, "previous_reason"),
+        print_sort: item
+            .get("print_sort")
+            .and_then(|v| v.as_l().ok())
+            .map(|l| l.iter().filter_map(|v| v.as_s().ok().cloned()).collect())
+            .unwrap_or_default(),
     };
     Ok((key, r))
 }
@@ -195,6 +206,28 @@ impl Store {
             }
         }
         Ok(deleted)
+    }
+
+    /// The records of the given keys that exist (strongly consistent), in no particular order.
+    pub async fn recipients_by_keys(
+        &self,
+        dispatch_id: &str,
+        keys: &[RecipientKey],
+    ) -> Result<Vec<(RecipientKey, Recipient)>> {
+        let items = keys
+            .iter()
+            .map(|k| {
+                Item::from([
+                    ("pk".to_string(), s(shard_pk(dispatch_id, k.shard))),
+                    ("sk".to_string(), s(k.sk.clone())),
+                ])
+            })
+            .collect();
+        self.batch_get(items, true)
+            .await?
+            .iter()
+            .map(recipient_from)
+            .collect()
     }
 
     /// One page of a shard, optionally only recipients in `state`.

@@ -42,6 +42,7 @@ fn dispatch_items_round_trip() {
             unknown: 0,
             stuck: 2,
             excluded: 4,
+            created: 0,
         },
         problems: vec!["x".into()],
         source_prefix: "incoming/winter/".into(),

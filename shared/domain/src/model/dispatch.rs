@@ -162,13 +162,16 @@ pub struct Counts {
     /// Valid rows left out by the dispatch's exclusions (not counted in `valid`).
     #[serde(default)]
     pub excluded: u64,
+    /// Letters produced (typeset and filed).
+    #[serde(default)]
+    pub created: u64,
 }
 
 impl Counts {
     /// Valid recipients that have not reached a final state yet.
     pub fn outstanding(&self) -> u64 {
         self.valid
-            .saturating_sub(self.sent + self.failed + self.unknown)
+            .saturating_sub(self.sent + self.created + self.failed + self.unknown)
     }
 }
 

@@ -16,6 +16,9 @@ pub enum RecipientState {
     Sending,
     /// The provider accepted the message.
     Sent,
+    /// The letter was produced: typeset and filed as a document of the dispatch (a letter's
+    /// word for sent).
+    Created,
     /// The provider refused the message permanently.
     Failed,
     /// The provider call ended without an answer (timeout after the request left): the
@@ -30,11 +33,12 @@ pub enum RecipientState {
 }
 
 impl RecipientState {
-    pub const ALL: [RecipientState; 8] = [
+    pub const ALL: [RecipientState; 9] = [
         RecipientState::Invalid,
         RecipientState::Pending,
         RecipientState::Sending,
         RecipientState::Sent,
+        RecipientState::Created,
         RecipientState::Failed,
         RecipientState::Unknown,
         RecipientState::Rejected,
@@ -47,6 +51,7 @@ impl RecipientState {
             RecipientState::Pending => "pending",
             RecipientState::Sending => "sending",
             RecipientState::Sent => "sent",
+            RecipientState::Created => "created",
             RecipientState::Failed => "failed",
             RecipientState::Unknown => "unknown",
             RecipientState::Rejected => "rejected",
@@ -66,6 +71,7 @@ impl RecipientState {
                 | (Pending, Rejected)
                 | (Pending, Excluded)
                 | (Sending, Sent)
+                | (Sending, Created)
                 | (Sending, Failed)
                 | (Sending, Unknown)
                 | (Sending, Pending)
@@ -85,6 +91,7 @@ impl RecipientState {
             self,
             RecipientState::Invalid
                 | RecipientState::Sent
+                | RecipientState::Created
                 | RecipientState::Failed
                 | RecipientState::Unknown
                 | RecipientState::Rejected
@@ -145,6 +152,9 @@ pub struct Recipient {
     /// Why the attempt before the last one did not reach the recipient (after a resend).
     #[serde(default)]
     pub previous_reason: Option<String>,
+    /// A letter's values of the columns its print files are sorted by, in order.
+    #[serde(default)]
+    pub print_sort: Vec<String>,
 }
 
 impl Recipient {
@@ -168,6 +178,7 @@ impl Recipient {
             receipt_detail: None,
             send_attempt: 1,
             previous_reason: None,
+            print_sort: Vec::new(),
         }
     }
 }

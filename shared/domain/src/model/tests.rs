@@ -110,11 +110,12 @@ fn outstanding_counts_only_valid_recipients_without_a_result() {
         total: 10,
         valid: 8,
         invalid: 2,
-        sent: 4,
+        sent: 3,
         failed: 1,
         unknown: 1,
         stuck: 0,
         excluded: 0,
+        created: 1,
     };
     assert_eq!(c.outstanding(), 2);
 }

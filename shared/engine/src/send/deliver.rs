@@ -476,6 +476,15 @@ impl Sender {
             }
         };
         match result {
+            // A letter is produced rather than sent; the tally counts it with the sends.
+            Ok(document) if matches!(message, Rendered::Letter(_)) => (
+                ItemOutcome::Sent,
+                None,
+                Outcome::Created {
+                    document,
+                    at: now_rfc3339(),
+                },
+            ),
             Ok(message_id) => (
                 ItemOutcome::Sent,
                 None,

@@ -227,7 +227,15 @@ async fn letters_are_produced_once_each_beside_emails_and_sms_and_their_document
             .any(|(_, text, _)| text.contains("About N*2\nDear **N\\*2**")),
         "{letters:?}"
     );
-    assert_eq!(w.states(), BTreeMap::from([(RecipientState::Sent, 30)]));
+    // A letter is created, not sent.
+    assert_eq!(
+        w.states(),
+        BTreeMap::from([(RecipientState::Sent, 20), (RecipientState::Created, 10)])
+    );
+    assert_eq!(
+        (w.dispatch().counts.sent, w.dispatch().counts.created),
+        (20, 10)
+    );
     let r = w.state_of(2);
     assert_eq!(r.channel, Some(Channel::Letter));
     assert_eq!(

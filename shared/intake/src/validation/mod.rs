@@ -119,6 +119,8 @@ pub struct Validator<'a> {
     /// A letter's address: addressee, address lines, postcode, city, country.
     postal: PostalColumns,
     home_country: isocountry::CountryCode,
+    /// The columns a letter's print files are sorted by.
+    print_sort: Vec<Option<usize>>,
     status_col: Option<usize>,
     consent_col: Option<usize>,
     region: phonenumber::country::Id,
@@ -264,6 +266,22 @@ impl<'a> Validator<'a> {
                 cols.email, cols.phone, cols.city
             ));
         }
+        let mut print_sort = Vec::new();
+        if let Some(l) = manifest
+            .letter
+            .as_ref()
+            .filter(|_| channels.contains(&Channel::Letter))
+        {
+            for c in l.sort_columns(cols) {
+                let at = find(&names, &c);
+                if at.is_none() && !l.sort_by.is_empty() {
+                    problems.push(format!(
+                        "letter.sort_by names the column '{c}' but the list has no such column"
+                    ));
+                }
+                print_sort.push(at);
+            }
+        }
         let home_code = manifest
             .letter
             .as_ref()
@@ -318,6 +336,7 @@ impl<'a> Validator<'a> {
         .chain(sms_fields.iter().map(|(_, c)| *c))
         .chain(letter_fields.iter().map(|(_, c)| *c))
         .chain(postal.all())
+        .chain(print_sort.iter().copied())
         .flatten()
         .collect();
         used.sort_unstable();
@@ -333,6 +352,7 @@ impl<'a> Validator<'a> {
                 channel_col,
                 postal,
                 home_country,
+                print_sort,
                 status_col,
                 consent_col,
                 region,

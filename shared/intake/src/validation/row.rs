@@ -265,7 +265,14 @@ impl Validator<'_> {
             }
         }
 
-        let recipient = self.recipient(line, id.clone(), channel, address, fields);
+        let mut recipient = self.recipient(line, id.clone(), channel, address, fields);
+        if channel == Some(Channel::Letter) {
+            recipient.print_sort = self
+                .print_sort
+                .iter()
+                .map(|c| cell(*c).trim().to_string())
+                .collect();
+        }
         let mut checked = self.finish(recipient, problems, keyed_by_id);
         checked.segments = segments.filter(|_| checked.problems.is_empty());
         if let (true, Some(p)) = (checked.problems.is_empty(), excluded) {
