@@ -36,6 +36,7 @@ iam-report:
 bench: $(TOOLS)
 	cargo bench --bench validation
 	cargo bench --bench letters
+	cargo bench --bench coldstart
 	cargo bench --bench dispatch
 
 venv: $(TOOLS)

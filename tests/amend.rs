@@ -281,7 +281,7 @@ async fn resend_sends_again_only_to_the_failed_recipients_as_a_new_audited_attem
     assert_eq!(d["counts"]["failed"], 0, "{d}");
     assert_eq!(
         d["recipient_states"],
-        json!({"invalid": 1, "excluded": 0, "pending": 0, "sent": 4, "failed": 0, "unknown": 0}),
+        json!({"invalid": 1, "excluded": 0, "pending": 0, "sent": 4, "created": 0, "failed": 0, "unknown": 0}),
         "{d}"
     );
     assert_eq!(d["progress"], "4 of 4 sent");
@@ -509,7 +509,7 @@ async fn removed_recipients_are_never_sent_and_the_download_shows_every_status()
     assert_eq!(body["dispatch"]["counts"]["excluded"], 1, "{body}");
     assert_eq!(
         body["dispatch"]["recipient_states"],
-        json!({"invalid": 1, "excluded": 1, "pending": 3, "sent": 0, "failed": 0, "unknown": 0}),
+        json!({"invalid": 1, "excluded": 1, "pending": 3, "sent": 0, "created": 0, "failed": 0, "unknown": 0}),
         "{body}"
     );
     let (status, body) = operator

@@ -76,7 +76,10 @@ mod tests {
         let by = recipient_states(&d);
         assert_eq!(by.values().sum::<u64>(), d.counts.total);
         assert_eq!(by["created"], 1);
-        assert_eq!(DispatchView::from(d.clone()).progress, "3 of 7 sent or created");
+        assert_eq!(
+            DispatchView::from(d.clone()).progress,
+            "3 of 7 sent or created"
+        );
         assert_eq!(by["pending"], 2);
         assert_eq!(by["invalid"], 2);
         d.state = DispatchState::Rejected;
