@@ -329,6 +329,30 @@ async fn a_mixed_dispatch_files_each_letter_with_its_own_address_in_the_window()
             }
         }
     }
+    // The history names each letter by its document, with its state.
+    let (status, history) = portal
+        .get(&format!("/dispatches/{id}/history"))
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{history}");
+    let mut reader = csv::Reader::from_reader(history.as_bytes());
+    let header = reader.headers().unwrap().clone();
+    let col = |name: &str| header.iter().position(|h| h == name).unwrap();
+    let letter_rows: Vec<csv::StringRecord> = reader
+        .records()
+        .map(|r| r.unwrap())
+        .filter(|r| &r[col("channel")] == "letter" && &r[col("state")] == "created")
+        .collect();
+    assert_eq!(letter_rows.len(), 3, "{history}");
+    for r in &letter_rows {
+        let rid = &r[col("recipient_id")];
+        assert_eq!(
+            &r[col("external_id")],
+            by_id[rid]["message_id"].as_str().unwrap()
+        );
+        assert_eq!(&r[col("shipment_state")], "created");
+    }
+
     // The rows that could not be posted have no letter.
     for rid in ["5", "6"] {
         assert_eq!(by_id[rid]["state"], "invalid");
