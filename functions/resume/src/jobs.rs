@@ -63,15 +63,8 @@ async fn resend(
         if pages.out_of_time(deadline) {
             job.updated_at = domain::model::now_rfc3339();
             deps.store.put_job(job).await?;
-            let work = Settle {
-                dispatch_id: d.id.clone(),
-                work: SettleWork::Job {
-                    job_id: job.id.clone(),
-                    shard: pages.shard,
-                    after: pages.after.take(),
-                },
-            };
-            sqs::send_settle(&deps.sqs, settle_queue(deps)?, &[work]).await?;
+            let from = (pages.shard, pages.after.take());
+            sqs::send_job(&deps.sqs, settle_queue(deps)?, &d.id, &job.id, from).await?;
             return Ok(false);
         }
         let page = deps

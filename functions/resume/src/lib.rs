@@ -484,20 +484,13 @@ async fn settle_sending(
 /// Should this fail, an operator builds them (`POST /dispatches/{id}/print`).
 async fn start_print(deps: &Deps, d: &Dispatch) {
     let started = async {
-        let package = deps.docs.package(&d.id).await?;
-        let Some(l) = package.manifest.letter.as_ref() else {
-            return Ok(Err("no letter part".to_string()));
-        };
-        let plan = (
-            l.sort_columns(&package.manifest.columns),
-            l.letters_per_part(),
-        );
+        let manifest = deps.docs.package(&d.id).await?.manifest;
         adapters::print::start(
             &deps.store,
             &deps.sqs,
             settle_queue(deps)?,
             d,
-            plan,
+            &manifest,
             "system",
         )
         .await

@@ -12,7 +12,6 @@ use domain::job::{Job, JobState};
 use domain::keys::RecipientKey;
 use domain::model::{now_rfc3339, Dispatch, RecipientState};
 use domain::print::{sort_cmp, PrintPart, PrintRun, PrintState};
-use domain::queue::{Settle, SettleWork};
 use domain::{Error, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -150,16 +149,9 @@ pub(crate) async fn build(
                 .await?;
             job.updated_at = now_rfc3339();
             deps.store.put_job(job).await?;
-            let work = Settle {
-                dispatch_id: d.id.clone(),
-                // The part to go on from, in the job message's shard.
-                work: SettleWork::Job {
-                    job_id: job.id.clone(),
-                    shard: p as u32,
-                    after: None,
-                },
-            };
-            sqs::send_settle(&deps.sqs, settle_queue(deps)?, &[work]).await?;
+            // The part to go on from, in the job message's shard.
+            let from = (p as u32, None);
+            sqs::send_job(&deps.sqs, settle_queue(deps)?, &d.id, &job.id, from).await?;
             return Ok(false);
         }
         let keys_of: Vec<RecipientKey> = chunk

@@ -5,9 +5,9 @@
 use crate::dynamodb::Store;
 use domain::error::Result;
 use domain::job::{Job, JobKind};
+use domain::manifest::Manifest;
 use domain::model::{now_rfc3339, Dispatch, DispatchState};
 use domain::print::{PrintRun, PrintState};
-use domain::queue::{Settle, SettleWork};
 
 /// Whether a dispatch's print files may be built now: `Err` says why not.
 pub fn may_build(d: &Dispatch, run: Option<&PrintRun>) -> std::result::Result<(), String> {
@@ -35,16 +35,22 @@ pub fn may_build(d: &Dispatch, run: Option<&PrintRun>) -> std::result::Result<()
     }
 }
 
-/// Starts generation n+1 of the dispatch's print files (1 for the first): the run is written
-/// as building and its job handed to the worker. `Ok(Err(why))` when it may not be built now.
+/// Starts generation n+1 of the dispatch's print files (1 for the first), sorted and cut in
+/// parts as its manifest says: the run is written as building and its job handed to the
+/// worker. `Ok(Err(why))` when it may not be built now.
 pub async fn start(
     store: &Store,
     sqs: &aws_sdk_sqs::Client,
     settle_queue_url: &str,
     d: &Dispatch,
-    (sort_by, part_letters): (Vec<String>, u32),
+    manifest: &Manifest,
     by: &str,
 ) -> Result<std::result::Result<(Job, PrintRun), String>> {
+    let Some(letter) = manifest.letter.as_ref() else {
+        return Ok(Err(
+            "the dispatch sends no letters: there is nothing to print".into(),
+        ));
+    };
     let before = store.get_print(&d.id).await?;
     if let Err(why) = may_build(d, before.as_ref()) {
         return Ok(Err(why));
@@ -61,8 +67,8 @@ pub async fn start(
         generation,
         state: PrintState::Building,
         job_id: job.id.clone(),
-        sort_by,
-        part_letters,
+        sort_by: letter.sort_columns(&manifest.columns),
+        part_letters: letter.letters_per_part(),
         letters: 0,
         parts: Vec::new(),
         requested_by: by.to_string(),
@@ -79,14 +85,6 @@ pub async fn start(
         Err(domain::Error::Conflict(why)) => return Ok(Err(why)),
         Err(e) => return Err(e),
     }
-    let work = Settle {
-        dispatch_id: d.id.clone(),
-        work: SettleWork::Job {
-            job_id: job.id.clone(),
-            shard: 0,
-            after: None,
-        },
-    };
-    crate::sqs::send_settle(sqs, settle_queue_url, &[work]).await?;
+    crate::sqs::send_job(sqs, settle_queue_url, &d.id, &job.id, (0, None)).await?;
     Ok(Ok((job, run)))
 }

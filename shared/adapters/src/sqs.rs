@@ -44,6 +44,26 @@ pub async fn send_settle(
     send_all(sqs, settle_queue_url, bodies).await
 }
 
+/// Hands job `job_id` of a dispatch to the worker, from `(shard, after)`: its first message
+/// (`(0, None)`), or the one that continues it where it came to.
+pub async fn send_job(
+    sqs: &aws_sdk_sqs::Client,
+    settle_queue_url: &str,
+    dispatch_id: &str,
+    job_id: &str,
+    (shard, after): (u32, Option<String>),
+) -> Result<()> {
+    let work = domain::queue::Settle {
+        dispatch_id: dispatch_id.to_string(),
+        work: domain::queue::SettleWork::Job {
+            job_id: job_id.to_string(),
+            shard,
+            after,
+        },
+    };
+    send_settle(sqs, settle_queue_url, &[work]).await
+}
+
 /// Starts fan-out of a whole dispatch: one message per key shard on the fan-out queue.
 pub async fn fan_out_all(
     sqs: &aws_sdk_sqs::Client,

@@ -14,7 +14,7 @@ mod world;
 use serde::Serialize;
 use std::sync::Arc;
 
-pub use markup::{blocks, escape, Block, Span};
+pub use markup::{blocks, Block, Span};
 
 /// Letters after which Typst's memory of a layout step no letter used is let go.
 const KEEP_FOR_LETTERS: usize = 10;
@@ -212,7 +212,8 @@ pub struct Letter {
     /// The address as printed, a line each, at most [`ADDRESS_LINES`].
     pub address: Vec<String>,
     pub subject: String,
-    /// The text with its merge fields filled in (each value escaped with [`escape`]).
+    /// The text with its merge fields filled in (each value written as literal Markdown, as
+    /// `intake::template::markdown_literal` does).
     pub text: String,
     pub date: Option<time::Date>,
     /// Further lines of the information block under the date: (label, value).
@@ -293,11 +294,11 @@ impl Renderer {
     ) -> Result<typst::layout::PagedDocument, LetterError> {
         let l = &*self.layout;
         let today = time::OffsetDateTime::now_utc().date();
+        let date_label = l.lang.labels().date;
         let mut run = Vec::with_capacity(letters.len());
         for letter in letters {
-            let labels = l.lang.labels();
             let mut info = vec![[
-                labels.date.to_string(),
+                date_label.to_string(),
                 l.lang.date(letter.date.unwrap_or(today)),
             ]];
             info.extend(

@@ -149,27 +149,10 @@ fn flush(spans: &mut Vec<Span>, out: &mut Vec<Block>) {
     spans.clear();
 }
 
-/// A merge field's value as literal text in Markdown: every ASCII punctuation character a
-/// parser could read as formatting is escaped, and line breaks become spaces, so a value
-/// can neither format the letter nor start a paragraph or a list.
-pub fn escape(value: &str) -> String {
-    let mut out = String::with_capacity(value.len() + 8);
-    for c in value.chars() {
-        match c {
-            '\r' | '\n' => out.push(' '),
-            c if c.is_ascii_punctuation() => {
-                out.push('\\');
-                out.push(c);
-            }
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use intake::template::markdown_literal as escape;
 
     fn plain(t: &str) -> Span {
         Span {

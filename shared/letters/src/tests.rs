@@ -1,4 +1,5 @@
 use super::*;
+use intake::template::markdown_literal as escape;
 
 fn layout() -> Layout {
     Layout {

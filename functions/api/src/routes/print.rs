@@ -58,36 +58,16 @@ pub(crate) async fn build_print(
 ) -> ApiResult<Response> {
     let d = load(&deps, &id).await?;
     require(&caller, Permission::Send, "build print files")?;
-    let queue = deps.config.settle_queue_url.as_deref().ok_or_else(|| {
-        ApiError::from(domain::Error::Malformed(format!(
-            "{} is not set: jobs have no worker",
-            domain::config::vars::SETTLE_QUEUE_URL
-        )))
-    })?;
+    let queue = crate::routes::recipients::settle_queue(&deps)?;
     // A dispatch with no produced letter may have no package at all: refused before it is read.
     if let Err(why) = adapters::print::may_build(&d, None) {
         let refused: ApiResult<()> = Err(ApiError::new(StatusCode::CONFLICT, why));
         audit_refusal(&deps, &id, &caller.id, "print", refused).await?;
     }
-    let package = deps.docs.package(&id).await?;
-    let started = match package.manifest.letter.as_ref() {
-        None => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "the dispatch sends no letters: there is nothing to print",
-        )),
-        Some(l) => {
-            let plan = (
-                l.sort_columns(&package.manifest.columns),
-                l.letters_per_part(),
-            );
-            match adapters::print::start(&deps.store, &deps.sqs, queue, &d, plan, &caller.id)
-                .await?
-            {
-                Ok(done) => Ok(done),
-                Err(why) => Err(ApiError::new(StatusCode::CONFLICT, why)),
-            }
-        }
-    };
+    let manifest = deps.docs.package(&id).await?.manifest;
+    let started = adapters::print::start(&deps.store, &deps.sqs, queue, &d, &manifest, &caller.id)
+        .await?
+        .map_err(|why| ApiError::new(StatusCode::CONFLICT, why));
     let (job, run) = audit_refusal(&deps, &id, &caller.id, "print", started).await?;
     record(
         &deps,

@@ -14,7 +14,6 @@ use domain::identity::{Caller, Permission};
 use domain::job::{Job, JobKind};
 use domain::limits::input as limits;
 use domain::model::{Dispatch, DispatchState, RecipientState};
-use domain::queue::{Settle, SettleWork};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -407,6 +406,16 @@ pub(crate) async fn get_job(
     }
 }
 
+/// The queue of the jobs' worker.
+pub(crate) fn settle_queue(deps: &Deps) -> ApiResult<&str> {
+    deps.config.settle_queue_url.as_deref().ok_or_else(|| {
+        ApiError::from(domain::Error::Malformed(format!(
+            "{} is not set: jobs have no worker",
+            domain::config::vars::SETTLE_QUEUE_URL
+        )))
+    })
+}
+
 /// Accepts a job: written as queued, then handed to the worker's queue.
 pub(crate) async fn queue_job(
     deps: &Deps,
@@ -414,23 +423,10 @@ pub(crate) async fn queue_job(
     kind: JobKind,
     by: &str,
 ) -> ApiResult<Job> {
-    let queue = deps.config.settle_queue_url.as_deref().ok_or_else(|| {
-        ApiError::from(domain::Error::Malformed(format!(
-            "{} is not set: jobs have no worker",
-            domain::config::vars::SETTLE_QUEUE_URL
-        )))
-    })?;
+    let queue = settle_queue(deps)?;
     let job = Job::new(&d.id, kind, by, uuid::Uuid::new_v4().simple().to_string());
     deps.store.put_job(&job).await?;
-    let work = Settle {
-        dispatch_id: d.id.clone(),
-        work: SettleWork::Job {
-            job_id: job.id.clone(),
-            shard: 0,
-            after: None,
-        },
-    };
-    adapters::sqs::send_settle(&deps.sqs, queue, &[work]).await?;
+    adapters::sqs::send_job(&deps.sqs, queue, &d.id, &job.id, (0, None)).await?;
     Ok(job)
 }
 
