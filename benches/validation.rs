@@ -173,6 +173,7 @@ fn validate(path: &Path) -> u64 {
             subject: "Your notice, {{ first_name }} {{ last_name }}".into(),
             text: "Dear {{ first_name }} {{ last_name }},\nthe water in {{ town }} is off on Monday.\n".into(),
             html: Some("<p>Dear {{ first_name }} {{ last_name }},</p><p>the water in {{ town }} is off on Monday.</p>".into()),
+            ..Default::default()
         }),
         sms: Some(SmsSource {
             text: "{{ first_name }}: water off in {{ town }} on Monday".into(),

@@ -25,6 +25,7 @@ fn email() -> RenderedEmail {
         subject: "s".into(),
         text: "t".into(),
         html: None,
+        ..Default::default()
     }
 }
 
@@ -35,7 +36,7 @@ async fn a_connection_that_never_opened_may_be_tried_again() {
         l.local_addr().unwrap().port()
     };
     let err = mailer(port)
-        .send("b@example.net", &email())
+        .send("b@example.net", &email(), &[])
         .await
         .unwrap_err();
     assert!(matches!(err, SendError::Transient(_)), "{err:?}");
@@ -53,7 +54,7 @@ async fn a_connection_that_broke_after_the_request_leaves_the_outcome_unknown() 
         drop(conn);
     });
     let err = mailer(port)
-        .send("b@example.net", &email())
+        .send("b@example.net", &email(), &[])
         .await
         .unwrap_err();
     assert!(matches!(err, SendError::Unknown(_)), "{err:?}");

@@ -139,6 +139,7 @@ async fn enqueue(
                 channel: r.channel?,
                 address: r.address?,
                 fields: r.fields,
+                postal: r.postal,
             })
         })
         .collect();

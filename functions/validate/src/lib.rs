@@ -30,8 +30,8 @@ use domain::suppression::suppression_key;
 use domain::{Error, Result};
 use intake::list::ListReader;
 use intake::template::{
-    EmailSource, LetterLayout, LetterSource, MessageTemplate, RenderedEmail, RenderedLetter,
-    RenderedSms, SmsSource, TemplateSource,
+    EmailSource, FrozenFile, LetterLayout, LetterSource, MessageTemplate, RenderedEmail,
+    RenderedLetter, RenderedSms, SmsSource, TemplateSource,
 };
 use intake::validation::{self, Checked, Problem, Validator};
 use serde::Serialize;

@@ -98,13 +98,27 @@ pub(crate) async fn check_package(deps: &Deps, bucket: &str, d: &Dispatch) -> Re
         match (text, html.transpose()) {
             (Ok(text), Ok(html)) => {
                 email = Some(EmailSource {
-                    from: e.from.clone(),
+                    from: e.from.trim().to_string(),
                     subject: e.subject.clone(),
                     text,
                     html,
+                    attachment: None,
+                    attach_letter: e.attach_letter,
+                    bcc: e.bcc.iter().map(|a| a.trim().to_string()).collect(),
+                    reply_to: e.reply_to.iter().map(|a| a.trim().to_string()).collect(),
                 })
             }
             (t, h) => problems.extend(t.err().into_iter().chain(h.err())),
+        }
+        if let Some(name) = &e.attachment {
+            match frozen_attachment(deps, bucket, prefix, name, &d.id).await? {
+                Ok(file) => {
+                    if let Some(email) = email.as_mut() {
+                        email.attachment = Some(file);
+                    }
+                }
+                Err(p) => problems.push(p),
+            }
         }
     }
     let mut sms = None;
@@ -284,6 +298,49 @@ pub(crate) async fn check_package(deps: &Deps, bucket: &str, d: &Dispatch) -> Re
         list_sha256: package.list_sha256,
         template_sha256: package.template_sha256,
     })
+}
+
+/// The email attachment: a PDF of the package, within the configured size, that opens
+/// without a password; copied beside the frozen package under its hash, from where the
+/// senders read it.
+async fn frozen_attachment(
+    deps: &Deps,
+    bucket: &str,
+    prefix: &str,
+    name: &str,
+    dispatch_id: &str,
+) -> Result<Result<FrozenFile, String>> {
+    let max = deps.config.email_attachment_max_bytes;
+    let bytes = match deps
+        .docs
+        .fetch(bucket, &format!("{prefix}{name}"), max)
+        .await?
+    {
+        Fetched::Found(b) => b,
+        Fetched::Missing => return Ok(Err(format!(
+            "the package has no file '{name}' (email attachment); upload it before manifest.json"
+        ))),
+        Fetched::TooLarge(size) => {
+            return Ok(Err(format!(
+                "'{name}' (email attachment) is {size} bytes; at most {max} are accepted"
+            )))
+        }
+    };
+    if let Err(why) = intake::attachment::check_pdf(&bytes) {
+        return Ok(Err(format!("'{name}' (email attachment) {why}")));
+    }
+    let sha256 = hex::encode(Sha256::digest(&bytes));
+    let key = documents::keys::attachment(dispatch_id, &sha256);
+    let size = bytes.len() as u64;
+    deps.docs
+        .put_report_document(&key, bytes, "application/pdf")
+        .await?;
+    Ok(Ok(FrozenFile {
+        name: name.to_string(),
+        key,
+        sha256,
+        bytes: size,
+    }))
 }
 
 /// The letter's text and layout from the package: its text file, its logo (kept in the frozen

@@ -287,16 +287,21 @@ impl Emulator {
         Ok(v)
     }
 
-    /// Emails SES accepted: (to, subject, body).
+    /// Emails SES accepted, simple and raw (MIME, parsed back), in the order sent within
+    /// each kind.
     pub async fn sent_emails(&self) -> Result<Vec<SentEmail>> {
         let data = self.data().await?;
+        let raw = data["ses"]["RawMessage"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let mut out: Vec<SentEmail> = raw.iter().map(SentEmail::from_raw).collect();
         let list = data["ses"]["Message"]
             .as_array()
             .cloned()
             .unwrap_or_default();
-        Ok(list
-            .into_iter()
-            .map(|m| SentEmail {
+        out.extend(list.into_iter().map(|m| {
+            SentEmail {
                 id: m["id"].as_str().unwrap_or_default().to_string(),
                 from: m["source"].as_str().unwrap_or_default().to_string(),
                 to: m["destinations"]["ToAddresses"]
@@ -309,8 +314,10 @@ impl Emulator {
                     .unwrap_or_default(),
                 subject: m["subject"].as_str().unwrap_or_default().to_string(),
                 body: m["body"].as_str().unwrap_or_default().to_string(),
-            })
-            .collect())
+                ..Default::default()
+            }
+        }));
+        Ok(out)
     }
 
     /// SMS SNS accepted.
@@ -328,14 +335,87 @@ impl Emulator {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SentEmail {
     pub id: String,
     pub from: String,
+    /// The addresses of the To header (of the destination, for a simple message).
     pub to: Vec<String>,
     pub subject: String,
     /// The HTML part when the message has one, else the text part (what the emulator keeps).
     pub body: String,
+    /// The text part of a MIME message.
+    pub text: String,
+    /// Every envelope recipient SES was given (destination and headers, as the emulator
+    /// lists them).
+    pub envelope: Vec<String>,
+    /// The MIME message as SES took it; empty for a simple message.
+    pub raw: String,
+    /// The header block of the MIME message.
+    pub headers: String,
+    pub reply_to: Vec<String>,
+    /// Attachments: file name, content type, bytes.
+    pub attachments: Vec<(String, String, Vec<u8>)>,
+}
+
+impl SentEmail {
+    fn from_raw(m: &Value) -> SentEmail {
+        use mail_parser::{MimeHeaders, PartType};
+        let raw = m["raw_data"].as_str().unwrap_or_default().to_string();
+        let mut out = SentEmail {
+            id: m["id"].as_str().unwrap_or_default().to_string(),
+            from: m["source"].as_str().unwrap_or_default().to_string(),
+            envelope: m["destinations"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|x| x.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            headers: raw.split("\r\n\r\n").next().unwrap_or_default().to_string(),
+            ..Default::default()
+        };
+        let addresses = |a: Option<&mail_parser::Address>| -> Vec<String> {
+            a.map(|a| {
+                a.iter()
+                    .filter_map(|x| x.address().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+        };
+        if let Some(msg) = mail_parser::MessageParser::default().parse(raw.as_bytes()) {
+            out.to = addresses(msg.to());
+            out.reply_to = addresses(msg.reply_to());
+            out.subject = msg.subject().unwrap_or_default().to_string();
+            out.text = msg
+                .text_bodies()
+                .find_map(|p| match &p.body {
+                    PartType::Text(t) => Some(t.to_string()),
+                    _ => None,
+                })
+                .unwrap_or_default();
+            let html = msg.html_bodies().find_map(|p| match &p.body {
+                PartType::Html(h) => Some(h.to_string()),
+                _ => None,
+            });
+            out.body = html.unwrap_or_else(|| out.text.clone());
+            out.attachments = msg
+                .attachments()
+                .map(|p| {
+                    (
+                        p.attachment_name().unwrap_or_default().to_string(),
+                        p.content_type()
+                            .map(|c| format!("{}/{}", c.ctype(), c.subtype().unwrap_or_default()))
+                            .unwrap_or_default(),
+                        p.contents().to_vec(),
+                    )
+                })
+                .collect();
+        }
+        out.raw = raw;
+        out
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

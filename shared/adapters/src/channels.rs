@@ -1,11 +1,11 @@
 //! Delivery channels: email through SES v2 `SendEmail`, SMS through SNS `Publish`. Errors
 //! are sorted by what the sender must do next.
 
-use aws_sdk_sesv2::types::{Body, Content, Destination, EmailContent, Message};
+use aws_sdk_sesv2::types::{Destination, EmailContent, RawMessage};
 use aws_sdk_sns::types::MessageAttributeValue;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
-use engine::ports::{Quota, SendError};
+use engine::ports::{Attachment, Quota, SendError};
 use intake::template::{RenderedEmail, RenderedSms};
 
 const THROTTLE_CODES: [&str; 5] = [
@@ -93,10 +93,61 @@ where
     }
 }
 
+/// Bytes of email a sender process builds and hands to SES at once (in 1 KiB permits): a
+/// message with attachments is held about three times over while it goes out (the files,
+/// the MIME message, the request's base64), so large messages wait for each other rather
+/// than exhaust the function's memory.
+const IN_FLIGHT_KIB: u32 = 96 * 1024;
+
 #[derive(Clone, Debug)]
 pub struct Mailer {
     client: aws_sdk_sesv2::Client,
     configuration_set: Option<String>,
+    in_flight: std::sync::Arc<tokio::sync::Semaphore>,
+}
+
+/// A `Name <address>` or bare address as its display name and address.
+fn mailbox(s: &str) -> (Option<&str>, &str) {
+    match s.trim().rsplit_once('<') {
+        Some((name, rest)) => {
+            let name = name.trim().trim_matches('"').trim();
+            (
+                (!name.is_empty()).then_some(name),
+                rest.trim_end().trim_end_matches('>').trim(),
+            )
+        }
+        None => (None, s.trim()),
+    }
+}
+
+/// The MIME message of one email: text and HTML alternatives, reply-to, the attachments.
+/// Bcc is never written: those addresses are envelope recipients only.
+pub fn mime(to: &str, m: &RenderedEmail, attachments: &[Attachment]) -> std::io::Result<Vec<u8>> {
+    use mail_builder::headers::address::Address;
+    let from = match mailbox(&m.from) {
+        (Some(name), addr) => Address::new_address(Some(name), addr),
+        (None, addr) => Address::new_address(None::<&str>, addr),
+    };
+    let mut b = mail_builder::MessageBuilder::new()
+        .from(from)
+        .to(to)
+        .subject(m.subject.as_str())
+        .text_body(m.text.as_str());
+    if let Some(h) = &m.html {
+        b = b.html_body(h.as_str());
+    }
+    if !m.reply_to.is_empty() {
+        let list: Vec<Address> = m
+            .reply_to
+            .iter()
+            .map(|a| Address::new_address(None::<&str>, mailbox(a).1))
+            .collect();
+        b = b.reply_to(list);
+    }
+    for a in attachments {
+        b = b.attachment(a.content_type.as_str(), a.name.as_str(), a.bytes.as_slice());
+    }
+    b.write_to_vec()
 }
 
 impl Mailer {
@@ -106,6 +157,7 @@ impl Mailer {
         Mailer {
             client,
             configuration_set,
+            in_flight: std::sync::Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT_KIB as usize)),
         }
     }
 
@@ -125,24 +177,50 @@ impl Mailer {
         }
     }
 
-    /// Sends one email; the provider's message id on success.
-    pub async fn send(&self, to: &str, m: &RenderedEmail) -> Result<String, SendError> {
-        let text = |t: &str| Content::builder().data(t).charset("UTF-8").build();
-        let subject = text(&m.subject).map_err(permanent)?;
-        let mut body = Body::builder().text(text(&m.text).map_err(permanent)?);
-        if let Some(h) = &m.html {
-            body = body.html(text(h).map_err(permanent)?);
+    /// Sends one email as a MIME message (SES v2 raw content), to `to` and blind-copied to
+    /// the message's Bcc; the provider's message id on success.
+    pub async fn send(
+        &self,
+        to: &str,
+        m: &RenderedEmail,
+        attachments: &[Attachment],
+    ) -> Result<String, SendError> {
+        let files: usize = attachments.iter().map(|a| a.bytes.len()).sum();
+        let kib = u32::try_from(
+            (files * 3 + m.text.len() + m.html.as_ref().map_or(0, String::len)) / 1024,
+        )
+        .unwrap_or(u32::MAX)
+        .clamp(1, IN_FLIGHT_KIB);
+        let _held = self
+            .in_flight
+            .acquire_many(kib)
+            .await
+            .map_err(|e| SendError::Transient(e.to_string()))?;
+        let raw = mime(to, m, attachments).map_err(permanent)?;
+        if raw.len() > domain::limits::MAX_EMAIL_BYTES {
+            return Err(SendError::Permanent {
+                code: "message_too_large".into(),
+                message: format!(
+                    "the email with its attachments is {} bytes; SES takes at most {}",
+                    raw.len(),
+                    domain::limits::MAX_EMAIL_BYTES
+                ),
+            });
         }
-        let message = Message::builder()
-            .subject(subject)
-            .body(body.build())
+        let message = RawMessage::builder()
+            .data(aws_smithy_types::Blob::new(raw))
+            .build()
+            .map_err(permanent)?;
+        let destination = Destination::builder()
+            .to_addresses(to)
+            .set_bcc_addresses((!m.bcc.is_empty()).then(|| m.bcc.clone()))
             .build();
         let out = self
             .client
             .send_email()
             .from_email_address(&m.from)
-            .destination(Destination::builder().to_addresses(to).build())
-            .content(EmailContent::builder().simple(message).build())
+            .destination(destination)
+            .content(EmailContent::builder().raw(message).build())
             .set_configuration_set_name(self.configuration_set.clone())
             .send()
             .await
@@ -248,8 +326,13 @@ impl SmsSender {
 
 #[async_trait::async_trait]
 impl engine::ports::Mailer for Mailer {
-    async fn send_email(&self, to: &str, message: &RenderedEmail) -> Result<String, SendError> {
-        self.send(to, message).await
+    async fn send_email(
+        &self,
+        to: &str,
+        message: &RenderedEmail,
+        attachments: &[Attachment],
+    ) -> Result<String, SendError> {
+        self.send(to, message, attachments).await
     }
 
     async fn quota(&self) -> Option<Quota> {

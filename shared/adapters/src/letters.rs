@@ -124,4 +124,22 @@ impl engine::ports::LetterPress for Press {
             .map_err(|e| SendError::Transient(e.to_string()))?;
         Ok(key)
     }
+
+    async fn typeset(
+        &self,
+        dispatch_id: &str,
+        address: &str,
+        layout: &LetterLayout,
+        letter: &RenderedLetter,
+    ) -> Result<Vec<u8>, SendError> {
+        let refused = |message: String| SendError::Permanent {
+            code: "render_failed".into(),
+            message,
+        };
+        let renderer = self.renderer(dispatch_id, layout).map_err(refused)?;
+        Ok(render(renderer, letter_of(address, letter))
+            .await
+            .map_err(|e| refused(e.to_string()))?
+            .pdf)
+    }
 }

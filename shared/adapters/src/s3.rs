@@ -387,4 +387,27 @@ impl engine::ports::Packages for Documents {
     async fn template(&self, dispatch_id: &str) -> Result<TemplateSource> {
         Ok(self.package(dispatch_id).await?.template)
     }
+
+    async fn file(&self, file: &intake::template::FrozenFile) -> Result<Vec<u8>> {
+        use sha2::Digest;
+        let bucket = self.reports_bucket.clone();
+        let bytes = match self.fetch(&bucket, &file.key, file.bytes).await? {
+            Fetched::Found(b) => b,
+            Fetched::Missing => return Err(Error::NotFound(file.key.clone())),
+            Fetched::TooLarge(size) => {
+                return Err(Error::Malformed(format!(
+                    "{} is {size} bytes, not the {} that were approved",
+                    file.key, file.bytes
+                )))
+            }
+        };
+        let sha256 = hex::encode(sha2::Sha256::digest(&bytes));
+        if sha256 != file.sha256 {
+            return Err(Error::Malformed(format!(
+                "{} is not the file that was approved (SHA-256 {sha256}, approved {})",
+                file.key, file.sha256
+            )));
+        }
+        Ok(bytes)
+    }
 }

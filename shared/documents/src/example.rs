@@ -89,6 +89,7 @@ mod tests {
                 subject: "Hi {{ name }}".into(),
                 text: "Dear {{ name }}, your meeting is on {{ meeting_date }}. {{ status }}".into(),
                 html: None,
+                ..Default::default()
             }),
             sms: Some(SmsSource {
                 text: "Hi {{ name }}".into(),

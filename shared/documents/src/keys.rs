@@ -45,6 +45,11 @@ pub fn letter(id: &str, recipient_sk: &str) -> String {
     format!("dispatches/{id}/letters/{safe}.pdf")
 }
 
+/// The dispatch's email attachment, frozen at validation under its SHA-256.
+pub fn attachment(id: &str, sha256: &str) -> String {
+    format!("dispatches/{id}/attachment/{sha256}.pdf")
+}
+
 /// Where the print files of generation `generation` are kept.
 pub fn print_prefix(id: &str, generation: u32) -> String {
     format!("dispatches/{id}/print/{generation}/")

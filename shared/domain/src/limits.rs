@@ -6,6 +6,14 @@ use crate::{Error, Result};
 pub const MAX_TRANSACTION_ITEMS: usize = 100;
 /// Recipients of one claim or one result write (one item is the dispatch).
 pub const MAX_RECIPIENTS_PER_WRITE: usize = MAX_TRANSACTION_ITEMS - 1;
+/// SES v2's largest message, attachments and encoding included.
+pub const MAX_EMAIL_BYTES: usize = 40_000_000;
+/// The email attachment limit when none is configured: 5 MiB, about 7 MB encoded.
+pub const DEFAULT_ATTACHMENT_BYTES: u64 = 5 * 1024 * 1024;
+/// The largest email attachment limit that may be configured: 25 MiB, about 36 MB encoded,
+/// which leaves room for the text, the HTML and a recipient's letter under
+/// [`MAX_EMAIL_BYTES`].
+pub const MAX_ATTACHMENT_BYTES: u64 = 25 * 1024 * 1024;
 
 /// Refuses a claim or result write of more recipients than one transaction holds; `what`
 /// names them ("recipients in one claim", "results in one write").

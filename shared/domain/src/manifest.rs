@@ -136,7 +136,25 @@ pub struct EmailPart {
     /// Optional file in the package holding the HTML body template.
     #[serde(default)]
     pub html: Option<String>,
+    /// Optional PDF in the package attached to every email of the dispatch.
+    #[serde(default)]
+    pub attachment: Option<String>,
+    /// Attach each recipient's own letter (the dispatch's letter part, typeset for them) as
+    /// a PDF.
+    #[serde(default)]
+    pub attach_letter: bool,
+    /// Addresses every email is blind-copied to: in the envelope only, never in a header.
+    #[serde(default)]
+    pub bcc: Vec<String>,
+    /// Where replies go, when not to the sender.
+    #[serde(default)]
+    pub reply_to: Vec<String>,
 }
+
+/// Most Bcc addresses per email: SES takes at most 50 destinations per message.
+pub const MAX_BCC: usize = 10;
+/// Most reply-to addresses.
+pub const MAX_REPLY_TO: usize = 5;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -303,6 +321,10 @@ impl Manifest {
             lists.push(("letter.signature", &l.signature, LETTER_LINE_CHARS));
             lists.push(("letter.sort_by", &l.sort_by, MANIFEST_COLUMN_CHARS));
         }
+        if let Some(e) = &self.email {
+            lists.push(("email.bcc", &e.bcc, FROM_CHARS));
+            lists.push(("email.reply_to", &e.reply_to, FROM_CHARS));
+        }
         for (field, lines, max) in lists {
             if lines.len() > LETTER_LINES {
                 return Err(ManifestError::Invalid(format!(
@@ -331,6 +353,7 @@ impl Manifest {
         if let Some(e) = &self.email {
             names.push(("email.text", Some(&e.text)));
             names.push(("email.html", e.html.as_deref()));
+            names.push(("email.attachment", e.attachment.as_deref()));
         }
         if let Some(s) = &self.sms {
             names.push(("sms.text", Some(&s.text)));
@@ -416,6 +439,37 @@ impl Manifest {
             }
             if e.from.trim().is_empty() {
                 return bad("email.from must not be empty");
+            }
+            if let Some(a) = &e.attachment {
+                check_file_name("email.attachment", a)?;
+                if !a.to_ascii_lowercase().ends_with(".pdf") {
+                    return bad("email.attachment must be a .pdf file");
+                }
+            }
+            if e.attach_letter && self.letter.is_none() {
+                return bad("email.attach_letter needs a letter part to typeset");
+            }
+            if e.bcc.len() > MAX_BCC {
+                return Err(ManifestError::Invalid(format!(
+                    "email.bcc lists {} addresses; at most {MAX_BCC} are accepted",
+                    e.bcc.len()
+                )));
+            }
+            if e.reply_to.len() > MAX_REPLY_TO {
+                return Err(ManifestError::Invalid(format!(
+                    "email.reply_to lists {} addresses; at most {MAX_REPLY_TO} are accepted",
+                    e.reply_to.len()
+                )));
+            }
+            for (field, list) in [("email.bcc", &e.bcc), ("email.reply_to", &e.reply_to)] {
+                if let Some(bad_one) = list
+                    .iter()
+                    .find(|a| !email_address::EmailAddress::is_valid(a.trim()))
+                {
+                    return Err(ManifestError::Invalid(format!(
+                        "{field} holds '{bad_one}', which is not an email address"
+                    )));
+                }
             }
         }
         if let Some(s) = &self.sms {

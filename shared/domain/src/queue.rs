@@ -117,6 +117,9 @@ pub struct SendItem {
     pub channel: Channel,
     pub address: String,
     pub fields: BTreeMap<String, String>,
+    /// The postal address for a letter attached to an email.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postal: Option<String>,
 }
 
 /// Send work: a batch of recipients of one dispatch.
@@ -204,6 +207,7 @@ mod tests {
             channel: Channel::Email,
             address: format!("r{i}@example.org"),
             fields: BTreeMap::from([("note".to_string(), "x".repeat(value_bytes))]),
+            postal: None,
         }
     }
 

@@ -470,12 +470,17 @@ impl SendSlots for MemorySlots {
     }
 }
 
+/// An email's address and its attachments' names and sizes.
+pub type Attached = (String, Vec<(String, usize)>);
+
 /// A provider whose answers a test scripts per address; every other send is accepted.
 #[derive(Default)]
 pub struct ScriptedProvider {
     answers: Mutex<HashMap<String, VecDeque<SendError>>>,
     sent: Mutex<Vec<(String, String, i64)>>,
     quota: Mutex<Option<Quota>>,
+    /// Per email sent or tried: the address and its attachments' names and sizes.
+    attached: Mutex<Vec<Attached>>,
 }
 
 impl ScriptedProvider {
@@ -490,6 +495,11 @@ impl ScriptedProvider {
     /// The account's quota the provider reports.
     pub fn set_quota(&self, quota: Quota) {
         *lock(&self.quota) = Some(quota);
+    }
+
+    /// Every email tried: its address and its attachments' names and sizes.
+    pub fn attached(&self) -> Vec<Attached> {
+        lock(&self.attached).clone()
     }
 
     /// Every accepted send: address, text, and when (Unix milliseconds).
@@ -513,7 +523,19 @@ impl ScriptedProvider {
 
 #[async_trait]
 impl Mailer for ScriptedProvider {
-    async fn send_email(&self, to: &str, m: &RenderedEmail) -> Result<String, SendError> {
+    async fn send_email(
+        &self,
+        to: &str,
+        m: &RenderedEmail,
+        attachments: &[crate::ports::Attachment],
+    ) -> Result<String, SendError> {
+        lock(&self.attached).push((
+            to.to_string(),
+            attachments
+                .iter()
+                .map(|a| (a.name.clone(), a.bytes.len()))
+                .collect(),
+        ));
         self.send(to, &m.text)
     }
 
@@ -544,17 +566,34 @@ impl crate::ports::LetterPress for ScriptedProvider {
         self.send(address, &format!("{}\n{}", letter.subject, letter.text))
             .map(|_| format!("dispatches/{dispatch_id}/letters/{}.pdf", recipient.sk))
     }
+
+    /// The "PDF" is the letter's address, subject and text.
+    async fn typeset(
+        &self,
+        _dispatch_id: &str,
+        address: &str,
+        _layout: &LetterLayout,
+        letter: &RenderedLetter,
+    ) -> Result<Vec<u8>, SendError> {
+        Ok(format!("{address}\n{}\n{}", letter.subject, letter.text).into_bytes())
+    }
 }
 
 /// Frozen packages by dispatch.
 #[derive(Default)]
 pub struct MemoryPackages {
     templates: Mutex<HashMap<String, TemplateSource>>,
+    files: Mutex<HashMap<String, Vec<u8>>>,
 }
 
 impl MemoryPackages {
     pub fn put(&self, dispatch_id: &str, template: TemplateSource) {
         lock(&self.templates).insert(dispatch_id.to_string(), template);
+    }
+
+    /// A frozen file, by its key.
+    pub fn put_file(&self, key: &str, bytes: Vec<u8>) {
+        lock(&self.files).insert(key.to_string(), bytes);
     }
 }
 
@@ -565,6 +604,13 @@ impl Packages for MemoryPackages {
             .get(dispatch_id)
             .cloned()
             .ok_or_else(|| Error::NotFound(format!("package of {dispatch_id}")))
+    }
+
+    async fn file(&self, file: &intake::template::FrozenFile) -> Result<Vec<u8>> {
+        lock(&self.files)
+            .get(&file.key)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(file.key.clone()))
     }
 }
 

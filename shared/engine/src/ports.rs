@@ -9,7 +9,9 @@ use domain::model::{Channel, Dispatch, DispatchState, Recipient};
 use domain::notice::Event;
 use domain::queue::SendBatch;
 use domain::Result;
-use intake::template::{LetterLayout, RenderedEmail, RenderedLetter, RenderedSms, TemplateSource};
+use intake::template::{
+    FrozenFile, LetterLayout, RenderedEmail, RenderedLetter, RenderedSms, TemplateSource,
+};
 use std::time::Duration;
 
 /// The answer to a claim.
@@ -213,11 +215,25 @@ pub struct Quota {
     pub sent_last_24_hours: f64,
 }
 
+/// A file an email carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attachment {
+    pub name: String,
+    pub content_type: String,
+    pub bytes: std::sync::Arc<Vec<u8>>,
+}
+
 /// Email delivery.
 #[async_trait]
 pub trait Mailer: Send + Sync {
-    /// Sends one email; the provider's message id on success.
-    async fn send_email(&self, to: &str, message: &RenderedEmail) -> Result<String, SendError>;
+    /// Sends one email with its attachments (to `to`, blind-copied to the message's Bcc);
+    /// the provider's message id on success.
+    async fn send_email(
+        &self,
+        to: &str,
+        message: &RenderedEmail,
+        attachments: &[Attachment],
+    ) -> Result<String, SendError>;
 
     /// The account's quota, when the provider tells it; `None` when it does not, and the
     /// configured rate applies.
@@ -245,6 +261,16 @@ pub trait LetterPress: Send + Sync {
         layout: &LetterLayout,
         letter: &RenderedLetter,
     ) -> Result<String, SendError>;
+
+    /// Typesets one recipient's letter in the dispatch's layout without filing it: the
+    /// PDF, for an email that carries it.
+    async fn typeset(
+        &self,
+        dispatch_id: &str,
+        address: &str,
+        layout: &LetterLayout,
+        letter: &RenderedLetter,
+    ) -> Result<Vec<u8>, SendError>;
 }
 
 /// The frozen packages of approved dispatches.
@@ -252,6 +278,9 @@ pub trait LetterPress: Send + Sync {
 pub trait Packages: Send + Sync {
     /// The template texts a dispatch was validated and approved with.
     async fn template(&self, dispatch_id: &str) -> Result<TemplateSource>;
+
+    /// A file frozen beside the package (the email attachment), checked against its hash.
+    async fn file(&self, file: &FrozenFile) -> Result<Vec<u8>>;
 }
 
 /// The end of a dispatch, looked at after results were written.

@@ -7,7 +7,9 @@
 //! - [`template`]: message templates
 //! - [`sms`]: SMS encoding and segments
 //! - [`events`]: provider delivery events
+//! - [`attachment`]: files attached to email
 
+pub mod attachment;
 pub mod events;
 pub mod list;
 pub mod sms;

@@ -53,13 +53,38 @@ pub struct LetterLayout {
     pub signature: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EmailSource {
     pub from: String,
     pub subject: String,
     pub text: String,
     pub html: Option<String>,
+    /// The PDF every email carries, as frozen beside the package.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attachment: Option<FrozenFile>,
+    /// Each recipient's own letter attached as a PDF.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub attach_letter: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bcc: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reply_to: Vec<String>,
 }
+
+/// A file of the package copied where the senders read it, named by its hash so that what
+/// is sent is what was approved.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FrozenFile {
+    /// Its name in the package, and the attachment's file name.
+    pub name: String,
+    /// Its key in the reports bucket.
+    pub key: String,
+    pub sha256: String,
+    pub bytes: u64,
+}
+
+/// The file name of a recipient's own letter attached to their email.
+pub const LETTER_ATTACHMENT_NAME: &str = "letter.pdf";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SmsSource {
@@ -67,12 +92,28 @@ pub struct SmsSource {
     pub sender_id: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RenderedEmail {
     pub from: String,
     pub subject: String,
     pub text: String,
     pub html: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reply_to: Vec<String>,
+    /// Blind copies: envelope recipients only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bcc: Vec<String>,
+    /// File names of the attachments the email carries.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<String>,
+}
+
+impl RenderedEmail {
+    /// How many sends the provider counts this email as: each destination counts against
+    /// its rate and quota.
+    pub fn destinations(&self) -> u32 {
+        1 + self.bcc.len() as u32
+    }
 }
 
 /// A letter's subject and its text with the merge fields filled in (still Markdown).
@@ -463,11 +504,18 @@ impl MessageTemplate {
             Some(_) => Some(self.render(EMAIL_HTML, fields, &mut value)?),
             None => None,
         };
+        let mut attachments: Vec<String> = src.attachment.iter().map(|a| a.name.clone()).collect();
+        if src.attach_letter {
+            attachments.push(LETTER_ATTACHMENT_NAME.to_string());
+        }
         Ok(RenderedEmail {
             from: src.from.clone(),
             subject: trimmed(subject),
             text,
             html,
+            reply_to: src.reply_to.clone(),
+            bcc: src.bcc.clone(),
+            attachments,
         })
     }
 

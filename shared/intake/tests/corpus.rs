@@ -162,6 +162,7 @@ fn nasty_templates_give_their_expected_outcome() {
                 subject: text.clone(),
                 text: text.clone(),
                 html: Some(text.clone()),
+                ..Default::default()
             }),
             sms: Some(SmsSource {
                 text: text.clone(),

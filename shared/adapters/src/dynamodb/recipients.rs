@@ -32,6 +32,7 @@ pub(crate) fn recipient_item(r: &Recipient, key: &RecipientKey) -> Item {
         item.insert("send_attempt".into(), n(u64::from(r.send_attempt)));
     }
     opt(&mut item, "previous_reason", &r.previous_reason);
+    opt(&mut item, "postal", &r.postal);
     if !r.print_sort.is_empty() {
         item.insert(
             "print_sort".into(),
@@ -100,6 +101,7 @@ pub(crate) fn recipient_from(item: &Item) -> Result<(RecipientKey, Recipient)> {
             .and_then(|v| v.as_l().ok())
             .map(|l| l.iter().filter_map(|v| v.as_s().ok().cloned()).collect())
             .unwrap_or_default(),
+        postal: get_s(item, "postal"),
     };
     Ok((key, r))
 }

@@ -155,6 +155,10 @@ pub struct Recipient {
     /// A letter's values of the columns its print files are sorted by, in order.
     #[serde(default)]
     pub print_sort: Vec<String>,
+    /// The postal address as a letter prints it (a line each), kept for an email that
+    /// carries the recipient's own letter.
+    #[serde(default)]
+    pub postal: Option<String>,
 }
 
 impl Recipient {
@@ -179,6 +183,7 @@ impl Recipient {
             send_attempt: 1,
             previous_reason: None,
             print_sort: Vec::new(),
+            postal: None,
         }
     }
 }

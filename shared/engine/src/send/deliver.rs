@@ -1,15 +1,17 @@
 //! Rendering and sending the recipients a sender holds, each at its slot of the channel's
 //! shared rate.
 
-use super::{ItemOutcome, Sender, QUOTA_USED_UP};
+use super::{ItemOutcome, Prepared, Sender, QUOTA_USED_UP};
 use crate::pacing::{instant_of, slot_interval};
-use crate::ports::{Outcome, SendError};
+use crate::ports::{Attachment, Outcome, SendError};
 use domain::limits::MAX_RECIPIENTS_PER_WRITE;
 use domain::model::{now_rfc3339, Channel};
 use domain::queue::SendItem;
 use domain::{Deadline, Result};
 use futures::{stream, FutureExt, StreamExt};
-use intake::template::{LetterLayout, MessageTemplate, RenderedEmail, RenderedLetter, RenderedSms};
+use intake::template::{
+    LetterLayout, RenderedEmail, RenderedLetter, RenderedSms, LETTER_ATTACHMENT_NAME,
+};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -25,7 +27,8 @@ const MAX_LATE: Duration = Duration::from_millis(15);
 const LOOK_AHEAD: Duration = Duration::from_millis(100);
 
 enum Rendered {
-    Email(RenderedEmail),
+    /// An email, with the recipient's own letter when it carries one.
+    Email(RenderedEmail, Option<RenderedLetter>),
     Sms(RenderedSms),
     Letter(RenderedLetter),
 }
@@ -33,7 +36,7 @@ enum Rendered {
 impl Rendered {
     fn channel(&self) -> Channel {
         match self {
-            Rendered::Email(_) => Channel::Email,
+            Rendered::Email(..) => Channel::Email,
             Rendered::Sms(_) => Channel::Sms,
             Rendered::Letter(_) => Channel::Letter,
         }
@@ -174,6 +177,13 @@ impl CatchUp {
     }
 }
 
+/// A recipient's message, the dispatch's letter layout and the dispatch's attachment.
+type Message<'a> = (
+    &'a Rendered,
+    Option<&'a LetterLayout>,
+    Option<&'a Attachment>,
+);
+
 fn later() -> Delivered {
     (ItemOutcome::Later, None, Outcome::Release)
 }
@@ -183,16 +193,27 @@ impl Sender {
     pub(super) async fn deliver(
         &self,
         dispatch_id: &str,
-        template: &MessageTemplate,
+        template: &Prepared,
         held: &[&SendItem],
         stop_at: Deadline,
     ) -> Vec<(Delivered, Option<Duration>)> {
+        let email = template.source().email.as_ref();
+        let attach_letter = email.is_some_and(|e| e.attach_letter);
+        // Every destination of an email (each Bcc too) counts against the rate.
+        let destinations = email.map_or(1, |e| 1 + e.bcc.len() as u32);
         let mut out: Vec<Option<Delivered>> = vec![None; held.len()];
         let mut answers: Vec<Option<Duration>> = vec![None; held.len()];
         let mut plans: Vec<(usize, Rendered)> = Vec::new();
         for (i, item) in held.iter().enumerate() {
             let rendered = match item.channel {
-                Channel::Email => template.render_email(&item.fields).map(Rendered::Email),
+                Channel::Email => template.render_email(&item.fields).and_then(|m| {
+                    let letter = if attach_letter {
+                        Some(template.render_letter(&item.fields)?)
+                    } else {
+                        None
+                    };
+                    Ok(Rendered::Email(m, letter))
+                }),
                 Channel::Sms => template.render_sms(&item.fields).map(Rendered::Sms),
                 Channel::Letter => template.render_letter(&item.fields).map(Rendered::Letter),
             };
@@ -218,7 +239,7 @@ impl Sender {
                 self.email_rate_now().await
             } else {
                 self.settings.email_rate_per_second
-            }),
+            }) * destinations,
             slot_interval(self.settings.sms_rate_per_second),
             slot_interval(self.settings.letter_rate_per_second),
         ];
@@ -269,6 +290,7 @@ impl Sender {
             gates[lane(r.channel())].expect(*at);
         }
         let layout = template.source().letter.as_ref().map(|l| &l.layout);
+        let attachment = template.attachment.as_ref();
         let sent: Vec<(usize, (Delivered, Option<Duration>))> = stream::iter(scheduled)
             .map(|(i, r, at)| {
                 let stop = &stop;
@@ -277,8 +299,15 @@ impl Sender {
                 async move {
                     (
                         i,
-                        self.send_one(dispatch_id, item, (&r, layout), stop, (at, gate), stop_at)
-                            .await,
+                        self.send_one(
+                            dispatch_id,
+                            item,
+                            (&r, layout, attachment),
+                            stop,
+                            (at, gate),
+                            stop_at,
+                        )
+                        .await,
                     )
                 }
                 .boxed()
@@ -296,9 +325,42 @@ impl Sender {
             .collect()
     }
 
+    /// The files an email carries: the dispatch's attachment, and the recipient's own
+    /// letter typeset for them (at their postal address, or their email address when the
+    /// list has none).
+    async fn attachments(
+        &self,
+        dispatch_id: &str,
+        item: &SendItem,
+        (letter, layout): (Option<&RenderedLetter>, Option<&LetterLayout>),
+        attachment: Option<&Attachment>,
+    ) -> Result<Vec<Attachment>, SendError> {
+        let mut files: Vec<Attachment> = attachment.into_iter().cloned().collect();
+        if let Some(letter) = letter {
+            let Some(layout) = layout else {
+                return Err(SendError::Permanent {
+                    code: "render_failed".into(),
+                    message: "the dispatch's package has no letter layout".into(),
+                });
+            };
+            let address = item.postal.as_deref().unwrap_or(&item.address);
+            let pdf = self
+                .ports
+                .press
+                .typeset(dispatch_id, address, layout, letter)
+                .await?;
+            files.push(Attachment {
+                name: LETTER_ATTACHMENT_NAME.into(),
+                content_type: "application/pdf".into(),
+                bytes: std::sync::Arc::new(pdf),
+            });
+        }
+        Ok(files)
+    }
+
     async fn interval_for(&self, message: &Rendered) -> Duration {
         match message {
-            Rendered::Email(_) => slot_interval(self.email_rate_now().await),
+            Rendered::Email(m, _) => slot_interval(self.email_rate_now().await) * m.destinations(),
             Rendered::Sms(_) => slot_interval(self.settings.sms_rate_per_second),
             Rendered::Letter(_) => slot_interval(self.settings.letter_rate_per_second),
         }
@@ -372,7 +434,7 @@ impl Sender {
         &self,
         dispatch_id: &str,
         item: &SendItem,
-        message: (&Rendered, Option<&LetterLayout>),
+        message: Message<'_>,
         stop: &AtomicBool,
         slot: (i64, &CatchUp),
         stop_at: Deadline,
@@ -397,7 +459,7 @@ impl Sender {
         &self,
         dispatch_id: &str,
         item: &SendItem,
-        (message, layout): (&Rendered, Option<&LetterLayout>),
+        (message, layout, attachment): Message<'_>,
         stop: &AtomicBool,
         (slot, gate): (i64, &CatchUp),
         stop_at: Deadline,
@@ -421,7 +483,11 @@ impl Sender {
             return (ItemOutcome::SetAside, None, Outcome::Release);
         }
         // Taken last, so that only a send that goes out uses the quota.
-        if matches!(message, Rendered::Email(_)) && !self.take_email_allowance().await {
+        let allowance = match message {
+            Rendered::Email(m, _) => m.destinations(),
+            _ => 0,
+        };
+        if allowance > 0 && !self.take_email_allowance(allowance).await {
             stop.store(true, Ordering::Relaxed);
             return (
                 ItemOutcome::QuotaReached,
@@ -433,7 +499,15 @@ impl Sender {
         let result = loop {
             let asked = std::time::Instant::now();
             let r = match message {
-                Rendered::Email(m) => self.ports.mailer.send_email(&item.address, m).await,
+                Rendered::Email(m, letter) => {
+                    match self
+                        .attachments(dispatch_id, item, (letter.as_ref(), layout), attachment)
+                        .await
+                    {
+                        Ok(files) => self.ports.mailer.send_email(&item.address, m, &files).await,
+                        Err(e) => Err(e),
+                    }
+                }
                 Rendered::Sms(m) => self.ports.texter.send_sms(&item.address, m).await,
                 Rendered::Letter(m) => match layout {
                     Some(layout) => {

@@ -18,7 +18,7 @@ pub use tally::{ChannelTally, ItemOutcome, Tally, MAX_ANSWER_SAMPLES};
 
 use crate::pacing::slot_interval;
 use crate::ports::{
-    new_token, Completion, DispatchBook, Mailer, Notices, Outcome, Packages, Quota,
+    new_token, Attachment, Completion, DispatchBook, Mailer, Notices, Outcome, Packages, Quota,
     RecipientLedger, Recorded, SendQueue, SendSlots, Texter,
 };
 use domain::config::Config;
@@ -99,12 +99,29 @@ impl From<&Config> for SendSettings {
     }
 }
 
+/// Dispatches whose attachment a sender process keeps at once.
+const KEPT_ATTACHMENTS: usize = 4;
+
+/// A dispatch's compiled templates and the file its emails carry.
+pub(super) struct Prepared {
+    pub template: MessageTemplate,
+    pub attachment: Option<Attachment>,
+}
+
+impl std::ops::Deref for Prepared {
+    type Target = MessageTemplate;
+    fn deref(&self) -> &MessageTemplate {
+        &self.template
+    }
+}
+
 /// A sender: the ports, the settings, and what one instance remembers between messages.
 pub struct Sender {
     ports: SendPorts,
     settings: SendSettings,
-    /// Compiled templates by dispatch; a dispatch's package does not change after approval.
-    templates: Mutex<HashMap<String, Arc<MessageTemplate>>>,
+    /// Compiled templates and attachments by dispatch; a dispatch's package does not
+    /// change after approval.
+    templates: Mutex<HashMap<String, Arc<Prepared>>>,
     /// Each dispatch's state as last seen, and when: a pause takes effect within seconds.
     live: Mutex<HashMap<String, (tokio::time::Instant, DispatchState)>>,
     /// Held while the dispatch is read for a new sighting: the sends that found the sighting
@@ -368,19 +385,32 @@ impl Sender {
         }
     }
 
-    async fn template(&self, dispatch_id: &str) -> Result<Arc<MessageTemplate>> {
+    async fn template(&self, dispatch_id: &str) -> Result<Arc<Prepared>> {
         if let Some(t) = self.templates.lock().await.get(dispatch_id) {
             return Ok(t.clone());
         }
         let source = self.ports.packages.template(dispatch_id).await?;
-        let t = Arc::new(
-            MessageTemplate::compile(source)
+        let attachment = match source.email.as_ref().and_then(|e| e.attachment.as_ref()) {
+            Some(file) => Some(Attachment {
+                name: file.name.clone(),
+                content_type: "application/pdf".into(),
+                bytes: Arc::new(self.ports.packages.file(file).await?),
+            }),
+            None => None,
+        };
+        let t = Arc::new(Prepared {
+            template: MessageTemplate::compile(source)
                 .map_err(|e| Error::Malformed(format!("package of {dispatch_id}: {e}")))?,
-        );
-        self.templates
-            .lock()
-            .await
-            .insert(dispatch_id.to_string(), t.clone());
+            attachment,
+        });
+        let mut cache = self.templates.lock().await;
+        // Attachments are megabytes: a process keeps those of a few dispatches only.
+        if t.attachment.is_some()
+            && cache.values().filter(|p| p.attachment.is_some()).count() >= KEPT_ATTACHMENTS
+        {
+            cache.retain(|_, p| p.attachment.is_none());
+        }
+        cache.insert(dispatch_id.to_string(), t.clone());
         Ok(t)
     }
 
@@ -435,15 +465,15 @@ impl Sender {
 
     /// Whether the account's 24-hour quota leaves room for one more email; takes it if so.
     /// Without a quota from the provider, only the provider's own refusal stops sending.
-    async fn take_email_allowance(&self) -> bool {
+    async fn take_email_allowance(&self, sends: u32) -> bool {
         let mut q = self.quota.lock().await;
         match q.quota {
             Some(a) if a.max_24_hour_send > 0.0 => {
                 let left = a.max_24_hour_send - a.sent_last_24_hours - q.sent_since as f64;
-                if left < 1.0 {
+                if left < f64::from(sends) {
                     return false;
                 }
-                q.sent_since += 1;
+                q.sent_since += u64::from(sends);
                 true
             }
             _ => true,
@@ -523,7 +553,7 @@ impl Sender {
     async fn send_chunk(
         &self,
         dispatch_id: &str,
-        template: &MessageTemplate,
+        template: &Prepared,
         items: &[SendItem],
         (stop_at, deadline): (Deadline, Deadline),
     ) -> Result<Tally> {

@@ -72,6 +72,7 @@ fn world_on(
                 subject: "Hello {{ name }}".into(),
                 text: "Dear {{ name }}".into(),
                 html: None,
+                ..Default::default()
             }),
             sms: Some(SmsSource {
                 text: "Hi {{ name }}".into(),
@@ -105,6 +106,7 @@ fn world_on(
             channel,
             address: address(channel, i),
             fields: r.fields.clone(),
+            postal: None,
         });
         store.put_recipient(key, r);
     }

@@ -8,6 +8,7 @@ fn template() -> MessageTemplate {
             subject: "Hello {{ first_name }}".into(),
             text: "Dear {{ first_name }} {{ last_name }},\nyour street: {{ street }}".into(),
             html: Some("<p>Dear {{ first_name }}</p>".into()),
+            ..Default::default()
         }),
         sms: Some(SmsSource {
             text: "Hi {{ first_name }}, {% if street %}{{ street }}{% endif %}".into(),
@@ -142,6 +143,7 @@ fn plans_fill_in_exactly_what_the_engine_renders() {
                 subject: "S {{ a }}".into(),
                 text: t.into(),
                 html: Some(t.into()),
+                ..Default::default()
             }),
             sms: Some(SmsSource {
                 text: t.into(),

@@ -166,6 +166,35 @@ impl Validator<'_> {
             }
         }
 
+        // An email that carries the recipient's own letter needs the letter's merge fields.
+        let attach_letter = channel == Some(Channel::Email)
+            && self.template.has(Channel::Letter)
+            && self
+                .template
+                .source()
+                .email
+                .as_ref()
+                .is_some_and(|e| e.attach_letter);
+        if attach_letter {
+            for (f, col) in &self.letter_fields {
+                if fields.contains_key(f) {
+                    continue;
+                }
+                let v = col
+                    .and_then(|i| row.cell(i))
+                    .unwrap_or_default()
+                    .to_string();
+                if v.is_empty() {
+                    problem!(
+                        f,
+                        codes::MISSING_VALUE,
+                        format!("'{f}' is empty but the attached letter uses it"),
+                    );
+                }
+                fields.insert(f.clone(), v);
+            }
+        }
+
         // Measured as stored and queued (JSON, where a control character takes six bytes),
         // looked at closely only when it could be near the limit.
         let limit = domain::limits::input::RECIPIENT_VALUES_BYTES;
@@ -265,7 +294,29 @@ impl Validator<'_> {
             }
         }
 
+        // That letter prints the postal address when the row has a usable one.
+        let mut postal = None;
+        if attach_letter {
+            let p = &self.postal;
+            let cells = PostalCells {
+                addressee: cell(p.addressee),
+                lines: p.lines.iter().map(|c| cell(*c)).collect(),
+                postcode: cell(p.postcode),
+                city: cell(p.city),
+                country: cell(p.country),
+            };
+            postal = postal_address(&cells, self.home_country)
+                .ok()
+                .map(|lines| lines.join("\n"));
+            if problems.is_empty() {
+                if let Err(e) = self.template.render_letter(&fields) {
+                    problem!("", codes::RENDER_FAILED, e.to_string());
+                }
+            }
+        }
+
         let mut recipient = self.recipient(line, id.clone(), channel, address, fields);
+        recipient.postal = postal;
         if channel == Some(Channel::Letter) {
             recipient.print_sort = self
                 .print_sort

@@ -39,6 +39,7 @@ fn template() -> MessageTemplate {
             subject: "Hi {{ name }}".into(),
             text: "Dear {{ name }} in {{ town }}".into(),
             html: None,
+            ..Default::default()
         }),
         sms: Some(SmsSource {
             text: "Hi {{ name }}".into(),
@@ -349,6 +350,7 @@ fn merge_values_too_large_together_make_the_row_invalid_and_are_not_stored() {
             subject: "Hi".into(),
             text,
             html: None,
+            ..Default::default()
         }),
         sms: None,
     })
