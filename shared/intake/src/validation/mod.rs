@@ -304,7 +304,14 @@ impl<'a> Validator<'a> {
             ));
         }
         let mut missing: Vec<String> = Vec::new();
-        for ch in &channels {
+        // An email that carries the recipient's letter needs the letter's fields as well.
+        let mut merged = channels.clone();
+        if manifest.email.as_ref().is_some_and(|e| e.attach_letter)
+            && !merged.contains(&Channel::Letter)
+        {
+            merged.push(Channel::Letter);
+        }
+        for ch in &merged {
             for f in template.fields(*ch) {
                 if !names.contains(&f) && !missing.contains(&f) {
                     missing.push(f);

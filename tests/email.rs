@@ -1,0 +1,330 @@
+//! Email content against the emulator, IAM on: every email a MIME message sent as SES raw
+//! content, carrying the dispatch's PDF and the recipient's own letter, blind-copied only in
+//! the envelope, with a reply-to; the attachment judged at validation; a Bcc paced as the
+//! extra sends it is.
+
+use local::emulator::Emulator;
+use local::runtime::Options;
+use local::Local;
+use mass_dispatch::proxy::FaultProxy;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// A PDF of `pages` empty pages, encrypted (an `/Encrypt` entry) when asked.
+fn pdf(pages: usize, encrypted: bool) -> Vec<u8> {
+    use lopdf::{dictionary, Object};
+    let mut doc = lopdf::Document::with_version("1.7");
+    let pages_id = doc.new_object_id();
+    let kids: Vec<Object> = (0..pages)
+        .map(|_| {
+            doc.add_object(dictionary! {
+                "Type" => "Page",
+                "Parent" => pages_id,
+                "MediaBox" => vec![0.into(), 0.into(), 595.into(), 842.into()]
+            })
+            .into()
+        })
+        .collect();
+    doc.objects.insert(
+        pages_id,
+        Object::Dictionary(dictionary! {
+            "Type" => "Pages",
+            "Kids" => kids,
+            "Count" => pages as i64
+        }),
+    );
+    let catalog = doc.add_object(dictionary! { "Type" => "Catalog", "Pages" => pages_id });
+    doc.trailer.set("Root", catalog);
+    if encrypted {
+        let enc = doc.add_object(dictionary! {
+            "Filter" => "Standard",
+            "V" => 2,
+            "R" => 3,
+            "Length" => 128,
+            "P" => -44,
+            "O" => Object::string_literal(vec![1u8; 32]),
+            "U" => Object::string_literal(vec![2u8; 32])
+        });
+        doc.trailer.set("Encrypt", enc);
+        doc.trailer.set(
+            "ID",
+            vec![
+                Object::string_literal(vec![3u8; 16]),
+                Object::string_literal(vec![3u8; 16]),
+            ],
+        );
+    }
+    let mut out = Vec::new();
+    doc.save_to(&mut out).unwrap();
+    out
+}
+
+fn text_of(pdf: &[u8]) -> String {
+    pdf_extract::extract_text_from_mem(pdf).expect("the text of a PDF")
+}
+
+const MANIFEST: &str = r#"{
+  "title": "Bins, with the guide attached",
+  "list": "list.csv",
+  "channel": "email",
+  "email": {
+    "from": "Town Hall <noreply@example.org>",
+    "subject": "Your new bin, {{ name }}",
+    "text": "email.txt",
+    "html": "email.html",
+    "attachment": "guide.pdf",
+    "attach_letter": true,
+    "bcc": ["archive@example.org", "audit@example.org"],
+    "reply_to": ["help@example.org"]
+  },
+  "letter": {
+    "subject": "New bins for {{ street }}",
+    "text": "letter.md",
+    "sender": "Town Hall",
+    "home_country": "DK",
+    "signature": ["Town Hall"]
+  }
+}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_email_carries_the_dispatch_pdf_and_its_own_letter_and_bcc_stays_in_the_envelope() {
+    let emulator = Emulator::start().await.unwrap();
+    let proxy = FaultProxy::start(&emulator.endpoint).await;
+    // 20 destinations a second: with two Bcc, each email is three of them.
+    let local = Local::on(
+        emulator,
+        Options {
+            overrides: vec![(domain::config::vars::EMAIL_RATE_PER_SECOND, "20".into())],
+            senders: Some(2),
+            endpoint: Some(proxy.url.clone()),
+            ..Options::default()
+        },
+    )
+    .await
+    .unwrap();
+    let portal = local.portal();
+    let id = "with-guide";
+    let guide = pdf(2, false);
+    let mut list = String::from("recipient_id,name,email,address,postcode,city,street\n");
+    for i in 1..=12 {
+        if i == 12 {
+            // No postal address: the letter is addressed to the email address.
+            list.push_str("12,Lone Nopost,lone@example.net,,,,Sidevej\n");
+        } else {
+            list.push_str(&format!(
+                "{i},Person {i:02},p{i}@example.net,Storegade {i},8000,Aarhus C,Storegade\n"
+            ));
+        }
+    }
+    local
+        .upload_files(
+            id,
+            &[
+                ("list.csv", list.as_bytes()),
+                ("email.txt", b"Dear {{ name }}, the guide is attached."),
+                ("email.html", b"<p>Dear {{ name }}, the guide is attached.</p>"),
+                ("letter.md", b"Dear {{ name }},\n\nYour bin for {{ street }} comes on Monday."),
+                ("guide.pdf", guide.as_slice()),
+                ("manifest.json", MANIFEST.as_bytes()),
+            ],
+        )
+        .await
+        .unwrap();
+    let d = portal
+        .wait_for(id, &["awaiting_approval"], Duration::from_secs(60), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(d["counts"]["valid"], 12, "{d}");
+
+    // The sample shows what each email carries and who is blind-copied.
+    let (status, sample) = portal
+        .get(&format!("/dispatches/{id}/sample"))
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{sample}");
+    let sample: Value = serde_json::from_str(&sample).unwrap();
+    let first = &sample["email"][0]["message"];
+    assert_eq!(
+        first["attachments"],
+        serde_json::json!(["guide.pdf", "letter.pdf"]),
+        "{sample}"
+    );
+    assert_eq!(
+        first["bcc"],
+        serde_json::json!(["archive@example.org", "audit@example.org"])
+    );
+    assert_eq!(first["reply_to"], serde_json::json!(["help@example.org"]));
+
+    proxy.clear_log();
+    let (status, body) = portal
+        .post(&format!("/dispatches/{id}/approve"))
+        .await
+        .unwrap();
+    assert_eq!(status, 202, "{body}");
+    let d = portal
+        .wait_for(
+            id,
+            &["completed", "completed_with_errors"],
+            Duration::from_secs(120),
+            |_| {},
+        )
+        .await
+        .unwrap();
+    assert_eq!(d["state"], "completed", "{d}");
+    assert_eq!(d["counts"]["sent"], 12, "{d}");
+
+    let mails = local.emulator.sent_emails().await.unwrap();
+    assert_eq!(mails.len(), 12);
+    let guide_hash = hex::encode(Sha256::digest(&guide));
+    let mut seen = BTreeMap::new();
+    for m in &mails {
+        assert!(!m.raw.is_empty(), "sent as raw content");
+        let to = m.to.first().cloned().expect("a To header");
+        *seen.entry(to.clone()).or_insert(0) += 1;
+        assert_eq!(m.subject, format!("Your new bin, {}", name_of(&to)));
+        assert!(m.text.starts_with(&format!("Dear {}", name_of(&to))), "{}", m.text);
+        assert!(m.body.starts_with("<p>Dear"), "{}", m.body);
+        assert_eq!(m.reply_to, vec!["help@example.org".to_string()]);
+        // Bcc: envelope recipients, never in a header.
+        for bcc in ["archive@example.org", "audit@example.org"] {
+            assert!(m.envelope.iter().any(|e| e.contains(bcc)), "{:?}", m.envelope);
+            assert!(!m.headers.contains(bcc), "{bcc} in the headers:\n{}", m.headers);
+        }
+        assert!(!m.headers.to_ascii_lowercase().contains("\nbcc:"), "{}", m.headers);
+        let names: Vec<&str> = m.attachments.iter().map(|(n, _, _)| n.as_str()).collect();
+        assert_eq!(names, ["guide.pdf", "letter.pdf"]);
+        let (_, kind, bytes) = &m.attachments[0];
+        assert_eq!(kind, "application/pdf");
+        assert_eq!(hex::encode(Sha256::digest(bytes)), guide_hash, "the guide, byte for byte");
+        // The letter is the recipient's own: their name, their street, their address.
+        let letter = text_of(&m.attachments[1].2);
+        assert!(letter.contains(&format!("Dear {}", name_of(&to))), "{letter}");
+        if to == "lone@example.net" {
+            assert!(letter.contains("lone@example.net"), "{letter}");
+            assert!(letter.contains("Sidevej"), "{letter}");
+        } else {
+            let n: u32 = to[1..to.find('@').unwrap()].parse().unwrap();
+            assert!(letter.contains(&format!("Storegade {n}")), "{letter}");
+            assert!(letter.contains("8000 Aarhus C"), "{letter}");
+        }
+        for other in &mails {
+            let o = other.to.first().unwrap();
+            if o != &to {
+                assert!(!letter.contains(&format!("Dear {},", name_of(o))));
+            }
+        }
+    }
+    assert_eq!(seen.len(), 12, "each recipient once: {seen:?}");
+    assert!(seen.values().all(|n| *n == 1), "{seen:?}");
+
+    // Paced as three sends each: no second holds more than 20 destinations (7 emails),
+    // where 12 unweighted emails would all have gone out within one.
+    let sends: Vec<std::time::Instant> = proxy
+        .log()
+        .into_iter()
+        .filter(|l| l.service == "ses" && l.op == "SendEmail")
+        .map(|l| l.at)
+        .collect();
+    assert_eq!(sends.len(), 12, "one request per email");
+    let busiest = sends
+        .iter()
+        .map(|t| {
+            sends
+                .iter()
+                .filter(|u| **u >= *t && u.duration_since(*t) < Duration::from_secs(1))
+                .count()
+        })
+        .max()
+        .unwrap();
+    assert!(
+        busiest * 3 <= 21,
+        "{busiest} emails with two Bcc each in one second, at 20 destinations a second"
+    );
+    let span = *sends.iter().max().unwrap() - *sends.iter().min().unwrap();
+    assert!(
+        span >= Duration::from_millis(1500),
+        "36 destinations at 20 a second take more than 1.5 s, took {span:?}"
+    );
+}
+
+fn name_of(address: &str) -> String {
+    if address == "lone@example.net" {
+        return "Lone Nopost".into();
+    }
+    let n: u32 = address[1..address.find('@').unwrap()].parse().unwrap();
+    format!("Person {n:02}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attachment_that_is_not_a_plain_pdf_within_the_limit_fails_validation_by_name() {
+    let local = Local::start(Options {
+        overrides: vec![(
+            domain::config::vars::EMAIL_ATTACHMENT_MAX_BYTES,
+            "4000".into(),
+        )],
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let portal = local.portal();
+    let manifest = |file: &str| {
+        format!(
+            r#"{{"title": "t", "list": "list.csv", "channel": "email",
+              "email": {{"from": "noreply@example.org", "subject": "s", "text": "email.txt",
+                         "attachment": "{file}"}}}}"#
+        )
+    };
+    let big = {
+        let mut p = pdf(1, false);
+        // A comment is still a PDF; it only makes the file larger than the limit.
+        p.extend(std::iter::repeat_n(b'%', 5000));
+        p
+    };
+    let cases: [(&str, &str, Vec<u8>, &str); 4] = [
+        ("not-pdf", "notice.pdf", b"Dear all, see below".to_vec(), "is not a PDF"),
+        ("locked", "locked.pdf", pdf(1, true), "is encrypted"),
+        ("large", "large.pdf", big, "at most 4000 are accepted"),
+        ("absent", "absent.pdf", Vec::new(), "the package has no file 'absent.pdf'"),
+    ];
+    for (id, file, bytes, _) in &cases {
+        let mut files: Vec<(&str, &[u8])> = vec![
+            ("list.csv", b"recipient_id,email\n1,a@example.net\n"),
+            ("email.txt", b"Hello"),
+        ];
+        if *id != "absent" {
+            files.push((file, bytes.as_slice()));
+        }
+        let m = manifest(file);
+        files.push(("manifest.json", m.as_bytes()));
+        local.upload_files(id, &files).await.unwrap();
+    }
+    for (id, file, _, says) in &cases {
+        let d = portal
+            .wait_for(id, &["validation_failed"], Duration::from_secs(60), |_| {})
+            .await
+            .unwrap();
+        let problems = d["problems"].to_string();
+        assert!(problems.contains(says), "{file}: {problems}");
+        assert!(problems.contains(file), "{file}: {problems}");
+    }
+    // A plain PDF within the limit passes.
+    local
+        .upload_files(
+            "fine",
+            &[
+                ("list.csv", b"recipient_id,email\n1,a@example.net\n"),
+                ("email.txt", b"Hello"),
+                ("fine.pdf", pdf(1, false).as_slice()),
+                ("manifest.json", manifest("fine.pdf").as_bytes()),
+            ],
+        )
+        .await
+        .unwrap();
+    let d = portal
+        .wait_for("fine", &["awaiting_approval"], Duration::from_secs(60), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(d["counts"]["valid"], 1, "{d}");
+}
