@@ -124,8 +124,14 @@ async fn each_email_carries_the_dispatch_pdf_and_its_own_letter_and_bcc_stays_in
             &[
                 ("list.csv", list.as_bytes()),
                 ("email.txt", b"Dear {{ name }}, the guide is attached."),
-                ("email.html", b"<p>Dear {{ name }}, the guide is attached.</p>"),
-                ("letter.md", b"Dear {{ name }},\n\nYour bin for {{ street }} comes on Monday."),
+                (
+                    "email.html",
+                    b"<p>Dear {{ name }}, the guide is attached.</p>",
+                ),
+                (
+                    "letter.md",
+                    b"Dear {{ name }},\n\nYour bin for {{ street }} comes on Monday.",
+                ),
                 ("guide.pdf", guide.as_slice()),
                 ("manifest.json", MANIFEST.as_bytes()),
             ],
@@ -184,23 +190,46 @@ async fn each_email_carries_the_dispatch_pdf_and_its_own_letter_and_bcc_stays_in
         let to = m.to.first().cloned().expect("a To header");
         *seen.entry(to.clone()).or_insert(0) += 1;
         assert_eq!(m.subject, format!("Your new bin, {}", name_of(&to)));
-        assert!(m.text.starts_with(&format!("Dear {}", name_of(&to))), "{}", m.text);
+        assert!(
+            m.text.starts_with(&format!("Dear {}", name_of(&to))),
+            "{}",
+            m.text
+        );
         assert!(m.body.starts_with("<p>Dear"), "{}", m.body);
         assert_eq!(m.reply_to, vec!["help@example.org".to_string()]);
         // Bcc: envelope recipients, never in a header.
         for bcc in ["archive@example.org", "audit@example.org"] {
-            assert!(m.envelope.iter().any(|e| e.contains(bcc)), "{:?}", m.envelope);
-            assert!(!m.headers.contains(bcc), "{bcc} in the headers:\n{}", m.headers);
+            assert!(
+                m.envelope.iter().any(|e| e.contains(bcc)),
+                "{:?}",
+                m.envelope
+            );
+            assert!(
+                !m.headers.contains(bcc),
+                "{bcc} in the headers:\n{}",
+                m.headers
+            );
         }
-        assert!(!m.headers.to_ascii_lowercase().contains("\nbcc:"), "{}", m.headers);
+        assert!(
+            !m.headers.to_ascii_lowercase().contains("\nbcc:"),
+            "{}",
+            m.headers
+        );
         let names: Vec<&str> = m.attachments.iter().map(|(n, _, _)| n.as_str()).collect();
         assert_eq!(names, ["guide.pdf", "letter.pdf"]);
         let (_, kind, bytes) = &m.attachments[0];
         assert_eq!(kind, "application/pdf");
-        assert_eq!(hex::encode(Sha256::digest(bytes)), guide_hash, "the guide, byte for byte");
+        assert_eq!(
+            hex::encode(Sha256::digest(bytes)),
+            guide_hash,
+            "the guide, byte for byte"
+        );
         // The letter is the recipient's own: their name, their street, their address.
         let letter = text_of(&m.attachments[1].2);
-        assert!(letter.contains(&format!("Dear {}", name_of(&to))), "{letter}");
+        assert!(
+            letter.contains(&format!("Dear {}", name_of(&to))),
+            "{letter}"
+        );
         if to == "lone@example.net" {
             assert!(letter.contains("lone@example.net"), "{letter}");
             assert!(letter.contains("Sidevej"), "{letter}");
@@ -283,10 +312,20 @@ async fn an_attachment_that_is_not_a_plain_pdf_within_the_limit_fails_validation
         p
     };
     let cases: [(&str, &str, Vec<u8>, &str); 4] = [
-        ("not-pdf", "notice.pdf", b"Dear all, see below".to_vec(), "is not a PDF"),
+        (
+            "not-pdf",
+            "notice.pdf",
+            b"Dear all, see below".to_vec(),
+            "is not a PDF",
+        ),
         ("locked", "locked.pdf", pdf(1, true), "is encrypted"),
         ("large", "large.pdf", big, "at most 4000 are accepted"),
-        ("absent", "absent.pdf", Vec::new(), "the package has no file 'absent.pdf'"),
+        (
+            "absent",
+            "absent.pdf",
+            Vec::new(),
+            "the package has no file 'absent.pdf'",
+        ),
     ];
     for (id, file, bytes, _) in &cases {
         let mut files: Vec<(&str, &[u8])> = vec![
@@ -323,8 +362,212 @@ async fn an_attachment_that_is_not_a_plain_pdf_within_the_limit_fails_validation
         .await
         .unwrap();
     let d = portal
-        .wait_for("fine", &["awaiting_approval"], Duration::from_secs(60), |_| {})
+        .wait_for(
+            "fine",
+            &["awaiting_approval"],
+            Duration::from_secs(60),
+            |_| {},
+        )
         .await
         .unwrap();
     assert_eq!(d["counts"]["valid"], 1, "{d}");
+}
+
+/// The link of the `List-Unsubscribe` header, from a message's header block (unfolded).
+fn unsubscribe_link(headers: &str) -> String {
+    let unfolded = headers.replace("\r\n ", " ").replace("\r\n\t", " ");
+    let line = unfolded
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("list-unsubscribe:"))
+        .unwrap_or_else(|| panic!("no List-Unsubscribe header:\n{headers}"));
+    let start = line.find('<').expect("a link in angle brackets") + 1;
+    let end = line.rfind('>').expect("a link in angle brackets");
+    line[start..end].to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_one_click_link_unsubscribes_its_own_address_once_and_a_tampered_one_changes_nothing() {
+    let local = Local::start(Options {
+        overrides: vec![(domain::config::vars::EMAIL_RATE_PER_SECOND, "50".into())],
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let portal = local.portal();
+    let manifest = |title: &str| {
+        format!(
+            r#"{{"title": "{title}", "list": "list.csv", "channel": "email",
+              "email": {{"from": "News <news@example.org>", "subject": "News for {{{{ name }}}}",
+                         "text": "email.txt", "unsubscribe": true}}}}"#
+        )
+    };
+    let list = "recipient_id,name,email\n1,Ann,ann@example.net\n2,Bo,bo@example.net\n";
+    let send = |id: &'static str| {
+        let m = manifest(id);
+        let local = &local;
+        async move {
+            local
+                .upload_files(
+                    id,
+                    &[
+                        ("list.csv", list.as_bytes()),
+                        ("email.txt", b"Dear {{ name }}"),
+                        ("manifest.json", m.as_bytes()),
+                    ],
+                )
+                .await
+                .unwrap();
+        }
+    };
+    send("news").await;
+    let d = portal
+        .wait_for(
+            "news",
+            &["awaiting_approval"],
+            Duration::from_secs(60),
+            |_| {},
+        )
+        .await
+        .unwrap();
+    assert_eq!(d["counts"]["valid"], 2, "{d}");
+    let (status, body) = portal.post("/dispatches/news/approve").await.unwrap();
+    assert_eq!(status, 202, "{body}");
+    portal
+        .wait_for("news", &["completed"], Duration::from_secs(60), |_| {})
+        .await
+        .unwrap();
+
+    let mails = local.emulator.sent_emails().await.unwrap();
+    let link_of = |to: &str| {
+        let m = mails
+            .iter()
+            .find(|m| m.to.first().map(String::as_str) == Some(to))
+            .unwrap_or_else(|| panic!("no email to {to}"));
+        assert!(
+            m.headers
+                .contains("List-Unsubscribe-Post: List-Unsubscribe=One-Click"),
+            "{}",
+            m.headers
+        );
+        unsubscribe_link(&m.headers)
+    };
+    let ann = link_of("ann@example.net");
+    let bo = link_of("bo@example.net");
+    assert!(
+        ann.starts_with(&format!("{}/unsubscribe?token=", local.system.api_url)),
+        "{ann}"
+    );
+    assert_ne!(ann, bo, "each recipient's own link");
+
+    let store = adapters::dynamodb::Store::from_config(&local.system.clients, &local.system.config);
+    let suppressed = |who: &'static str| {
+        let store = store.clone();
+        async move {
+            store
+                .suppressed(&[who.to_string()])
+                .await
+                .unwrap()
+                .contains_key(who)
+        }
+    };
+    let http = reqwest::Client::new();
+
+    // A tampered link: Bo's address with Ann's signature. Refused, and nothing changes.
+    let token = |link: &str| link.split_once("token=").unwrap().1.to_string();
+    let (ann_payload, ann_tag) = token(&ann)
+        .split_once('.')
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .unwrap();
+    let (bo_payload, _) = token(&bo)
+        .split_once('.')
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .unwrap();
+    let forged = format!(
+        "{}/unsubscribe?token={bo_payload}.{ann_tag}",
+        local.system.api_url
+    );
+    let truncated = format!("{}/unsubscribe?token={ann_payload}", local.system.api_url);
+    for link in [&forged, &truncated] {
+        let res = http
+            .post(link.as_str())
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("List-Unsubscribe=One-Click")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 400, "{link}");
+        let page = res.text().await.unwrap();
+        assert!(page.contains("Nothing was changed"), "{page}");
+    }
+    assert!(!suppressed("bo@example.net").await);
+    assert!(!suppressed("ann@example.net").await);
+
+    // Opening the link (as a mail scanner does) only shows the button.
+    let res = http.get(ann.as_str()).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let csp = res.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
+    let page = res.text().await.unwrap();
+    assert!(page.contains("<form method=\"post\">"), "{page}");
+    assert!(
+        !suppressed("ann@example.net").await,
+        "a GET changes nothing"
+    );
+
+    // The mail client's one-click POST, twice: one suppression, one audit entry.
+    for _ in 0..2 {
+        let res = http
+            .post(ann.as_str())
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("List-Unsubscribe=One-Click")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        assert!(res.text().await.unwrap().contains("You are unsubscribed"));
+    }
+    assert!(suppressed("ann@example.net").await);
+    assert!(!suppressed("bo@example.net").await);
+    let entry = store
+        .suppressed(&["ann@example.net".to_string()])
+        .await
+        .unwrap()
+        .remove("ann@example.net")
+        .unwrap();
+    assert_eq!(entry.reason, "unsubscribed");
+    assert_eq!(
+        entry.detail.as_deref(),
+        Some("one-click link of dispatch news")
+    );
+    let (status, audit) = portal.get("/dispatches/news/audit").await.unwrap();
+    assert_eq!(status, 200);
+    let audit: Value = serde_json::from_str(&audit).unwrap();
+    let unsubscribes: Vec<&Value> = audit["audit"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{audit}"))
+        .iter()
+        .filter(|e| e["action"] == "unsubscribe")
+        .collect();
+    assert_eq!(unsubscribes.len(), 1, "{audit}");
+    assert_eq!(unsubscribes[0]["actor"], "recipient");
+
+    // The next mailing leaves Ann out.
+    send("more-news").await;
+    let d = portal
+        .wait_for(
+            "more-news",
+            &["awaiting_approval"],
+            Duration::from_secs(60),
+            |_| {},
+        )
+        .await
+        .unwrap();
+    assert_eq!(d["counts"]["valid"], 1, "{d}");
+    assert_eq!(d["counts"]["excluded"], 1, "{d}");
 }

@@ -245,14 +245,20 @@ fn only_what_the_emulator_cannot_run_is_left_out_locally() {
     );
 }
 
-/// As the README says: `GET /health` needs no caller, and every other route is behind the JWT
-/// authorizer (one proxy route; the router answers the paths).
+/// As the README says: `GET /health` and the unsubscribe links' endpoint need no caller, and
+/// every other route is behind the JWT authorizer (one proxy route; the router answers the
+/// paths).
 #[test]
-fn only_health_is_reachable_without_a_token_and_every_other_route_is_behind_the_authorizer() {
+fn only_health_and_unsubscribe_are_reachable_without_a_token_and_every_other_route_is_behind_the_authorizer(
+) {
     let t = template();
     assert_eq!(
         local::deploy::public_routes(&t),
-        [("GET".to_string(), "/health".to_string())]
+        [
+            ("GET".to_string(), "/health".to_string()),
+            ("GET".to_string(), "/unsubscribe".to_string()),
+            ("POST".to_string(), "/unsubscribe".to_string()),
+        ]
     );
     let routes = resources(&t, "AWS::ApiGatewayV2::Route");
     let guarded: Vec<_> = routes

@@ -101,9 +101,18 @@ pub(crate) fn is_problem(res: &Response) -> bool {
 /// A refusal of the framework's own (an unreadable path or query value, a body over the
 /// limit, a method the route does not take) as a problem document. Its text is not kept: it
 /// names types of the code and repeats what was sent.
+/// A page for people (the unsubscribe endpoint's), answered as it is.
+fn is_page(res: &Response) -> bool {
+    res.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/html"))
+}
+
 pub(crate) fn as_problem(method: &Method, res: Response) -> Response {
     let status = res.status();
-    if !(status.is_client_error() || status.is_server_error()) || is_problem(&res) {
+    if !(status.is_client_error() || status.is_server_error()) || is_problem(&res) || is_page(&res)
+    {
         return res;
     }
     let detail = match status {

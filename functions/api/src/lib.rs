@@ -1,12 +1,13 @@
 //! Api: the HTTP API the internal portal calls. One axum router, served by `lambda_http` in
 //! Lambda and directly on a local port by the local runtime.
 //!
-//! Every route but `/health` needs a verified caller (the claims of API Gateway's JWT
+//! Every route but `/health` and `/unsubscribe` (the links in emails) needs a verified caller (the claims of API Gateway's JWT
 //! authorizer) with one of the two permissions; the actions say which one they need.
 //!
 //! | method | path                            | what                                        |
 //! |--------|---------------------------------|---------------------------------------------|
 //! | GET    | `/health`                       | liveness                                    |
+//! | GET/POST | `/unsubscribe?token=`         | one-click unsubscribe (public; signed link) |
 //! | GET    | `/dispatches?state=&q=&sort=&order=&limit=&cursor=` | dispatches: filter, search, sort, pages |
 //! | POST   | `/dispatches`                   | start a dispatch; its package is uploaded next (create) |
 //! | GET    | `/dispatches/{id}`              | one dispatch: state, counts, summary        |
@@ -139,6 +140,10 @@ pub fn router(deps: Arc<Deps>) -> Router {
         .route_layer(middleware::from_fn_with_state(deps.clone(), auth::identify));
     Router::new()
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
+        .route(
+            "/unsubscribe",
+            get(routes::unsubscribe::confirm).post(routes::unsubscribe::unsubscribe),
+        )
         .merge(guarded)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .layer(DefaultBodyLimit::max(domain::limits::input::BODY_BYTES))

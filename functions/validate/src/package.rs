@@ -106,9 +106,16 @@ pub(crate) async fn check_package(deps: &Deps, bucket: &str, d: &Dispatch) -> Re
                     attach_letter: e.attach_letter,
                     bcc: e.bcc.iter().map(|a| a.trim().to_string()).collect(),
                     reply_to: e.reply_to.iter().map(|a| a.trim().to_string()).collect(),
+                    unsubscribe: e.unsubscribe,
                 })
             }
             (t, h) => problems.extend(t.err().into_iter().chain(h.err())),
+        }
+        if e.unsubscribe && deps.config.public_api_url.is_none() {
+            problems.push(
+                "email.unsubscribe needs the API's public address (PUBLIC_API_URL) configured for its links"
+                    .to_string(),
+            );
         }
         if let Some(name) = &e.attachment {
             match frozen_attachment(deps, bucket, prefix, name, &d.id).await? {
@@ -317,9 +324,11 @@ async fn frozen_attachment(
         .await?
     {
         Fetched::Found(b) => b,
-        Fetched::Missing => return Ok(Err(format!(
+        Fetched::Missing => {
+            return Ok(Err(format!(
             "the package has no file '{name}' (email attachment); upload it before manifest.json"
-        ))),
+        )))
+        }
         Fetched::TooLarge(size) => {
             return Ok(Err(format!(
                 "'{name}' (email attachment) is {size} bytes; at most {max} are accepted"

@@ -191,7 +191,19 @@ impl System {
 }
 
 pub async fn start(sdk: &aws_config::SdkConfig, stack: Stack, opts: Options) -> Result<System> {
-    let config = stack.config(&opts.overrides)?;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", opts.api_port))
+        .await
+        .context("cannot bind the API port")?;
+    let api_url = format!("http://{}", listener.local_addr()?);
+    // The links in emails (unsubscribe) point at this API, as at API Gateway's on AWS.
+    let mut overrides = opts.overrides.clone();
+    if !overrides
+        .iter()
+        .any(|(k, _)| *k == domain::config::vars::PUBLIC_API_URL)
+    {
+        overrides.push((domain::config::vars::PUBLIC_API_URL, api_url.clone()));
+    }
+    let config = stack.config(&overrides)?;
     // The functions' calls go where the administrator's go, or through the given endpoint
     // (a fault proxy). The endpoint is left to the SDK's standard settings otherwise, so
     // per-service endpoints (`AWS_ENDPOINT_URL_DYNAMODB`) work with an external emulator.
@@ -335,10 +347,6 @@ pub async fn start(sdk: &aws_config::SdkConfig, stack: Stack, opts: Options) -> 
         }
     });
 
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", opts.api_port))
-        .await
-        .context("cannot bind the API port")?;
-    let api_url = format!("http://{}", listener.local_addr()?);
     // Every request passes the token check first, as behind API Gateway's JWT authorizer.
     let router = api::router(api)
         // Each request the function itself serves is one invocation of it.

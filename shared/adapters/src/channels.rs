@@ -144,6 +144,18 @@ pub fn mime(to: &str, m: &RenderedEmail, attachments: &[Attachment]) -> std::io:
             .collect();
         b = b.reply_to(list);
     }
+    if let Some(url) = &m.unsubscribe_url {
+        // RFC 8058: a mail client's one-click unsubscribe POSTs to the link.
+        b = b
+            .header(
+                "List-Unsubscribe",
+                mail_builder::headers::raw::Raw::new(format!("<{url}>")),
+            )
+            .header(
+                "List-Unsubscribe-Post",
+                mail_builder::headers::raw::Raw::new("List-Unsubscribe=One-Click"),
+            );
+    }
     for a in attachments {
         b = b.attachment(a.content_type.as_str(), a.name.as_str(), a.bytes.as_slice());
     }

@@ -19,6 +19,7 @@ pub fn send_ports(clients: &Clients, config: &Config) -> SendPorts {
     SendPorts {
         ledger: store.clone(),
         dispatches: store.clone(),
+        keys: store.clone(),
         slots: Arc::new(SharedRates::new(&store)),
         mailer: Arc::new(Mailer::new(
             clients.sesv2.clone(),

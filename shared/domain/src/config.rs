@@ -42,6 +42,9 @@ pub struct Config {
     /// grows by about 37 %; at most 25 MiB is accepted, so that every message, with a
     /// recipient's letter attached as well, stays under SES's 40 MB.
     pub email_attachment_max_bytes: u64,
+    /// The API's public address (`https://…`), under which one-click unsubscribe links
+    /// point. Unset: a dispatch that offers unsubscribing fails validation.
+    pub public_api_url: Option<String>,
     /// How long a dispatch waits after the provider throttled it before sending continues.
     pub throttle_pause_secs: u64,
     /// A claim older than this with no recorded result is taken as a sender that died after
@@ -94,8 +97,9 @@ pub mod vars {
     pub const OPERATOR_TOPIC_ARN: &str = "OPERATOR_TOPIC_ARN";
     pub const SETTLE_QUEUE_URL: &str = "SETTLE_QUEUE_URL";
     pub const EMAIL_ATTACHMENT_MAX_BYTES: &str = "EMAIL_ATTACHMENT_MAX_BYTES";
+    pub const PUBLIC_API_URL: &str = "PUBLIC_API_URL";
     /// Every variable the configuration reads.
-    pub const ALL: [&str; 25] = [
+    pub const ALL: [&str; 26] = [
         TABLE_NAME,
         UPLOADS_BUCKET,
         REPORTS_BUCKET,
@@ -121,6 +125,7 @@ pub mod vars {
         OPERATOR_TOPIC_ARN,
         SETTLE_QUEUE_URL,
         EMAIL_ATTACHMENT_MAX_BYTES,
+        PUBLIC_API_URL,
     ];
 }
 
@@ -219,6 +224,9 @@ impl Config {
             reports_bucket: r.required(vars::REPORTS_BUCKET),
             fanout_queue_url: r.required(vars::FANOUT_QUEUE_URL),
             send_queue_url: r.required(vars::SEND_QUEUE_URL),
+            public_api_url: (r.lookup)(vars::PUBLIC_API_URL)
+                .map(|v| v.trim().trim_end_matches('/').to_string())
+                .filter(|v| !v.is_empty()),
             settle_queue_url: (r.lookup)(vars::SETTLE_QUEUE_URL)
                 .map(|v| v.trim().to_string())
                 .filter(|v| !v.is_empty()),

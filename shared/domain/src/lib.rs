@@ -9,6 +9,7 @@
 //! - [`ids`]: ids as types, checked where they come in
 //! - [`audit`]: entries of a dispatch's audit trail
 //! - [`suppression`]: addresses that must not be sent to again
+//! - [`unsubscribe`]: signed one-click unsubscribe links
 //! - [`notice`]: what operators are told, and when
 //! - [`queue`]: messages on the work queues
 //! - [`limits`]: the services' limits that shape batches
@@ -31,6 +32,7 @@ pub mod notice;
 pub mod print;
 pub mod queue;
 pub mod suppression;
+pub mod unsubscribe;
 
 pub use deadline::Deadline;
 pub use error::{Error, Result};

@@ -149,6 +149,10 @@ pub struct EmailPart {
     /// Where replies go, when not to the sender.
     #[serde(default)]
     pub reply_to: Vec<String>,
+    /// A mailing people may leave: each email carries a one-click unsubscribe link
+    /// (RFC 8058) that puts its address on the suppression list.
+    #[serde(default)]
+    pub unsubscribe: bool,
 }
 
 /// Most Bcc addresses per email: SES takes at most 50 destinations per message.

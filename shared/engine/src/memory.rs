@@ -653,3 +653,13 @@ impl SendQueue for MemoryQueue {
         Ok(())
     }
 }
+
+/// A signing key that is always the same.
+pub struct FixedKey(pub Vec<u8>);
+
+#[async_trait]
+impl crate::ports::SigningKeys for FixedKey {
+    async fn unsubscribe_key(&self) -> Result<Vec<u8>> {
+        Ok(self.0.clone())
+    }
+}

@@ -283,6 +283,13 @@ pub trait Packages: Send + Sync {
     async fn file(&self, file: &FrozenFile) -> Result<Vec<u8>>;
 }
 
+/// The deployment's signing keys.
+#[async_trait]
+pub trait SigningKeys: Send + Sync {
+    /// The key one-click unsubscribe links are signed with.
+    async fn unsubscribe_key(&self) -> Result<Vec<u8>>;
+}
+
 /// The end of a dispatch, looked at after results were written.
 #[async_trait]
 pub trait Completion: Send + Sync {

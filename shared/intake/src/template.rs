@@ -69,6 +69,9 @@ pub struct EmailSource {
     pub bcc: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reply_to: Vec<String>,
+    /// Each email carries a one-click unsubscribe link.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unsubscribe: bool,
 }
 
 /// A file of the package copied where the senders read it, named by its hash so that what
@@ -106,6 +109,13 @@ pub struct RenderedEmail {
     /// File names of the attachments the email carries.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attachments: Vec<String>,
+    /// Whether the email carries a one-click unsubscribe link (each recipient's own, made
+    /// when it is sent).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub one_click_unsubscribe: bool,
+    /// The recipient's unsubscribe link, once made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unsubscribe_url: Option<String>,
 }
 
 impl RenderedEmail {
@@ -516,6 +526,8 @@ impl MessageTemplate {
             reply_to: src.reply_to.clone(),
             bcc: src.bcc.clone(),
             attachments,
+            one_click_unsubscribe: src.unsubscribe,
+            unsubscribe_url: None,
         })
     }
 

@@ -7,3 +7,4 @@ pub mod lifecycle;
 pub mod print;
 pub mod recipients;
 pub mod steps;
+pub mod unsubscribe;

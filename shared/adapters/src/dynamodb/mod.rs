@@ -20,6 +20,7 @@ pub mod print;
 pub mod rates;
 pub mod receipts;
 pub mod recipients;
+pub mod signing;
 
 pub use recipients::Page;
 

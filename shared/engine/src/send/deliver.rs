@@ -325,6 +325,26 @@ impl Sender {
             .collect()
     }
 
+    /// One recipient's email as it goes out: with its own unsubscribe link, and the files
+    /// it carries.
+    async fn email_for(
+        &self,
+        dispatch_id: &str,
+        item: &SendItem,
+        m: &RenderedEmail,
+        letter: (Option<&RenderedLetter>, Option<&LetterLayout>),
+        attachment: Option<&Attachment>,
+    ) -> Result<(RenderedEmail, Vec<Attachment>), SendError> {
+        let mut m = m.clone();
+        if m.one_click_unsubscribe {
+            m.unsubscribe_url = Some(self.unsubscribe_link(dispatch_id, &item.address).await?);
+        }
+        let files = self
+            .attachments(dispatch_id, item, letter, attachment)
+            .await?;
+        Ok((m, files))
+    }
+
     /// The files an email carries: the dispatch's attachment, and the recipient's own
     /// letter typeset for them (at their postal address, or their email address when the
     /// list has none).
@@ -501,10 +521,15 @@ impl Sender {
             let r = match message {
                 Rendered::Email(m, letter) => {
                     match self
-                        .attachments(dispatch_id, item, (letter.as_ref(), layout), attachment)
+                        .email_for(dispatch_id, item, m, (letter.as_ref(), layout), attachment)
                         .await
                     {
-                        Ok(files) => self.ports.mailer.send_email(&item.address, m, &files).await,
+                        Ok((m, files)) => {
+                            self.ports
+                                .mailer
+                                .send_email(&item.address, &m, &files)
+                                .await
+                        }
                         Err(e) => Err(e),
                     }
                 }

@@ -73,6 +73,7 @@ pub struct SendPorts {
     pub notices: Arc<dyn Notices>,
     pub queue: Arc<dyn SendQueue>,
     pub metrics: Arc<dyn crate::ports::Metrics>,
+    pub keys: Arc<dyn crate::ports::SigningKeys>,
 }
 
 /// The settings sending follows, from the configuration.
@@ -84,6 +85,8 @@ pub struct SendSettings {
     pub throttle_pause_secs: u64,
     pub quota_recheck_secs: u64,
     pub max_receives: u32,
+    /// The API's public address, under which unsubscribe links point.
+    pub public_api_url: Option<String>,
 }
 
 impl From<&Config> for SendSettings {
@@ -95,6 +98,7 @@ impl From<&Config> for SendSettings {
             throttle_pause_secs: c.throttle_pause_secs,
             quota_recheck_secs: c.quota_recheck_secs,
             max_receives: c.max_receives,
+            public_api_url: c.public_api_url.clone(),
         }
     }
 }
@@ -122,6 +126,8 @@ pub struct Sender {
     /// Compiled templates and attachments by dispatch; a dispatch's package does not
     /// change after approval.
     templates: Mutex<HashMap<String, Arc<Prepared>>>,
+    /// The key unsubscribe links are signed with, once read.
+    signing_key: Mutex<Option<Arc<Vec<u8>>>>,
     /// Each dispatch's state as last seen, and when: a pause takes effect within seconds.
     live: Mutex<HashMap<String, (tokio::time::Instant, DispatchState)>>,
     /// Held while the dispatch is read for a new sighting: the sends that found the sighting
@@ -161,6 +167,7 @@ impl Sender {
             ports,
             settings,
             templates: Mutex::new(HashMap::new()),
+            signing_key: Mutex::new(None),
             live: Mutex::new(HashMap::new()),
             reading: Mutex::new(()),
             quota: Mutex::new(QuotaState::default()),
@@ -412,6 +419,44 @@ impl Sender {
         }
         cache.insert(dispatch_id.to_string(), t.clone());
         Ok(t)
+    }
+
+    /// A recipient's one-click unsubscribe link, signed and expiring.
+    pub(super) async fn unsubscribe_link(
+        &self,
+        dispatch_id: &str,
+        address: &str,
+    ) -> std::result::Result<String, crate::ports::SendError> {
+        use domain::unsubscribe::{link, sign, Claim, VALID_FOR_SECS};
+        let Some(base) = &self.settings.public_api_url else {
+            return Err(crate::ports::SendError::Permanent {
+                code: "unsubscribe_unavailable".into(),
+                message: "the API's public address (PUBLIC_API_URL) is not configured".into(),
+            });
+        };
+        let key = {
+            let mut held = self.signing_key.lock().await;
+            match held.as_ref() {
+                Some(k) => k.clone(),
+                None => {
+                    let k = Arc::new(
+                        self.ports
+                            .keys
+                            .unsubscribe_key()
+                            .await
+                            .map_err(|e| crate::ports::SendError::Transient(e.to_string()))?,
+                    );
+                    *held = Some(k.clone());
+                    k
+                }
+            }
+        };
+        let claim = Claim {
+            dispatch_id: dispatch_id.to_string(),
+            address: address.to_string(),
+            expires: time::OffsetDateTime::now_utc().unix_timestamp() + VALID_FOR_SECS,
+        };
+        Ok(link(base, &sign(&key, &claim)))
     }
 
     async fn saw(&self, dispatch_id: &str, state: DispatchState) {

@@ -29,6 +29,7 @@ const SETTINGS: SendSettings = SendSettings {
     throttle_pause_secs: 60,
     quota_recheck_secs: 3600,
     max_receives: 5,
+    public_api_url: None,
 };
 
 fn address(channel: Channel, i: usize) -> String {
@@ -129,6 +130,7 @@ fn world_on(
             notices: notices.clone(),
             queue: queue.clone(),
             metrics: metrics.clone(),
+            keys: Arc::new(crate::memory::FixedKey(b"test key".to_vec())),
         },
         settings,
     );
