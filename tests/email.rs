@@ -571,3 +571,124 @@ async fn the_one_click_link_unsubscribes_its_own_address_once_and_a_tampered_one
     assert_eq!(d["counts"]["valid"], 1, "{d}");
     assert_eq!(d["counts"]["excluded"], 1, "{d}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_goes_by_the_next_channel_of_the_order_that_can_reach_it_and_the_report_says_so() {
+    let local = Local::start(Options {
+        overrides: vec![
+            (domain::config::vars::EMAIL_RATE_PER_SECOND, "50".into()),
+            (domain::config::vars::SMS_RATE_PER_SECOND, "50".into()),
+            (domain::config::vars::LETTER_RATE_PER_SECOND, "50".into()),
+        ],
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let portal = local.portal();
+    let manifest = r#"{"title": "Bins, any way", "list": "list.csv", "channel": "column",
+      "fallback": ["email", "sms", "letter"], "phone_region": "DK",
+      "email": {"from": "noreply@example.org", "subject": "Bins, {{ name }}", "text": "email.txt"},
+      "sms": {"text": "sms.txt"},
+      "letter": {"subject": "Bins", "text": "letter.md", "sender": "Town Hall", "home_country": "DK"}}"#;
+    let list = "recipient_id,name,email,phone,channel,address,postcode,city\n\
+        1,Ann,ann@example.net,,,,,\n\
+        2,Bo,,20202020,email,,,\n\
+        3,Cy,,,,Storegade 3,8000,Aarhus C\n\
+        4,Di,,,sms,,,\n";
+    local
+        .upload_files(
+            "any-way",
+            &[
+                ("list.csv", list.as_bytes()),
+                ("email.txt", b"Dear {{ name }}"),
+                ("sms.txt", b"Hi {{ name }}"),
+                ("letter.md", b"Dear {{ name }}"),
+                ("manifest.json", manifest.as_bytes()),
+            ],
+        )
+        .await
+        .unwrap();
+    let d = portal
+        .wait_for(
+            "any-way",
+            &["awaiting_approval"],
+            Duration::from_secs(60),
+            |_| {},
+        )
+        .await
+        .unwrap();
+    assert_eq!(d["counts"]["valid"], 3, "{d}");
+    assert_eq!(d["counts"]["invalid"], 1, "{d}");
+    let (_, report) = portal.get("/dispatches/any-way/report").await.unwrap();
+    let rows: Vec<(String, String, String)> = csv::Reader::from_reader(report.as_bytes())
+        .records()
+        .map(|r| {
+            let r = r.unwrap();
+            (r[1].to_string(), r[3].to_string(), r[4].to_string())
+        })
+        .collect();
+    let of = |id: &str| -> Vec<(String, String)> {
+        rows.iter()
+            .filter(|r| r.0 == id)
+            .map(|r| (r.1.clone(), r.2.clone()))
+            .collect()
+    };
+    assert!(of("1").is_empty(), "{report}");
+    assert_eq!(of("2").len(), 1, "{report}");
+    assert_eq!(of("2")[0].0, "fallback");
+    assert!(of("2")[0].1.starts_with("from email to sms"), "{report}");
+    assert!(of("3")[0].1.starts_with("from email to letter"), "{report}");
+    let four: Vec<String> = of("4").into_iter().map(|(c, _)| c).collect();
+    assert_eq!(four, ["missing_address", "no_channel"], "{report}");
+
+    let (status, body) = portal.post("/dispatches/any-way/approve").await.unwrap();
+    assert_eq!(status, 202, "{body}");
+    let d = portal
+        .wait_for(
+            "any-way",
+            &["completed", "completed_with_errors"],
+            Duration::from_secs(60),
+            |_| {},
+        )
+        .await
+        .unwrap();
+    assert_eq!(d["counts"]["failed"], 0, "{d}");
+    assert_eq!(d["counts"]["sent"], 2, "{d}");
+    assert_eq!(d["counts"]["created"], 1, "{d}");
+    let (_, recipients) = portal
+        .get("/dispatches/any-way/recipients?limit=10")
+        .await
+        .unwrap();
+    let recipients: Value = serde_json::from_str(&recipients).unwrap();
+    let channels: BTreeMap<String, String> = recipients["recipients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["recipient_id"].as_str().unwrap().to_string(),
+                format!(
+                    "{}/{}",
+                    r["channel"].as_str().unwrap_or("-"),
+                    r["state"].as_str().unwrap()
+                ),
+            )
+        })
+        .collect();
+    assert_eq!(
+        channels,
+        BTreeMap::from([
+            ("1".to_string(), "email/sent".to_string()),
+            ("2".to_string(), "sms/sent".to_string()),
+            ("3".to_string(), "letter/created".to_string()),
+            // The row that no channel reaches keeps the channel it asked for.
+            ("4".to_string(), "sms/invalid".to_string()),
+        ])
+    );
+    let emails = local.emulator.sent_emails().await.unwrap();
+    assert_eq!(emails.len(), 1);
+    assert_eq!(emails[0].to, ["ann@example.net"]);
+    let sms = local.emulator.sent_sms().await.unwrap();
+    assert_eq!(sms.len(), 1);
+    assert_eq!(sms[0].to, "+4520202020");
+}

@@ -21,6 +21,10 @@ impl Tally<'_> {
                 self.first_problems.push(p.clone());
             }
         }
+        for n in &checked.notices {
+            *self.by_code.entry(n.code).or_default() += 1;
+            documents::report::report_line(self.report, n);
+        }
         let r = &checked.recipient;
         match r.state {
             RecipientState::Pending => {

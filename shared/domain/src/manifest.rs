@@ -202,6 +202,12 @@ pub struct Manifest {
     /// Valid rows this dispatch leaves out (status codes, missing consent).
     #[serde(default)]
     pub exclusions: Exclusions,
+    /// With `channel: column`: the channels in order of preference. A row's preferred
+    /// channel is its channel cell, or the first of these; a row its preferred channel
+    /// cannot reach (no address, an invalid one, no message for it) goes by the next that
+    /// can, and the report says so.
+    #[serde(default)]
+    pub fallback: Vec<Channel>,
 }
 
 /// Rules that leave valid rows out of a dispatch. An excluded row is recorded as `excluded`
@@ -517,6 +523,28 @@ impl Manifest {
             }
             if self.columns.postcode.trim().is_empty() || self.columns.city.trim().is_empty() {
                 return bad("columns.postcode and columns.city must name columns for letters");
+            }
+        }
+        if !self.fallback.is_empty() {
+            if self.channel != ChannelMode::Column {
+                return bad("fallback needs channel: column (each row's channel, then the next)");
+            }
+            let mut seen = Vec::new();
+            for c in &self.fallback {
+                if seen.contains(c) {
+                    return Err(ManifestError::Invalid(format!("fallback names {c} twice")));
+                }
+                seen.push(*c);
+                let has = match c {
+                    Channel::Email => self.email.is_some(),
+                    Channel::Sms => self.sms.is_some(),
+                    Channel::Letter => self.letter.is_some(),
+                };
+                if !has {
+                    return Err(ManifestError::Invalid(format!(
+                        "fallback names {c} but there is no {c} part"
+                    )));
+                }
             }
         }
         let x = &self.exclusions;

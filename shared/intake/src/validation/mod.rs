@@ -69,6 +69,10 @@ pub mod codes {
     /// A line of a letter's address is wider than the envelope window.
     pub const ADDRESS_LINE_TOO_LONG: &str = "address_line_too_long";
     pub const UNKNOWN_COUNTRY: &str = "unknown_country";
+    /// Not a problem: the row goes by a later channel of the fallback order.
+    pub const FALLBACK: &str = "fallback";
+    /// No channel of the fallback order can reach the row.
+    pub const NO_CHANNEL: &str = "no_channel";
 }
 
 /// Leaves a valid row out because its address is on the suppression list: the row becomes
@@ -145,6 +149,8 @@ pub struct Checked {
     pub keyed_by_id: bool,
     /// The length of a valid SMS row's message.
     pub segments: Option<crate::sms::Segments>,
+    /// What the report says of a valid row that is no problem (the channel it fell back to).
+    pub notices: Vec<Problem>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -508,6 +514,7 @@ impl<'a> Validator<'a> {
             problems,
             keyed_by_id,
             segments: None,
+            notices: Vec::new(),
         }
     }
 }

@@ -43,13 +43,17 @@ impl Validator<'_> {
 
         let email = cell(self.email_col);
         let phone = cell(self.phone_col);
-        let channel = match self.manifest.channel {
+        let order = &self.manifest.fallback;
+        let mut channel = match self.manifest.channel {
             ChannelMode::Email => Some(Channel::Email),
             ChannelMode::Sms => Some(Channel::Sms),
             ChannelMode::Letter => Some(Channel::Letter),
             ChannelMode::Column => {
                 let wanted = cell(self.channel_col);
-                if wanted.is_empty() {
+                if wanted.is_empty() && !order.is_empty() {
+                    // No preference: the first channel of the order.
+                    order.first().copied()
+                } else if wanted.is_empty() {
                     // No preference: email when there is an address, otherwise SMS, otherwise
                     // a letter when there is a postal address.
                     if !email.is_empty() && self.template.has(Channel::Email) {
@@ -80,7 +84,7 @@ impl Validator<'_> {
                 }
             }
         };
-        if let Some(c) = channel {
+        if let Some(c) = channel.filter(|_| order.is_empty()) {
             if !self.template.has(c) {
                 problem!(
                     &cols.channel,
@@ -90,42 +94,89 @@ impl Validator<'_> {
             }
         }
 
-        let address = match channel {
-            Some(Channel::Email) => match check_email(email) {
-                Ok(a) => Some(a),
-                Err((code, m)) => {
-                    problem!(&cols.email, code, m);
-                    None
+        // The address on a channel, or the column, code and words of why there is none.
+        let reach = |c: Channel| -> Result<String, (&str, &'static str, String)> {
+            if !self.template.has(c) {
+                return Err((
+                    &cols.channel,
+                    codes::NO_TEMPLATE_FOR_CHANNEL,
+                    format!("this dispatch has no {c} message"),
+                ));
+            }
+            match c {
+                Channel::Email => check_email(email).map_err(|(code, m)| (&*cols.email, code, m)),
+                Channel::Sms => {
+                    check_phone(phone, self.region).map_err(|(code, m)| (&*cols.phone, code, m))
                 }
-            },
-            Some(Channel::Sms) => match check_phone(phone, self.region) {
-                Ok(a) => Some(a),
-                Err((code, m)) => {
-                    problem!(&cols.phone, code, m);
-                    None
-                }
-            },
-            Some(Channel::Letter) => {
-                let p = &self.postal;
-                let cells = PostalCells {
-                    addressee: cell(p.addressee),
-                    lines: p.lines.iter().map(|c| cell(*c)).collect(),
-                    postcode: cell(p.postcode),
-                    city: cell(p.city),
-                    country: cell(p.country),
-                };
-                match postal_address(&cells, self.home_country) {
-                    Ok(lines) => Some(lines.join("\n")),
-                    Err((code, m)) => {
-                        let column = match code {
-                            codes::UNKNOWN_COUNTRY => &cols.country,
-                            _ => &cols.addressee,
-                        };
-                        problem!(column, code, m);
-                        None
-                    }
+                Channel::Letter => {
+                    let p = &self.postal;
+                    let cells = PostalCells {
+                        addressee: cell(p.addressee),
+                        lines: p.lines.iter().map(|c| cell(*c)).collect(),
+                        postcode: cell(p.postcode),
+                        city: cell(p.city),
+                        country: cell(p.country),
+                    };
+                    postal_address(&cells, self.home_country)
+                        .map(|lines| lines.join("\n"))
+                        .map_err(|(code, m)| {
+                            let column = match code {
+                                codes::UNKNOWN_COUNTRY => &cols.country,
+                                _ => &cols.addressee,
+                            };
+                            (&**column, code, m)
+                        })
                 }
             }
+        };
+        let mut notices = Vec::new();
+        let address = match channel {
+            Some(c) => match reach(c) {
+                Ok(a) => Some(a),
+                Err((column, code, m)) if !order.is_empty() => {
+                    // The next channel of the order that can reach the row.
+                    let next = order
+                        .iter()
+                        .filter(|o| **o != c)
+                        .find_map(|o| reach(*o).ok().map(|a| (*o, a)));
+                    match next {
+                        Some((o, a)) => {
+                            notices.push(Problem {
+                                line,
+                                recipient_id: id.clone(),
+                                column: column.to_string(),
+                                code: codes::FALLBACK,
+                                message: format!("from {c} to {o}: {code}: {m}"),
+                            });
+                            channel = Some(o);
+                            Some(a)
+                        }
+                        None => {
+                            problem!(column, code, m);
+                            problem!(
+                                &cols.channel,
+                                codes::NO_CHANNEL,
+                                format!(
+                                    "no channel of the order ({}) can reach the recipient",
+                                    order
+                                        .iter()
+                                        .map(|c| c.to_string())
+                                        .collect::<Vec<_>>()
+                                        .join(", ")
+                                ),
+                            );
+                            None
+                        }
+                    }
+                }
+                Err((column, code, m)) => {
+                    // Without an order, a missing message was reported above.
+                    if code != codes::NO_TEMPLATE_FOR_CHANNEL {
+                        problem!(column, code, m);
+                    }
+                    None
+                }
+            },
             None => None,
         };
         if let (Some(c), Some(a)) = (channel, &address) {
@@ -325,6 +376,9 @@ impl Validator<'_> {
                 .collect();
         }
         let mut checked = self.finish(recipient, problems, keyed_by_id);
+        if checked.problems.is_empty() {
+            checked.notices = notices;
+        }
         checked.segments = segments.filter(|_| checked.problems.is_empty());
         if let (true, Some(p)) = (checked.problems.is_empty(), excluded) {
             checked.recipient.state = RecipientState::Excluded;

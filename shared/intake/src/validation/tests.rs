@@ -499,3 +499,132 @@ fn a_postal_address_that_cannot_be_posted_says_why() {
         ["Gade 1", "8000 Aarhus C"]
     );
 }
+
+#[test]
+fn a_row_its_preferred_channel_cannot_reach_falls_back_in_order_and_says_so() {
+    let m = Manifest::parse(
+        br#"{"title":"t","list":"l.csv","channel":"column","columns":{"id":"id"},
+            "fallback":["email","sms","letter"],
+            "email":{"from":"a@example.org","subject":"Hi {{ name }}","text":"t.txt"},
+            "sms":{"text":"s.txt"},
+            "letter":{"subject":"Hi","text":"l.md","sender":"Town"}}"#,
+    )
+    .unwrap();
+    let t = MessageTemplate::compile(TemplateSource {
+        email: Some(EmailSource {
+            from: "a@example.org".into(),
+            subject: "Hi {{ name }}".into(),
+            text: "Dear {{ name }}".into(),
+            ..Default::default()
+        }),
+        sms: Some(SmsSource {
+            text: "Hi {{ name }}".into(),
+            sender_id: None,
+        }),
+        letter: Some(crate::template::LetterSource {
+            subject: "Hi".into(),
+            text: "Dear {{ name }}".into(),
+            layout: Default::default(),
+        }),
+    })
+    .unwrap();
+    let h: Vec<String> = [
+        "id", "name", "email", "phone", "channel", "address", "postcode", "city",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    let mut v = Validator::new("d", &m, &t, &h, "DK").unwrap();
+    let check = |v: &mut Validator, cells: &[&str]| v.check(&row(2, cells));
+
+    // No preference: the first of the order.
+    let first = check(
+        &mut v,
+        &["1", "Ann", "ann@example.org", "20123456", "", "", "", ""],
+    );
+    assert_eq!(first.recipient.channel, Some(Channel::Email));
+    assert!(first.notices.is_empty() && first.problems.is_empty());
+
+    // No email address: by SMS, and the report says from which to which and why.
+    let sms = check(&mut v, &["2", "Bo", "", "20123457", "email", "", "", ""]);
+    assert_eq!(
+        sms.recipient.state,
+        RecipientState::Pending,
+        "{:?}",
+        sms.problems
+    );
+    assert_eq!(sms.recipient.channel, Some(Channel::Sms));
+    assert_eq!(sms.recipient.address.as_deref(), Some("+4520123457"));
+    assert_eq!(sms.notices.len(), 1);
+    assert_eq!(sms.notices[0].code, codes::FALLBACK);
+    assert!(
+        sms.notices[0]
+            .message
+            .starts_with("from email to sms: missing_address"),
+        "{}",
+        sms.notices[0].message
+    );
+
+    // An invalid email and no phone: by letter.
+    let letter = check(
+        &mut v,
+        &[
+            "3",
+            "Cy",
+            "not-an-address",
+            "",
+            "",
+            "Storegade 1",
+            "8000",
+            "Aarhus C",
+        ],
+    );
+    assert_eq!(
+        letter.recipient.channel,
+        Some(Channel::Letter),
+        "{:?}",
+        letter.problems
+    );
+    assert_eq!(
+        letter.recipient.address.as_deref(),
+        Some("Cy\nStoregade 1\n8000 Aarhus C")
+    );
+    assert!(letter.notices[0]
+        .message
+        .starts_with("from email to letter: invalid_email"));
+
+    // Nothing reaches the row: invalid, reported, never sent.
+    let none = check(&mut v, &["4", "Di", "", "", "sms", "", "", ""]);
+    assert_eq!(none.recipient.state, RecipientState::Invalid);
+    let codes_of: Vec<&str> = none.problems.iter().map(|p| p.code).collect();
+    assert_eq!(codes_of, [codes::MISSING_ADDRESS, codes::NO_CHANNEL]);
+    assert!(none.notices.is_empty());
+
+    // A row that prefers a later channel and can be reached on it stays there.
+    let own = check(
+        &mut v,
+        &["5", "Ed", "ed@example.org", "20123458", "sms", "", "", ""],
+    );
+    assert_eq!(own.recipient.channel, Some(Channel::Sms));
+    assert!(own.notices.is_empty());
+}
+
+#[test]
+fn a_fallback_order_needs_per_row_channels_and_a_part_for_each() {
+    let bad = |json: &str| Manifest::parse(json.as_bytes()).unwrap_err().to_string();
+    assert!(bad(
+        r#"{"title":"t","list":"l.csv","channel":"email","fallback":["email"],
+        "email":{"from":"a@example.org","subject":"s","text":"t.txt"}}"#
+    )
+    .contains("fallback needs channel: column"));
+    assert!(bad(
+        r#"{"title":"t","list":"l.csv","channel":"column","fallback":["email","sms"],
+        "email":{"from":"a@example.org","subject":"s","text":"t.txt"}}"#
+    )
+    .contains("fallback names sms but there is no sms part"));
+    assert!(bad(
+        r#"{"title":"t","list":"l.csv","channel":"column","fallback":["email","email"],
+        "email":{"from":"a@example.org","subject":"s","text":"t.txt"}}"#
+    )
+    .contains("twice"));
+}
