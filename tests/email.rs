@@ -371,6 +371,46 @@ async fn an_attachment_that_is_not_a_plain_pdf_within_the_limit_fails_validation
         .await
         .unwrap();
     assert_eq!(d["counts"]["valid"], 1, "{d}");
+
+    // A sender that is not an identity of the account: refused, naming what was looked at.
+    local
+        .upload_files(
+            "stranger",
+            &[
+                ("list.csv", b"recipient_id,email\n1,a@example.net\n"),
+                ("email.txt", b"Hello"),
+                (
+                    "manifest.json",
+                    br#"{"title": "t", "list": "list.csv", "channel": "email",
+                        "email": {"from": "Someone <someone@elsewhere.example>", "subject": "s", "text": "email.txt"}}"#,
+                ),
+            ],
+        )
+        .await
+        .unwrap();
+    let d = portal
+        .wait_for("stranger", &["validation_failed"], Duration::from_secs(60), |_| {})
+        .await
+        .unwrap();
+    let problems = d["problems"].to_string();
+    assert!(
+        problems.contains("is not a verified sender")
+            && problems.contains("someone@elsewhere.example or elsewhere.example"),
+        "{problems}"
+    );
+    // The senders the portal may offer.
+    let starter = local.portal_as("ann", &["MASSDISPATCH"]);
+    let (status, body) = starter.get("/senders").await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    let senders: Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        senders["senders"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["identity"] == "example.org" && s["kind"] == "domain"),
+        "{senders}"
+    );
 }
 
 /// The link of the `List-Unsubscribe` header, from a message's header block (unfolded).
@@ -594,7 +634,19 @@ async fn a_row_goes_by_the_next_channel_of_the_order_that_can_reach_it_and_the_r
         1,Ann,ann@example.net,,,,,\n\
         2,Bo,,20202020,email,,,\n\
         3,Cy,,,,Storegade 3,8000,Aarhus C\n\
-        4,Di,,,sms,,,\n";
+        4,Di,,,sms,,,\n\
+        5,Eve,eve@example.net,20303030,,,,\n";
+    // Eve's address bounced in an earlier mailing: she goes by SMS.
+    adapters::dynamodb::Store::from_config(&local.system.clients, &local.system.config)
+        .suppress(&[domain::suppression::Suppression {
+            address: "eve@example.net".into(),
+            reason: "bounced".into(),
+            detail: None,
+            at: domain::model::now_rfc3339(),
+            message_id: "earlier".into(),
+        }])
+        .await
+        .unwrap();
     local
         .upload_files(
             "any-way",
@@ -617,8 +669,9 @@ async fn a_row_goes_by_the_next_channel_of_the_order_that_can_reach_it_and_the_r
         )
         .await
         .unwrap();
-    assert_eq!(d["counts"]["valid"], 3, "{d}");
+    assert_eq!(d["counts"]["valid"], 4, "{d}");
     assert_eq!(d["counts"]["invalid"], 1, "{d}");
+    assert_eq!(d["counts"]["excluded"], 0, "{d}");
     let (_, report) = portal.get("/dispatches/any-way/report").await.unwrap();
     let rows: Vec<(String, String, String)> = csv::Reader::from_reader(report.as_bytes())
         .records()
@@ -640,6 +693,11 @@ async fn a_row_goes_by_the_next_channel_of_the_order_that_can_reach_it_and_the_r
     assert!(of("3")[0].1.starts_with("from email to letter"), "{report}");
     let four: Vec<String> = of("4").into_iter().map(|(c, _)| c).collect();
     assert_eq!(four, ["missing_address", "no_channel"], "{report}");
+    assert_eq!(of("5").len(), 1, "{report}");
+    assert!(
+        of("5")[0].1.starts_with("from email to sms: suppressed"),
+        "{report}"
+    );
 
     let (status, body) = portal.post("/dispatches/any-way/approve").await.unwrap();
     assert_eq!(status, 202, "{body}");
@@ -653,7 +711,7 @@ async fn a_row_goes_by_the_next_channel_of_the_order_that_can_reach_it_and_the_r
         .await
         .unwrap();
     assert_eq!(d["counts"]["failed"], 0, "{d}");
-    assert_eq!(d["counts"]["sent"], 2, "{d}");
+    assert_eq!(d["counts"]["sent"], 3, "{d}");
     assert_eq!(d["counts"]["created"], 1, "{d}");
     let (_, recipients) = portal
         .get("/dispatches/any-way/recipients?limit=10")
@@ -683,12 +741,20 @@ async fn a_row_goes_by_the_next_channel_of_the_order_that_can_reach_it_and_the_r
             ("3".to_string(), "letter/created".to_string()),
             // The row that no channel reaches keeps the channel it asked for.
             ("4".to_string(), "sms/invalid".to_string()),
+            ("5".to_string(), "sms/sent".to_string()),
         ])
     );
     let emails = local.emulator.sent_emails().await.unwrap();
     assert_eq!(emails.len(), 1);
     assert_eq!(emails[0].to, ["ann@example.net"]);
-    let sms = local.emulator.sent_sms().await.unwrap();
-    assert_eq!(sms.len(), 1);
-    assert_eq!(sms[0].to, "+4520202020");
+    let mut sms: Vec<String> = local
+        .emulator
+        .sent_sms()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.to)
+        .collect();
+    sms.sort();
+    assert_eq!(sms, ["+4520202020", "+4520303030"]);
 }

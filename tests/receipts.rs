@@ -506,3 +506,157 @@ b,Bo,b@example.net,,email,01,ja
     assert_eq!(bodies, ["this is not an event"]);
     local.system.stop().await;
 }
+
+/// A hard bounce of an email follows the recipient up on the next channel of the dispatch's
+/// fallback order, once: here the letter, produced as a new send attempt after the dispatch
+/// had completed; the history row shows both. A complaint, a delivered message and a
+/// recipient with no later channel get no follow-up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hard_bounce_is_followed_up_once_by_letter_and_the_history_shows_both() {
+    let local = Local::start(Options {
+        overrides: vec![
+            (vars::EMAIL_RATE_PER_SECOND, "100".to_string()),
+            (vars::LETTER_RATE_PER_SECOND, "100".to_string()),
+        ],
+        tick_every: Duration::from_millis(500),
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let id = "bounce-to-letter";
+    let manifest = r#"{"title": "Follow-ups", "list": "list.csv", "channel": "column",
+      "fallback": ["email", "letter"],
+      "email": {"from": "Sender <notices@example.org>", "subject": "Hello {{ name }}", "text": "email.txt"},
+      "letter": {"subject": "Hello", "text": "letter.md", "sender": "Town Hall", "home_country": "DK"}}"#;
+    let list = "recipient_id,name,email,address,postcode,city\n\
+        a,Anna,a@example.net,Storegade 1,8000,Aarhus C\n\
+        b,Bo,b@example.net,Storegade 2,8000,Aarhus C\n\
+        c,Carl,c@example.net,,,\n";
+    for (name, body) in [
+        ("list.csv", list.as_bytes()),
+        ("email.txt", b"Dear {{ name }}".as_slice()),
+        ("letter.md", b"Dear {{ name }}, by post.".as_slice()),
+        ("manifest.json", manifest.as_bytes()),
+    ] {
+        local.upload(id, name, body.to_vec()).await.unwrap();
+    }
+    let d = send_and_finish(&local, id, "completed").await;
+    assert_eq!(d["counts"]["sent"], 3, "{d}");
+    let before = recipients(&local, id).await;
+    assert_eq!(before["a"].fallbacks.len(), 1, "a letter can reach Anna");
+    assert!(
+        before["c"].fallbacks.is_empty(),
+        "Carl has no postal address"
+    );
+    let now = domain::model::now_rfc3339();
+
+    // Anna's email bounces for good (twice: the provider repeats itself); Bo complains
+    // (he got it); Carl's bounces, but nothing else can reach him.
+    let a_id = before["a"].message_id.clone().unwrap();
+    let bounce = ses("ses-bounce.json", &a_id, "a@example.net", &now);
+    publish(&local, &bounce).await;
+    publish(&local, &bounce).await;
+    let b_id = before["b"].message_id.clone().unwrap();
+    publish(
+        &local,
+        &ses("ses-complaint.json", &b_id, "b@example.net", &now),
+    )
+    .await;
+    let c_id = before["c"].message_id.clone().unwrap();
+    publish(
+        &local,
+        &ses("ses-bounce.json", &c_id, "c@example.net", &now),
+    )
+    .await;
+
+    let after = eventually(
+        "Anna's letter",
+        || recipients(&local, id),
+        |r| r["a"].state == RecipientState::Created,
+    )
+    .await;
+    let a = &after["a"];
+    assert_eq!(a.channel, Some(domain::model::Channel::Letter));
+    assert_eq!(
+        a.address.as_deref(),
+        Some("Anna\nStoregade 1\n8000 Aarhus C")
+    );
+    assert_eq!(a.send_attempt, 2);
+    assert!(a.followed_up_at.is_some());
+    let previous = a.previous_reason.clone().unwrap_or_default();
+    assert!(
+        previous.starts_with("email to a@example.net: bounced (Permanent"),
+        "{previous}"
+    );
+    let document = a.message_id.clone().expect("the letter's document");
+    assert!(
+        document.starts_with(&format!("dispatches/{id}/letters/")),
+        "{document}"
+    );
+    assert_eq!(after["b"].state, RecipientState::Sent);
+    assert_eq!(after["b"].channel, Some(domain::model::Channel::Email));
+    assert_eq!(after["c"].state, RecipientState::Sent);
+    assert_eq!(after["c"].channel, Some(domain::model::Channel::Email));
+
+    // The dispatch completes again, counting Anna as created; the history shows both
+    // attempts on her row.
+    let d = eventually(
+        "the dispatch completed again with the letter",
+        || async { local.portal().dispatch(id).await.unwrap() },
+        |d| {
+            d.as_ref()
+                .is_some_and(|d| d["state"] == "completed" && d["counts"]["created"] == 1)
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(d["counts"]["sent"], 2, "{d}");
+    assert_eq!(d["counts"]["created"], 1, "{d}");
+    let rows = eventually(
+        "the history with the letter",
+        || history(&local, id),
+        |h| h.get("a").is_some_and(|r| r["state"] == "created"),
+    )
+    .await;
+    assert_eq!(rows["a"]["channel"], "letter");
+    assert_eq!(rows["a"]["send_attempt"], "2");
+    assert!(rows["a"]["previous_attempt"].starts_with("email to a@example.net: bounced"));
+
+    // Once: the same bounce again changes nothing, and the audit has one follow-up.
+    publish(&local, &bounce).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (_, audit) = local
+        .portal()
+        .get(&format!("/dispatches/{id}/audit"))
+        .await
+        .unwrap();
+    let audit: Value = serde_json::from_str(&audit).unwrap();
+    let follow_ups: Vec<&Value> = audit["audit"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "follow_up")
+        .collect();
+    assert_eq!(follow_ups.len(), 1, "{audit}");
+    assert!(
+        follow_ups[0]["outcome"]
+            .as_str()
+            .unwrap()
+            .contains("send attempt 2 by letter"),
+        "{audit}"
+    );
+    let letters = local
+        .system
+        .clients
+        .s3
+        .list_objects_v2()
+        .bucket(&local.system.config.reports_bucket)
+        .prefix(format!("dispatches/{id}/letters/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(letters.contents().len(), 1, "one letter, Anna's");
+    let last = recipients(&local, id).await;
+    assert_eq!(last["a"].state, RecipientState::Created);
+    assert_eq!(last["a"].send_attempt, 2);
+}

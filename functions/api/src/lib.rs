@@ -11,6 +11,7 @@
 //! | GET    | `/dispatches?state=&q=&sort=&order=&limit=&cursor=` | dispatches: filter, search, sort, pages |
 //! | POST   | `/dispatches`                   | start a dispatch; its package is uploaded next (create) |
 //! | GET    | `/dispatches/{id}`              | one dispatch: state, counts, summary        |
+//! | GET    | `/senders`                      | the verified identities emails may be sent from (create) |
 //! | GET    | `/dispatches/{id}/report`       | validation report (CSV)                     |
 //! | GET    | `/dispatches/{id}/sample`       | rendered sample messages (JSON)             |
 //! | GET    | `/dispatches/{id}/sample/letters/{n}` | a sample letter's PDF (`303` to a link) |
@@ -65,6 +66,7 @@ pub struct Deps {
     pub docs: Documents,
     pub sqs: aws_sdk_sqs::Client,
     pub completer: Completer,
+    pub senders: adapters::senders::Senders,
 }
 
 impl Deps {
@@ -74,6 +76,7 @@ impl Deps {
             store: Store::from_config(clients, &config),
             docs: Documents::from_config(clients, &config),
             sqs: clients.sqs.clone(),
+            senders: adapters::senders::Senders::new(clients.sesv2.clone()),
             config,
         }
     }
@@ -89,6 +92,7 @@ pub fn router(deps: Arc<Deps>) -> Router {
             get(dispatches::list_dispatches).post(dispatches::start_dispatch),
         )
         .route("/dispatches/{id}", get(dispatches::get_dispatch))
+        .route("/senders", get(routes::senders::list_senders))
         .route("/dispatches/{id}/report", get(documents::get_report))
         .route("/dispatches/{id}/sample", get(documents::get_sample))
         .route(

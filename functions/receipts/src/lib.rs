@@ -7,10 +7,14 @@
 //!
 //! Triggered by the receipts queue, which the receipts SNS topic feeds.
 
+use adapters::dynamodb::followup::{failure_words, FollowedUp};
 use adapters::dynamodb::Store;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use domain::config::Config;
-use domain::model::{age_secs, now_rfc3339};
+use domain::model::{
+    age_secs, calls_for_follow_up, follow_up_of, now_rfc3339, Recipient, RecipientState,
+};
+use domain::queue::{SendBatch, SendItem};
 use domain::{Error, Result};
 use intake::events::{parse, Event, Parsed};
 use std::collections::BTreeMap;
@@ -24,12 +28,15 @@ pub const UNMATCHED_RETRY_SECS: i64 = 15 * 60;
 pub struct Deps {
     pub config: Config,
     pub store: Store,
+    /// For follow-ups on the next channel: they go to the send queue.
+    pub sqs: aws_sdk_sqs::Client,
 }
 
 impl Deps {
     pub fn new(config: Config, clients: &adapters::clients::Clients) -> Deps {
         Deps {
             store: Store::from_config(clients, &config),
+            sqs: clients.sqs.clone(),
             config,
         }
     }
@@ -125,6 +132,11 @@ pub async fn record(deps: &Deps, event: &Event) -> Result<Handled> {
             reason = %event.suppress[0].reason, "suppressed");
     }
     let Some(at) = deps.store.recipient_by_message(&event.message_id).await? else {
+        if let Some(d) = deps.store.followed_up_message(&event.message_id).await? {
+            return Ok(Handled::Ignored(format!(
+                "the message's recipient in dispatch {d} was followed up on its next channel"
+            )));
+        }
         let age = age_secs(event.sent_at.as_deref().unwrap_or(&event.at));
         if age < UNMATCHED_RETRY_SECS {
             return Err(Error::NotFound(format!(
@@ -137,9 +149,86 @@ pub async fn record(deps: &Deps, event: &Event) -> Result<Handled> {
         return Ok(Handled::Unmatched);
     };
     let dispatch_id = at.dispatch_id.clone();
-    if deps.store.record_receipt(&at, event).await? {
+    // Read before the receipt is recorded: whether the message had been delivered.
+    let before = if deps.config.fallback_within_secs > 0
+        && calls_for_follow_up(event.receipt, event.detail.as_deref())
+    {
+        deps.store.recipient_at(&at.dispatch_id, &at.key).await?
+    } else {
+        None
+    };
+    let recorded = deps.store.record_receipt(&at, event).await?;
+    if let Some(r) = before {
+        follow_up(deps, &at, &r, event).await?;
+    }
+    if recorded {
         Ok(Handled::Recorded { dispatch_id })
     } else {
         Ok(Handled::Unchanged { dispatch_id })
     }
+}
+
+/// A failed delivery followed up on the recipient's next channel, once: the recipient goes
+/// back to the senders there as its next send attempt, audited. Tried again with the
+/// receipt until the hand-out to the senders is made.
+async fn follow_up(
+    deps: &Deps,
+    at: &adapters::dynamodb::receipts::Located,
+    r: &Recipient,
+    event: &Event,
+) -> Result<()> {
+    let within = i64::try_from(deps.config.fallback_within_secs).unwrap_or(i64::MAX);
+    let recipient = if r.state == RecipientState::Pending && r.followed_up_at.is_some() {
+        // Followed up before the hand-out failed: hand it out again (a claim is
+        // conditional, so a second message sends nothing twice).
+        r.clone()
+    } else {
+        let Some(next) = follow_up_of(r, &event.at, within) else {
+            return Ok(());
+        };
+        let why = failure_words(r, event.receipt.as_str(), event.detail.as_deref());
+        match deps
+            .store
+            .follow_up(&at.dispatch_id, &at.key, next, &why)
+            .await?
+        {
+            FollowedUp::Started { recipient, attempt } => {
+                deps.store
+                    .audit_or_log(
+                        &at.dispatch_id,
+                        "receipts",
+                        "follow_up",
+                        &format!(
+                            "recipient {}: {why}; send attempt {attempt} by {} to {}",
+                            recipient.recipient_id, next.channel, next.address
+                        ),
+                    )
+                    .await;
+                tracing::info!(dispatch = %at.dispatch_id, recipient = %recipient.recipient_id,
+                    channel = %next.channel, "failed delivery followed up on the next channel");
+                *recipient
+            }
+            FollowedUp::Not(why) => {
+                tracing::info!(dispatch = %at.dispatch_id, recipient = %r.recipient_id, %why, "no follow-up");
+                return Ok(());
+            }
+        }
+    };
+    let (Some(channel), Some(address)) = (recipient.channel, recipient.address.clone()) else {
+        return Err(Error::Malformed(format!(
+            "recipient {} was followed up without a channel",
+            recipient.recipient_id
+        )));
+    };
+    let item = SendItem {
+        key: at.key.clone(),
+        recipient_id: recipient.recipient_id.clone(),
+        channel,
+        address,
+        fields: recipient.fields.clone(),
+        postal: recipient.postal.clone(),
+    };
+    let bodies = SendBatch::pack(&at.dispatch_id, vec![item], 1)
+        .map_err(|e| Error::Malformed(e.to_string()))?;
+    adapters::sqs::send_all(&deps.sqs, &deps.config.send_queue_url, bodies).await
 }

@@ -55,6 +55,7 @@ pub struct Deps {
     pub store: Store,
     pub docs: Documents,
     pub notifier: adapters::notify::Notifier,
+    pub senders: adapters::senders::Senders,
 }
 
 impl Deps {
@@ -63,6 +64,7 @@ impl Deps {
             store: Store::from_config(clients, &config),
             docs: Documents::from_config(clients, &config),
             notifier: adapters::notify::Notifier::from_config(clients, &config),
+            senders: adapters::senders::Senders::new(clients.sesv2.clone()),
             config,
         }
     }

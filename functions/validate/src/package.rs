@@ -111,6 +111,18 @@ pub(crate) async fn check_package(deps: &Deps, bucket: &str, d: &Dispatch) -> Re
             }
             (t, h) => problems.extend(t.err().into_iter().chain(h.err())),
         }
+        // The sender must be an identity of the account that may send (seed 002: the
+        // operator picks one of them).
+        match deps.senders.check(&e.from).await {
+            adapters::senders::Verdict::Verified => {}
+            adapters::senders::Verdict::Unverified(looked) => problems.push(format!(
+                "email.from '{}' is not a verified sender of this account ({looked} is not a verified identity); GET /senders lists those that are",
+                e.from.trim()
+            )),
+            adapters::senders::Verdict::Unknown(why) => {
+                tracing::warn!(dispatch = %d.id, error = %why, "the sender's identity could not be looked up; sending will find out")
+            }
+        }
         if e.unsubscribe && deps.config.public_api_url.is_none() {
             problems.push(
                 "email.unsubscribe needs the API's public address (PUBLIC_API_URL) configured for its links"

@@ -128,10 +128,17 @@ pub(crate) async fn flush(
     if buffer.is_empty() {
         return Ok(());
     }
+    // The addresses of the valid rows, and of the later channels of their fallback order.
     let addresses: Vec<String> = buffer
         .iter()
         .filter(|c| c.recipient.state == RecipientState::Pending)
-        .filter_map(|c| c.recipient.address.clone())
+        .flat_map(|c| {
+            c.recipient
+                .address
+                .iter()
+                .cloned()
+                .chain(c.recipient.fallbacks.iter().map(|f| f.address.clone()))
+        })
         .collect();
     let suppressed = deps.store.suppressed(&addresses).await?;
     let mut rows = Vec::with_capacity(buffer.len());
@@ -143,7 +150,18 @@ pub(crate) async fn flush(
                 .as_deref()
                 .and_then(|a| suppressed.get(&suppression_key(a)));
             if let Some(entry) = entry {
-                validation::exclude_suppressed(&mut checked, entry, columns);
+                // A suppressed address goes by the next channel of the order that is not.
+                let next = checked
+                    .recipient
+                    .fallbacks
+                    .iter()
+                    .position(|f| !suppressed.contains_key(&suppression_key(&f.address)));
+                match next {
+                    Some(i) => {
+                        validation::fall_back_from_suppressed(&mut checked, i, entry, columns)
+                    }
+                    None => validation::exclude_suppressed(&mut checked, entry, columns),
+                }
             }
         }
         tally.add(&checked);

@@ -7,6 +7,7 @@
 //! - [`s3`]: uploads and reports
 //! - [`sqs`]: sending to the work queues, batch answers
 //! - [`channels`]: SES and SNS delivery
+//! - [`senders`]: the SES account's sender identities
 //! - [`notify`]: operator notifications
 //! - [`metrics`]: metrics as embedded metric format lines on standard output
 //! - [`wiring`]: the engine's ports built on AWS
@@ -20,5 +21,6 @@ pub mod metrics;
 pub mod notify;
 pub mod print;
 pub mod s3;
+pub mod senders;
 pub mod sqs;
 pub mod wiring;

@@ -27,8 +27,10 @@ use std::collections::BTreeMap;
 ///
 /// Then the recipient's `state`, its `send_attempt` (1, or the resend it was last sent in)
 /// and `updated_at`. An audit row fills only `record`, `updated_at` (when the action was
-/// taken), `actor`, `action` and `outcome`.
-pub const HISTORY_COLUMNS: [&str; 19] = [
+/// taken), `actor`, `action` and `outcome`. Last, `previous_attempt`: what became of the
+/// recipient's attempt before this one (a resend's failure, or the channel a failed delivery
+/// was followed up from).
+pub const HISTORY_COLUMNS: [&str; 20] = [
     "record",
     "recipient_id",
     "line",
@@ -48,6 +50,7 @@ pub const HISTORY_COLUMNS: [&str; 19] = [
     "actor",
     "action",
     "outcome",
+    "previous_attempt",
 ];
 
 /// Whether a recipient could be reached on its channel.
@@ -110,6 +113,7 @@ fn recipient_row(key: &RecipientKey, r: &Recipient) -> [String; HISTORY_COLUMNS.
         String::new(),
         String::new(),
         String::new(),
+        r.previous_reason.clone().unwrap_or_default(),
     ]
 }
 

@@ -45,6 +45,9 @@ pub struct Config {
     /// The API's public address (`https://…`), under which one-click unsubscribe links
     /// point. Unset: a dispatch that offers unsubscribing fails validation.
     pub public_api_url: Option<String>,
+    /// How long after a send a hard bounce, a rejection or an undeliverable SMS is followed
+    /// up on the recipient's next channel (the dispatch's fallback order); 0: never.
+    pub fallback_within_secs: u64,
     /// How long a dispatch waits after the provider throttled it before sending continues.
     pub throttle_pause_secs: u64,
     /// A claim older than this with no recorded result is taken as a sender that died after
@@ -98,8 +101,9 @@ pub mod vars {
     pub const SETTLE_QUEUE_URL: &str = "SETTLE_QUEUE_URL";
     pub const EMAIL_ATTACHMENT_MAX_BYTES: &str = "EMAIL_ATTACHMENT_MAX_BYTES";
     pub const PUBLIC_API_URL: &str = "PUBLIC_API_URL";
+    pub const FALLBACK_WITHIN_SECS: &str = "FALLBACK_WITHIN_SECS";
     /// Every variable the configuration reads.
-    pub const ALL: [&str; 26] = [
+    pub const ALL: [&str; 27] = [
         TABLE_NAME,
         UPLOADS_BUCKET,
         REPORTS_BUCKET,
@@ -126,6 +130,7 @@ pub mod vars {
         SETTLE_QUEUE_URL,
         EMAIL_ATTACHMENT_MAX_BYTES,
         PUBLIC_API_URL,
+        FALLBACK_WITHIN_SECS,
     ];
 }
 
@@ -224,6 +229,7 @@ impl Config {
             reports_bucket: r.required(vars::REPORTS_BUCKET),
             fanout_queue_url: r.required(vars::FANOUT_QUEUE_URL),
             send_queue_url: r.required(vars::SEND_QUEUE_URL),
+            fallback_within_secs: r.number(vars::FALLBACK_WITHIN_SECS, 72 * 3600, 0, 30 * 86_400),
             public_api_url: (r.lookup)(vars::PUBLIC_API_URL)
                 .map(|v| v.trim().trim_end_matches('/').to_string())
                 .filter(|v| !v.is_empty()),

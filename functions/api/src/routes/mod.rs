@@ -6,5 +6,6 @@ pub mod documents;
 pub mod lifecycle;
 pub mod print;
 pub mod recipients;
+pub mod senders;
 pub mod steps;
 pub mod unsubscribe;

@@ -15,6 +15,7 @@ pub mod audit;
 pub mod claims;
 pub mod counters;
 pub mod dispatches;
+pub mod followup;
 pub mod jobs;
 pub mod print;
 pub mod rates;

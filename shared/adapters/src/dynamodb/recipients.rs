@@ -33,6 +33,10 @@ pub(crate) fn recipient_item(r: &Recipient, key: &RecipientKey) -> Item {
     }
     opt(&mut item, "previous_reason", &r.previous_reason);
     opt(&mut item, "postal", &r.postal);
+    opt(&mut item, "followed_up_at", &r.followed_up_at);
+    if !r.fallbacks.is_empty() {
+        item.insert("fallbacks".into(), reaches(&r.fallbacks));
+    }
     if !r.print_sort.is_empty() {
         item.insert(
             "print_sort".into(),
@@ -102,6 +106,22 @@ pub(crate) fn recipient_from(item: &Item) -> Result<(RecipientKey, Recipient)> {
             .map(|l| l.iter().filter_map(|v| v.as_s().ok().cloned()).collect())
             .unwrap_or_default(),
         postal: get_s(item, "postal"),
+        fallbacks: item
+            .get("fallbacks")
+            .and_then(|v| v.as_l().ok())
+            .map(|l| {
+                l.iter()
+                    .filter_map(|v| {
+                        let m = v.as_m().ok()?;
+                        Some(domain::model::Reach {
+                            channel: get_s(m, "channel")?.parse().ok()?,
+                            address: get_s(m, "address")?,
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        followed_up_at: get_s(item, "followed_up_at"),
     };
     Ok((key, r))
 }
@@ -457,3 +477,17 @@ impl engine::ports::RecipientRoll for Store {
 /// Recipients asked for in one page of a pass over a dispatch (DynamoDB stops a page at
 /// 1 MB before that).
 const PASS_PAGE: i32 = 1000;
+
+/// A recipient's fallback channels as stored: a list of `{channel, address}`.
+pub(crate) fn reaches(list: &[domain::model::Reach]) -> AttributeValue {
+    AttributeValue::L(
+        list.iter()
+            .map(|r| {
+                AttributeValue::M(std::collections::HashMap::from([
+                    ("channel".to_string(), s(r.channel.as_str())),
+                    ("address".to_string(), s(r.address.clone())),
+                ]))
+            })
+            .collect(),
+    )
+}

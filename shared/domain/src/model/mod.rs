@@ -9,7 +9,7 @@ mod dispatch;
 mod recipient;
 
 pub use dispatch::{Attempt, Counts, Dispatch, DispatchState};
-pub use recipient::{Receipt, Recipient, RecipientState};
+pub use recipient::{calls_for_follow_up, follow_up_of, Reach, Receipt, Recipient, RecipientState};
 
 /// Delivery channel of one recipient.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]

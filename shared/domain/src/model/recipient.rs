@@ -61,8 +61,9 @@ impl RecipientState {
 
     /// The legal transitions of a recipient. `Sending -> Pending` is the release of a claim
     /// after a throttle or a transient fault, when the provider did not take the message.
-    /// `Failed`/`Unknown -> Pending` is an operator's resend, the one way out of a final
-    /// state; `Pending -> Excluded` an operator's removal before approval.
+    /// `Failed`/`Unknown -> Pending` is an operator's resend, and `Sent -> Pending` the
+    /// follow-up of a failed delivery on the next channel: the ways out of a final state;
+    /// `Pending -> Excluded` an operator's removal before approval.
     pub fn can_become(self, next: RecipientState) -> bool {
         use RecipientState::*;
         matches!(
@@ -77,6 +78,7 @@ impl RecipientState {
                 | (Sending, Pending)
                 | (Failed, Pending)
                 | (Unknown, Pending)
+                | (Sent, Pending)
         )
     }
 
@@ -159,6 +161,53 @@ pub struct Recipient {
     /// carries the recipient's own letter.
     #[serde(default)]
     pub postal: Option<String>,
+    /// The later channels of the dispatch's fallback order that can reach the recipient, in
+    /// order: a hard bounce or an undeliverable message is followed up on the first.
+    #[serde(default)]
+    pub fallbacks: Vec<Reach>,
+    /// When a failed delivery was followed up on the next channel (once per recipient).
+    #[serde(default)]
+    pub followed_up_at: Option<String>,
+}
+
+/// A channel that can reach a recipient, and the address there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reach {
+    pub channel: Channel,
+    pub address: String,
+}
+
+/// Receipts that say a message did not reach its recipient for good: a hard bounce, a
+/// rejection, an undeliverable SMS. A complaint is never one (the recipient got it).
+pub fn calls_for_follow_up(receipt: Receipt, detail: Option<&str>) -> bool {
+    match receipt {
+        Receipt::Bounced => detail.is_some_and(|d| d.starts_with("Permanent")),
+        Receipt::Rejected | Receipt::Undelivered => true,
+        _ => false,
+    }
+}
+
+/// The channel a failed delivery is followed up on, if the recipient may have one: it was
+/// sent (not removed, not failed before sending), had not been delivered, has a later
+/// channel, and was not followed up before; the failure came within `within_secs` of the
+/// send.
+pub fn follow_up_of<'a>(r: &'a Recipient, failed_at: &str, within_secs: i64) -> Option<&'a Reach> {
+    if r.state != RecipientState::Sent
+        || r.followed_up_at.is_some()
+        || r.receipt == Some(Receipt::Delivered)
+    {
+        return None;
+    }
+    let sent = r.sent_at.as_deref()?;
+    let (sent, failed) = (parse_rfc3339(sent)?, parse_rfc3339(failed_at)?);
+    if (failed - sent).whole_seconds() > within_secs {
+        return None;
+    }
+    r.fallbacks.first()
+}
+
+fn parse_rfc3339(t: &str) -> Option<time::OffsetDateTime> {
+    time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
 }
 
 impl Recipient {
@@ -184,6 +233,8 @@ impl Recipient {
             previous_reason: None,
             print_sort: Vec::new(),
             postal: None,
+            fallbacks: Vec::new(),
+            followed_up_at: None,
         }
     }
 }

@@ -77,6 +77,42 @@ pub mod codes {
 
 /// Leaves a valid row out because its address is on the suppression list: the row becomes
 /// `excluded` with the reason, and one report line says why.
+/// A valid row whose address is on the suppression list goes by the `i`-th of its later
+/// channels instead, and the report says so.
+pub fn fall_back_from_suppressed(
+    checked: &mut Checked,
+    i: usize,
+    entry: &domain::suppression::Suppression,
+    columns: &domain::manifest::Columns,
+) {
+    let r = &mut checked.recipient;
+    let from = r.channel;
+    let column = match from {
+        Some(Channel::Sms) => &columns.phone,
+        Some(Channel::Letter) => &columns.addressee,
+        _ => &columns.email,
+    };
+    let mut later = std::mem::take(&mut r.fallbacks);
+    let to = later.remove(i);
+    r.fallbacks = later.split_off(i);
+    checked.notices.push(Problem {
+        line: r.line,
+        recipient_id: r.recipient_id.clone(),
+        column: column.clone(),
+        code: codes::FALLBACK,
+        message: format!(
+            "from {} to {}: {}: the address is on the suppression list ({} on {})",
+            from.map(|c| c.as_str()).unwrap_or("?"),
+            to.channel,
+            codes::SUPPRESSED,
+            entry.reason,
+            entry.at
+        ),
+    });
+    r.channel = Some(to.channel);
+    r.address = Some(to.address);
+}
+
 pub fn exclude_suppressed(
     checked: &mut Checked,
     entry: &domain::suppression::Suppression,
@@ -231,7 +267,11 @@ impl<'a> Validator<'a> {
                 cols.phone
             ));
         }
-        if manifest.channel == ChannelMode::Column && channel_col.is_none() {
+        // With a fallback order, a list without a channel column goes by the order.
+        if manifest.channel == ChannelMode::Column
+            && channel_col.is_none()
+            && manifest.fallback.is_empty()
+        {
             problems.push(format!(
                 "channel is chosen per row but the list has no '{}' column",
                 cols.channel

@@ -217,6 +217,48 @@ impl Validator<'_> {
             }
         }
 
+        // The later channels of the order that can reach the row, with their merge fields:
+        // a failed delivery is followed up on the first. One whose fields are not all
+        // filled in is left out, not a problem of the row.
+        let mut fallbacks = Vec::new();
+        if let (Some(chosen), true, true) = (channel, !order.is_empty(), problems.is_empty()) {
+            let after: Vec<Channel> = match order.iter().position(|o| *o == chosen) {
+                Some(i) => order[i + 1..].to_vec(),
+                None => order.iter().copied().filter(|o| *o != chosen).collect(),
+            };
+            for o in after {
+                let Ok(a) = reach(o) else { continue };
+                let used = match o {
+                    Channel::Email => &self.email_fields,
+                    Channel::Sms => &self.sms_fields,
+                    Channel::Letter => &self.letter_fields,
+                };
+                let mut more = BTreeMap::new();
+                let filled = used.iter().all(|(f, col)| {
+                    let v = col.and_then(|i| row.cell(i)).unwrap_or_default();
+                    more.insert(f.clone(), v.to_string());
+                    !v.is_empty()
+                });
+                if !filled {
+                    continue;
+                }
+                let mut with = fields.clone();
+                with.extend(more);
+                let renders = match o {
+                    Channel::Email => self.template.render_email(&with).is_ok(),
+                    Channel::Sms => self.template.render_sms(&with).is_ok(),
+                    Channel::Letter => self.template.render_letter(&with).is_ok(),
+                };
+                if renders {
+                    fields = with;
+                    fallbacks.push(domain::model::Reach {
+                        channel: o,
+                        address: a,
+                    });
+                }
+            }
+        }
+
         // An email that carries the recipient's own letter needs the letter's merge fields.
         let attach_letter = channel == Some(Channel::Email)
             && self.template.has(Channel::Letter)
@@ -366,9 +408,11 @@ impl Validator<'_> {
             }
         }
 
+        let letter_later = fallbacks.iter().any(|f| f.channel == Channel::Letter);
         let mut recipient = self.recipient(line, id.clone(), channel, address, fields);
         recipient.postal = postal;
-        if channel == Some(Channel::Letter) {
+        recipient.fallbacks = fallbacks;
+        if channel == Some(Channel::Letter) || letter_later {
             recipient.print_sort = self
                 .print_sort
                 .iter()
