@@ -389,7 +389,12 @@ async fn an_attachment_that_is_not_a_plain_pdf_within_the_limit_fails_validation
         .await
         .unwrap();
     let d = portal
-        .wait_for("stranger", &["validation_failed"], Duration::from_secs(60), |_| {})
+        .wait_for(
+            "stranger",
+            &["validation_failed"],
+            Duration::from_secs(60),
+            |_| {},
+        )
         .await
         .unwrap();
     let problems = d["problems"].to_string();
@@ -672,6 +677,13 @@ async fn a_row_goes_by_the_next_channel_of_the_order_that_can_reach_it_and_the_r
     assert_eq!(d["counts"]["valid"], 4, "{d}");
     assert_eq!(d["counts"]["invalid"], 1, "{d}");
     assert_eq!(d["counts"]["excluded"], 0, "{d}");
+    // The channels the valid rows go by, after the fallbacks: Ann email; Bo and Eve SMS; Cy
+    // letter.
+    assert_eq!(
+        d["validation"]["valid_by_channel"],
+        serde_json::json!({"email": 1, "sms": 2, "letter": 1}),
+        "{d}"
+    );
     let (_, report) = portal.get("/dispatches/any-way/report").await.unwrap();
     let rows: Vec<(String, String, String)> = csv::Reader::from_reader(report.as_bytes())
         .records()

@@ -224,6 +224,7 @@ pub(crate) async fn check_package(deps: &Deps, bucket: &str, d: &Dispatch) -> Re
     };
     let mut report = CsvFile::temporary(&documents::report::REPORT_COLUMNS).map_err(local)?;
     let mut by_code: BTreeMap<&'static str, u64> = BTreeMap::new();
+    let mut by_channel: BTreeMap<&'static str, u64> = BTreeMap::new();
     let mut first_problems: Vec<Problem> = Vec::new();
     let mut samples = Samples::default();
     let mut sms = SmsLength::default();
@@ -232,6 +233,7 @@ pub(crate) async fn check_package(deps: &Deps, bucket: &str, d: &Dispatch) -> Re
         counts: &mut counts,
         report: &mut report,
         by_code: &mut by_code,
+        by_channel: &mut by_channel,
         first_problems: &mut first_problems,
         samples: &mut samples,
         sms: &mut sms,
@@ -285,6 +287,7 @@ pub(crate) async fn check_package(deps: &Deps, bucket: &str, d: &Dispatch) -> Re
         invalid: counts.invalid,
         excluded: counts.excluded,
         problems_by_code: by_code,
+        valid_by_channel: by_channel,
         first_problems,
         merge_fields: template.all_fields().into_iter().collect(),
         attempt: d.attempt,

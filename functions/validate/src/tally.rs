@@ -7,6 +7,7 @@ pub(crate) struct Tally<'a> {
     pub(crate) counts: &'a mut Counts,
     pub(crate) report: &'a mut CsvFile,
     pub(crate) by_code: &'a mut BTreeMap<&'static str, u64>,
+    pub(crate) by_channel: &'a mut BTreeMap<&'static str, u64>,
     pub(crate) first_problems: &'a mut Vec<Problem>,
     pub(crate) samples: &'a mut Samples,
     pub(crate) sms: &'a mut SmsLength,
@@ -29,6 +30,9 @@ impl Tally<'_> {
         match r.state {
             RecipientState::Pending => {
                 self.counts.valid += 1;
+                if let Some(c) = r.channel {
+                    *self.by_channel.entry(c.as_str()).or_default() += 1;
+                }
                 self.samples.offer(r);
                 if let Some(s) = checked.segments {
                     self.sms.add(s);
@@ -182,6 +186,8 @@ pub struct Summary {
     /// Valid rows left out by exclusions (the suppression list).
     pub excluded: u64,
     pub problems_by_code: BTreeMap<&'static str, u64>,
+    /// Valid rows by the channel they go by (after any fallback).
+    pub valid_by_channel: BTreeMap<&'static str, u64>,
     pub first_problems: Vec<Problem>,
     pub merge_fields: Vec<String>,
     /// Validation attempt (1, then one more per corrected package).

@@ -53,7 +53,11 @@ impl Senders {
             Ok(s) => s,
             Err(e) => return Verdict::Unknown(e.to_string()),
         };
-        let may = |name: &str| senders.iter().any(|s| s.identity.eq_ignore_ascii_case(name));
+        let may = |name: &str| {
+            senders
+                .iter()
+                .any(|s| s.identity.eq_ignore_ascii_case(name))
+        };
         if may(&address) || domain.as_deref().is_some_and(may) {
             return Verdict::Verified;
         }

@@ -354,23 +354,23 @@ mod tests {
         assert_eq!(lines[0], HISTORY_COLUMNS.join(","));
         assert_eq!(
             lines[1],
-            "recipient,7,2,sms,+4520123456,yes,3/R#7,m-1,2026-01-01T00:00:00Z,,,sent,,sent,1,2026-01-01T00:00:01Z,,,"
+            "recipient,7,2,sms,+4520123456,yes,3/R#7,m-1,2026-01-01T00:00:00Z,,,sent,,sent,1,2026-01-01T00:00:01Z,,,,"
         );
         assert_eq!(
             lines[2],
-            "recipient,'=cmd,3,sms,+4520123456,no,3/R#=cmd,m-1,2026-01-01T00:00:00Z,2026-01-01T00:00:05Z,bounced,bounced,Permanent/General: 550 user unknown,sent,1,2026-01-01T00:00:01Z,,,"
+            "recipient,'=cmd,3,sms,+4520123456,no,3/R#=cmd,m-1,2026-01-01T00:00:00Z,2026-01-01T00:00:05Z,bounced,bounced,Permanent/General: 550 user unknown,sent,1,2026-01-01T00:00:01Z,,,,"
         );
         assert_eq!(
             lines[3],
-            "recipient,9,4,sms,+4520123456,no,3/R#9,,,,,invalid,invalid_phone: too short,invalid,1,2026-01-01T00:00:01Z,,,"
+            "recipient,9,4,sms,+4520123456,no,3/R#9,,,,,invalid,invalid_phone: too short,invalid,1,2026-01-01T00:00:01Z,,,,"
         );
         assert_eq!(
             lines[4],
-            "audit,,,,,,,,,,,,,,,2026-01-01T00:00:00Z,ann,approve,approved"
+            "audit,,,,,,,,,,,,,,,2026-01-01T00:00:00Z,ann,approve,approved,"
         );
         assert_eq!(
             lines[5],
-            "audit,,,,,,,,,,,,,,,2026-01-01T00:00:09Z,'=evil,resend,\"1 recipient, send attempt 2\""
+            "audit,,,,,,,,,,,,,,,2026-01-01T00:00:09Z,'=evil,resend,\"1 recipient, send attempt 2\","
         );
         assert_eq!(lines.len(), 6);
     }

@@ -225,6 +225,12 @@ pub struct Exclusions {
     /// send; no, n, false, 0, nej or an empty cell exclude; anything else is invalid.
     #[serde(default)]
     pub consent_column: Option<String>,
+    /// Per channel, a column saying whether the recipient agreed to be contacted that way
+    /// (the same words as `consent_column`), e.g. `{"sms": "sms_ok"}`. A row without consent
+    /// for its channel goes by the next of the fallback order it agreed to; without one it
+    /// is excluded (`no_consent`).
+    #[serde(default)]
+    pub channel_consent: std::collections::BTreeMap<Channel, String>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -297,6 +303,13 @@ impl Manifest {
         }
         if let Some(s) = &self.sms {
             values.push(("sms.sender_id", s.sender_id.as_deref(), SENDER_ID_CHARS));
+        }
+        for column in self.exclusions.channel_consent.values() {
+            values.push((
+                "exclusions.channel_consent",
+                Some(column.as_str()),
+                MANIFEST_COLUMN_CHARS,
+            ));
         }
         for (field, value) in [
             ("columns.addressee", &self.columns.addressee),

@@ -82,11 +82,12 @@ fn recipient_transitions_never_leave_a_final_state() {
         "a send always goes through a claim"
     );
     assert!(!Invalid.can_become(Pending));
-    // Only an operator's resend leads out of a final state, and only back to pending.
+    // Only an operator's resend, or the follow-up of a sent message that did not arrive on
+    // the next channel, leads out of a final state, and only back to pending.
     for from in RecipientState::ALL.into_iter().filter(|s| s.is_final()) {
         for to in RecipientState::ALL {
-            let resend = from.may_be_resent() && to == Pending;
-            assert_eq!(from.can_become(to), resend, "{from} -> {to}");
+            let again = (from.may_be_resent() || from == Sent) && to == Pending;
+            assert_eq!(from.can_become(to), again, "{from} -> {to}");
         }
     }
     assert!(Failed.may_be_resent() && Unknown.may_be_resent());
@@ -136,4 +137,51 @@ fn only_a_dispatch_without_any_loss_or_exclusion_closes_by_itself() {
     d.counts.invalid = 0;
     d.counts.excluded = 1;
     assert_eq!(d.final_state(), DispatchState::CompletedWithErrors);
+}
+
+#[test]
+fn a_failed_delivery_is_followed_up_once_within_its_time_and_never_after_delivery() {
+    use crate::model::{calls_for_follow_up, follow_up_of, Reach};
+    let mut r = Recipient::pending("d", "1", 2);
+    r.state = RecipientState::Sent;
+    r.channel = Some(Channel::Email);
+    r.sent_at = Some("2026-12-04T10:00:00Z".into());
+    r.fallbacks = vec![Reach {
+        channel: Channel::Letter,
+        address: "Ann\nStoregade 1\n8000 Aarhus C".into(),
+    }];
+    let within = 3600;
+    assert_eq!(
+        follow_up_of(&r, "2026-12-04T10:30:00Z", within).map(|f| f.channel),
+        Some(Channel::Letter)
+    );
+    assert!(
+        follow_up_of(&r, "2026-12-04T11:00:01Z", within).is_none(),
+        "too late"
+    );
+    let mut delivered = r.clone();
+    delivered.receipt = Some(Receipt::Delivered);
+    assert!(follow_up_of(&delivered, "2026-12-04T10:30:00Z", within).is_none());
+    let mut once = r.clone();
+    once.followed_up_at = Some("2026-12-04T10:30:00Z".into());
+    assert!(follow_up_of(&once, "2026-12-04T10:40:00Z", within).is_none());
+    let mut removed = r.clone();
+    removed.state = RecipientState::Excluded;
+    assert!(follow_up_of(&removed, "2026-12-04T10:30:00Z", within).is_none());
+    let mut nowhere = r.clone();
+    nowhere.fallbacks.clear();
+    assert!(follow_up_of(&nowhere, "2026-12-04T10:30:00Z", within).is_none());
+
+    assert!(calls_for_follow_up(
+        Receipt::Bounced,
+        Some("Permanent/General: 550")
+    ));
+    assert!(!calls_for_follow_up(
+        Receipt::Bounced,
+        Some("Transient/MailboxFull")
+    ));
+    assert!(calls_for_follow_up(Receipt::Rejected, None));
+    assert!(calls_for_follow_up(Receipt::Undelivered, None));
+    assert!(!calls_for_follow_up(Receipt::Complained, None));
+    assert!(!calls_for_follow_up(Receipt::Delivered, None));
 }

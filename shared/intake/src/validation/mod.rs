@@ -163,6 +163,8 @@ pub struct Validator<'a> {
     print_sort: Vec<Option<usize>>,
     status_col: Option<usize>,
     consent_col: Option<usize>,
+    /// Per channel, the consent column's name and place.
+    channel_consent: BTreeMap<Channel, (String, usize)>,
     region: phonenumber::country::Id,
     /// Merge fields each channel's template uses, with their columns (worked out once).
     email_fields: Vec<(String, Option<usize>)>,
@@ -349,6 +351,17 @@ impl<'a> Validator<'a> {
                 "exclusions name the consent column '{c}' but the list has no such column"
             ));
         }
+        let mut channel_consent = BTreeMap::new();
+        for (ch, c) in &x.channel_consent {
+            match find(&names, c) {
+                Some(i) => {
+                    channel_consent.insert(*ch, (c.clone(), i));
+                }
+                None => problems.push(format!(
+                    "exclusions name the {ch} consent column '{c}' but the list has no such column"
+                )),
+            }
+        }
         let mut missing: Vec<String> = Vec::new();
         // An email that carries the recipient's letter needs the letter's fields as well.
         let mut merged = channels.clone();
@@ -408,6 +421,7 @@ impl<'a> Validator<'a> {
                 print_sort,
                 status_col,
                 consent_col,
+                channel_consent,
                 region,
                 email_fields,
                 sms_fields,

@@ -103,6 +103,28 @@ impl Validator<'_> {
                     format!("this dispatch has no {c} message"),
                 ));
             }
+            if let Some((name, i)) = self.channel_consent.get(&c) {
+                let said = cell(Some(*i));
+                match consent(said) {
+                    Some(true) => {}
+                    Some(false) => {
+                        return Err((
+                            name.as_str(),
+                            codes::NO_CONSENT,
+                            format!("the recipient has not agreed to be contacted by {c} ('{said}')"),
+                        ))
+                    }
+                    None => {
+                        return Err((
+                            name.as_str(),
+                            codes::INVALID_CONSENT,
+                            format!(
+                                "'{said}' is neither yes nor no (yes, y, true, 1, ja, x / no, n, false, 0, nej, empty)"
+                            ),
+                        ))
+                    }
+                }
+            }
             match c {
                 Channel::Email => check_email(email).map_err(|(code, m)| (&*cols.email, code, m)),
                 Channel::Sms => {
@@ -130,6 +152,16 @@ impl Validator<'_> {
             }
         };
         let mut notices = Vec::new();
+        // A channel the recipient has not agreed to, with no other to go by: excluded, as a
+        // refused consent is, rather than invalid.
+        let mut refused_consent: Option<Problem> = None;
+        let refusal = |column: &str, m: &str| Problem {
+            line,
+            recipient_id: id.clone(),
+            column: column.to_string(),
+            code: codes::NO_CONSENT,
+            message: m.to_string(),
+        };
         let address = match channel {
             Some(c) => match reach(c) {
                 Ok(a) => Some(a),
@@ -151,6 +183,10 @@ impl Validator<'_> {
                             channel = Some(o);
                             Some(a)
                         }
+                        None if code == codes::NO_CONSENT => {
+                            refused_consent = Some(refusal(column, &m));
+                            None
+                        }
                         None => {
                             problem!(column, code, m);
                             problem!(
@@ -171,7 +207,9 @@ impl Validator<'_> {
                 }
                 Err((column, code, m)) => {
                     // Without an order, a missing message was reported above.
-                    if code != codes::NO_TEMPLATE_FOR_CHANNEL {
+                    if code == codes::NO_CONSENT {
+                        refused_consent = Some(refusal(column, &m));
+                    } else if code != codes::NO_TEMPLATE_FOR_CHANNEL {
                         problem!(column, code, m);
                     }
                     None
@@ -344,7 +382,7 @@ impl Validator<'_> {
 
         // Exclusions apply to rows that are otherwise valid; a consent cell that says
         // neither yes nor no is a problem of its own.
-        let mut excluded: Option<Problem> = None;
+        let mut excluded: Option<Problem> = refused_consent;
         let exclude = |column: &str, code: &'static str, message: String| Problem {
             line,
             recipient_id: id.clone(),

@@ -628,3 +628,83 @@ fn a_fallback_order_needs_per_row_channels_and_a_part_for_each() {
     )
     .contains("twice"));
 }
+
+#[test]
+fn a_channel_the_recipient_did_not_agree_to_falls_back_or_excludes_the_row() {
+    let m = Manifest::parse(
+        br#"{"title":"t","list":"l.csv","channel":"column","columns":{"id":"id"},
+            "fallback":["sms","email"],
+            "email":{"from":"a@example.org","subject":"Hi {{ name }}","text":"t.txt"},
+            "sms":{"text":"s.txt"},
+            "exclusions":{"channel_consent":{"sms":"sms ok","email":"email ok"}}}"#,
+    )
+    .unwrap();
+    let t = template();
+    let h: Vec<String> = ["id", "name", "email", "phone", "town", "sms ok", "email ok"]
+        .into_iter()
+        .map(String::from)
+        .collect();
+    let mut v = Validator::new("d", &m, &t, &h, "DK").unwrap();
+    // No consent to SMS: by email, and the report says why.
+    let r = v.check(&row(
+        2,
+        &[
+            "1",
+            "Ann",
+            "ann@example.org",
+            "20123456",
+            "Aarhus",
+            "no",
+            "yes",
+        ],
+    ));
+    assert_eq!(
+        r.recipient.state,
+        RecipientState::Pending,
+        "{:?}",
+        r.problems
+    );
+    assert_eq!(r.recipient.channel, Some(Channel::Email));
+    assert!(
+        r.notices[0]
+            .message
+            .starts_with("from sms to email: no_consent"),
+        "{:?}",
+        r.notices
+    );
+    // Consent to neither: excluded, not invalid.
+    let r = v.check(&row(
+        3,
+        &["2", "Bo", "bo@example.org", "20123457", "Aarhus", "no", ""],
+    ));
+    assert_eq!(
+        r.recipient.state,
+        RecipientState::Excluded,
+        "{:?}",
+        r.problems
+    );
+    assert_eq!(r.problems.len(), 1);
+    assert_eq!(r.problems[0].code, codes::NO_CONSENT);
+    assert_eq!(r.problems[0].column, "sms ok");
+    // A word that is neither: invalid, naming the column.
+    let r = v.check(&row(
+        4,
+        &["3", "Cy", "", "20123458", "Aarhus", "maybe", "yes"],
+    ));
+    assert_eq!(r.recipient.state, RecipientState::Invalid);
+    assert!(
+        r.problems.iter().any(|p| p.code == codes::INVALID_CONSENT),
+        "{:?}",
+        r.problems
+    );
+    // The consent columns must be in the list.
+    let short: Vec<String> = ["id", "name", "email", "phone", "town"]
+        .into_iter()
+        .map(String::from)
+        .collect();
+    let e = Validator::new("d", &m, &t, &short, "DK").err().unwrap();
+    assert!(
+        e.iter().any(|p| p.contains("sms consent column 'sms ok'")),
+        "{e:?}"
+    );
+}
