@@ -19,6 +19,7 @@ struct World {
     notices: Arc<MemoryNotices>,
     queue: Arc<MemoryQueue>,
     metrics: Arc<MemoryMetrics>,
+    packages: Arc<MemoryPackages>,
     batch: SendBatch,
 }
 
@@ -119,7 +120,7 @@ fn world_on(
             mailer: provider.clone(),
             texter: provider.clone(),
             press: provider.clone(),
-            packages,
+            packages: packages.clone(),
             completion: Arc::new(Completer::new(CompletionPorts {
                 dispatches: store.clone(),
                 recipients: store.clone(),
@@ -142,6 +143,7 @@ fn world_on(
         notices,
         queue,
         metrics,
+        packages,
         batch: SendBatch {
             dispatch_id: "d1".into(),
             items,
@@ -421,6 +423,59 @@ async fn the_accounts_daily_quota_stops_sending_when_used_up() {
     assert_eq!(d.state, DispatchState::WaitingForContinuation);
     assert_eq!(d.pause_reason.as_deref(), Some(QUOTA_USED_UP));
     assert_eq!(w.states()[&RecipientState::Pending], 3);
+}
+
+/// An email with Bcc is as many sends as it has destinations: against the daily quota and
+/// on the shared schedule. Its attachments reach the provider, the dispatch's file as frozen.
+#[tokio::test]
+async fn an_email_with_bcc_takes_a_send_of_the_quota_and_a_slot_per_destination() {
+    let w = world(5, false);
+    let pdf = b"%PDF-1.7 the guide".to_vec();
+    w.packages
+        .put_file("dispatches/d1/attachment/x.pdf", pdf.clone());
+    w.packages.put(
+        "d1",
+        TemplateSource {
+            email: Some(EmailSource {
+                from: "Town Hall <noreply@example.org>".into(),
+                subject: "Hello {{ name }}".into(),
+                text: "Dear {{ name }}".into(),
+                bcc: vec!["archive@example.org".into(), "audit@example.org".into()],
+                attachment: Some(intake::template::FrozenFile {
+                    name: "guide.pdf".into(),
+                    key: "dispatches/d1/attachment/x.pdf".into(),
+                    sha256: "x".into(),
+                    bytes: pdf.len() as u64,
+                }),
+                ..Default::default()
+            }),
+            sms: None,
+            letter: None,
+        },
+    );
+    // 7 sends left today: two emails of three destinations each, not a third.
+    w.provider.set_quota(Quota {
+        max_send_rate: 1000.0,
+        max_24_hour_send: 100.0,
+        sent_last_24_hours: 93.0,
+    });
+    w.run(vec![w.delivery("m", 1)]).await;
+    assert_eq!(w.provider.sent().len(), 2, "two emails of three sends each");
+    assert_eq!(w.dispatch().pause_reason.as_deref(), Some(QUOTA_USED_UP));
+    let attached = w.provider.attached();
+    assert!(!attached.is_empty());
+    for (_, files) in &attached {
+        assert_eq!(files, &vec![("guide.pdf".to_string(), pdf.len())]);
+    }
+    // The five emails' run of slots spans three slots each.
+    let runs = w.slots.runs();
+    let (_, start, end) = runs[0];
+    let one = crate::pacing::slot_interval(1000.0).as_millis() as i64;
+    assert!(
+        end - start >= 5 * 3 * one - 1,
+        "a run of {} ms for five emails of three destinations at {one} ms a slot",
+        end - start
+    );
 }
 
 #[tokio::test]
