@@ -189,7 +189,7 @@ async fn follow_up(
         let why = failure_words(r, event.receipt.as_str(), event.detail.as_deref());
         match deps
             .store
-            .follow_up(&at.dispatch_id, &at.key, next, &why)
+            .follow_up(&at.dispatch_id, &at.key, r, next, &why)
             .await?
         {
             FollowedUp::Started { recipient, attempt } => {

@@ -247,11 +247,7 @@ impl Mailer {
 fn sender_refused(e: SendError, from: &str) -> SendError {
     match e {
         SendError::Permanent { code, message } if code == "MessageRejected" => {
-            let address = from
-                .rsplit_once('<')
-                .map_or(from, |(_, a)| a.trim_end_matches('>'))
-                .trim()
-                .to_lowercase();
+            let address = crate::senders::address_of(from);
             let domain = address.rsplit_once('@').map(|(_, d)| d.to_string());
             // "… failed the check in region EU-WEST-1: a@example.org, example.org"
             let failed: Vec<String> = message

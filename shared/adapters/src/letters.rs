@@ -108,18 +108,11 @@ impl engine::ports::LetterPress for Press {
         layout: &LetterLayout,
         letter: &RenderedLetter,
     ) -> Result<String, SendError> {
-        let refused = |message: String| SendError::Permanent {
-            code: "render_failed".into(),
-            message,
-        };
-        let renderer = self.renderer(dispatch_id, layout).map_err(refused)?;
-        let pdf = render(renderer, letter_of(address, letter))
-            .await
-            .map_err(|e| refused(e.to_string()))?;
+        let pdf = self.typeset(dispatch_id, address, layout, letter).await?;
         let key = documents::keys::letter(dispatch_id, &recipient.sk);
         // Filing again replaces the same letter: a failed or unanswered write is tried again.
         self.docs
-            .put_report_document(&key, pdf.pdf, "application/pdf")
+            .put_report_document(&key, pdf, "application/pdf")
             .await
             .map_err(|e| SendError::Transient(e.to_string()))?;
         Ok(key)

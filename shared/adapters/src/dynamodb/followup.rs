@@ -48,13 +48,15 @@ impl Store {
         }
     }
 
-    /// Gives a sent recipient back to the senders on `next` as its next send attempt, with
-    /// `why` the failed attempt's failure. Conditional on the
+    /// Gives a sent recipient (`current`, as just read) back to the senders on `next` as its
+    /// next send attempt, with `why` the failed attempt's failure. The transaction's
+    /// conditions catch a recipient that changed since it was read. Conditional on the
     /// recipient still `sent` and never followed up, and on the dispatch's state as read.
     pub async fn follow_up(
         &self,
         dispatch_id: &str,
         key: &RecipientKey,
+        current: &Recipient,
         next: &Reach,
         why: &str,
     ) -> Result<FollowedUp> {
@@ -75,9 +77,6 @@ impl Store {
                 d.state.as_str()
             )));
         }
-        let Some(current) = self.recipient_at(dispatch_id, key).await? else {
-            return Ok(FollowedUp::Not("the recipient is gone".into()));
-        };
         let rest: Vec<Reach> = current.fallbacks.iter().skip(1).cloned().collect();
         // The recipient's own next attempt; the dispatch's attempt (an operator's resend)
         // is left as it is.

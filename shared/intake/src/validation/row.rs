@@ -94,6 +94,18 @@ impl Validator<'_> {
             }
         }
 
+        // The row's postal address as a letter prints it, or the code and words of why not.
+        let printed = || {
+            let p = &self.postal;
+            let cells = PostalCells {
+                addressee: cell(p.addressee),
+                lines: p.lines.iter().map(|c| cell(*c)).collect(),
+                postcode: cell(p.postcode),
+                city: cell(p.city),
+                country: cell(p.country),
+            };
+            postal_address(&cells, self.home_country).map(|lines| lines.join("\n"))
+        };
         // The address on a channel, or the column, code and words of why there is none.
         let reach = |c: Channel| -> Result<String, (&str, &'static str, String)> {
             if !self.template.has(c) {
@@ -130,25 +142,13 @@ impl Validator<'_> {
                 Channel::Sms => {
                     check_phone(phone, self.region).map_err(|(code, m)| (&*cols.phone, code, m))
                 }
-                Channel::Letter => {
-                    let p = &self.postal;
-                    let cells = PostalCells {
-                        addressee: cell(p.addressee),
-                        lines: p.lines.iter().map(|c| cell(*c)).collect(),
-                        postcode: cell(p.postcode),
-                        city: cell(p.city),
-                        country: cell(p.country),
+                Channel::Letter => printed().map_err(|(code, m)| {
+                    let column = match code {
+                        codes::UNKNOWN_COUNTRY => &cols.country,
+                        _ => &cols.addressee,
                     };
-                    postal_address(&cells, self.home_country)
-                        .map(|lines| lines.join("\n"))
-                        .map_err(|(code, m)| {
-                            let column = match code {
-                                codes::UNKNOWN_COUNTRY => &cols.country,
-                                _ => &cols.addressee,
-                            };
-                            (&**column, code, m)
-                        })
-                }
+                    (&**column, code, m)
+                }),
             }
         };
         let mut notices = Vec::new();
@@ -428,17 +428,7 @@ impl Validator<'_> {
         // That letter prints the postal address when the row has a usable one.
         let mut postal = None;
         if attach_letter {
-            let p = &self.postal;
-            let cells = PostalCells {
-                addressee: cell(p.addressee),
-                lines: p.lines.iter().map(|c| cell(*c)).collect(),
-                postcode: cell(p.postcode),
-                city: cell(p.city),
-                country: cell(p.country),
-            };
-            postal = postal_address(&cells, self.home_country)
-                .ok()
-                .map(|lines| lines.join("\n"));
+            postal = printed().ok();
             if problems.is_empty() {
                 if let Err(e) = self.template.render_letter(&fields) {
                     problem!("", codes::RENDER_FAILED, e.to_string());
